@@ -1,0 +1,42 @@
+# Set-up and the two README commands. Needs only Python 3.11 and the package registries.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS := airflow,kfp,s3,gcs,dev
+
+.PHONY: run test venv lock clean
+
+# The main job: the iris example end to end on local storage.
+run: $(VENV)/.installed examples/data/.generated
+	$(BIN)/k2e run examples/iris.yaml
+
+# The test suite. pytest exits 5 when a selection (PYTEST_ARGS) collects no test: said, not failed.
+test: $(VENV)/.installed
+	@rc=0; $(BIN)/python -m pytest -ra $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)"; rc=0; fi; \
+	exit $$rc
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "k2e needs Python 3.11, got " + sys.version.split()[0]'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check "pip==26.3"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[$(EXTRAS)]"
+	touch $@
+
+examples/data/.generated: examples/generate_data.py $(VENV)/.installed
+	$(BIN)/python examples/generate_data.py examples/data
+	touch $@
+
+# Re-resolve the pinned set after changing dependencies in pyproject.toml.
+lock:
+	rm -rf /tmp/k2e-lock && $(PYTHON) -m venv /tmp/k2e-lock
+	/tmp/k2e-lock/bin/python -m pip install --quiet "pip==26.3"
+	/tmp/k2e-lock/bin/python -m pip install --quiet ".[$(EXTRAS)]"
+	(echo "# Every install of k2e uses exactly these versions (pip install -c constraints.txt ...)."; \
+	 echo "# Regenerate: make lock"; \
+	 /tmp/k2e-lock/bin/python -m pip freeze --all | grep -v '^pip==\|^setuptools==\|^wheel==\|^k2e[= @]') > constraints.txt
+
+clean:
+	rm -rf $(VENV) out examples/data

@@ -1,0 +1,83 @@
+"""Writes the examples' small synthetic data sets (deterministic) into a directory.
+
+    python examples/generate_data.py [OUT_DIR]      (default: examples/data)
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+
+import numpy as np
+
+IRIS_COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width", "species"]
+# Per-species means and standard deviations of Fisher's iris measurements.
+IRIS_MEANS = np.array([[5.01, 3.43, 1.46, 0.25], [5.94, 2.77, 4.26, 1.33], [6.59, 2.97, 5.55, 2.03]])
+IRIS_STDS = np.array([[0.35, 0.38, 0.17, 0.11], [0.52, 0.31, 0.47, 0.20], [0.64, 0.32, 0.55, 0.27]])
+
+
+def iris(rows: int, seed: int, shift: float = 0.0):
+    rng = np.random.default_rng(seed)
+    species = rng.integers(0, 3, rows)
+    x = rng.normal(IRIS_MEANS[species] + shift, IRIS_STDS[species]).clip(0.1).round(1)
+    return x.astype(np.float32), species
+
+
+def write_iris_csv(path: str, rows: int, seed: int, shift: float = 0.0) -> None:
+    x, y = iris(rows, seed, shift)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(IRIS_COLUMNS)
+        for features, label in zip(x, y):
+            w.writerow([f"{v:.1f}" for v in features] + [int(label)])
+
+
+def bag_of_words(rows: int, seed: int, vocab: int = 1000, labels: int = 20):
+    """Multi-hot posts whose words depend on their tag, and one-hot tags (as float32)."""
+    profiles = np.random.default_rng(7).dirichlet(np.full(vocab, 0.05), labels)
+    rng = np.random.default_rng(seed)
+    tags = rng.integers(0, labels, rows)
+    x = np.zeros((rows, vocab), np.float32)
+    for i, tag in enumerate(tags):
+        words = rng.choice(vocab, size=30, p=profiles[tag])
+        x[i, words] = 1.0
+    return x, np.eye(labels, dtype=np.float32)[tags]
+
+
+def write_bag_of_words_tfrecord(path: str, rows: int, seed: int) -> None:
+    import tensorflow as tf
+
+    x, y = bag_of_words(rows, seed)
+    with tf.io.TFRecordWriter(path) as w:
+        for features, label in zip(x, y):
+            example = tf.train.Example(features=tf.train.Features(feature={
+                "posts_input": tf.train.Feature(float_list=tf.train.FloatList(value=features)),
+                "labels": tf.train.Feature(float_list=tf.train.FloatList(value=label)),
+            }))
+            w.write(example.SerializeToString())
+
+
+def two_io(rows: int, seed: int):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(rows, 16)).astype(np.float32)
+    b = rng.normal(size=(rows, 16)).astype(np.float32)
+    y2 = (a[:, :3] + b[:, :3]).argmax(1)
+    y3 = (a[:, 3] - b[:, 3] > 0).astype(int)
+    return {"input_a": a, "input_b": b,
+            "dense_2": np.eye(3, dtype=np.float32)[y2], "dense_3": np.eye(2, dtype=np.float32)[y3]}
+
+
+def main(out_dir: str = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")) -> None:
+    os.makedirs(out_dir, exist_ok=True)
+    write_iris_csv(os.path.join(out_dir, "iris_train.csv"), 120, seed=1)
+    write_iris_csv(os.path.join(out_dir, "iris_test.csv"), 30, seed=2)
+    write_bag_of_words_tfrecord(os.path.join(out_dir, "bow_train.tfrecord"), 2000, seed=1)
+    write_bag_of_words_tfrecord(os.path.join(out_dir, "bow_test.tfrecord"), 400, seed=2)
+    np.savez(os.path.join(out_dir, "two_io_train.npz"), **two_io(1000, seed=1))
+    np.savez(os.path.join(out_dir, "two_io_test.npz"), **two_io(200, seed=2))
+    print(f"example data written to {out_dir}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

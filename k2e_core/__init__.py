@@ -1,0 +1,36 @@
+"""k2e core: compiled Keras models trained and shipped as TensorFlow Estimators.
+
+Importing this package checks the TensorFlow stack from package metadata only; TensorFlow
+itself is imported on first use of a function that needs it.
+"""
+
+from k2e_core.versions import check_stack
+
+check_stack()
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "convert": "k2e_core.conversion",
+    "model_to_estimator": "k2e_core.conversion",
+    "load_keras_model": "k2e_core.conversion",
+    "JobSpec": "k2e_core.spec",
+    "load_spec": "k2e_core.spec",
+    "run": "k2e_core.job",
+    "validate": "k2e_core.job",
+    "convert_step": "k2e_core.job",
+    "train_step": "k2e_core.job",
+    "evaluate_step": "k2e_core.job",
+    "export_step": "k2e_core.job",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'k2e_core' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,90 @@
+"""`k2e`: run a job or one of its steps from a job spec.
+
+The last line on stdout is the step's result as one JSON object. Exit codes: 0 success,
+2 bad input (the message names the field and the fix), 1 failure during the run.
+Progress and errors go to stderr. TensorFlow is imported only by commands that need it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+STEP_HELP = {
+    "run": "convert, train, evaluate and export (the whole job)",
+    "convert": "convert the Keras model and write its warm-start checkpoint",
+    "train": "train to train.steps (resumes from the last checkpoint)",
+    "evaluate": "evaluate the latest checkpoint on the eval data",
+    "export": "export, verify and publish a SavedModel version",
+    "validate": "check spec, files and model/data compatibility without training",
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="k2e",
+        description="Train and ship a compiled Keras model as a TensorFlow Estimator.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in STEP_HELP.items():
+        s = sub.add_parser(name, help=text, description=text)
+        s.add_argument("spec", help="job spec: YAML/JSON file path or URL")
+        s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a spec field, e.g. --set train.steps=200 (repeatable)")
+        s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
+    s = sub.add_parser("schema", help="print the job spec's JSON Schema")
+    s.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
+    return p
+
+
+def _emit(result: dict) -> None:
+    sys.stdout.write(json.dumps(result, sort_keys=True, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    if args.command == "schema":
+        from k2e_core.spec import json_schema
+
+        sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+        return 0
+
+    from k2e_core.errors import K2eError, SpecError
+    from k2e_core.logs import configure_cli_logging
+
+    configure_cli_logging(args.verbose)
+    try:
+        from k2e_core.spec import load_spec
+
+        spec = load_spec(args.spec, args.overrides)
+        from k2e_core.job import STEPS
+
+        result = STEPS[args.command](spec)
+    except SpecError as err:
+        print(f"k2e: error: {err}", file=sys.stderr)
+        return 2
+    except K2eError as err:
+        print(f"k2e: failed: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("k2e: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # TensorFlow and storage errors: one line unless --verbose
+        if args.verbose or os.environ.get("K2E_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        text = getattr(err, "message", None) or str(err)
+        first = text.strip().splitlines()[0] if text.strip() else ""
+        print(f"k2e: failed: {type(err).__name__}: {first} (rerun with -v for the traceback)",
+              file=sys.stderr)
+        return 1
+    _emit(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

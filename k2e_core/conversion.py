@@ -1,0 +1,449 @@
+"""Compiled Keras model -> `tf.estimator.Estimator`.
+
+`convert` is a drop-in for `tf.keras.estimator.model_to_estimator` (same parameters, same
+ValueErrors) built on the upstream model_fn pieces, without their defects:
+
+* every variable is warm-started from the Keras weights, BatchNorm statistics included;
+* the caller's Keras model is never touched: conversion works on a private copy;
+* `RunConfig.keep_checkpoint_max` is honoured for object-based checkpoints;
+* models loaded from a path keep their metric names;
+* `export_outputs` accepts `serving_default` and every head becomes a signature;
+* `keras_model_path` is any fsspec URL, in `.keras`, `.h5` or SavedModel format;
+* optimizers that cannot be converted faithfully are refused with a clear error;
+* a reused `model_dir` never warm-starts from a different model;
+* a partial `metric_names_map` is allowed and predictions use dict-output keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+from k2e_core._tensorflow import tf
+from keras.src.engine import base_layer, base_layer_v1, training, training_v1
+from keras.src.utils import version_utils
+from tensorflow_estimator.python.estimator import estimator as estimator_lib
+from tensorflow_estimator.python.estimator import keras_lib
+from tensorflow_estimator.python.estimator.export import export_lib
+from tensorflow_estimator.python.estimator.mode_keys import ModeKeys
+
+from k2e_core import storage
+from k2e_core.objects import resolve_custom_objects
+
+log = logging.getLogger("k2e.conversion")
+
+SERVING_DEFAULT = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+KERAS_DIR = "keras"
+FINGERPRINT_FILE = "k2e-model.json"
+
+# Optimizers whose legacy twin trains identically when the new-only options are unset.
+_LEGACY_TWINS = {"SGD", "Adam", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Ftrl"}
+
+
+def convert(
+    keras_model=None,
+    keras_model_path=None,
+    custom_objects=None,
+    model_dir=None,
+    config=None,
+    checkpoint_format="checkpoint",
+    metric_names_map=None,
+    export_outputs=None,
+):
+    """Constructs an `Estimator` from a compiled Keras model (or a saved one at any URL)."""
+    if keras_model is None and not keras_model_path:
+        raise ValueError("Either `keras_model` or `keras_model_path` needs to be provided.")
+    if keras_model is not None and keras_model_path:
+        raise ValueError(
+            "Please specity either `keras_model` or `keras_model_path`, but not both."
+        )
+    if checkpoint_format is None:
+        checkpoint_format = "checkpoint"
+    if checkpoint_format not in ("checkpoint", "saver"):
+        raise ValueError(
+            'Checkpoint format must be one of "checkpoint" or "saver". '
+            f"Got {checkpoint_format}"
+        )
+    custom_objects = resolve_custom_objects(custom_objects)
+
+    if keras_model_path:
+        keras_model = load_keras_model(keras_model_path, custom_objects)
+    else:
+        keras_lib._assert_valid_model(keras_model, custom_objects)
+    if not getattr(keras_model, "optimizer", None):
+        raise ValueError(
+            "The given keras model has not been compiled yet. Please compile the model "
+            "with `model.compile()` before calling `model_to_estimator()`."
+        )
+    save_object_ckpt = checkpoint_format == "checkpoint"
+    if save_object_ckpt and not (
+        keras_model._is_graph_network or isinstance(keras_model, tf.keras.Sequential)
+    ):
+        raise ValueError(
+            "Object-based checkpoints are currently not supported with subclassed models."
+        )
+
+    classes = keras_classes(keras_model)
+    optimizer = legacy_optimizer(keras_model.optimizer)
+    model = private_copy(keras_model, optimizer, custom_objects)
+    output_keys = output_keys_of(model)
+    _check_metric_names_map(model, metric_names_map)
+    heads = export_heads(model, output_keys, export_outputs)
+
+    config = estimator_lib.maybe_overwrite_model_dir_and_session_config(config, model_dir)
+    model_fn = _model_fn(model, custom_objects, save_object_ckpt, metric_names_map,
+                         output_keys, heads, classes)
+
+    warm_start = None
+    if model._is_graph_network and config.is_chief:
+        keras_ckpt = _keras_checkpoint(model, custom_objects, config, save_object_ckpt)
+        warm_start = tf.estimator.WarmStartSettings(
+            ckpt_to_initialize_from=keras_ckpt,
+            # A list (not the string ".*") selects every global variable, moving
+            # statistics and optimizer slots included, not only trainable ones.
+            vars_to_warm_start=[".*"],
+        )
+    elif model.built:
+        log.warning(
+            "Subclassed Keras models cannot carry their current weights into the "
+            "Estimator; it starts from freshly initialised weights."
+        )
+    restore_eager_classes(classes)
+    return tf.estimator.Estimator(model_fn, config=config, warm_start_from=warm_start)
+
+
+model_to_estimator = convert
+
+
+def keras_classes(model):
+    """Every Keras class an Estimator call may swap to v1: layers, the model, metrics.
+
+    Building Keras models inside a `tf.Graph` (what every Estimator call does) swaps the
+    base classes of Sequential, Dense, metrics... to their v1 twins for the whole process,
+    which leaves every eager model of those classes in an "invalid state".
+    """
+    objects = [model, *model._flatten_layers(include_self=False, recursive=True)]
+    compiled = getattr(model, "compiled_metrics", None)
+    for metric in [*getattr(model, "metrics", []), *(getattr(compiled, "_metrics", None) or [])]:
+        objects.extend(tf.nest.flatten(metric))
+    return frozenset(type(o) for o in objects)
+
+
+def restore_eager_classes(classes):
+    if not tf.__internal__.tf2.enabled():
+        return
+    for cls in classes:
+        if issubclass(cls, (base_layer.Layer, base_layer_v1.Layer)):
+            version_utils.swap_class(cls, base_layer.Layer, base_layer_v1.Layer, use_v2=True)
+        if issubclass(cls, (training.Model, training_v1.Model)):
+            version_utils.swap_class(cls, training.Model, training_v1.Model, use_v2=True)
+
+
+# --------------------------------------------------------------------------- model source
+
+def load_keras_model(url: str, custom_objects=None):
+    """Loads a compiled Keras model from any fsspec URL (.keras, .h5 or SavedModel dir)."""
+    if not storage.exists(url):
+        raise FileNotFoundError(f"no Keras model at {storage.redact(url)}")
+    with tempfile.TemporaryDirectory(prefix="k2e-model-") as tmp:
+        local = storage.fetch(url, tmp)
+        try:
+            model = tf.keras.models.load_model(
+                local, custom_objects=resolve_custom_objects(custom_objects), compile=True
+            )
+        except (OSError, ValueError, TypeError, KeyError) as err:
+            raise ValueError(
+                f"cannot load a Keras model from {storage.redact(url)}: "
+                f"{_first_line(err)}"
+            ) from err
+    _restore_metric_names(model)
+    return model
+
+
+def _restore_metric_names(model):
+    """Strips the `<output>_` prefix that saving adds to metric names.
+
+    Saved multi-output models store metrics already named `dense_2_accuracy`; compiling
+    clones of them adds the output name again and again (`dense_2_dense_2_accuracy`).
+    """
+    if not getattr(model, "optimizer", None) or len(model.output_names) < 2:
+        return
+    args = model._get_compile_args()
+
+    def strip(metric, output):
+        if isinstance(metric, tf.keras.metrics.Metric) and metric.name.startswith(output + "_"):
+            cfg = metric.get_config()
+            cfg["name"] = metric.name[len(output) + 1:]
+            return type(metric).from_config(cfg)
+        return metric
+
+    for key in ("metrics", "weighted_metrics"):
+        per_output = args.get(key)
+        if isinstance(per_output, (list, tuple)) and len(per_output) == len(model.output_names):
+            args[key] = [
+                [strip(m, out) for m in (ms if isinstance(ms, (list, tuple)) else [ms])]
+                for ms, out in zip(per_output, model.output_names)
+            ]
+    model.compile(**args)
+
+
+def legacy_optimizer(optimizer):
+    """The graph-mode (legacy) optimizer equal to `optimizer`, or a ValueError."""
+    if isinstance(optimizer, (list, tuple)):
+        return [legacy_optimizer(o) for o in optimizer]
+    if isinstance(optimizer, tf.keras.optimizers.legacy.Optimizer):
+        return optimizer
+    if not isinstance(optimizer, tf.keras.optimizers.Optimizer):
+        return optimizer
+    name = type(optimizer).__name__
+    cfg = optimizer.get_config()
+    lost = []
+    if name not in _LEGACY_TWINS:
+        lost.append(f"{name} has no graph-mode implementation")
+    if cfg.get("weight_decay"):
+        lost.append(f"weight_decay={cfg['weight_decay']}")
+    if cfg.get("use_ema"):
+        lost.append("use_ema=True")
+    if lost:
+        raise ValueError(
+            f"optimizer: {', '.join(lost)} cannot be trained by an Estimator without "
+            "silently changing training; compile the model with a "
+            "tf.keras.optimizers.legacy optimizer (for example "
+            "tf.keras.optimizers.legacy.Adam) and add weight decay as a kernel regularizer"
+        )
+    return tf.keras.__internal__.optimizers.convert_to_legacy_optimizer(optimizer)
+
+
+def private_copy(keras_model, optimizer, custom_objects=None):
+    """A compiled copy of `keras_model` with equal weights; the original stays untouched."""
+    args = keras_model._get_compile_args()
+    args["optimizer"] = optimizer
+    with tf.keras.utils.custom_object_scope(custom_objects or {}):
+        if keras_model._is_graph_network or isinstance(keras_model, tf.keras.Sequential):
+            copy = tf.keras.models.clone_model(keras_model)
+        else:
+            copy = type(keras_model).from_config(keras_model.get_config())
+            if keras_model.built:
+                copy.build(keras_model.inputs[0].shape if keras_model.inputs else None)
+    if keras_model.built and copy.built:
+        copy.set_weights(keras_model.get_weights())
+    copy.compile(**args)
+    return copy
+
+
+def output_keys_of(model):
+    """Prediction keys aligned with `model.output_names`: dict keys where outputs are a dict."""
+    nested = getattr(model, "_nested_outputs", None)
+    if isinstance(nested, dict) and len(nested) == len(model.output_names):
+        return sorted(nested)  # Keras flattens dict outputs in sorted-key order
+    return list(model.output_names)
+
+
+def keras_model_at(keras_model, checkpoint: str, checkpoint_format: str = "checkpoint"):
+    """A copy of `keras_model` holding the weights of an Estimator checkpoint."""
+    model = tf.keras.models.clone_model(keras_model)
+    if checkpoint_format == "checkpoint":
+        model.load_weights(checkpoint).expect_partial().assert_existing_objects_matched()
+    else:
+        for weight in model.weights:
+            weight.assign(tf.train.load_variable(checkpoint, weight.name.split(":")[0]))
+    return model
+
+
+# --------------------------------------------------------------------------- model_fn
+
+def _check_metric_names_map(model, metric_names_map):
+    if not metric_names_map:
+        return
+    known = set(compiled_metric_names(model))
+    unknown = set(metric_names_map) - known
+    if unknown:
+        raise ValueError(
+            f"metric_names_map: unknown Keras metric names {sorted(unknown)}; "
+            f"the model's metrics are {sorted(known)}"
+        )
+
+
+def compiled_metric_names(model):
+    """Metric names as the Estimator reports them before renaming (no losses)."""
+    with tf.Graph().as_default():
+        clone = keras_lib._clone_and_build_model(ModeKeys.EVAL, model, None)
+        clone._make_test_function()
+        return [m.name for m in clone._compile_metric_functions]
+
+
+def export_heads(model, output_keys, export_outputs):
+    """[(signature name, ExportOutput class, output key or None for all outputs)]."""
+    if not export_outputs:
+        return [(SERVING_DEFAULT, tf.estimator.export.PredictOutput, None)]
+    heads = []
+    for name, spec in export_outputs.items():
+        if isinstance(spec, (tuple, list)):
+            cls, key = spec
+        else:
+            cls, key = spec, name
+        if key in output_keys:
+            pass
+        elif key in model.output_names:
+            key = output_keys[model.output_names.index(key)]
+        elif name == SERVING_DEFAULT and len(output_keys) == 1:
+            key = output_keys[0]
+        elif name == SERVING_DEFAULT and cls is tf.estimator.export.PredictOutput:
+            key = None
+        else:
+            raise ValueError(
+                f"export_outputs[{name!r}]: {key!r} is not an output of the model; use one "
+                f"of {output_keys}, or give (ExportOutput class, output name) as the value"
+            )
+        if not (isinstance(cls, type) and issubclass(cls, export_lib.ExportOutput)):
+            raise ValueError(
+                f"export_outputs[{name!r}]: expected an ExportOutput class such as "
+                f"tf.estimator.export.PredictOutput, got {cls!r}"
+            )
+        heads.append((name, cls, key))
+    if SERVING_DEFAULT not in {h[0] for h in heads}:
+        heads.insert(0, (SERVING_DEFAULT, tf.estimator.export.PredictOutput, None))
+    return heads
+
+
+def _serving_receives_examples():
+    """True when the graph being exported is fed serialized tf.Examples (one string input)."""
+    placeholders = [
+        op for op in tf.compat.v1.get_default_graph().get_operations()
+        if op.type == "Placeholder"
+    ]
+    return len(placeholders) == 1 and placeholders[0].get_attr("dtype") == tf.string
+
+
+def _export_output(cls, tensor, name, examples):
+    if cls is tf.estimator.export.PredictOutput:
+        return cls(tensor if isinstance(tensor, dict) else {name: tensor})
+    if isinstance(tensor, dict):
+        raise ValueError(f"export_outputs[{name!r}]: {cls.__name__} needs a single output")
+    if cls is tf.estimator.export.ClassificationOutput:
+        out = cls(scores=tensor)
+        # Classify signatures need serialized tf.Example input; with raw tensors TF would
+        # drop the head silently, so it is exported as a predict signature instead.
+        return out if examples else tf.estimator.export.PredictOutput({"scores": tensor})
+    if cls is tf.estimator.export.RegressionOutput:
+        out = cls(value=tensor)
+        return out if examples else tf.estimator.export.PredictOutput({"outputs": tensor})
+    return cls(tensor)
+
+
+def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
+              output_keys, heads, classes):
+    try:
+        optimizer_config = keras_model.optimizer.get_config()
+    except (NotImplementedError, AttributeError):
+        optimizer_config = None
+
+    def model_fn(features, labels, mode, config):
+        if isinstance(labels, dict):
+            labels = {
+                keras_model.output_names[output_keys.index(k)] if k in output_keys else k: v
+                for k, v in labels.items()
+            }
+        model = keras_lib._clone_and_build_model(
+            mode=mode, keras_model=keras_model, custom_objects=custom_objects,
+            features=features, labels=labels, optimizer_config=optimizer_config,
+        )
+        predictions = dict(zip(output_keys, model.outputs))
+        loss = train_op = eval_metric_ops = None
+        if mode != ModeKeys.PREDICT:
+            if mode == ModeKeys.TRAIN:
+                model._make_train_function()
+                train_op = model.train_function.updates_op
+            else:
+                model._make_test_function()
+            loss = model.total_loss
+            metrics = {m.name: m for m in model._compile_metric_functions}
+            names = metric_names_map or {}
+            eval_metric_ops = {names.get(k, k): v for k, v in metrics.items()} or None
+
+        scaffold = None
+        if save_object_ckpt:
+            model._track_trackable(tf.compat.v1.train.get_global_step(), "estimator_global_step")
+            graph_view = tf.compat.v2.__internal__.tracking.ObjectGraphView(model)
+            saver = tf.compat.v1.train.Saver(
+                var_list=graph_view.frozen_saveable_objects(),
+                sharded=True,
+                max_to_keep=config.keep_checkpoint_max,
+                keep_checkpoint_every_n_hours=config.keep_checkpoint_every_n_hours,
+            )
+            saver._object_restore_saver = keras_lib.trackable_util.frozen_saver(model)
+            scaffold = tf.compat.v1.train.Scaffold(saver=saver)
+
+        export = None
+        if mode == ModeKeys.PREDICT:
+            examples = _serving_receives_examples()
+            export = {
+                name: _export_output(cls, predictions if key is None else predictions[key],
+                                     name if key is None else key, examples)
+                for name, cls, key in heads
+            }
+        spec = tf.estimator.EstimatorSpec(
+            mode=mode, predictions=predictions, loss=loss, train_op=train_op,
+            eval_metric_ops=eval_metric_ops, export_outputs=export, scaffold=scaffold,
+        )
+        # The spec holds plain tensors and ops now; nothing Keras runs after this point.
+        restore_eager_classes(classes)
+        return spec
+
+    return model_fn
+
+
+# --------------------------------------------------------------------------- warm start
+
+def fingerprint(model):
+    """Architecture and weight digests that tell one Keras model from another."""
+    arch = json.dumps(model.get_config(), sort_keys=True, default=str)
+    weights = hashlib.sha256()
+    for w in model.get_weights():
+        weights.update(np.ascontiguousarray(w).tobytes())
+    return {
+        "architecture": hashlib.sha256(arch.encode()).hexdigest(),
+        "weights": weights.hexdigest(),
+    }
+
+
+def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
+    """Writes (or reuses) `model_dir/keras/keras_model.ckpt` for exactly this model."""
+    keras_dir = os.path.join(config.model_dir, KERAS_DIR)
+    marker = os.path.join(keras_dir, FINGERPRINT_FILE)
+    current = dict(fingerprint(model), checkpoint_format=
+                   "checkpoint" if save_object_ckpt else "saver")
+    previous = None
+    if tf.io.gfile.exists(marker):
+        with tf.io.gfile.GFile(marker) as f:
+            previous = json.load(f)
+    trained = tf.train.latest_checkpoint(config.model_dir)
+    stale = tf.train.latest_checkpoint(keras_dir) and previous != current
+    if trained and (previous is None or
+                    previous["architecture"] != current["architecture"] or
+                    previous.get("checkpoint_format") != current["checkpoint_format"]):
+        raise ValueError(
+            f"model_dir: {config.model_dir} holds checkpoints of a different model "
+            f"({os.path.basename(trained)}); use a new model_dir or delete the old one"
+        )
+    if trained and previous["weights"] != current["weights"]:
+        log.warning("model_dir holds training checkpoint %s of this model; resuming from it "
+                    "instead of the Keras model's current weights", os.path.basename(trained))
+    if stale and not trained:
+        shutil.rmtree(keras_dir) if os.path.isdir(keras_dir) else tf.io.gfile.rmtree(keras_dir)
+    path = keras_lib._save_first_checkpoint(model, custom_objects, config, save_object_ckpt)
+    if previous != current and not trained:
+        with tf.io.gfile.GFile(marker, "w") as f:
+            json.dump(current, f)
+    return path
+
+
+def _first_line(err):
+    text = str(err).strip().splitlines()
+    return re.sub(r"\s+", " ", text[0]) if text else type(err).__name__

@@ -1,0 +1,23 @@
+"""Errors that reach users as one line, with the CLI's exit code."""
+
+from __future__ import annotations
+
+
+class K2eError(Exception):
+    """A failure during a step (exit code 1)."""
+
+    exit_code = 1
+
+
+class SpecError(K2eError, ValueError):
+    """Bad input (exit code 2): names the field, says what is wrong and how to fix it."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, problem: str, fix: str = ""):
+        self.field, self.problem, self.fix = field, problem, fix
+        super().__init__(f"{field}: {problem}" + (f"; {fix}" if fix else ""))
+
+
+class ExportMismatch(K2eError):
+    """The exported SavedModel does not predict what the Keras model predicts."""

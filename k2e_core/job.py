@@ -1,0 +1,272 @@
+"""Job steps: each takes a job spec (object, dict or path) and returns a JSON-serialisable dict.
+
+    convert_step -> train_step -> evaluate_step -> export_step      (or run: all four)
+
+Steps are independent: each may run in its own process (an Airflow task, a KFP component)
+and finds what earlier steps left in `model_dir`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+
+from k2e_core import conversion, data, export, storage, training
+from k2e_core._tensorflow import tf
+from k2e_core.errors import SpecError
+from k2e_core.objects import import_object, resolve_custom_objects
+from k2e_core.spec import JobSpec, load_spec
+
+log = logging.getLogger("k2e.job")
+
+
+class Job:
+    """What the steps share: the spec, the Keras model, its Estimator, the data plan."""
+
+    def __init__(self, spec: JobSpec, staging_dir: str):
+        self.spec = spec
+        self.staging_dir = staging_dir
+        self.model_dir = _local_model_dir(spec)
+        self.custom_objects = _custom_objects(spec)
+        self.model = _load_model(spec, self.custom_objects)
+        self.io = data.model_io(self.model)
+        self.export_outputs = export.export_outputs_from_spec(spec.model.export_outputs)
+        self._sources = {}
+        self._plan = None
+        self.estimator = None
+        self.convert_seconds = None
+
+    def convert(self):
+        spec = self.spec
+        began = time.perf_counter()
+        try:
+            self.estimator = conversion.convert(
+                keras_model=self.model,
+                custom_objects=self.custom_objects,
+                config=training.run_config(spec, self.model_dir),
+                checkpoint_format=spec.model.checkpoint_format,
+                metric_names_map=spec.model.metric_names_map,
+                export_outputs=self.export_outputs,
+            )
+        except SpecError:
+            raise
+        except ValueError as err:
+            field = "model_dir" if str(err).startswith("model_dir") else "model"
+            text = str(err).removeprefix("model_dir: ")
+            raise SpecError(field, text) from None
+        self.convert_seconds = time.perf_counter() - began
+        log.info("converted %s to an Estimator in %.2fs (model_dir %s)",
+                 self.model.name, self.convert_seconds, self.model_dir)
+        return self.estimator
+
+    def source(self, split: str) -> data.Source:
+        """The split's files; evaluation falls back to the training files."""
+        if split == "eval" and self.spec.data.eval is None:
+            split = "train"
+        if split not in self._sources:
+            self._sources[split] = data.open_source(
+                f"data.{split}", getattr(self.spec.data, split), self.spec.path,
+                os.path.join(self.staging_dir, split),
+            )
+        return self._sources[split]
+
+    def plan(self, splits=("train", "eval")) -> data.Plan:
+        if self._plan is None:
+            sources = [self.source(s) for s in splits]
+            self._plan = data.plan(self.spec.data, self.io, sources)
+            data.check_labels_fit(self.model, self._plan, sources[-1], self.spec.data)
+        return self._plan
+
+    def input_fn(self, split: str):
+        return data.input_fn(self.plan(), self.source(split), self.spec.data,
+                             training=split == "train", seed=self.spec.run_config.tf_random_seed)
+
+
+@contextlib.contextmanager
+def _job(spec, overrides=None):
+    spec = load_spec(spec, overrides)
+    staging = tempfile.mkdtemp(prefix="k2e-job-")
+    try:
+        yield Job(spec, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _local_model_dir(spec: JobSpec) -> str:
+    model_dir = spec.path(spec.model_dir)
+    if not storage.is_local(model_dir):
+        raise SpecError("model_dir", f"{storage.redact(model_dir)} is not on the local file system",
+                        "use a local path (remote model_dir sync is not available in this version)")
+    path = storage.local_path(model_dir)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _custom_objects(spec: JobSpec):
+    try:
+        return resolve_custom_objects(spec.model.custom_objects, spec.base_dir)
+    except ValueError as err:
+        raise SpecError("model.custom_objects", str(err), "fix the import path") from None
+
+
+def _load_model(spec: JobSpec, custom_objects):
+    if spec.model.path:
+        url = spec.path(spec.model.path)
+        try:
+            model = conversion.load_keras_model(url, custom_objects)
+        except FileNotFoundError as err:
+            raise SpecError("model.path", str(err), "check the URL or save the model first") from None
+        except ValueError as err:
+            raise SpecError("model.path", str(err),
+                            "save the model with model.save('model.keras') and pass custom_objects") from None
+    else:
+        try:
+            factory = import_object(spec.model.factory, spec.base_dir)
+        except ValueError as err:
+            raise SpecError("model.factory", str(err), "fix the import path") from None
+        try:
+            model = factory(**spec.model.factory_kwargs)
+        except Exception as err:  # user code: report it as bad input, with its own words
+            raise SpecError("model.factory", f"{spec.model.factory} raised {type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else ''}",
+                            "fix the factory or model.factory_kwargs") from None
+        if not isinstance(model, tf.keras.Model):
+            raise SpecError("model.factory", f"{spec.model.factory} returned {type(model).__name__}",
+                            "return a compiled tf.keras.Model")
+    if not getattr(model, "optimizer", None):
+        where = "model.factory" if spec.model.factory else "model.path"
+        raise SpecError(where, "the Keras model is not compiled",
+                        "call model.compile(optimizer, loss, metrics) before returning/saving it")
+    return model
+
+
+def _examples_per_step(job: Job) -> int:
+    return job.spec.data.batch_size
+
+
+def _sample_features(job: Job):
+    if not job.spec.export.verify_rows:
+        return None
+    features, _ = data.first_batch(job.plan(), job.source("eval"), job.spec.data,
+                                   job.spec.export.verify_rows)
+    return features["features"] if job.plan().sample_weight else features
+
+
+# --------------------------------------------------------------------------- steps
+
+def convert_step(spec, overrides=None) -> dict:
+    """Converts the model and writes its warm-start checkpoint into model_dir."""
+    with _job(spec, overrides) as job:
+        est = job.convert()
+        return {
+            "model_dir": job.model_dir,
+            "keras_checkpoint": os.path.join(job.model_dir, conversion.KERAS_DIR),
+            "inputs": {k: list(s) for k, (s, _) in job.io.inputs.items()},
+            "outputs": job.io.output_keys,
+            "global_step": training.global_step(est),
+            "convert_seconds": round(job.convert_seconds, 3),
+        }
+
+
+def _train(job: Job) -> dict:
+    spec = job.spec
+    est = job.estimator or job.convert()
+    if spec.train.early_stopping:
+        return training.train_and_evaluate(est, job.input_fn("train"), job.input_fn("eval"), spec,
+                                           _examples_per_step(job))
+    return training.train(est, job.input_fn("train"), spec, _examples_per_step(job))
+
+
+def train_step(spec, overrides=None) -> dict:
+    """Trains to train.steps total steps; a rerun resumes from the last checkpoint."""
+    with _job(spec, overrides) as job:
+        job.plan()
+        return _train(job)
+
+
+def evaluate_step(spec, overrides=None) -> dict:
+    """Evaluates the latest checkpoint on the eval files."""
+    with _job(spec, overrides) as job:
+        job.plan()
+        est = job.convert()
+        result = training.evaluate(est, job.input_fn("eval"), job.spec)
+        return {**result, "global_step": result["metrics"].get("global_step")}
+
+
+def _export(job: Job) -> dict:
+    spec = job.spec
+    if spec.export is None:
+        raise SpecError("export", "no export section", "add export.base (where versions go)")
+    est = job.estimator or job.convert()
+    local, report = export.export_verified(
+        est, job.model, job.io, spec.export, job.export_outputs, _sample_features(job),
+        spec.model.checkpoint_format,
+    )
+    try:
+        published = export.publish(local, spec.path(spec.export.base))
+    finally:
+        export.cleanup(local)
+    return {**published, **report}
+
+
+def export_step(spec, overrides=None) -> dict:
+    """Exports the latest checkpoint as a verified SavedModel and publishes it."""
+    with _job(spec, overrides) as job:
+        job.plan()
+        return _export(job)
+
+
+def run(spec, overrides=None) -> dict:
+    """convert -> train -> evaluate -> export, in one process."""
+    began = time.perf_counter()
+    with _job(spec, overrides) as job:
+        if job.spec.export is None:
+            raise SpecError("export", "no export section", "add export.base (where versions go)")
+        job.plan()
+        job.convert()
+        trained = _train(job)
+        evaluated = training.evaluate(job.estimator, job.input_fn("eval"), job.spec)
+        exported = _export(job)
+        return {
+            "export_path": exported["export_path"],
+            "version": exported["version"],
+            "metrics": evaluated["metrics"],
+            "global_step": trained["global_step"],
+            "model_dir": job.model_dir,
+            "signatures": exported["signatures"],
+            "train": trained,
+            "convert_seconds": round(job.convert_seconds, 3),
+            "total_seconds": round(time.perf_counter() - began, 3),
+        }
+
+
+def validate(spec, overrides=None) -> dict:
+    """Checks the spec, the files, and model/data compatibility without training."""
+    with _job(spec, overrides) as job:
+        plan = job.plan()
+        if job.spec.export and job.spec.export.serving_input == "tf_example":
+            export.feature_spec(job.io)
+        return {
+            "valid": True,
+            "inputs": {k: list(s) for k, (s, _) in job.io.inputs.items()},
+            "outputs": job.io.output_keys,
+            "features": plan.features,
+            "labels": plan.labels,
+            "train_files": len(job.source("train").files),
+            "eval_files": len(job.source("eval").files),
+        }
+
+
+STEPS = {
+    "run": run,
+    "convert": convert_step,
+    "train": train_step,
+    "evaluate": evaluate_step,
+    "export": export_step,
+    "validate": validate,
+}
+

@@ -1,0 +1,99 @@
+"""Clean logs: TensorFlow's deprecation noise off, k2e's own progress lines on.
+
+Set K2E_TF_LOGS=1 to keep TensorFlow's own logging as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+
+log = logging.getLogger("k2e")
+
+
+def quiet_tensorflow() -> None:
+    """Silences TF's C++ info logs, Python deprecation warnings and INFO chatter.
+
+    Call before TensorFlow is imported for the C++ part to take effect.
+    """
+    if os.environ.get("K2E_TF_LOGS") == "1":
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    for module in ("tensorflow", "keras", "tensorflow_estimator", "absl", "h5py"):
+        warnings.filterwarnings("ignore", module=module)
+        warnings.filterwarnings("ignore", module=module + r"\..*")
+    import tensorflow as tf
+    from tensorflow.python.util import deprecation
+
+    deprecation._PRINT_DEPRECATION_WARNINGS = False
+    tf.get_logger().setLevel(logging.ERROR)
+    tf.autograph.set_verbosity(0)
+    try:
+        import absl.logging
+
+        absl.logging.set_verbosity(absl.logging.ERROR)
+    except ImportError:  # pragma: no cover - absl ships with TF
+        pass
+
+
+def configure_cli_logging(verbose: bool = False) -> None:
+    """k2e's log lines on stderr; stdout stays for the step's JSON result."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s k2e %(levelname).1s %(message)s", "%H:%M:%S"))
+    root = logging.getLogger("k2e")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    root.propagate = False
+
+
+def progress_hook(total_steps: int, every_secs: float):
+    """A SessionRunHook that logs step, loss, steps/s and time left every `every_secs`."""
+    import tensorflow as tf
+
+    class ProgressHook(tf.estimator.SessionRunHook):
+        def begin(self):
+            self._global_step = tf.compat.v1.train.get_global_step()
+            # The Estimator adds its training loss to this collection before hooks begin.
+            losses = tf.compat.v1.get_collection(tf.compat.v1.GraphKeys.LOSSES)
+            self._fetches = {"step": self._global_step}
+            if losses:
+                self._fetches["loss"] = losses[-1]
+            self._last_time = None
+            self._last_step = None
+            self._loss = None
+
+        def after_create_session(self, session, coord):
+            self._last_step = int(session.run(self._global_step))
+            self._start_step = self._last_step
+            self._last_time = self._start_time = time.perf_counter()
+
+        def before_run(self, run_context):
+            # Both are scalars the step computes anyway; fetching them costs microseconds.
+            return tf.estimator.SessionRunArgs(self._fetches)
+
+        def after_run(self, run_context, run_values):
+            self._loss = run_values.results.get("loss")
+            if time.perf_counter() - self._last_time >= every_secs:
+                self._report(int(run_values.results["step"]), self._loss)
+
+        def end(self, session):
+            step = int(session.run(self._global_step))
+            if step != self._last_step:
+                self._report(step, self._loss, final=True)
+
+        def _report(self, step, loss, final=False):
+            now = time.perf_counter()
+            rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
+            left = max(total_steps - step, 0) / rate if rate > 0 else float("inf")
+            text = f"step {step}/{total_steps}"
+            if loss is not None:
+                text += f"  loss {float(loss):.4f}"
+            text += f"  {rate:.1f} steps/s"
+            text += "  done" if final else f"  about {left:.0f}s left"
+            log.info(text)
+            self._last_time, self._last_step = now, step
+
+    return ProgressHook()

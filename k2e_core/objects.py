@@ -1,0 +1,53 @@
+"""Objects named by import path, so that plain-JSON job specs can carry them."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+
+def import_object(ref: str, base_dir: str | None = None):
+    """Resolves `"package.module:Name"` or `"path/to/file.py:Name"` to the object."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{ref!r} is not an import path; write it as 'package.module:Name'")
+    if module_name.endswith(".py"):
+        path = module_name if os.path.isabs(module_name) else os.path.join(base_dir or os.getcwd(), module_name)
+        if not os.path.isfile(path):
+            raise ValueError(f"{ref!r}: no such file {path}")
+        name = "k2e_user_" + os.path.splitext(os.path.basename(path))[0]
+        module = sys.modules.get(name)
+        if module is None or getattr(module, "__file__", None) != path:
+            spec = importlib.util.spec_from_file_location(name, path)
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            raise ValueError(f"{ref!r}: cannot import {module_name} ({err})") from err
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ValueError(f"{ref!r}: {module_name} has no attribute {attr}") from None
+    return obj
+
+
+def resolve_custom_objects(custom_objects, base_dir: str | None = None):
+    """A `custom_objects` dict whose string values (import paths) are imported.
+
+    A list of import paths is accepted too; each object is registered under its own name.
+    """
+    if not custom_objects:
+        return custom_objects
+    if isinstance(custom_objects, (list, tuple)):
+        custom_objects = {ref.rpartition(":")[2].rpartition(".")[2]: ref for ref in custom_objects}
+    return {
+        name: import_object(obj, base_dir) if isinstance(obj, str) else obj
+        for name, obj in custom_objects.items()
+    }

@@ -1,0 +1,251 @@
+"""The job spec: one JSON/YAML document that drives every step, validated by pydantic.
+
+Relative paths in a spec file resolve against the file's own directory, so a spec and its
+data travel together; specs given as dicts resolve against the working directory.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from k2e_core.errors import SpecError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ExportHead(_Section):
+    """One serving signature: `kind` of output and which model output feeds it."""
+
+    kind: Literal["predict", "classification", "regression"] = "predict"
+    output: str | None = Field(
+        None, description="Model output (dict key or layer name); default: the signature name"
+    )
+
+
+class ModelSpec(_Section):
+    factory: str | None = Field(
+        None,
+        description="'package.module:function' or 'file.py:function' returning a compiled "
+        "Keras model",
+    )
+    factory_kwargs: dict[str, Any] = Field(default_factory=dict)
+    path: str | None = Field(
+        None, description="URL of a saved compiled model (.keras, .h5 or SavedModel dir)"
+    )
+    custom_objects: dict[str, str] = Field(
+        default_factory=dict, description="name -> 'package.module:Name'"
+    )
+    checkpoint_format: Literal["checkpoint", "saver"] = "checkpoint"
+    metric_names_map: dict[str, str] | None = None
+    export_outputs: dict[str, ExportHead] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if not self.factory and not self.path:
+            raise ValueError("give model.factory or model.path")
+        if self.factory and self.path:
+            raise ValueError("give model.factory or model.path, not both")
+        return self
+
+
+class DataFiles(_Section):
+    files: list[str] = Field(description="File URLs or glob patterns")
+    format: Literal["auto", "csv", "tfrecord", "npz"] = "auto"
+
+    @field_validator("files", mode="before")
+    @classmethod
+    def _one_or_many(cls, value):
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("files")
+    @classmethod
+    def _not_empty(cls, value):
+        if not value:
+            raise ValueError("list at least one file")
+        return value
+
+
+Columns = Union[str, list[str]]
+
+
+class DataSpec(_Section):
+    train: DataFiles
+    eval: DataFiles | None = None
+    features: dict[str, Columns] | None = Field(
+        None,
+        description="model input name -> column/key, or list of columns stacked into one "
+        "input; default: each input read from the key of the same name",
+    )
+    labels: Union[Columns, dict[str, Columns], None] = Field(
+        None,
+        description="label column(s); for multi-output models output name -> column(s); "
+        "default: the output names",
+    )
+    sample_weight: str | None = Field(None, description="Column holding per-example weights")
+    batch_size: int = Field(32, gt=0)
+    shuffle_buffer: int = Field(10_000, ge=0, description="0 turns shuffling off")
+    prefetch: int | Literal["auto"] = "auto"
+    parallel_reads: int = Field(4, gt=0)
+    cache: bool = Field(False, description="Keep parsed training data in memory after one pass")
+
+
+class EarlyStopping(_Section):
+    metric: str = "loss"
+    mode: Literal["min", "max"] = "min"
+    patience_steps: int = Field(gt=0, description="Stop after this many steps without improvement")
+    min_steps: int = Field(0, ge=0)
+    check_every_steps: int = Field(100, gt=0)
+
+
+class TrainSpec(_Section):
+    steps: int = Field(
+        gt=0,
+        description="Total training steps for this model_dir; a rerun resumes and stops here",
+    )
+    early_stopping: EarlyStopping | None = None
+
+
+class EvalSpec(_Section):
+    steps: int | None = Field(None, gt=0, description="Default: the whole eval data once")
+    throttle_secs: int = Field(0, ge=0, description="train_and_evaluate: min seconds between evals")
+
+
+class RunConfigSpec(_Section):
+    save_checkpoints_steps: int | None = Field(1000, gt=0)
+    keep_checkpoint_max: int = Field(5, ge=0)
+    save_summary_steps: int = Field(1000, ge=0, description="0 turns summaries off")
+    tf_random_seed: int | None = None
+    log_every_secs: float = Field(5.0, gt=0, description="Progress log interval")
+
+
+class ExportSpec(_Section):
+    base: str = Field(description="Export base URL; versions go to numbered subdirectories")
+    serving_input: Literal["raw", "tf_example"] = "raw"
+    verify_rows: int = Field(8, ge=0, description="Rows compared between SavedModel and Keras")
+    atol: float = Field(1e-5, ge=0)
+    rtol: float = Field(1e-4, ge=0)
+
+
+class JobSpec(_Section):
+    """A k2e job: where the model comes from, where it trains, on what, and where it ships."""
+
+    model: ModelSpec
+    model_dir: str = Field(description="Checkpoints and TensorBoard logs")
+    data: DataSpec
+    train: TrainSpec
+    eval: EvalSpec = Field(default_factory=EvalSpec)
+    run_config: RunConfigSpec = Field(default_factory=RunConfigSpec)
+    export: ExportSpec | None = None
+    base_dir: str | None = Field(
+        None, description="Directory relative paths resolve against (set by the loader)"
+    )
+
+    def path(self, value: str) -> str:
+        """`value` as an absolute URL/path (relative ones against `base_dir`)."""
+        if "://" in value or os.path.isabs(value):
+            return value
+        return os.path.normpath(os.path.join(self.base_dir or os.getcwd(), value))
+
+
+def json_schema() -> dict:
+    return JobSpec.model_json_schema()
+
+
+def apply_overrides(raw: dict, overrides: list[str] | dict | None) -> dict:
+    """`["train.steps=200", ...]` or `{"train.steps": 200}` applied to a raw spec dict."""
+    raw = copy.deepcopy(raw)
+    if not overrides:
+        return raw
+    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+    for dotted, value in items:
+        node = raw
+        keys = dotted.split(".")
+        for key in keys[:-1]:
+            if not isinstance(node.get(key), dict):
+                node[key] = {}
+            node = node[key]
+        node[keys[-1]] = value
+    return raw
+
+
+def _split(item: str):
+    dotted, sep, text = item.partition("=")
+    if not sep or not dotted:
+        raise SpecError("--set", f"{item!r} is not KEY=VALUE", "write it as --set train.steps=200")
+    return dotted.strip(), yaml.safe_load(text) if text.strip() else None
+
+
+def load_spec(source, overrides=None) -> JobSpec:
+    """A validated JobSpec from a JobSpec, a dict, a JSON/YAML string, or a file path/URL."""
+    if isinstance(source, JobSpec):
+        if not overrides:
+            return source
+        source = source.model_dump(exclude_none=True)
+    base_dir = None
+    if isinstance(source, dict):
+        raw = source
+    elif isinstance(source, str) and source.lstrip().startswith("{"):
+        raw = json.loads(source)
+    else:
+        raw, base_dir = _read_file(str(source))
+    if not isinstance(raw, dict):
+        raise SpecError("spec", "is not a mapping", "write the job spec as a YAML/JSON object")
+    raw = apply_overrides(raw, overrides)
+    if base_dir and not raw.get("base_dir"):
+        raw["base_dir"] = base_dir
+    try:
+        return JobSpec.model_validate(raw)
+    except ValidationError as err:
+        raise spec_error(err) from None
+
+
+def _read_file(location: str):
+    import fsspec
+
+    try:
+        with fsspec.open(location, "r") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise SpecError("spec", f"no spec file at {location}", "pass the path of a YAML or JSON job spec") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise SpecError("spec", f"{location} is not valid YAML/JSON ({str(err).splitlines()[0]})",
+                        "fix the syntax") from None
+    base_dir = os.path.dirname(os.path.abspath(location)) if "://" not in location else None
+    return raw, base_dir
+
+
+_FIXES = {
+    "extra_forbidden": "remove it or fix its spelling (see `k2e schema`)",
+    "missing": "add it (see `k2e schema`)",
+    "greater_than": "use a larger value",
+    "greater_than_equal": "use a larger value",
+    "literal_error": "use one of the allowed values",
+}
+
+
+def spec_error(err: ValidationError) -> SpecError:
+    """The first pydantic error as a one-line SpecError naming the field and the fix."""
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-", "union[")))
+    kind = first["type"]
+    message = first["msg"].removeprefix("Value error, ")
+    if kind == "extra_forbidden":
+        message = "unknown field"
+    elif kind == "missing":
+        message = "required field is missing"
+    elif "input" in first and kind.endswith(("_type", "_parsing")):
+        message = f"{message}, got {first['input']!r}"
+    fix = _FIXES.get(kind, "see `k2e schema` for the expected type")
+    if kind == "value_error":
+        return SpecError(field or "spec", message, "")
+    return SpecError(field or "spec", message, fix)

@@ -1,0 +1,112 @@
+"""Training and evaluation of a converted Estimator, with clean progress logs."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+from k2e_core._tensorflow import tf
+
+from k2e_core.logs import progress_hook
+
+log = logging.getLogger("k2e.training")
+
+
+def run_config(spec, model_dir: str) -> tf.estimator.RunConfig:
+    """RunConfig from the spec. Estimator's own step logging is replaced by k2e's progress
+    hook, and summaries default to every 1000 steps: both cost throughput on small models."""
+    rc = spec.run_config
+    return tf.estimator.RunConfig(
+        model_dir=model_dir,
+        tf_random_seed=rc.tf_random_seed,
+        save_summary_steps=rc.save_summary_steps or None,
+        save_checkpoints_steps=rc.save_checkpoints_steps,
+        keep_checkpoint_max=rc.keep_checkpoint_max,
+        log_step_count_steps=None,
+    )
+
+
+def global_step(estimator) -> int:
+    """The step of the latest checkpoint (Estimator names them model.ckpt-<step>)."""
+    ckpt = estimator.latest_checkpoint()
+    return int(ckpt.rsplit("-", 1)[1]) if ckpt else 0
+
+
+def train(estimator, train_input_fn, spec, examples_per_step: int) -> dict:
+    """Trains to `spec.train.steps` total steps (a rerun resumes and stops there)."""
+    start_step = global_step(estimator)
+    target = spec.train.steps
+    if start_step >= target:
+        log.info("model_dir already holds step %d >= train.steps %d; nothing to train",
+                 start_step, target)
+        return _train_result(estimator, start_step, 0.0, 0)
+    log.info("training from step %d to %d", start_step, target)
+    hook = progress_hook(target, spec.run_config.log_every_secs)
+    began = time.perf_counter()
+    estimator.train(train_input_fn, max_steps=target, hooks=[hook])
+    seconds = time.perf_counter() - began
+    end_step = global_step(estimator)
+    return _train_result(estimator, end_step, seconds, (end_step - start_step) * examples_per_step,
+                         end_step - start_step)
+
+
+def _train_result(estimator, step, seconds, examples, steps=0):
+    return {
+        "model_dir": estimator.model_dir,
+        "checkpoint": estimator.latest_checkpoint(),
+        "global_step": step,
+        "steps_trained": steps,
+        "train_seconds": round(seconds, 3),
+        "steps_per_second": round(steps / seconds, 2) if seconds else None,
+        "examples_per_second": round(examples / seconds, 1) if seconds else None,
+    }
+
+
+def evaluate(estimator, eval_input_fn, spec) -> dict:
+    began = time.perf_counter()
+    metrics = estimator.evaluate(eval_input_fn, steps=spec.eval.steps)
+    log.info("evaluated step %d in %.1fs: %s", metrics.get("global_step", 0),
+             time.perf_counter() - began,
+             "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "global_step"))
+    return {"metrics": plain_metrics(metrics), "checkpoint": estimator.latest_checkpoint()}
+
+
+def plain_metrics(metrics: dict) -> dict:
+    out = {}
+    for key, value in metrics.items():
+        value = value.item() if hasattr(value, "item") else value
+        if isinstance(value, float) and not math.isfinite(value):
+            value = None
+        out[key] = value
+    return out
+
+
+def early_stopping_hook(estimator, spec):
+    """A stop hook that also works under train_distribute (step-based, not time-based)."""
+    es = spec.train.early_stopping
+    make = (tf.estimator.experimental.stop_if_no_decrease_hook if es.mode == "min"
+            else tf.estimator.experimental.stop_if_no_increase_hook)
+    return make(estimator, es.metric, es.patience_steps, min_steps=es.min_steps,
+                run_every_secs=None, run_every_steps=es.check_every_steps)
+
+
+def train_and_evaluate(estimator, train_input_fn, eval_input_fn, spec, examples_per_step) -> dict:
+    """`tf.estimator.train_and_evaluate` with early stopping on `train.early_stopping`."""
+    start_step = global_step(estimator)
+    hooks = [progress_hook(spec.train.steps, spec.run_config.log_every_secs),
+             early_stopping_hook(estimator, spec)]
+    train_spec = tf.estimator.TrainSpec(train_input_fn, max_steps=spec.train.steps, hooks=hooks)
+    eval_spec = tf.estimator.EvalSpec(eval_input_fn, steps=spec.eval.steps,
+                                      throttle_secs=spec.eval.throttle_secs, start_delay_secs=0)
+    began = time.perf_counter()
+    tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+    seconds = time.perf_counter() - began
+    end_step = global_step(estimator)
+    result = _train_result(estimator, end_step, seconds, (end_step - start_step) * examples_per_step,
+                           end_step - start_step)
+    result["stopped_early"] = end_step < spec.train.steps
+    if result["stopped_early"]:
+        log.info("early stopping at step %d: %s did not improve for %d steps", end_step,
+                 spec.train.early_stopping.metric, spec.train.early_stopping.patience_steps)
+    return result
