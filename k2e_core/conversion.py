@@ -16,6 +16,7 @@ ValueErrors) built on the upstream model_fn pieces, without their defects:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -272,10 +273,20 @@ def _check_metric_names_map(model, metric_names_map):
 
 def compiled_metric_names(model):
     """Metric names as the Estimator reports them before renaming (no losses)."""
-    with tf.Graph().as_default():
+    with graph_mode(model):
         clone = keras_lib._clone_and_build_model(ModeKeys.EVAL, model, None)
         clone._make_test_function()
         return [m.name for m in clone._compile_metric_functions]
+
+
+@contextlib.contextmanager
+def graph_mode(model):
+    """A fresh tf.Graph for Keras work that leaves `model`'s classes usable eagerly after."""
+    try:
+        with tf.Graph().as_default():
+            yield
+    finally:
+        restore_eager_classes(keras_classes(model))
 
 
 def export_heads(model, output_keys, export_outputs):
@@ -437,7 +448,8 @@ def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
                     "instead of the Keras model's current weights", os.path.basename(trained))
     if stale and not trained:
         shutil.rmtree(keras_dir) if os.path.isdir(keras_dir) else tf.io.gfile.rmtree(keras_dir)
-    path = keras_lib._save_first_checkpoint(model, custom_objects, config, save_object_ckpt)
+    with graph_mode(model):  # upstream builds its own graph; this restores the classes
+        path = keras_lib._save_first_checkpoint(model, custom_objects, config, save_object_ckpt)
     if previous != current and not trained:
         with tf.io.gfile.GFile(marker, "w") as f:
             json.dump(current, f)
