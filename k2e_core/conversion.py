@@ -97,6 +97,8 @@ def convert(
     _check_metric_names_map(model, metric_names_map)
     heads = export_heads(model, output_keys, export_outputs)
 
+    if config is not None and model_dir and config.model_dir and config.model_dir != model_dir:
+        config = config.replace(model_dir=model_dir)  # the argument wins, as documented
     config = estimator_lib.maybe_overwrite_model_dir_and_session_config(config, model_dir)
     model_fn = _model_fn(model, custom_objects, save_object_ckpt, metric_names_map,
                          output_keys, heads, classes)
@@ -163,35 +165,35 @@ def load_keras_model(url: str, custom_objects=None):
                 f"cannot load a Keras model from {storage.redact(url)}: "
                 f"{_first_line(err)}"
             ) from err
-    _restore_metric_names(model)
     return model
 
 
-def _restore_metric_names(model):
-    """Strips the `<output>_` prefix that saving adds to metric names.
+def _fresh_metrics(metrics, output_names):
+    """New metric objects under their base names.
 
-    Saved multi-output models store metrics already named `dense_2_accuracy`; compiling
-    clones of them adds the output name again and again (`dense_2_dense_2_accuracy`).
+    Keras renames metric objects of multi-output models in place (`accuracy` becomes
+    `dense_2_accuracy`), and saved models store them renamed; every clone then adds the
+    prefix again (`dense_2_dense_2_accuracy`).
     """
-    if not getattr(model, "optimizer", None) or len(model.output_names) < 2:
-        return
-    args = model._get_compile_args()
+    multi = len(output_names) > 1
 
-    def strip(metric, output):
-        if isinstance(metric, tf.keras.metrics.Metric) and metric.name.startswith(output + "_"):
-            cfg = metric.get_config()
-            cfg["name"] = metric.name[len(output) + 1:]
-            return type(metric).from_config(cfg)
-        return metric
+    def fresh(metric, output):
+        if not isinstance(metric, tf.keras.metrics.Metric):
+            return metric
+        cfg = metric.get_config()
+        if multi and output and cfg["name"].startswith(output + "_"):
+            cfg["name"] = cfg["name"][len(output) + 1:]
+        return type(metric).from_config(cfg)
 
-    for key in ("metrics", "weighted_metrics"):
-        per_output = args.get(key)
-        if isinstance(per_output, (list, tuple)) and len(per_output) == len(model.output_names):
-            args[key] = [
-                [strip(m, out) for m in (ms if isinstance(ms, (list, tuple)) else [ms])]
-                for ms, out in zip(per_output, model.output_names)
-            ]
-    model.compile(**args)
+    def each(value, output):
+        return [fresh(m, output) for m in value] if isinstance(value, (list, tuple)) else fresh(value, output)
+
+    if isinstance(metrics, dict):
+        return {key: each(value, key) for key, value in metrics.items()}
+    if (isinstance(metrics, (list, tuple)) and multi and len(metrics) == len(output_names)
+            and all(isinstance(v, (list, tuple)) for v in metrics)):
+        return [each(value, output) for value, output in zip(metrics, output_names)]
+    return each(metrics, None) if metrics is not None else None
 
 
 def legacy_optimizer(optimizer):
@@ -234,8 +236,26 @@ def private_copy(keras_model, optimizer, custom_objects=None):
                 copy.build(keras_model.inputs[0].shape if keras_model.inputs else None)
     if keras_model.built and copy.built:
         copy.set_weights(keras_model.get_weights())
-    copy.compile(**args)
+    names = keras_model.output_names
+
+    def compile_args(user_metrics=True):
+        return {**args, "metrics": _fresh_metrics(args.get("metrics"), names),
+                "weighted_metrics": _fresh_metrics(args.get("weighted_metrics"), names)}
+
+    copy.compile(**compile_args())
+    copy._k2e_compile_args = compile_args
     return copy
+
+
+def clone_for(mode, model, custom_objects=None, **kwargs):
+    """Upstream's clone-and-build, with fresh compile arguments for every clone.
+
+    Upstream caches the source model's compile arguments and swaps in the clone's metric
+    objects, which graph-mode compile then renames; every later clone would add another
+    `<output>_` prefix to metric names.
+    """
+    model._get_compile_args = model._k2e_compile_args
+    return keras_lib._clone_and_build_model(mode, model, custom_objects, **kwargs)
 
 
 def output_keys_of(model):
@@ -273,18 +293,17 @@ def _check_metric_names_map(model, metric_names_map):
 
 def compiled_metric_names(model):
     """Metric names as the Estimator reports them before renaming (no losses)."""
-    with graph_mode(model):
-        clone = keras_lib._clone_and_build_model(ModeKeys.EVAL, model, None)
+    with keeping_classes_eager(model), tf.Graph().as_default():
+        clone = clone_for(ModeKeys.EVAL, model)
         clone._make_test_function()
         return [m.name for m in clone._compile_metric_functions]
 
 
 @contextlib.contextmanager
-def graph_mode(model):
-    """A fresh tf.Graph for Keras work that leaves `model`'s classes usable eagerly after."""
+def keeping_classes_eager(model):
+    """Graph-mode Keras work inside leaves `model`'s classes usable eagerly after."""
     try:
-        with tf.Graph().as_default():
-            yield
+        yield
     finally:
         restore_eager_classes(keras_classes(model))
 
@@ -361,10 +380,8 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
                 keras_model.output_names[output_keys.index(k)] if k in output_keys else k: v
                 for k, v in labels.items()
             }
-        model = keras_lib._clone_and_build_model(
-            mode=mode, keras_model=keras_model, custom_objects=custom_objects,
-            features=features, labels=labels, optimizer_config=optimizer_config,
-        )
+        model = clone_for(mode, keras_model, custom_objects, features=features, labels=labels,
+                          optimizer_config=optimizer_config)
         predictions = dict(zip(output_keys, model.outputs))
         loss = train_op = eval_metric_ops = None
         if mode != ModeKeys.PREDICT:
@@ -448,7 +465,10 @@ def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
                     "instead of the Keras model's current weights", os.path.basename(trained))
     if stale and not trained:
         shutil.rmtree(keras_dir) if os.path.isdir(keras_dir) else tf.io.gfile.rmtree(keras_dir)
-    with graph_mode(model):  # upstream builds its own graph; this restores the classes
+    # Upstream builds its own graph; it must be called outside any graph so that it sees
+    # the model's weights as initialised and copies them.
+    with keeping_classes_eager(model):
+        model._get_compile_args = model._k2e_compile_args
         path = keras_lib._save_first_checkpoint(model, custom_objects, config, save_object_ckpt)
     if previous != current and not trained:
         with tf.io.gfile.GFile(marker, "w") as f:
