@@ -367,6 +367,16 @@ def _export_output(cls, tensor, name, examples):
     return cls(tensor)
 
 
+def _weights_per_output(features, output_names):
+    """One sample-weight tensor for a multi-output model weighs every output, as in fit()."""
+    if (isinstance(features, dict) and set(features) == {"features", "sample_weights"}
+            and len(output_names) > 1 and tf.is_tensor(features["sample_weights"])):
+        weights = features["sample_weights"]
+        return {"features": features["features"],
+                "sample_weights": {name: weights for name in output_names}}
+    return features
+
+
 def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
               output_keys, heads, classes):
     try:
@@ -375,6 +385,7 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
         optimizer_config = None
 
     def model_fn(features, labels, mode, config):
+        features = _weights_per_output(features, keras_model.output_names)
         if isinstance(labels, dict):
             labels = {
                 keras_model.output_names[output_keys.index(k)] if k in output_keys else k: v
@@ -400,7 +411,9 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
             model._track_trackable(tf.compat.v1.train.get_global_step(), "estimator_global_step")
             graph_view = tf.compat.v2.__internal__.tracking.ObjectGraphView(model)
             saver = tf.compat.v1.train.Saver(
-                var_list=graph_view.frozen_saveable_objects(),
+                # The step is also saved under its usual name, for get_variable_value and tools.
+                var_list=[*graph_view.frozen_saveable_objects(),
+                          tf.compat.v1.train.get_global_step()],
                 sharded=True,
                 max_to_keep=config.keep_checkpoint_max,
                 keep_checkpoint_every_n_hours=config.keep_checkpoint_every_n_hours,
