@@ -128,6 +128,9 @@ def _load_model(spec: JobSpec, custom_objects):
             factory = import_object(spec.model.factory, spec.base_dir)
         except ValueError as err:
             raise SpecError("model.factory", str(err), "fix the import path") from None
+        # Fresh layer-name counters: the factory names inputs as in a fresh process
+        # (Sequential's `dense_input`), whatever this process built before.
+        tf.keras.backend.clear_session()
         try:
             model = factory(**spec.model.factory_kwargs)
         except Exception as err:  # user code: report it as bad input, with its own words
