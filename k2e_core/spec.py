@@ -50,9 +50,9 @@ class ModelSpec(_Section):
     @model_validator(mode="after")
     def _one_source(self):
         if not self.factory and not self.path:
-            raise ValueError("give model.factory or model.path")
+            raise ValueError("no model source; set model.factory or model.path")
         if self.factory and self.path:
-            raise ValueError("give model.factory or model.path, not both")
+            raise ValueError("both model.factory and model.path are set; keep one of them")
         return self
 
 
@@ -69,7 +69,7 @@ class DataFiles(_Section):
     @classmethod
     def _not_empty(cls, value):
         if not value:
-            raise ValueError("list at least one file")
+            raise ValueError("no files listed; list at least one file or glob")
         return value
 
 
