@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from k2e_core._tensorflow import tf
@@ -220,9 +220,20 @@ def plan(data_spec, io: ModelIO, sources) -> Plan:
 
     labels = _label_columns(data_spec.labels, io, train)
     result = Plan(features=features, labels=labels, sample_weight=data_spec.sample_weight, io=io)
+    if result.sample_weight and result.sample_weight not in train.columns:
+        raise SpecError("data.sample_weight", f"column {result.sample_weight!r} is not in "
+                        f"{train.field} files (they hold {sorted(train.columns)})",
+                        "fix the column name")
     for source in sources:
-        _check_source(result, source)
+        _check_source(for_source(result, source), source)
     return result
+
+
+def for_source(p: Plan, source: Source) -> Plan:
+    """The plan for one split: files without the weight column are read unweighted."""
+    if p.sample_weight and p.sample_weight not in source.columns:
+        return replace(p, sample_weight=None)
+    return p
 
 
 def _label_columns(spec_labels, io: ModelIO, train: Source) -> dict:
@@ -271,9 +282,6 @@ def _check_source(p: Plan, source: Source) -> None:
             if any(source.columns[c].dtype == "string" for c in cols) and where == "data.labels":
                 raise SpecError(f"{where}.{key}", f"label columns {cols} hold text",
                                 "encode labels as numbers (class ids or one-hot)")
-    if p.sample_weight and p.sample_weight not in source.columns:
-        raise SpecError("data.sample_weight", f"column {p.sample_weight!r} is not in {source.field} "
-                        f"files (they hold {sorted(source.columns)})", "fix the column name")
     for name, cols in p.features.items():
         shape, _ = p.io.inputs[name]
         width = sum(int(np.prod(source.columns[c].shape)) for c in cols)
@@ -289,6 +297,7 @@ def _check_source(p: Plan, source: Source) -> None:
 def input_fn(p: Plan, source: Source, data_spec, training: bool, seed=None, batch_size=None):
     """An Estimator input_fn over `source` following plan `p`."""
     batch = batch_size or data_spec.batch_size
+    p = for_source(p, source)
 
     def fn():
         records, parse = _records(p, source, data_spec.parallel_reads)
@@ -311,13 +320,14 @@ def input_fn(p: Plan, source: Source, data_spec, training: bool, seed=None, batc
 def _records(p: Plan, source: Source, parallel_reads: int):
     """(record dataset, batched-records -> {column: tensor}) for the source's format."""
     wanted = p.columns()
+    compression = _compression(source.files[0])
     if source.format == "csv":
         header = source.csv_header
         index = [header.index(c) for c in wanted]
         defaults = [_tf_default(source.columns[c].dtype) for c in wanted]
 
         def lines(path):
-            return tf.data.TextLineDataset(path, compression_type=_compression(path)).skip(1)
+            return tf.data.TextLineDataset(path, compression_type=compression).skip(1)
 
         ds = _interleave(source.files, lines, parallel_reads).filter(lambda line: tf.strings.length(line) > 0)
 
@@ -329,7 +339,7 @@ def _records(p: Plan, source: Source, parallel_reads: int):
     if source.format == "tfrecord":
         spec = {c: tf.io.FixedLenFeature(source.columns[c].shape, _tf_dtype(source.columns[c].dtype))
                 for c in wanted}
-        ds = _interleave(source.files, lambda path: tf.data.TFRecordDataset(path, _compression(path)),
+        ds = _interleave(source.files, lambda path: tf.data.TFRecordDataset(path, compression),
                          parallel_reads)
         return ds, lambda batch: tf.io.parse_example(batch, spec)
     arrays = {c: [] for c in wanted}
@@ -392,7 +402,7 @@ def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:
     """Runs the compiled loss on one batch so that a label/loss mismatch fails here, clearly."""
     features, labels = first_batch(p, source, data_spec, min(data_spec.batch_size, 64))
     weights = None
-    if p.sample_weight:
+    if for_source(p, source).sample_weight:
         features, weights = features["features"], features["sample_weights"]
     try:
         predictions = model(features, training=False)

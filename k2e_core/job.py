@@ -156,7 +156,8 @@ def _sample_features(job: Job):
         return None
     features, _ = data.first_batch(job.plan(), job.source("eval"), job.spec.data,
                                    job.spec.export.verify_rows)
-    return features["features"] if job.plan().sample_weight else features
+    plan = data.for_source(job.plan(), job.source("eval"))
+    return features["features"] if plan.sample_weight else features
 
 
 # --------------------------------------------------------------------------- steps
