@@ -54,6 +54,10 @@ def progress_hook(total_steps: int, every_secs: float):
     import tensorflow as tf
 
     class ProgressHook(tf.estimator.SessionRunHook):
+        """After training, `steps` and `seconds` hold the steady-state run (session to end)."""
+
+        steps, seconds = 0, 0.0
+
         def begin(self):
             self._global_step = tf.compat.v1.train.get_global_step()
             # The Estimator adds its training loss to this collection before hooks begin.
@@ -81,6 +85,8 @@ def progress_hook(total_steps: int, every_secs: float):
 
         def end(self, session):
             step = int(session.run(self._global_step))
+            elapsed = time.perf_counter() - self._start_time
+            self.steps, self.seconds = step - self._start_step, elapsed
             if step != self._last_step:
                 self._report(step, self._loss, final=True)
 

@@ -40,26 +40,26 @@ def train(estimator, train_input_fn, spec, examples_per_step: int) -> dict:
     if start_step >= target:
         log.info("model_dir already holds step %d >= train.steps %d; nothing to train",
                  start_step, target)
-        return _train_result(estimator, start_step, 0.0, 0)
+        return _train_result(estimator, 0.0)
     log.info("training from step %d to %d", start_step, target)
     hook = progress_hook(target, spec.run_config.log_every_secs)
     began = time.perf_counter()
     estimator.train(train_input_fn, max_steps=target, hooks=[hook])
-    seconds = time.perf_counter() - began
-    end_step = global_step(estimator)
-    return _train_result(estimator, end_step, seconds, (end_step - start_step) * examples_per_step,
-                         end_step - start_step)
+    return _train_result(estimator, time.perf_counter() - began, hook, examples_per_step)
 
 
-def _train_result(estimator, step, seconds, examples, steps=0):
+def _train_result(estimator, wall_seconds, hook=None, examples_per_step=0):
+    """Wall time includes graph building; steps/s and examples/s are the steady-state rate."""
+    steps = hook.steps if hook else 0
+    rate = steps / hook.seconds if hook and hook.seconds else None
     return {
         "model_dir": estimator.model_dir,
         "checkpoint": estimator.latest_checkpoint(),
-        "global_step": step,
+        "global_step": global_step(estimator),
         "steps_trained": steps,
-        "train_seconds": round(seconds, 3),
-        "steps_per_second": round(steps / seconds, 2) if seconds else None,
-        "examples_per_second": round(examples / seconds, 1) if seconds else None,
+        "train_seconds": round(wall_seconds, 3),
+        "steps_per_second": round(rate, 2) if rate else None,
+        "examples_per_second": round(rate * examples_per_step, 1) if rate else None,
     }
 
 
@@ -93,20 +93,16 @@ def early_stopping_hook(estimator, spec):
 
 def train_and_evaluate(estimator, train_input_fn, eval_input_fn, spec, examples_per_step) -> dict:
     """`tf.estimator.train_and_evaluate` with early stopping on `train.early_stopping`."""
-    start_step = global_step(estimator)
-    hooks = [progress_hook(spec.train.steps, spec.run_config.log_every_secs),
-             early_stopping_hook(estimator, spec)]
+    progress = progress_hook(spec.train.steps, spec.run_config.log_every_secs)
+    hooks = [progress, early_stopping_hook(estimator, spec)]
     train_spec = tf.estimator.TrainSpec(train_input_fn, max_steps=spec.train.steps, hooks=hooks)
     eval_spec = tf.estimator.EvalSpec(eval_input_fn, steps=spec.eval.steps,
                                       throttle_secs=spec.eval.throttle_secs, start_delay_secs=0)
     began = time.perf_counter()
     tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
-    seconds = time.perf_counter() - began
-    end_step = global_step(estimator)
-    result = _train_result(estimator, end_step, seconds, (end_step - start_step) * examples_per_step,
-                           end_step - start_step)
-    result["stopped_early"] = end_step < spec.train.steps
+    result = _train_result(estimator, time.perf_counter() - began, progress, examples_per_step)
+    result["stopped_early"] = result["global_step"] < spec.train.steps
     if result["stopped_early"]:
-        log.info("early stopping at step %d: %s did not improve for %d steps", end_step,
+        log.info("early stopping at step %d: %s did not improve for %d steps", result["global_step"],
                  spec.train.early_stopping.metric, spec.train.early_stopping.patience_steps)
     return result

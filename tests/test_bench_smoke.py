@@ -1,0 +1,18 @@
+"""The throughput benchmark stays runnable (tiny smoke mode; the full run is not a test)."""
+
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_throughput_benchmark_smoke():
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "throughput.py"), "--quick"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 5  # header + iris and bag-of-words at batch 32 and 256
+    for row in rows[1:]:
+        keras, k2e = (float(v) for v in row.split("|")[3:5])
+        assert keras > 0 and k2e > 0
