@@ -50,19 +50,6 @@ def _input_fn(tf, x, y, key="d_input", repeat=False, batch=256):
     return fn
 
 
-def _two_io(tf):
-    a = tf.keras.layers.Input(shape=(16,), name="input_a")
-    b = tf.keras.layers.Input(shape=(16,), name="input_b")
-    dense = tf.keras.layers.Dense(8, name="dense_1")
-    merged = tf.keras.layers.concatenate([dense(a), dense(b)], name="merge")
-    out_a = tf.keras.layers.Dense(3, activation="softmax", name="dense_2")(merged)
-    out_b = tf.keras.layers.Dense(2, activation="softmax", name="dense_3")(merged)
-    model = tf.keras.models.Model(inputs=[a, b], outputs=[out_a, out_b])
-    model.compile(loss="categorical_crossentropy", optimizer="rmsprop",
-                  metrics={"dense_2": "categorical_accuracy", "dense_3": "categorical_accuracy"})
-    return model
-
-
 def _two_io_input_fn(tf, gen, rows=64):
     data = gen.two_io(rows, seed=3)
 
@@ -113,9 +100,9 @@ def test_keep_checkpoint_max_is_honoured(converter, tf, tmp_path):
     assert [os.path.basename(k) for k in kept] == ["model.ckpt-10.index", "model.ckpt-8.index"]
 
 
-def test_metric_names_not_mangled_when_loading_from_path(converter, tf, gen, tmp_path):
+def test_metric_names_not_mangled_when_loading_from_path(converter, tf, gen, example_models, tmp_path):
     path = str(tmp_path / "two_io.h5")
-    _two_io(tf).save(path)
+    example_models.two_input_two_output_model().save(path)
     est = converter(keras_model_path=path, model_dir=str(tmp_path / "md"))
     metrics = est.evaluate(_two_io_input_fn(tf, gen))
     assert set(metrics) == {"loss", "global_step", "dense_2_categorical_accuracy",
@@ -209,8 +196,8 @@ def test_new_weights_of_same_model_replace_an_untrained_warm_start(tf, tmp_path)
     assert metrics["loss"] == pytest.approx(model.evaluate(x, y, verbose=0)[0], rel=1e-4)
 
 
-def test_partial_metric_names_map(converter, tf, gen, tmp_path):
-    est = converter(keras_model=_two_io(tf), model_dir=str(tmp_path),
+def test_partial_metric_names_map(converter, tf, gen, example_models, tmp_path):
+    est = converter(keras_model=example_models.two_input_two_output_model(), model_dir=str(tmp_path),
                     metric_names_map={"dense_2_categorical_accuracy": "acc_1"})
     metrics = est.evaluate(_two_io_input_fn(tf, gen))
     assert {"acc_1", "dense_3_categorical_accuracy"} <= set(metrics)
