@@ -417,6 +417,7 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
                 sharded=True,
                 max_to_keep=config.keep_checkpoint_max,
                 keep_checkpoint_every_n_hours=config.keep_checkpoint_every_n_hours,
+                save_relative_paths=True,  # the model_dir may be synced to another place
             )
             saver._object_restore_saver = keras_lib.trackable_util.frozen_saver(model)
             scaffold = tf.compat.v1.train.Scaffold(saver=saver)

@@ -10,7 +10,6 @@ import tempfile
 import numpy as np
 from k2e_core._tensorflow import tf
 
-from k2e_core import storage
 from k2e_core.conversion import export_heads, keras_model_at
 from k2e_core.errors import ExportMismatch, SpecError
 
@@ -148,13 +147,6 @@ def _pairs(cls, key, got, expected):
     if cls is tf.estimator.export.RegressionOutput:
         return [("outputs", got["outputs"], expected[key])]
     return [(key, got[key], expected[key])]
-
-
-def publish(local_dir: str, base: str) -> dict:
-    """Moves a verified SavedModel to the next numeric version under `base`."""
-    version, uri = storage.publish_dir(local_dir, base)
-    log.info("published version %d at %s", version, storage.redact(uri))
-    return {"version": version, "export_path": uri}
 
 
 def cleanup(local_dir: str) -> None:

@@ -15,7 +15,10 @@ import shutil
 import tempfile
 import time
 
-from k2e_core import conversion, data, export, storage, training
+import hashlib
+
+from k2e_core import conversion, data, export, publish, storage, training
+from k2e_core.checkpoints import RemoteModelDir
 from k2e_core._tensorflow import tf
 from k2e_core.errors import SpecError
 from k2e_core.objects import import_object, resolve_custom_objects
@@ -30,7 +33,16 @@ class Job:
     def __init__(self, spec: JobSpec, staging_dir: str):
         self.spec = spec
         self.staging_dir = staging_dir
-        self.model_dir = _local_model_dir(spec)
+        self.model_dir_url = spec.path(spec.model_dir)
+        self.remote = None
+        self.resume = None
+        if storage.is_local(self.model_dir_url):
+            self.model_dir = storage.local_path(self.model_dir_url)
+            os.makedirs(self.model_dir, exist_ok=True)
+        else:
+            self.model_dir = os.path.join(staging_dir, "model_dir")
+            self.remote = RemoteModelDir(self.model_dir_url, self.model_dir)
+            self.resume = self.remote.pull_for_resume()
         self.custom_objects = _custom_objects(spec)
         self.model = _load_model(spec, self.custom_objects)
         self.io = data.model_io(self.model)
@@ -60,8 +72,24 @@ class Job:
             raise SpecError(field, text) from None
         self.convert_seconds = time.perf_counter() - began
         log.info("converted %s to an Estimator in %.2fs (model_dir %s)",
-                 self.model.name, self.convert_seconds, self.model_dir)
+                 self.model.name, self.convert_seconds, storage.redact(self.model_dir_url))
+        self.sync()
         return self.estimator
+
+    def sync(self):
+        """Uploads what changed in a remote model_dir's local mirror."""
+        if self.remote:
+            self.remote.push()
+
+    def listeners(self):
+        return [self.remote.listener()] if self.remote else []
+
+    def run_id(self) -> str:
+        """The spec's run id, or one derived from the checkpoint being exported."""
+        if self.spec.run_id:
+            return self.spec.run_id
+        ckpt = os.path.basename(self.estimator.latest_checkpoint() or "none")
+        return "ckpt-" + hashlib.sha256(f"{self.model_dir_url}|{ckpt}".encode()).hexdigest()[:16]
 
     def source(self, split: str) -> data.Source:
         """The split's files; evaluation falls back to the training files."""
@@ -90,20 +118,12 @@ class Job:
 def _job(spec, overrides=None):
     spec = load_spec(spec, overrides)
     staging = tempfile.mkdtemp(prefix="k2e-job-")
+    settings = spec.storage
     try:
-        yield Job(spec, staging)
+        with storage.configured(settings.options, settings.retries, settings.concurrency):
+            yield Job(spec, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _local_model_dir(spec: JobSpec) -> str:
-    model_dir = spec.path(spec.model_dir)
-    if not storage.is_local(model_dir):
-        raise SpecError("model_dir", f"{storage.redact(model_dir)} is not on the local file system",
-                        "use a local path (remote model_dir sync is not available in this version)")
-    path = storage.local_path(model_dir)
-    os.makedirs(path, exist_ok=True)
-    return path
 
 
 def _custom_objects(spec: JobSpec):
@@ -167,8 +187,8 @@ def convert_step(spec, overrides=None) -> dict:
     with _job(spec, overrides) as job:
         est = job.convert()
         return {
-            "model_dir": job.model_dir,
-            "keras_checkpoint": os.path.join(job.model_dir, conversion.KERAS_DIR),
+            "model_dir": job.model_dir_url,
+            "keras_checkpoint": storage.join(job.model_dir_url, conversion.KERAS_DIR),
             "inputs": {k: list(s) for k, (s, _) in job.io.inputs.items()},
             "outputs": job.io.output_keys,
             "global_step": training.global_step(est),
@@ -180,9 +200,18 @@ def _train(job: Job) -> dict:
     spec = job.spec
     est = job.estimator or job.convert()
     if spec.train.early_stopping:
-        return training.train_and_evaluate(est, job.input_fn("train"), job.input_fn("eval"), spec,
-                                           _examples_per_step(job))
-    return training.train(est, job.input_fn("train"), spec, _examples_per_step(job))
+        result = training.train_and_evaluate(est, job.input_fn("train"), job.input_fn("eval"), spec,
+                                             _examples_per_step(job), job.listeners())
+    else:
+        result = training.train(est, job.input_fn("train"), spec, _examples_per_step(job),
+                                job.listeners())
+    job.sync()
+    if job.remote:
+        result["model_dir"] = job.model_dir_url
+        result["checkpoint"] = storage.join(job.model_dir_url, os.path.basename(result["checkpoint"]))
+    if job.resume is not None:
+        result["resume_download_bytes"] = job.resume["bytes"]
+    return result
 
 
 def train_step(spec, overrides=None) -> dict:
@@ -198,10 +227,11 @@ def evaluate_step(spec, overrides=None) -> dict:
         job.plan()
         est = job.convert()
         result = training.evaluate(est, job.input_fn("eval"), job.spec)
+        job.sync()
         return {**result, "global_step": result["metrics"].get("global_step")}
 
 
-def _export(job: Job) -> dict:
+def _export(job: Job, metrics=None) -> dict:
     spec = job.spec
     if spec.export is None:
         raise SpecError("export", "no export section", "add export.base (where versions go)")
@@ -210,8 +240,12 @@ def _export(job: Job) -> dict:
         est, job.model, job.io, spec.export, job.export_outputs, _sample_features(job),
         spec.model.checkpoint_format,
     )
+    source = {"model_dir": storage.redact(job.model_dir_url),
+              "checkpoint": os.path.basename(est.latest_checkpoint()),
+              "global_step": training.global_step(est)}
     try:
-        published = export.publish(local, spec.path(spec.export.base))
+        published = publish.publish(local, spec.path(spec.export.base), job.run_id(),
+                                    metrics=metrics, source=source)
     finally:
         export.cleanup(local)
     return {**published, **report}
@@ -234,13 +268,16 @@ def run(spec, overrides=None) -> dict:
         job.convert()
         trained = _train(job)
         evaluated = training.evaluate(job.estimator, job.input_fn("eval"), job.spec)
-        exported = _export(job)
+        job.sync()
+        exported = _export(job, evaluated["metrics"])
         return {
             "export_path": exported["export_path"],
             "version": exported["version"],
             "metrics": evaluated["metrics"],
             "global_step": trained["global_step"],
-            "model_dir": job.model_dir,
+            "model_dir": trained["model_dir"],
+            "run_id": job.run_id(),
+            "reused": exported["reused"],
             "signatures": exported["signatures"],
             "train": trained,
             "convert_seconds": round(job.convert_seconds, 3),

@@ -134,6 +134,17 @@ class ExportSpec(_Section):
     rtol: float = Field(1e-4, ge=0)
 
 
+class StorageSpec(_Section):
+    """fsspec options per protocol; credentials may also come from the environment."""
+
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="protocol -> fsspec options, e.g. s3: {endpoint_url: ..., key: ..., secret: ...}",
+    )
+    retries: int = Field(5, ge=1, description="Attempts for transient storage errors")
+    concurrency: int = Field(16, ge=1, description="Files transferred at once")
+
+
 class JobSpec(_Section):
     """A k2e job: where the model comes from, where it trains, on what, and where it ships."""
 
@@ -144,6 +155,12 @@ class JobSpec(_Section):
     eval: EvalSpec = Field(default_factory=EvalSpec)
     run_config: RunConfigSpec = Field(default_factory=RunConfigSpec)
     export: ExportSpec | None = None
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    run_id: str | None = Field(
+        None,
+        description="Identity of this run (an Airflow run id, a KFP run id): a retried run "
+        "publishes at most one version. Default: derived from model_dir and its checkpoint",
+    )
     base_dir: str | None = Field(
         None, description="Directory relative paths resolve against (set by the loader)"
     )
@@ -243,7 +260,7 @@ def spec_error(err: ValidationError) -> SpecError:
         message = "unknown field"
     elif kind == "missing":
         message = "required field is missing"
-    elif "input" in first and kind.endswith(("_type", "_parsing")):
+    elif "input" in first and kind.endswith(("_type", "_parsing")) and field.split(".")[0] != "storage":
         message = f"{message}, got {first['input']!r}"
     fix = _FIXES.get(kind, "see `k2e schema` for the expected type")
     if kind == "value_error":

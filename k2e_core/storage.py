@@ -1,15 +1,39 @@
-"""Locations as fsspec URLs: `file://`, plain paths, `memory://`, `s3://`, `gs://`."""
+"""Locations as fsspec URLs (`file://` or plain paths, `memory://`, `s3://`, `gs://`).
+
+Options per protocol (endpoint, credentials, region) come from the job spec's `storage`
+section or from the environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, ...); they are never
+logged or returned. Transient errors are retried with backoff; permanent ones (missing
+bucket or object, access denied) raise at once. Many-file transfers run concurrently and log
+files, bytes and MB/s.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
+import hashlib
+import logging
 import os
 import re
-import uuid
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
-import fsspec
+import tenacity
 from fsspec.core import url_to_fs
 
+log = logging.getLogger("k2e.storage")
+
 _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+_settings = contextvars.ContextVar("k2e_storage", default=None)
+
+DEFAULT_RETRIES = 5
+DEFAULT_CONCURRENCY = 16
+
+
+class StorageError(OSError):
+    """A storage operation failed for good (after retries, or a permanent error)."""
 
 
 def redact(url: str) -> str:
@@ -17,92 +41,309 @@ def redact(url: str) -> str:
     return _CREDENTIALS.sub("***@", str(url))
 
 
+@contextlib.contextmanager
+def configured(options: dict | None = None, retries: int = DEFAULT_RETRIES,
+               concurrency: int = DEFAULT_CONCURRENCY):
+    """Storage options per protocol (`{"s3": {...}}`) for the code inside."""
+    token = _settings.set({"options": options or {}, "retries": retries,
+                           "concurrency": concurrency})
+    try:
+        yield
+    finally:
+        _settings.reset(token)
+
+
+def _setting(name, default):
+    settings = _settings.get()
+    return settings[name] if settings else default
+
+
+def filesystem(url: str):
+    """(fsspec filesystem, path) for `url` with the configured options for its protocol."""
+    protocol = str(url).split("://", 1)[0] if "://" in str(url) else "file"
+    options = _setting("options", {})
+    aliases = {"gs": "gcs", "gcs": "gs", "s3a": "s3", "file": "local"}
+    opts = options.get(protocol) or options.get(aliases.get(protocol, ""), {}) or {}
+    return url_to_fs(str(url), **opts)
+
+
 def is_local(url: str) -> bool:
-    fs, _ = url_to_fs(str(url))
-    return "file" in fs.protocol or "local" in fs.protocol
+    return "://" not in str(url) or str(url).startswith(("file://", "local://"))
 
 
 def local_path(url: str) -> str:
     """The OS path of a local URL (`file:///x` or `/x`)."""
-    fs, path = url_to_fs(str(url))
-    return path
+    return filesystem(url)[1]
 
 
 def join(base: str, *parts: str) -> str:
-    return "/".join([str(base).rstrip("/"), *[p.strip("/") for p in parts]])
+    return "/".join([str(base).rstrip("/"), *[p.strip("/") for p in parts if p]])
 
 
-def exists(url: str, **options) -> bool:
-    fs, path = url_to_fs(str(url), **options)
-    return fs.exists(path)
+def _url(fs, path: str, like: str) -> str:
+    return path if is_local(like) else fs.unstrip_protocol(path)
 
 
-def glob(pattern: str, **options) -> list[str]:
-    """Files matching `pattern` (a URL with optional wildcards), as full URLs, sorted."""
-    fs, path = url_to_fs(str(pattern), **options)
-    if fs.isdir(path):
-        matches = [p for p in fs.find(path)]
+# --------------------------------------------------------------------------- retries
+
+def is_transient(exc: BaseException) -> bool:
+    """Timeouts, connection failures, 5xx and throttling: worth another try."""
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError,
+                        NotADirectoryError, FileExistsError, ValueError, TypeError, KeyError)):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
+        return True
+    module = type(exc).__module__
+    if module.startswith(("botocore", "aiohttp", "urllib3", "requests", "google.api_core")):
+        text = str(exc)
+        return not any(code in text for code in ("AccessDenied", "NoSuchBucket", "403", "404"))
+    return isinstance(exc, OSError)
+
+
+def retrying(operation: str):
+    """A tenacity retrier for one storage operation, with the configured attempts."""
+    attempts = max(1, int(_setting("retries", DEFAULT_RETRIES)))
+
+    def before_sleep(state):
+        log.warning("%s failed (%s); retry %d of %d in %.1fs", operation,
+                    _short(state.outcome.exception()), state.attempt_number, attempts - 1,
+                    state.next_action.sleep)
+
+    return tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_transient),
+        stop=tenacity.stop_after_attempt(attempts),
+        wait=tenacity.wait_exponential_jitter(initial=0.2, max=5.0),
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+
+
+def call(operation: str, fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` with retries; failures become one-line StorageErrors."""
+    try:
+        return retrying(operation)(fn, *args, **kwargs)
+    except (FileNotFoundError, PermissionError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every storage backend raises its own types
+        raise StorageError(f"{operation} failed: {_short(exc)}") from exc
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return redact(f"{type(exc).__name__}: {text[0] if text else ''}")
+
+
+# --------------------------------------------------------------------------- small operations
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    if not is_local(url):
+        fs.invalidate_cache(path)
+    return call(f"checking {redact(url)}", fs.exists, path)
+
+
+def isdir(url: str) -> bool:
+    fs, path = filesystem(url)
+    return call(f"checking {redact(url)}", fs.isdir, path)
+
+
+def glob(pattern: str) -> list[str]:
+    """Files matching `pattern` (a URL with optional wildcards, or a directory), sorted."""
+    fs, path = filesystem(pattern)
+    if not is_local(pattern):
+        fs.invalidate_cache()
+    if call(f"listing {redact(pattern)}", fs.isdir, path):
+        matches = fs.find(path)
     elif any(ch in path for ch in "*?["):
-        matches = fs.glob(path)
+        matches = call(f"listing {redact(pattern)}", fs.glob, path)
     else:
-        matches = [path] if fs.exists(path) else []
-    matches = [m for m in matches if not fs.isdir(m)]
-    return sorted(fs.unstrip_protocol(m) if not is_local(pattern) else m for m in matches)
+        matches = [path] if call(f"checking {redact(pattern)}", fs.exists, path) else []
+    return sorted(_url(fs, m, pattern) for m in matches if not fs.isdir(m))
 
 
-def size(url: str, **options) -> int:
-    fs, path = url_to_fs(str(url), **options)
-    return fs.size(path)
+def listdir(url: str) -> list[str]:
+    """Names directly under `url` (empty when it does not exist)."""
+    fs, path = filesystem(url)
+    if not is_local(url):
+        fs.invalidate_cache(path)
+    try:
+        entries = call(f"listing {redact(url)}", fs.ls, path, detail=False)
+    except FileNotFoundError:
+        return []
+    return sorted({os.path.basename(e.rstrip("/")) for e in entries} - {""})
 
 
-def fetch(url: str, dest_dir: str, **options) -> str:
+def find_info(url: str) -> dict[str, dict]:
+    """{path relative to `url`: the store's info (size, ETag, md5Hash...)} for every file."""
+    fs, path = filesystem(url)
+    if not is_local(url):
+        fs.invalidate_cache(path)
+    try:
+        found = call(f"listing {redact(url)}", fs.find, path, detail=True)
+    except FileNotFoundError:
+        return {}
+    root = path.rstrip("/") + "/"
+    return {p[len(root):]: info for p, info in found.items()
+            if p.startswith(root) and info.get("type") != "directory"}
+
+
+def find(url: str) -> dict[str, int]:
+    """{path relative to `url`: size} for every file below `url`."""
+    return {rel: int(info.get("size") or 0) for rel, info in find_info(url).items()}
+
+
+def stored_md5(info: dict) -> str | None:
+    """The MD5 a store reports for an object, where it reports one (S3 single-part, GCS)."""
+    etag = str(info.get("ETag") or info.get("etag") or "").strip('"')
+    if etag and "-" not in etag and len(etag) == 32:
+        return etag.lower()
+    if info.get("md5Hash"):
+        import base64
+
+        return base64.b64decode(info["md5Hash"]).hex()
+    return None
+
+
+def read_bytes(url: str) -> bytes:
+    fs, path = filesystem(url)
+    return call(f"reading {redact(url)}", fs.cat_file, path)
+
+
+def write_bytes(url: str, data: bytes) -> None:
+    fs, path = filesystem(url)
+    if is_local(url):
+        fs.makedirs(os.path.dirname(path), exist_ok=True)
+    call(f"writing {redact(url)}", fs.pipe_file, path, data)
+
+
+def remove(url: str, recursive: bool = False) -> None:
+    fs, path = filesystem(url)
+    try:
+        call(f"removing {redact(url)}", fs.rm, path, recursive=recursive)
+    except FileNotFoundError:
+        pass
+
+
+def size(url: str) -> int:
+    fs, path = filesystem(url)
+    return call(f"checking {redact(url)}", fs.size, path)
+
+
+def fetch(url: str, dest_dir: str) -> str:
     """A local path holding `url` (file or directory): the path itself when local."""
     if is_local(url):
         return local_path(url)
-    fs, path = url_to_fs(str(url), **options)
+    fs, path = filesystem(url)
     target = os.path.join(dest_dir, os.path.basename(path.rstrip("/")) or "object")
-    if fs.isdir(path):
-        fs.get(path.rstrip("/") + "/", target + "/", recursive=True)
+    if call(f"checking {redact(url)}", fs.isdir, path):
+        files = find(url)
+        download([(join(url, rel), os.path.join(target, rel)) for rel in files],
+                 f"download {redact(url)}")
     else:
-        fs.get(path, target)
+        download([(url, target)], f"download {redact(url)}")
     return target
 
 
-def next_version(base: str, **options) -> int:
-    """One more than the highest numeric version directory under `base` (TF Serving layout)."""
-    fs, path = url_to_fs(str(base), **options)
-    if not fs.exists(path):
-        return 1
-    names = [os.path.basename(p.rstrip("/")) for p in fs.ls(path, detail=False)]
-    return max([int(n) for n in names if n.isdigit()], default=0) + 1
+def digests(path: str) -> tuple[str, str]:
+    """(sha256, md5) of a local file, read once."""
+    sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+            md5.update(block)
+    return sha.hexdigest(), md5.hexdigest()
 
 
-def publish_dir(local_dir: str, base: str, **options) -> tuple[int, str]:
-    """Copies a finished local directory to `base/<next version>`; no reader sees it half-done.
+def sha256_file(path: str) -> str:
+    return digests(path)[0]
 
-    Locally the copy is made under a non-numeric name and renamed into place (TF Serving
-    ignores non-numeric names). On object stores `saved_model.pb` is uploaded last, so the
-    version is loadable from the moment it appears.
-    """
-    fs, root = url_to_fs(str(base), **options)
-    fs.makedirs(root, exist_ok=True)
-    if is_local(base):
-        staging = os.path.join(root, f".tmp-{uuid.uuid4().hex}")
-        fs.put(local_dir.rstrip("/") + "/", staging + "/", recursive=True)
-        while True:
-            version = next_version(root)
-            try:
-                os.rename(staging, os.path.join(root, str(version)))
-                return version, os.path.join(root, str(version))
-            except OSError:
-                continue
-    version = next_version(base, **options)
-    target = f"{root.rstrip('/')}/{version}"
-    files = sorted(
+
+# --------------------------------------------------------------------------- transfers
+
+class Progress:
+    """Counts a transfer's files and bytes and logs them at most every few seconds."""
+
+    def __init__(self, label: str, files: int, total_bytes: int, every_secs: float = 2.0):
+        self.label, self.files, self.total = label, files, total_bytes
+        self.done_files = self.done_bytes = 0
+        self.every = every_secs
+        self.began = self.last = time.perf_counter()
+        self.lock = threading.Lock()
+
+    def add(self, nbytes: int) -> None:
+        with self.lock:
+            self.done_files += 1
+            self.done_bytes += nbytes
+            now = time.perf_counter()
+            if now - self.last >= self.every and self.done_files < self.files:
+                self.last = now
+                log.info("%s: %s", self.label, self.line(now))
+
+    def line(self, now=None) -> str:
+        seconds = max((now or time.perf_counter()) - self.began, 1e-9)
+        return (f"{self.done_files}/{self.files} files, {self.done_bytes / 1e6:.1f}/"
+                f"{self.total / 1e6:.1f} MB, {self.done_bytes / 1e6 / seconds:.1f} MB/s")
+
+    def finish(self) -> dict:
+        seconds = time.perf_counter() - self.began
+        if self.files:
+            log.info("%s: %s in %.1fs", self.label, self.line(), seconds)
+        return {"files": self.done_files, "bytes": self.done_bytes, "seconds": round(seconds, 3)}
+
+
+def _run_all(label, items, work, concurrency=None):
+    """Runs `work(item) -> bytes` for every item, concurrently, stopping at the first failure."""
+    workers = max(1, int(concurrency or _setting("concurrency", DEFAULT_CONCURRENCY)))
+    total = sum(item[2] for item in items)
+    progress = Progress(label, len(items), total)
+    if workers == 1 or len(items) <= 1:
+        for item in items:
+            progress.add(work(item))
+        return progress.finish()
+    with ThreadPoolExecutor(workers, thread_name_prefix="k2e-transfer") as pool:
+        futures = [pool.submit(work, item) for item in items]
+        try:
+            for future in futures:
+                progress.add(future.result())
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return progress.finish()
+
+
+def upload(pairs, label="upload", concurrency=None) -> dict:
+    """Uploads [(local path, URL)] concurrently with retries; returns files/bytes/seconds."""
+    items = [(src, dst, os.path.getsize(src)) for src, dst in pairs]
+
+    def put(item):
+        src, dst, nbytes = item
+        fs, path = filesystem(dst)
+        if is_local(dst):
+            fs.makedirs(os.path.dirname(path), exist_ok=True)
+        call(f"uploading {os.path.basename(src)} to {redact(dst)}", fs.put_file, src, path)
+        return nbytes
+
+    return _run_all(label, items, put, concurrency)
+
+
+def download(pairs, label="download", sizes=None, concurrency=None) -> dict:
+    """Downloads [(URL, local path)] concurrently with retries; returns files/bytes/seconds."""
+    items = [(src, dst, (sizes or {}).get(src, 0)) for src, dst in pairs]
+
+    def get(item):
+        src, dst, _ = item
+        fs, path = filesystem(src)
+        os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
+        call(f"downloading {redact(src)}", fs.get_file, path, dst)
+        return os.path.getsize(dst)
+
+    return _run_all(label, items, get, concurrency)
+
+
+def local_files(local_dir: str) -> list[str]:
+    """Relative paths of every file below `local_dir`, sorted."""
+    return sorted(
         os.path.relpath(os.path.join(d, f), local_dir)
-        for d, _, fs_ in os.walk(local_dir) for f in fs_
+        for d, _, files in os.walk(local_dir) for f in files
     )
-    files.sort(key=lambda rel: rel == "saved_model.pb")
-    for rel in files:
-        fs.put_file(os.path.join(local_dir, rel), f"{target}/{rel}")
-    return version, fs.unstrip_protocol(target)

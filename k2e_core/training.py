@@ -33,7 +33,7 @@ def global_step(estimator) -> int:
     return int(ckpt.rsplit("-", 1)[1]) if ckpt else 0
 
 
-def train(estimator, train_input_fn, spec, examples_per_step: int) -> dict:
+def train(estimator, train_input_fn, spec, examples_per_step: int, listeners=()) -> dict:
     """Trains to `spec.train.steps` total steps (a rerun resumes and stops there)."""
     start_step = global_step(estimator)
     target = spec.train.steps
@@ -44,7 +44,8 @@ def train(estimator, train_input_fn, spec, examples_per_step: int) -> dict:
     log.info("training from step %d to %d", start_step, target)
     hook = progress_hook(target, spec.run_config.log_every_secs)
     began = time.perf_counter()
-    estimator.train(train_input_fn, max_steps=target, hooks=[hook])
+    estimator.train(train_input_fn, max_steps=target, hooks=[hook],
+                    saving_listeners=list(listeners))
     return _train_result(estimator, time.perf_counter() - began, hook, examples_per_step)
 
 
@@ -91,11 +92,13 @@ def early_stopping_hook(estimator, spec):
                 run_every_secs=None, run_every_steps=es.check_every_steps)
 
 
-def train_and_evaluate(estimator, train_input_fn, eval_input_fn, spec, examples_per_step) -> dict:
+def train_and_evaluate(estimator, train_input_fn, eval_input_fn, spec, examples_per_step,
+                       listeners=()) -> dict:
     """`tf.estimator.train_and_evaluate` with early stopping on `train.early_stopping`."""
     progress = progress_hook(spec.train.steps, spec.run_config.log_every_secs)
     hooks = [progress, early_stopping_hook(estimator, spec)]
-    train_spec = tf.estimator.TrainSpec(train_input_fn, max_steps=spec.train.steps, hooks=hooks)
+    train_spec = tf.estimator.TrainSpec(train_input_fn, max_steps=spec.train.steps, hooks=hooks,
+                                        saving_listeners=list(listeners))
     eval_spec = tf.estimator.EvalSpec(eval_input_fn, steps=spec.eval.steps,
                                       throttle_secs=spec.eval.throttle_secs, start_delay_secs=0)
     began = time.perf_counter()

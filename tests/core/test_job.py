@@ -30,13 +30,16 @@ def test_run_trains_evaluates_and_publishes_a_verified_version(iris_spec, tf):
     assert list(out.values())[0].shape == (1, 3)
 
 
-def test_rerun_resumes_instead_of_retraining_and_publishes_the_next_version(iris_spec):
+def test_rerun_resumes_and_publishes_no_second_version_of_the_same_run(iris_spec):
     from k2e_core import job
 
-    job.run(iris_spec)
-    again = job.run(iris_spec)
-    assert again["train"]["steps_trained"] == 0
-    assert again["global_step"] == 60
+    first = job.run(iris_spec)
+    again = job.run(iris_spec)  # a retried task: same checkpoint, same run
+    assert again["train"]["steps_trained"] == 0 and again["global_step"] == 60
+    assert (again["version"], again["reused"]) == (1, True)
+    assert again["run_id"] == first["run_id"]
+    newer = job.run(iris_spec, {"run_id": "nightly-2026-11-21"})
+    assert (newer["version"], newer["reused"]) == (2, False)
     assert _versions(iris_spec["export"]["base"]) == [1, 2]
 
 
