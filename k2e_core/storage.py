@@ -301,7 +301,8 @@ def _run_all(label, items, work, concurrency=None):
             progress.add(work(item))
         return progress.finish()
     with ThreadPoolExecutor(workers, thread_name_prefix="k2e-transfer") as pool:
-        futures = [pool.submit(work, item) for item in items]
+        # Each task runs in a copy of this context, so it sees the configured options.
+        futures = [pool.submit(contextvars.copy_context().run, work, item) for item in items]
         try:
             for future in futures:
                 progress.add(future.result())
