@@ -79,9 +79,11 @@ def _numeric(base: str) -> list[int]:
 
 
 def _claims(base: str) -> dict[int, list[str]]:
+    """{version: runs holding a claim on it}; withdrawn claims leave no holder."""
     root = storage.join(base, CLAIMS)
-    return {int(v): storage.listdir(storage.join(root, v))
-            for v in storage.listdir(root) if v.isdigit()}
+    claims = {int(v): storage.listdir(storage.join(root, v))
+              for v in storage.listdir(root) if v.isdigit()}
+    return {v: holders for v, holders in claims.items() if holders}
 
 
 def _claim(base: str, run_id: str) -> tuple[int, bool]:

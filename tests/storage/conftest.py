@@ -71,8 +71,10 @@ def s3(s3_server):
     s3_server.reset()
     import s3fs
 
+    # botocore and s3fs retry too; bounded here so that a stopped server fails fast in tests
     options = {"s3": {"endpoint_url": s3_server.endpoint, "key": "k2e-test-key",
-                      "secret": "k2e-test-secret"}}
+                      "secret": "k2e-test-secret",
+                      "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}}
     s3fs.S3FileSystem.clear_instance_cache()
     fs = s3fs.S3FileSystem(**options["s3"])
     fs.mkdir(BUCKET)

@@ -75,7 +75,8 @@ def test_concurrent_runs_never_share_a_version(location, tmp_path):
     for t in threads:
         t.join()
     assert not errors
-    assert sorted(results.values()) == [1, 2, 3, 4]
+    # distinct numbers, each above all published before it; a collision may leave a gap
+    assert len(set(results.values())) == 4
     with storage.configured(options):
         for name, version in results.items():
             assert publish.read_manifest(storage.join(base, str(version)))["run_id"] == name

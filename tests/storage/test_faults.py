@@ -1,0 +1,164 @@
+"""Failures in the middle of things: nothing half-published, and reruns that finish the job."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import yaml
+
+from k2e_core import publish, storage
+from tests.conftest import EXAMPLES
+from tests.storage.conftest import BUCKET
+from tests.storage.test_publish import make_savedmodel_like
+
+K2E = os.path.join(os.path.dirname(sys.executable), "k2e")
+
+
+def _loadable_versions(base):
+    """Numbered directories a server could load: those holding saved_model.pb."""
+    return [n for n in storage.listdir(base) if n.isdigit()
+            and storage.exists(storage.join(base, n, "saved_model.pb"))]
+
+
+def test_server_stopped_mid_publish_then_rerun_publishes_exactly_one_version(s3, s3_server, tmp_path):
+    base = f"s3://{BUCKET}/faults/model"
+    src = make_savedmodel_like(str(tmp_path / "sm"), files=40, size=50_000)
+    stopped = threading.Event()
+    real_upload = storage.upload
+
+    def upload_then_crash(pairs, label="upload", concurrency=None):
+        pairs = list(pairs)
+        real_upload(pairs[:5], label, concurrency)  # some files made it
+        s3_server.stop()
+        stopped.set()
+        return real_upload(pairs[5:], label, concurrency)
+
+    with storage.configured(s3, retries=2):
+        storage.upload, saved = upload_then_crash, storage.upload
+        try:
+            began = time.perf_counter()
+            with pytest.raises(publish.PublishError, match="no new version is visible, rerun"):
+                publish.publish(src, base, run_id="nightly-1")
+            assert time.perf_counter() - began < 60
+        finally:
+            storage.upload = saved
+        assert stopped.is_set()
+        s3_server.start()  # the server comes back with what it had
+        assert publish.versions(base) == []
+        assert _loadable_versions(base) == []
+        result = publish.publish(src, base, run_id="nightly-1")
+        assert result["version"] == 1
+        assert publish.versions(base) == [1] and _loadable_versions(base) == ["1"]
+        publish.download_version(storage.join(base, "1"), str(tmp_path / "check"))
+
+
+def test_transient_errors_are_retried_and_permanent_ones_are_not(tmp_path, caplog):
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    real_put = memory.put_file
+    failures = {"left": 2}
+
+    def flaky_put(lpath, rpath, **kwargs):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise ConnectionResetError("connection reset by peer")
+        return real_put(lpath, rpath, **kwargs)
+
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"x" * 1000)
+    memory.put_file = flaky_put
+    try:
+        with storage.configured({}, retries=3):
+            storage.upload([(str(src), "memory://k2e-retry/f.bin")])
+    finally:
+        del memory.put_file
+    assert storage.size("memory://k2e-retry/f.bin") == 1000
+    assert sum("retry" in r.message for r in caplog.records) == 2
+
+    began = time.perf_counter()
+    with storage.configured({}, retries=5):
+        with pytest.raises(FileNotFoundError):
+            storage.read_bytes("memory://k2e-retry/missing.bin")
+    assert time.perf_counter() - began < 1.0
+
+
+def test_missing_bucket_fails_at_once_and_says_so(s3):
+    began = time.perf_counter()
+    with storage.configured(s3, retries=5):
+        with pytest.raises(FileNotFoundError):
+            storage.read_bytes("s3://no-such-bucket-k2e/x")
+    assert time.perf_counter() - began < 5
+
+
+def _s3_job(tmp_path, s3, example_data, steps, prefix):
+    spec = {
+        "model": {"factory": os.path.join(EXAMPLES, "models.py") + ":iris_model"},
+        "model_dir": f"s3://{BUCKET}/{prefix}/model_dir",
+        "data": {
+            "train": {"files": str(example_data / "iris_train.csv")},
+            "eval": {"files": str(example_data / "iris_test.csv")},
+            "features": {"dense_input": ["sepal_length", "sepal_width", "petal_length", "petal_width"]},
+            "labels": "species",
+            "batch_size": 16,
+        },
+        "train": {"steps": steps},
+        "run_config": {"save_checkpoints_steps": 100, "keep_checkpoint_max": 3, "log_every_secs": 1},
+        "export": {"base": f"s3://{BUCKET}/{prefix}/serving"},
+        "storage": {"options": s3, "retries": 3},
+    }
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def test_training_killed_after_a_checkpoint_resumes_from_it(s3, example_data, tmp_path):
+    spec = _s3_job(tmp_path, s3, example_data, steps=20000, prefix="killed")
+    proc = subprocess.Popen([K2E, "train", spec], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    state = f"s3://{BUCKET}/killed/model_dir/checkpoint"
+    deadline = time.time() + 120
+    with storage.configured(s3):
+        while time.time() < deadline and not storage.exists(state):
+            time.sleep(0.2)
+        time.sleep(0.5)
+        proc.kill()
+        proc.wait(30)
+        text = storage.read_bytes(state).decode()
+    uploaded_step = int(text.split('model_checkpoint_path: "model.ckpt-')[1].split('"')[0])
+    assert 0 < uploaded_step < 20000
+
+    rerun = subprocess.run([K2E, "train", spec, "--set", f"train.steps={uploaded_step + 200}"],
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    result = json.loads(rerun.stdout.strip().splitlines()[-1])
+    assert f"training from step {uploaded_step} " in rerun.stderr
+    assert result["global_step"] == uploaded_step + 200
+    assert result["steps_trained"] == 200
+    assert result["checkpoint"] == f"s3://{BUCKET}/killed/model_dir/model.ckpt-{uploaded_step + 200}"
+
+
+def test_end_to_end_on_s3_and_the_published_version_loads(s3, example_data, tmp_path, tf):
+    spec = _s3_job(tmp_path, s3, example_data, steps=150, prefix="e2e")
+    proc = subprocess.run([K2E, "run", spec], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["export_path"] == f"s3://{BUCKET}/e2e/serving/1"
+    assert result["model_dir"] == f"s3://{BUCKET}/e2e/model_dir"
+    assert "k2e-test-secret" not in proc.stdout + proc.stderr  # credentials stay out of output
+
+    with storage.configured(s3):
+        local = str(tmp_path / "served")
+        publish.download_version(result["export_path"], local)
+        remote = storage.find(result["model_dir"])
+    assert "checkpoint" in remote and "model.ckpt-150.index" in remote
+    assert any(name.startswith("events.out.tfevents") for name in remote)
+    served = tf.saved_model.load(local).signatures["serving_default"]
+    out = served(dense_input=tf.constant([[5.0, 3.4, 1.5, 0.2]]))
+    assert list(out.values())[0].shape == (1, 3)
