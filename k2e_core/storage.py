@@ -135,10 +135,16 @@ def _short(exc: BaseException) -> str:
 
 # --------------------------------------------------------------------------- small operations
 
-def exists(url: str) -> bool:
+def _fresh(url: str):
+    """(filesystem, path) without cached listings: another step may have written there."""
     fs, path = filesystem(url)
     if not is_local(url):
         fs.invalidate_cache(path)
+    return fs, path
+
+
+def exists(url: str) -> bool:
+    fs, path = _fresh(url)
     return call(f"checking {redact(url)}", fs.exists, path)
 
 
@@ -163,9 +169,7 @@ def glob(pattern: str) -> list[str]:
 
 def listdir(url: str) -> list[str]:
     """Names directly under `url` (empty when it does not exist)."""
-    fs, path = filesystem(url)
-    if not is_local(url):
-        fs.invalidate_cache(path)
+    fs, path = _fresh(url)
     try:
         entries = call(f"listing {redact(url)}", fs.ls, path, detail=False)
     except FileNotFoundError:
@@ -175,9 +179,7 @@ def listdir(url: str) -> list[str]:
 
 def find_info(url: str) -> dict[str, dict]:
     """{path relative to `url`: the store's info (size, ETag, md5Hash...)} for every file."""
-    fs, path = filesystem(url)
-    if not is_local(url):
-        fs.invalidate_cache(path)
+    fs, path = _fresh(url)
     try:
         found = call(f"listing {redact(url)}", fs.find, path, detail=True)
     except FileNotFoundError:

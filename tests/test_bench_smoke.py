@@ -16,3 +16,14 @@ def test_throughput_benchmark_smoke():
     for row in rows[1:]:
         keras, k2e = (float(v) for v in row.split("|")[3:5])
         assert keras > 0 and k2e > 0
+
+
+def test_storage_benchmark_smoke():
+    import json
+
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "storage.py"), "--quick"],
+                          capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["publish_files"] == 22
+    assert 0 < report["resume_download_bytes"] < report["model_dir_bytes"]

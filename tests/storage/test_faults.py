@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from k2e_core import publish, storage
-from tests.conftest import EXAMPLES
 from tests.storage.conftest import BUCKET
 from tests.storage.test_publish import make_savedmodel_like
 
@@ -97,29 +96,22 @@ def test_missing_bucket_fails_at_once_and_says_so(s3):
     assert time.perf_counter() - began < 5
 
 
-def _s3_job(tmp_path, s3, example_data, steps, prefix):
-    spec = {
-        "model": {"factory": os.path.join(EXAMPLES, "models.py") + ":iris_model"},
-        "model_dir": f"s3://{BUCKET}/{prefix}/model_dir",
-        "data": {
-            "train": {"files": str(example_data / "iris_train.csv")},
-            "eval": {"files": str(example_data / "iris_test.csv")},
-            "features": {"dense_input": ["sepal_length", "sepal_width", "petal_length", "petal_width"]},
-            "labels": "species",
-            "batch_size": 16,
-        },
-        "train": {"steps": steps},
-        "run_config": {"save_checkpoints_steps": 100, "keep_checkpoint_max": 3, "log_every_secs": 1},
-        "export": {"base": f"s3://{BUCKET}/{prefix}/serving"},
-        "storage": {"options": s3, "retries": 3},
-    }
+def _s3_job(tmp_path, s3, iris_spec, steps, prefix):
+    spec = dict(
+        iris_spec,
+        model_dir=f"s3://{BUCKET}/{prefix}/model_dir",
+        train={"steps": steps},
+        run_config={"save_checkpoints_steps": 100, "keep_checkpoint_max": 3, "log_every_secs": 1},
+        export={"base": f"s3://{BUCKET}/{prefix}/serving"},
+        storage={"options": s3, "retries": 3},
+    )
     path = tmp_path / "job.yaml"
     path.write_text(yaml.safe_dump(spec))
     return str(path)
 
 
-def test_training_killed_after_a_checkpoint_resumes_from_it(s3, example_data, tmp_path):
-    spec = _s3_job(tmp_path, s3, example_data, steps=20000, prefix="killed")
+def test_training_killed_after_a_checkpoint_resumes_from_it(s3, iris_spec, tmp_path):
+    spec = _s3_job(tmp_path, s3, iris_spec, steps=20000, prefix="killed")
     proc = subprocess.Popen([K2E, "train", spec], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
     state = f"s3://{BUCKET}/killed/model_dir/checkpoint"
@@ -144,8 +136,8 @@ def test_training_killed_after_a_checkpoint_resumes_from_it(s3, example_data, tm
     assert result["checkpoint"] == f"s3://{BUCKET}/killed/model_dir/model.ckpt-{uploaded_step + 200}"
 
 
-def test_end_to_end_on_s3_and_the_published_version_loads(s3, example_data, tmp_path, tf):
-    spec = _s3_job(tmp_path, s3, example_data, steps=150, prefix="e2e")
+def test_end_to_end_on_s3_and_the_published_version_loads(s3, iris_spec, tmp_path, tf):
+    spec = _s3_job(tmp_path, s3, iris_spec, steps=150, prefix="e2e")
     proc = subprocess.run([K2E, "run", spec], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.strip().splitlines()[-1])
