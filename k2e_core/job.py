@@ -273,6 +273,7 @@ def run(spec, overrides=None) -> dict:
         return {
             "export_path": exported["export_path"],
             "version": exported["version"],
+            "manifest": exported["manifest"],
             "metrics": evaluated["metrics"],
             "global_step": trained["global_step"],
             "model_dir": trained["model_dir"],

@@ -23,6 +23,10 @@ def test_run_trains_evaluates_and_publishes_a_verified_version(iris_spec, tf):
     assert result["global_step"] == 60
     assert {"loss", "accuracy"} <= set(result["metrics"])
     assert os.path.isfile(os.path.join(result["export_path"], "saved_model.pb"))
+    with open(result["manifest"]) as f:
+        manifest = json.load(f)
+    assert manifest["version"] == 1 and manifest["metrics"] == result["metrics"]
+    assert manifest["source"]["checkpoint"] == "model.ckpt-60"
     json.dumps(result)  # the result crosses process boundaries as JSON
 
     served = tf.saved_model.load(result["export_path"]).signatures["serving_default"]
