@@ -247,14 +247,19 @@ def private_copy(keras_model, optimizer, custom_objects=None):
     return copy
 
 
-def clone_for(mode, model, custom_objects=None, **kwargs):
-    """Upstream's clone-and-build, with fresh compile arguments for every clone.
+def _fresh_compile_args(model):
+    """Undoes upstream's caching before it clones `model` again.
 
     Upstream caches the source model's compile arguments and swaps in the clone's metric
     objects, which graph-mode compile then renames; every later clone would add another
     `<output>_` prefix to metric names.
     """
     model._get_compile_args = model._k2e_compile_args
+
+
+def clone_for(mode, model, custom_objects=None, **kwargs):
+    """Upstream's clone-and-build, with fresh compile arguments for every clone."""
+    _fresh_compile_args(model)
     return keras_lib._clone_and_build_model(mode, model, custom_objects, **kwargs)
 
 
@@ -478,11 +483,11 @@ def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
         log.warning("model_dir holds training checkpoint %s of this model; resuming from it "
                     "instead of the Keras model's current weights", os.path.basename(trained))
     if stale and not trained:
-        shutil.rmtree(keras_dir) if os.path.isdir(keras_dir) else tf.io.gfile.rmtree(keras_dir)
+        shutil.rmtree(keras_dir)
     # Upstream builds its own graph; it must be called outside any graph so that it sees
     # the model's weights as initialised and copies them.
     with keeping_classes_eager(model):
-        model._get_compile_args = model._k2e_compile_args
+        _fresh_compile_args(model)
         path = keras_lib._save_first_checkpoint(model, custom_objects, config, save_object_ckpt)
     if previous != current and not trained:
         with tf.io.gfile.GFile(marker, "w") as f:

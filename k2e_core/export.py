@@ -70,7 +70,8 @@ def export_verified(estimator, keras_model, io, export_spec, export_outputs, sam
         path = estimator.export_saved_model(
             staging, serving_input_fn(io, export_spec.serving_input)
         ).decode()
-        report = {"signatures": sorted(_signatures(path))}
+        loaded = tf.saved_model.load(path)
+        report = {"signatures": sorted(loaded.signatures.keys())}
         heads = export_heads(keras_model, io.output_keys, export_outputs)
         missing = [name for name, _, _ in heads if name not in report["signatures"]]
         if missing:
@@ -78,16 +79,11 @@ def export_verified(estimator, keras_model, io, export_spec, export_outputs, sam
                                  f"(got {report['signatures']})")
         if export_spec.verify_rows and sample_features is not None:
             trained = keras_model_at(keras_model, estimator.latest_checkpoint(), checkpoint_format)
-            report.update(_verify(path, trained, io, heads, sample_features, export_spec))
+            report.update(_verify(loaded, trained, io, heads, sample_features, export_spec))
         return path, report
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def _signatures(path):
-    loaded = tf.saved_model.load(path)
-    return list(loaded.signatures.keys())
 
 
 def _serialized_examples(io, features):
@@ -107,13 +103,12 @@ def _serialized_examples(io, features):
     return tf.constant(out)
 
 
-def _verify(path, trained, io, heads, features, export_spec) -> dict:
+def _verify(loaded, trained, io, heads, features, export_spec) -> dict:
     rows = {k: v[: export_spec.verify_rows] for k, v in features.items()}
     expected = trained.predict(rows, verbose=0)
     if not isinstance(expected, dict):
         expected = expected if isinstance(expected, list) else [expected]
         expected = dict(zip(io.output_keys, expected))
-    loaded = tf.saved_model.load(path)
     worst = 0.0
     for name, cls, key in heads:
         fn = loaded.signatures[name]

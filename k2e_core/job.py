@@ -167,10 +167,6 @@ def _load_model(spec: JobSpec, custom_objects):
     return model
 
 
-def _examples_per_step(job: Job) -> int:
-    return job.spec.data.batch_size
-
-
 def _sample_features(job: Job):
     if not job.spec.export.verify_rows:
         return None
@@ -201,9 +197,9 @@ def _train(job: Job) -> dict:
     est = job.estimator or job.convert()
     if spec.train.early_stopping:
         result = training.train_and_evaluate(est, job.input_fn("train"), job.input_fn("eval"), spec,
-                                             _examples_per_step(job), job.listeners())
+                                             spec.data.batch_size, job.listeners())
     else:
-        result = training.train(est, job.input_fn("train"), spec, _examples_per_step(job),
+        result = training.train(est, job.input_fn("train"), spec, spec.data.batch_size,
                                 job.listeners())
     job.sync()
     if job.remote:

@@ -111,7 +111,7 @@ def publish(local_dir: str, base: str, run_id: str, metrics=None, source=None) -
     manifest = manifest_for(local_dir, run_id, metrics, source)
     version, resumed = _claim(base, run_id)
     target = storage.join(base, str(version))
-    existing = read_manifest(target)
+    existing = read_manifest(target) if resumed else None
     if existing is not None and existing.get("run_id") == run_id:
         log.info("version %d already published by run %s", version, run_id)
         return _result(version, target, existing, reused=True)

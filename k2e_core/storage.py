@@ -159,12 +159,13 @@ def glob(pattern: str) -> list[str]:
     if not is_local(pattern):
         fs.invalidate_cache()
     if call(f"listing {redact(pattern)}", fs.isdir, path):
-        matches = fs.find(path)
+        matches = fs.find(path)  # files only
     elif any(ch in path for ch in "*?["):
-        matches = call(f"listing {redact(pattern)}", fs.glob, path)
+        found = call(f"listing {redact(pattern)}", fs.glob, path, detail=True)
+        matches = [p for p, info in found.items() if info.get("type") != "directory"]
     else:
         matches = [path] if call(f"checking {redact(pattern)}", fs.exists, path) else []
-    return sorted(_url(fs, m, pattern) for m in matches if not fs.isdir(m))
+    return sorted(_url(fs, m, pattern) for m in matches)
 
 
 def listdir(url: str) -> list[str]:
