@@ -1,12 +1,9 @@
 """k2e core: compiled Keras models trained and shipped as TensorFlow Estimators.
 
-Importing this package checks the TensorFlow stack from package metadata only; TensorFlow
-itself is imported on first use of a function that needs it.
+TensorFlow is imported on first use of a function that needs it, after a check of the
+installed stack (package metadata) that names what is wrong in one sentence. The spec and
+the CLI's argument handling work without TensorFlow.
 """
-
-from k2e_core.versions import check_stack
-
-check_stack()
 
 __version__ = "0.1.0"
 

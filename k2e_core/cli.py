@@ -33,6 +33,12 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("spec", help="job spec: YAML/JSON file path or URL")
         s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a spec field, e.g. --set train.steps=200 (repeatable)")
+        s.add_argument("--overrides", dest="overrides_file", metavar="FILE",
+                       help="JSON/YAML file of {KEY: VALUE} overrides, applied before --set "
+                       "(keeps secrets such as storage.options off the command line)")
+        if name == "export":
+            s.add_argument("--metrics", type=json.loads, metavar="JSON",
+                           help="evaluation metrics to record in the version's manifest")
         s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
     s = sub.add_parser("schema", help="print the job spec's JSON Schema")
     s.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
@@ -44,6 +50,37 @@ def _emit(result: dict) -> None:
     sys.stdout.flush()
 
 
+def _overrides_from_file(path):
+    if not path:
+        return None
+    import yaml
+
+    from k2e_core.errors import SpecError
+
+    try:
+        with open(path) as f:
+            overrides = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as err:
+        raise SpecError("--overrides", f"cannot read {path} ({err})", "pass a JSON/YAML file") from None
+    if not isinstance(overrides, dict):
+        raise SpecError("--overrides", f"{path} is not a mapping", 'write {"train.steps": 200, ...}')
+    return overrides
+
+
+def _stop_training_on_sigterm():
+    """SIGTERM (an orchestrator stopping the task): save a checkpoint, stop, exit 1."""
+    import signal
+
+    from k2e_core.training import request_stop
+
+    def on_sigterm(signum, frame):
+        print("k2e: SIGTERM: stopping after the current step", file=sys.stderr)
+        request_stop()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "schema":
@@ -52,17 +89,22 @@ def main(argv=None) -> int:
         sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
         return 0
 
-    from k2e_core.errors import K2eError, SpecError
+    from k2e_core.errors import K2eError, SpecError, first_line
     from k2e_core.logs import configure_cli_logging
 
     configure_cli_logging(args.verbose)
     try:
         from k2e_core.spec import load_spec
 
-        spec = load_spec(args.spec, args.overrides)
+        spec = load_spec(args.spec, _overrides_from_file(args.overrides_file))
+        spec = load_spec(spec, args.overrides)
         from k2e_core.job import STEPS
 
-        result = STEPS[args.command](spec)
+        _stop_training_on_sigterm()
+        if args.command == "export":
+            result = STEPS["export"](spec, metrics=args.metrics)
+        else:
+            result = STEPS[args.command](spec)
     except SpecError as err:
         print(f"k2e: error: {err}", file=sys.stderr)
         return 2
@@ -77,9 +119,8 @@ def main(argv=None) -> int:
             import traceback
 
             traceback.print_exc()
-        text = getattr(err, "message", None) or str(err)
-        first = text.strip().splitlines()[0] if text.strip() else ""
-        print(f"k2e: failed: {type(err).__name__}: {first} (rerun with -v for the traceback)",
+        print(f"k2e: failed: {type(err).__name__}: {first_line(err)} "
+              "(rerun with -v for the traceback)",
               file=sys.stderr)
         return 1
     _emit(result)

@@ -21,7 +21,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 
@@ -35,6 +34,7 @@ from tensorflow_estimator.python.estimator.export import export_lib
 from tensorflow_estimator.python.estimator.mode_keys import ModeKeys
 
 from k2e_core import storage
+from k2e_core.errors import first_line
 from k2e_core.objects import resolve_custom_objects
 
 log = logging.getLogger("k2e.conversion")
@@ -163,7 +163,7 @@ def load_keras_model(url: str, custom_objects=None):
         except (OSError, ValueError, TypeError, KeyError) as err:
             raise ValueError(
                 f"cannot load a Keras model from {storage.redact(url)}: "
-                f"{_first_line(err)}"
+                f"{first_line(err)}"
             ) from err
     return model
 
@@ -480,8 +480,8 @@ def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
             f"({os.path.basename(trained)}); use a new model_dir or delete the old one"
         )
     if trained and previous["weights"] != current["weights"]:
-        log.warning("model_dir holds training checkpoint %s of this model; resuming from it "
-                    "instead of the Keras model's current weights", os.path.basename(trained))
+        log.info("model_dir holds training checkpoint %s of this model; resuming from it "
+                 "instead of the Keras model's current weights", os.path.basename(trained))
     if stale and not trained:
         shutil.rmtree(keras_dir)
     # Upstream builds its own graph; it must be called outside any graph so that it sees
@@ -493,8 +493,3 @@ def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
         with tf.io.gfile.GFile(marker, "w") as f:
             json.dump(current, f)
     return path
-
-
-def _first_line(err):
-    text = str(err).strip().splitlines()
-    return re.sub(r"\s+", " ", text[0]) if text else type(err).__name__

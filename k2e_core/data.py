@@ -16,7 +16,7 @@ import numpy as np
 from k2e_core._tensorflow import tf
 
 from k2e_core import storage
-from k2e_core.errors import SpecError
+from k2e_core.errors import SpecError, first_line
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -413,11 +413,10 @@ def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:
         output_shapes = [list(t.shape) for t in model.outputs]
         loss = model._get_compile_args().get("loss")
         loss_name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or loss
-        message = str(getattr(err, "message", err)).strip().splitlines()[0][:200]
         raise SpecError(
             "data.labels",
             f"labels of shape {label_shapes} do not fit loss {loss_name!r} for outputs of shape "
-            f"{output_shapes} ({message})",
+            f"{output_shapes} ({first_line(err, 200)})",
             "use integer class ids with sparse_categorical_crossentropy, one-hot rows with "
             "categorical_crossentropy, or change data.labels",
         ) from None

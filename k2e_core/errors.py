@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class K2eError(Exception):
     """A failure during a step (exit code 1)."""
@@ -21,3 +23,9 @@ class SpecError(K2eError, ValueError):
 
 class ExportMismatch(K2eError):
     """The exported SavedModel does not predict what the Keras model predicts."""
+
+
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """An exception's first line of text (TensorFlow's messages run to pages), or its type."""
+    text = str(getattr(err, "message", None) or err).strip().splitlines()
+    return re.sub(r"\s+", " ", text[0])[:limit] if text else type(err).__name__

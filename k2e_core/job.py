@@ -9,15 +9,14 @@ and finds what earlier steps left in `model_dir`.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import shutil
 import tempfile
 import time
 
-import hashlib
-
-from k2e_core import conversion, data, export, publish, storage, training
+from k2e_core import conversion, data, export, publish, storage, training, warm_start
 from k2e_core.checkpoints import RemoteModelDir
 from k2e_core._tensorflow import tf
 from k2e_core.errors import SpecError
@@ -45,12 +44,26 @@ class Job:
             self.resume = self.remote.pull_for_resume()
         self.custom_objects = _custom_objects(spec)
         self.model = _load_model(spec, self.custom_objects)
+        self.warm_start = self._warm_start()
         self.io = data.model_io(self.model)
         self.export_outputs = export.export_outputs_from_spec(spec.model.export_outputs)
         self._sources = {}
         self._plan = None
         self.estimator = None
         self.convert_seconds = None
+
+    def _warm_start(self) -> dict | None:
+        """The warm-start record of this model_dir; applied only before its first checkpoint."""
+        if tf.train.latest_checkpoint(self.model_dir):
+            return warm_start.load_record(self.model_dir)
+        found = warm_start.resolve(self.spec, self.staging_dir)
+        if found is None:
+            warm_start.save_record(self.model_dir, None)
+            return None
+        prefix, record = found
+        warm_start.apply(self.model, prefix, record)
+        warm_start.save_record(self.model_dir, record)
+        return record
 
     def convert(self):
         spec = self.spec
@@ -117,6 +130,7 @@ class Job:
 @contextlib.contextmanager
 def _job(spec, overrides=None):
     spec = load_spec(spec, overrides)
+    training.clear_stop_request()
     staging = tempfile.mkdtemp(prefix="k2e-job-")
     settings = spec.storage
     try:
@@ -188,6 +202,7 @@ def convert_step(spec, overrides=None) -> dict:
             "inputs": {k: list(s) for k, (s, _) in job.io.inputs.items()},
             "outputs": job.io.output_keys,
             "global_step": training.global_step(est),
+            "warm_start": job.warm_start,
             "convert_seconds": round(job.convert_seconds, 3),
         }
 
@@ -238,20 +253,23 @@ def _export(job: Job, metrics=None) -> dict:
     )
     source = {"model_dir": storage.redact(job.model_dir_url),
               "checkpoint": os.path.basename(est.latest_checkpoint()),
-              "global_step": training.global_step(est)}
+              "global_step": training.global_step(est),
+              "warm_start": job.warm_start}
+    base = spec.path(spec.export.base)
     try:
-        published = publish.publish(local, spec.path(spec.export.base), job.run_id(),
-                                    metrics=metrics, source=source)
+        published = publish.publish(local, base, job.run_id(), metrics=metrics, source=source)
     finally:
         export.cleanup(local)
-    return {**published, **report}
+    return {**published, **report, "export_base": storage.redact(base), "metrics": metrics,
+            "run_id": job.run_id()}
 
 
-def export_step(spec, overrides=None) -> dict:
-    """Exports the latest checkpoint as a verified SavedModel and publishes it."""
+def export_step(spec, overrides=None, metrics=None) -> dict:
+    """Exports the latest checkpoint as a verified SavedModel and publishes it; `metrics`
+    (the evaluate step's) go into the version's manifest."""
     with _job(spec, overrides) as job:
         job.plan()
-        return _export(job)
+        return _export(job, metrics)
 
 
 def run(spec, overrides=None) -> dict:
@@ -268,12 +286,14 @@ def run(spec, overrides=None) -> dict:
         exported = _export(job, evaluated["metrics"])
         return {
             "export_path": exported["export_path"],
+            "export_base": exported["export_base"],
             "version": exported["version"],
             "manifest": exported["manifest"],
             "metrics": evaluated["metrics"],
             "global_step": trained["global_step"],
             "model_dir": trained["model_dir"],
             "run_id": job.run_id(),
+            "warm_start": job.warm_start,
             "reused": exported["reused"],
             "signatures": exported["signatures"],
             "train": trained,

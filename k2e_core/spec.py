@@ -156,6 +156,13 @@ class JobSpec(_Section):
     run_config: RunConfigSpec = Field(default_factory=RunConfigSpec)
     export: ExportSpec | None = None
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    warm_start: str | None = Field(
+        None,
+        description="Where a new model_dir's weights come from: 'latest' (the newest version "
+        "under export.base, if any), a version number, a published version's URL, a "
+        "checkpoint URL (or a model_dir: its latest checkpoint), or 'none'. Ignored when "
+        "model_dir already holds training checkpoints (the run resumes instead)",
+    )
     run_id: str | None = Field(
         None,
         description="Identity of this run (an Airflow run id, a KFP run id): a retried run "
@@ -164,6 +171,13 @@ class JobSpec(_Section):
     base_dir: str | None = Field(
         None, description="Directory relative paths resolve against (set by the loader)"
     )
+
+    @field_validator("warm_start", mode="before")
+    @classmethod
+    def _warm_start_text(cls, value):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return None if value in (None, "", "none") else value
 
     def path(self, value: str) -> str:
         """`value` as an absolute URL/path (relative ones against `base_dir`)."""
@@ -181,7 +195,7 @@ def apply_overrides(raw: dict, overrides: list[str] | dict | None) -> dict:
     raw = copy.deepcopy(raw)
     if not overrides:
         return raw
-    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+    items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides]
     for dotted, value in items:
         node = raw
         keys = dotted.split(".")
@@ -193,7 +207,8 @@ def apply_overrides(raw: dict, overrides: list[str] | dict | None) -> dict:
     return raw
 
 
-def _split(item: str):
+def parse_override(item: str) -> tuple[str, Any]:
+    """`"train.steps=200"` -> `("train.steps", 200)` (the value is read as YAML)."""
     dotted, sep, text = item.partition("=")
     if not sep or not dotted:
         raise SpecError("--set", f"{item!r} is not KEY=VALUE", "write it as --set train.steps=200")

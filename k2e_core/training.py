@@ -4,13 +4,43 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 
 from k2e_core._tensorflow import tf
-
+from k2e_core.errors import K2eError
 from k2e_core.logs import progress_hook
 
 log = logging.getLogger("k2e.training")
+
+
+_stop_requested = threading.Event()
+
+
+class Stopped(K2eError):
+    """Training stopped on request (SIGTERM, an orchestrator's kill) after saving a checkpoint."""
+
+
+def request_stop() -> None:
+    """Asks a running training loop, from any thread or a signal handler, to save and stop."""
+    _stop_requested.set()
+
+
+def clear_stop_request() -> None:
+    _stop_requested.clear()
+
+
+class _StopOnRequest(tf.estimator.SessionRunHook):
+    def after_run(self, run_context, run_values):
+        if _stop_requested.is_set():
+            run_context.request_stop()  # the checkpoint saver's end() saves this step
+
+
+def _raise_if_stopped(estimator):
+    if _stop_requested.is_set():
+        raise Stopped(f"training stopped on request at step {global_step(estimator)}; "
+                      f"checkpoint {estimator.latest_checkpoint()} is saved and a rerun resumes "
+                      "from it")
 
 
 def run_config(spec, model_dir: str) -> tf.estimator.RunConfig:
@@ -44,8 +74,9 @@ def train(estimator, train_input_fn, spec, examples_per_step: int, listeners=())
     log.info("training from step %d to %d", start_step, target)
     hook = progress_hook(target, spec.run_config.log_every_secs)
     began = time.perf_counter()
-    estimator.train(train_input_fn, max_steps=target, hooks=[hook],
+    estimator.train(train_input_fn, max_steps=target, hooks=[hook, _StopOnRequest()],
                     saving_listeners=list(listeners))
+    _raise_if_stopped(estimator)
     return _train_result(estimator, time.perf_counter() - began, hook, examples_per_step)
 
 
@@ -96,13 +127,14 @@ def train_and_evaluate(estimator, train_input_fn, eval_input_fn, spec, examples_
                        listeners=()) -> dict:
     """`tf.estimator.train_and_evaluate` with early stopping on `train.early_stopping`."""
     progress = progress_hook(spec.train.steps, spec.run_config.log_every_secs)
-    hooks = [progress, early_stopping_hook(estimator, spec)]
+    hooks = [progress, early_stopping_hook(estimator, spec), _StopOnRequest()]
     train_spec = tf.estimator.TrainSpec(train_input_fn, max_steps=spec.train.steps, hooks=hooks,
                                         saving_listeners=list(listeners))
     eval_spec = tf.estimator.EvalSpec(eval_input_fn, steps=spec.eval.steps,
                                       throttle_secs=spec.eval.throttle_secs, start_delay_secs=0)
     began = time.perf_counter()
     tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+    _raise_if_stopped(estimator)
     result = _train_result(estimator, time.perf_counter() - began, progress, examples_per_step)
     result["stopped_early"] = result["global_step"] < spec.train.steps
     if result["stopped_early"]:

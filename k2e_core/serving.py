@@ -1,0 +1,37 @@
+"""Using a published version: load it (downloaded and checked when remote) and predict."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+
+import numpy as np
+
+from k2e_core import publish, storage
+from k2e_core._tensorflow import tf
+
+
+def predict_version(version_url: str, inputs, signature: str = "serving_default") -> dict:
+    """Runs `signature` of the SavedModel at `version_url` on `inputs` (rows for a
+    single-input model, or {input name: rows})."""
+    staging = None
+    try:
+        if storage.is_local(version_url):
+            path = storage.local_path(version_url)
+        else:
+            staging = tempfile.mkdtemp(prefix="k2e-serve-")
+            publish.download_version(version_url, staging)
+            path = staging
+        fn = tf.saved_model.load(path).signatures[signature]
+        specs = fn.structured_input_signature[1]
+        if not isinstance(inputs, dict):
+            if len(specs) != 1:
+                raise ValueError(f"{signature} takes inputs {sorted(specs)}; pass a dict")
+            inputs = {next(iter(specs)): inputs}
+        feed = {name: tf.constant(np.asarray(inputs[name]), dtype=specs[name].dtype)
+                for name in specs}
+        outputs = {name: value.numpy().tolist() for name, value in fn(**feed).items()}
+        return {"signature": signature, "outputs": outputs}
+    finally:
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
