@@ -261,7 +261,7 @@ def _export(job: Job, metrics=None) -> dict:
     finally:
         export.cleanup(local)
     return {**published, **report, "export_base": storage.redact(base), "metrics": metrics,
-            "run_id": job.run_id()}
+            "run_id": job.run_id(), "global_step": source["global_step"]}
 
 
 def export_step(spec, overrides=None, metrics=None) -> dict:

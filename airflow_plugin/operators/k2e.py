@@ -112,11 +112,11 @@ class K2eBaseOperator(BaseOperator):
         try:
             return K2eStorageHook(self.storage_conn_id).storage_options()
         except AirflowNotFoundException:
-            raise AirflowFailException(
+            raise self._failure(AirflowFailException, (
                 f"storage_conn_id: connection {self.storage_conn_id!r} does not exist; create "
-                "it (Admin > Connections, or AIRFLOW_CONN_<ID>) or fix the id") from None
+                "it (Admin > Connections, or AIRFLOW_CONN_<ID>) or fix the id")) from None
         except ValueError as err:
-            raise AirflowFailException(f"storage_conn_id: {err}") from None
+            raise self._failure(AirflowFailException, f"storage_conn_id: {err}") from None
 
     # ------------------------------------------------------------------ running
     def _run_here(self, overrides: dict) -> dict:
@@ -126,12 +126,17 @@ class K2eBaseOperator(BaseOperator):
         try:
             return STEPS[self.step](self.spec, overrides, **self.step_kwargs())
         except SpecError as err:  # bad input: retrying cannot help
-            raise AirflowFailException(f"k2e {self.step}: {err}") from None
+            raise self._failure(AirflowFailException, f"k2e {self.step}: {err}") from None
         except K2eError as err:
-            raise AirflowException(f"k2e {self.step}: {err}") from None
+            raise self._failure(AirflowException, f"k2e {self.step}: {err}") from None
         except Exception as err:
-            raise AirflowException(
-                f"k2e {self.step} failed: {type(err).__name__}: {first_line(err)}") from err
+            raise self._failure(AirflowException, f"k2e {self.step} failed: "
+                                f"{type(err).__name__}: {first_line(err)}") from err
+
+    def _failure(self, kind, message: str) -> Exception:
+        """The error, also logged as one line ahead of Airflow's traceback."""
+        self.log.error("%s", message)
+        return kind(message)
 
     def _run_in_interpreter(self, overrides: dict) -> dict:
         spec = self.spec if isinstance(self.spec, str) else json.dumps(self.spec)
@@ -153,9 +158,7 @@ class K2eBaseOperator(BaseOperator):
         if rc == 0 and lines:
             return json.loads(lines[-1])
         message = last_line or f"k2e {self.step} exited with code {rc}"
-        if rc == 2:
-            raise AirflowFailException(message)
-        raise AirflowException(message)
+        raise self._failure(AirflowFailException if rc == 2 else AirflowException, message)
 
     def _stream(self, command: list[str], stdout) -> str:
         """Runs `command`, its stderr (k2e's progress and errors) into the task log."""

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from k2e_core import publish, storage
-from tests.storage.conftest import BUCKET
+from tests.conftest import BUCKET
 from tests.storage.test_publish import make_savedmodel_like
 
 K2E = os.path.join(os.path.dirname(sys.executable), "k2e")

@@ -1,0 +1,218 @@
+"""The operators, executed directly on small data: templating, XCom, Asset events, errors,
+credentials from connections, on_kill, and steps run in another interpreter."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+from airflow.sdk import AssetAlias
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow.sdk.execution_time.context import OutletEventAccessors
+
+from airflow_plugin.operators.k2e import (
+    K2eConvertOperator,
+    K2eEvaluateOperator,
+    K2eExportOperator,
+    K2eJobOperator,
+    K2eTrainOperator,
+    K2eValidateOperator,
+)
+from tests.conftest import BUCKET
+
+
+class RecordedXComs:
+    """The task instance's `xcom_push`, keeping what the task runner would store (as JSON)."""
+
+    def __init__(self):
+        self.xcoms = {}
+
+    def xcom_push(self, key, value):
+        self.xcoms[key] = json.loads(json.dumps(value))
+
+
+def task_context(**extra):
+    return {"ti": RecordedXComs(), "outlet_events": OutletEventAccessors(), **extra}
+
+
+def checkpoint_steps(model_dir):
+    return sorted(int(p.rsplit("-", 1)[1].split(".")[0])
+                  for p in glob.glob(os.path.join(model_dir, "model.ckpt-*.index")))
+
+
+def test_template_fields_render_the_spec_overrides_urls_and_interpreter():
+    op = K2eExportOperator(
+        task_id="publish",
+        spec="{{ params.specs }}/iris.yaml",
+        overrides={"model_dir": "s3://models/{{ params.name }}/runs/{{ ds_nodash }}",
+                   "export.base": "gs://serving/{{ params.name }}",
+                   "data.train.files": ["{{ params.data }}/day={{ ds }}/*.csv"]},
+        python="{{ params.venv }}/bin/python",
+        metrics={"accuracy": "{{ params.accuracy }}"},
+    )
+    op.render_template_fields({"params": {"specs": "/specs", "name": "iris", "venv": "/opt/tf",
+                                          "data": "s3://raw", "accuracy": 0.9},
+                               "ds": "2026-11-01", "ds_nodash": "20261101"})
+    assert op.spec == "/specs/iris.yaml"
+    assert op.overrides == {"model_dir": "s3://models/iris/runs/20261101",
+                            "export.base": "gs://serving/iris",
+                            "data.train.files": ["s3://raw/day=2026-11-01/*.csv"]}
+    assert op.python == "/opt/tf/bin/python"
+    assert op.metrics == {"accuracy": "0.9"}
+
+
+def test_inline_spec_renders_every_url_inside_it(iris_spec):
+    spec = {**iris_spec, "model_dir": "{{ params.root }}/model", "export": {"base": "{{ params.root }}/serving"}}
+    op = K2eJobOperator(task_id="job", spec=spec)
+    op.render_template_fields({"params": {"root": "memory://run-7"}})
+    assert op.spec["model_dir"] == "memory://run-7/model"
+    assert op.spec["export"]["base"] == "memory://run-7/serving"
+    assert op.spec["data"] == iris_spec["data"]
+
+
+def test_each_step_operator_on_small_data(iris_spec, tmp_path):
+    spec = dict(iris_spec)
+    validated = K2eValidateOperator(task_id="validate", spec=spec).execute(task_context())
+    assert validated["valid"] and validated["labels"] == {"dense_1": ["species"]}
+
+    ctx = task_context()
+    converted = K2eConvertOperator(task_id="convert", spec=spec).execute(ctx)
+    assert converted["global_step"] == 0
+    assert ctx["ti"].xcoms["model_dir"] == iris_spec["model_dir"] == converted["model_dir"]
+
+    ctx = task_context()
+    trained = K2eTrainOperator(task_id="train", spec=spec,
+                               overrides={"model_dir": converted["model_dir"]}).execute(ctx)
+    assert trained["global_step"] == 60
+    assert ctx["ti"].xcoms["checkpoint"].endswith("model.ckpt-60")
+
+    ctx = task_context()
+    evaluated = K2eEvaluateOperator(task_id="evaluate", spec=spec).execute(ctx)
+    assert ctx["ti"].xcoms["metrics"]["global_step"] == 60
+    assert 0.0 <= evaluated["metrics"]["accuracy"] <= 1.0
+
+    op = K2eExportOperator(task_id="publish", spec=spec, metrics=evaluated["metrics"],
+                           model_asset_alias="iris-model")
+    assert AssetAlias(name="iris-model") in op.outlets
+    ctx = task_context()
+    published = op.execute(ctx)
+    assert published["version"] == 1 and os.path.exists(os.path.join(published["export_path"],
+                                                                     "saved_model.pb"))
+    manifest = json.loads(open(published["manifest"]).read())
+    assert manifest["metrics"] == evaluated["metrics"]
+    (event,) = ctx["outlet_events"][AssetAlias(name="iris-model")].asset_alias_events
+    assert event.dest_asset_key.uri == "file://" + iris_spec["export"]["base"]
+    assert event.extra["version"] == 1 and event.extra["metrics"] == evaluated["metrics"]
+    assert event.extra["export_path"] == published["export_path"]
+
+
+def test_job_operator_in_another_interpreter_streams_progress_and_returns_xcom(
+        iris_spec, capfd):
+    op = K2eJobOperator(task_id="job", spec=iris_spec, python=sys.executable,
+                        model_asset_alias="iris-model")
+    ctx = task_context()
+    result = op.execute(ctx)
+    assert result["version"] == 1 and result["global_step"] == 60
+    assert ctx["ti"].xcoms["metrics"] == result["metrics"]
+    assert ctx["outlet_events"][AssetAlias(name="iris-model")].asset_alias_events[0].extra["version"] == 1
+    logged = capfd.readouterr()
+    assert "step 60/60" in logged.out + logged.err  # the child's progress, in the task log
+
+
+@pytest.mark.parametrize("python", [None, sys.executable], ids=["here", "interpreter"])
+@pytest.mark.parametrize("overrides, expected", [
+    ({"nonsense": 1}, "nonsense: unknown field; remove it or fix its spelling"),
+    ({"data.train.files": "/no/such/*.csv"}, "data.train.files: no file matches /no/such/*.csv"),
+], ids=["unknown-field", "missing-data"])
+def test_bad_input_fails_the_task_with_one_clear_line(iris_spec, python, overrides, expected, capfd):
+    op = K2eValidateOperator(task_id="validate", spec=iris_spec, overrides=overrides, python=python)
+    with pytest.raises(AirflowFailException) as raised:  # no retries for bad input
+        op.execute(task_context())
+    message = str(raised.value)
+    assert expected in message and "\n" not in message
+    assert expected in capfd.readouterr().out.replace("\n", " ")  # logged ahead of the traceback
+
+
+def test_a_connection_that_does_not_exist_is_named(iris_spec):
+    op = K2eTrainOperator(task_id="train", spec=iris_spec, storage_conn_id="k2e_missing")
+    with pytest.raises(AirflowFailException, match="storage_conn_id: connection 'k2e_missing' "
+                                                    "does not exist"):
+        op.execute(task_context())
+
+
+def test_credentials_from_a_connection_reach_s3_but_never_logs_or_xcom(
+        iris_spec, s3, s3_server, monkeypatch, capfd, caplog):
+    secret = f"k2e-secret-{uuid.uuid4().hex}"
+    monkeypatch.setenv("AIRFLOW_CONN_K2E_TEST_S3", json.dumps({
+        "conn_type": "aws", "login": "k2e-test-key", "password": secret,
+        "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"}}))
+    spec = {**iris_spec, "model_dir": f"s3://{BUCKET}/conn/model",
+            "export": {"base": f"s3://{BUCKET}/conn/serving"}}
+    ctx = task_context()
+    result = K2eJobOperator(task_id="job", spec=spec, storage_conn_id="k2e_test_s3",
+                            model_asset_alias="iris-model").execute(ctx)
+    assert result["export_path"] == f"s3://{BUCKET}/conn/serving/1"
+    logged = capfd.readouterr()
+    for text in (logged.out, logged.err, caplog.text, json.dumps(ctx["ti"].xcoms),
+                 json.dumps(ctx["outlet_events"][AssetAlias(name="iris-model")]
+                            .asset_alias_events[0].extra)):
+        assert secret not in text
+
+
+def _execute_in_thread(op, ctx):
+    outcome = {}
+
+    def target():
+        try:
+            outcome["result"] = op.execute(ctx)
+        except BaseException as err:  # noqa: BLE001 - handed to the test
+            outcome["error"] = err
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    return thread, outcome
+
+
+def _wait_for_checkpoint(model_dir, step, timeout=120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(s >= step for s in checkpoint_steps(model_dir)):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint at step >= {step} in {model_dir}")
+
+
+@pytest.mark.parametrize("python", [None, sys.executable], ids=["here", "interpreter"])
+def test_on_kill_stops_training_within_seconds_and_a_retry_resumes_and_publishes_once(
+        iris_spec, python):
+    total = 8000
+    overrides = {"train.steps": total, "run_config.save_checkpoints_steps": 500}
+    op = K2eJobOperator(task_id="job", spec=iris_spec, overrides=overrides, python=python,
+                        stop_timeout=30)
+    thread, outcome = _execute_in_thread(op, task_context())
+    _wait_for_checkpoint(iris_spec["model_dir"], 500)
+    killed_at = time.monotonic()
+    op.on_kill()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert time.monotonic() - killed_at < 10
+    assert isinstance(outcome.get("error"), AirflowException), outcome
+    assert "training stopped on request at step" in str(outcome["error"])
+    stopped_at = checkpoint_steps(iris_spec["model_dir"])[-1]
+    assert 500 <= stopped_at < total
+    assert not os.path.exists(iris_spec["export"]["base"])  # nothing published
+
+    retry = K2eJobOperator(task_id="job", spec=iris_spec, overrides=overrides, python=python)
+    result = retry.execute(task_context())
+    assert result["global_step"] == total
+    assert result["train"]["steps_trained"] == total - stopped_at  # resumed, not restarted
+    assert (result["version"], result["reused"]) == (1, False)
+    again = retry.execute(task_context())
+    assert (again["version"], again["reused"]) == (1, True)
+    assert [n for n in os.listdir(iris_spec["export"]["base"]) if n.isdigit()] == ["1"]
