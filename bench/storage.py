@@ -23,7 +23,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from k2e_core import job, publish, storage  # noqa: E402
-from tests.storage.conftest import BUCKET  # noqa: E402
+from tests.conftest import BUCKET, free_port  # noqa: E402
 from tests.storage.test_publish import make_savedmodel_like  # noqa: E402
 
 
@@ -72,7 +72,6 @@ def main(argv=None):
     # process's interpreter lock with the client whose concurrency is measured.
     import subprocess
 
-    from tests.storage.conftest import free_port
 
     port = free_port()
     server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"),

@@ -27,3 +27,14 @@ def test_storage_benchmark_smoke():
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["publish_files"] == 22
     assert 0 < report["resume_download_bytes"] < report["model_dir_bytes"]
+
+
+def test_airflow_benchmark_smoke():
+    import json
+
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "airflow.py"), "--quick"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["k2e_run_s"]["median"] > 0 and report["airflow_dags_test_s"]["median"] > 0
+    assert 0 < report["operators_import_ms"]["median"] <= report["operators_import_cold_ms"]["median"]

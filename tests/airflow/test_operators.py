@@ -6,6 +6,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ from airflow_plugin.operators.k2e import (
     K2eTrainOperator,
     K2eValidateOperator,
 )
-from tests.conftest import BUCKET
+from tests.conftest import BUCKET, REPO
 
 
 class RecordedXComs:
@@ -123,6 +124,22 @@ def test_job_operator_in_another_interpreter_streams_progress_and_returns_xcom(
     assert ctx["outlet_events"][AssetAlias(name="iris-model")].asset_alias_events[0].extra["version"] == 1
     logged = capfd.readouterr()
     assert "step 60/60" in logged.out + logged.err  # the child's progress, in the task log
+
+
+def test_a_step_in_another_interpreter_imports_no_tensorflow_in_the_worker(iris_spec):
+    code = (
+        "import json, sys\n"
+        "from airflow_plugin.operators.k2e import K2eValidateOperator\n"
+        "from tests.airflow.test_operators import task_context\n"
+        f"op = K2eValidateOperator(task_id='v', spec={json.dumps(iris_spec)!r}, python=sys.executable)\n"
+        "result = op.execute(task_context())\n"
+        "print(json.dumps([result['valid'], sorted(m for m in ('tensorflow', 'keras', "
+        "'k2e_core.job') if m in sys.modules)]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [True, []]
 
 
 @pytest.mark.parametrize("python", [None, sys.executable], ids=["here", "interpreter"])

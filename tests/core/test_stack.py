@@ -33,7 +33,8 @@ def test_installed_stack_passes():
 
 
 def test_importing_k2e_and_the_orchestrator_packages_does_not_import_tensorflow():
-    code = ("import sys, k2e_core, k2e_core.spec, k2e_core.cli, airflow_plugin, kfp_components; "
+    code = ("import sys, k2e_core, k2e_core.spec, k2e_core.cli, airflow_plugin.operators.k2e, "
+            "airflow_plugin.hooks.storage, kfp_components; "
             "print('tensorflow' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
