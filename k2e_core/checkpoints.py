@@ -28,7 +28,7 @@ class RemoteModelDir:
         os.makedirs(local_dir, exist_ok=True)
 
     # ------------------------------------------------------------------ down
-    def pull_for_resume(self) -> dict:
+    def pull_for_resume(self, purpose: str = "resume") -> dict:
         """Downloads the latest checkpoint and the Keras warm-start files; returns stats."""
         remote = storage.find(self.url)
         wanted = [rel for rel in remote if rel.startswith("keras/")]
@@ -43,13 +43,13 @@ class RemoteModelDir:
                            not rel.endswith(".meta")]
                 wanted.append(STATE)
         pairs = [(storage.join(self.url, rel), os.path.join(self.local, rel)) for rel in wanted]
-        stats = storage.download(pairs, f"resume from {storage.redact(self.url)}",
+        stats = storage.download(pairs, f"{purpose} from {storage.redact(self.url)}",
                                  sizes={storage.join(self.url, r): remote[r] for r in wanted})
         for rel in wanted:
             self._sent[rel] = self._stamp(rel)
         stats["model_dir_bytes"] = sum(remote.values())
         if wanted:
-            log.info("resume: fetched %d of %d files (%.1f of %.1f MB) from %s", stats["files"],
+            log.info("%s: fetched %d of %d files (%.1f of %.1f MB) from %s", purpose, stats["files"],
                      len(remote), stats["bytes"] / 1e6, stats["model_dir_bytes"] / 1e6,
                      storage.redact(self.url))
         return stats

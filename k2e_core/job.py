@@ -29,19 +29,20 @@ log = logging.getLogger("k2e.job")
 class Job:
     """What the steps share: the spec, the Keras model, its Estimator, the data plan."""
 
-    def __init__(self, spec: JobSpec, staging_dir: str):
+    def __init__(self, spec: JobSpec, staging_dir: str, read_only: bool = False):
         self.spec = spec
         self.staging_dir = staging_dir
         self.model_dir_url = spec.path(spec.model_dir)
+        self.read_only = read_only
         self.remote = None
         self.resume = None
-        if storage.is_local(self.model_dir_url):
+        if storage.is_local(self.model_dir_url) and not read_only:
             self.model_dir = storage.local_path(self.model_dir_url)
             os.makedirs(self.model_dir, exist_ok=True)
         else:
             self.model_dir = os.path.join(staging_dir, "model_dir")
             self.remote = RemoteModelDir(self.model_dir_url, self.model_dir)
-            self.resume = self.remote.pull_for_resume()
+            self.resume = self.remote.pull_for_resume("read" if read_only else "resume")
         self.custom_objects = _custom_objects(spec)
         self.model = _load_model(spec, self.custom_objects)
         self.warm_start = self._warm_start()
@@ -53,9 +54,15 @@ class Job:
         self.convert_seconds = None
 
     def _warm_start(self) -> dict | None:
-        """The warm-start record of this model_dir; applied only before its first checkpoint."""
+        """The warm-start record of this model_dir. The source is resolved once, when the
+        model_dir is first converted; later steps take its weights from model_dir/keras."""
+        record = warm_start.load_record(self.model_dir)
         if tf.train.latest_checkpoint(self.model_dir):
-            return warm_start.load_record(self.model_dir)
+            return record
+        keras_ckpt = tf.train.latest_checkpoint(os.path.join(self.model_dir, conversion.KERAS_DIR))
+        if record is not None and keras_ckpt:
+            warm_start.apply(self.model, keras_ckpt, record)
+            return record
         found = warm_start.resolve(self.spec, self.staging_dir)
         if found is None:
             warm_start.save_record(self.model_dir, None)
@@ -91,11 +98,11 @@ class Job:
 
     def sync(self):
         """Uploads what changed in a remote model_dir's local mirror."""
-        if self.remote:
+        if self.remote and not self.read_only:
             self.remote.push()
 
     def listeners(self):
-        return [self.remote.listener()] if self.remote else []
+        return [self.remote.listener()] if self.remote and not self.read_only else []
 
     def run_id(self) -> str:
         """The spec's run id, or one derived from the checkpoint being exported."""
@@ -128,14 +135,16 @@ class Job:
 
 
 @contextlib.contextmanager
-def _job(spec, overrides=None):
+def _job(spec, overrides=None, read_only=False):
+    """A Job in a staging directory; `read_only`: model_dir is read from a mirror of its
+    latest checkpoint and never written (evaluation summaries stay in the mirror)."""
     spec = load_spec(spec, overrides)
     training.clear_stop_request()
     staging = tempfile.mkdtemp(prefix="k2e-job-")
     settings = spec.storage
     try:
         with storage.configured(settings.options, settings.retries, settings.concurrency):
-            yield Job(spec, staging)
+            yield Job(spec, staging, read_only)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -232,17 +241,28 @@ def train_step(spec, overrides=None) -> dict:
         return _train(job)
 
 
-def evaluate_step(spec, overrides=None) -> dict:
-    """Evaluates the latest checkpoint on the eval files."""
-    with _job(spec, overrides) as job:
-        job.plan()
+def evaluate_step(spec, overrides=None, read_only=False) -> dict:
+    """Evaluates the latest checkpoint on the eval files; classifiers also get a confusion
+    matrix. `read_only`: leave model_dir untouched (no eval summaries written there)."""
+    with _job(spec, overrides, read_only) as job:
+        plan = job.plan()
         est = job.convert()
         result = training.evaluate(est, job.input_fn("eval"), job.spec)
         job.sync()
+        classes = training.classes_of(job.model)
+        if classes:
+            trained = conversion.keras_model_at(job.model, est.latest_checkpoint(),
+                                                job.spec.model.checkpoint_format)
+            result["confusion_matrix"] = training.confusion_matrix(
+                trained, job.input_fn("eval")(), classes,
+                weighted_features=data.for_source(plan, job.source("eval")).sample_weight,
+                steps=job.spec.eval.steps)
+        if job.remote:
+            result["checkpoint"] = storage.join(job.model_dir_url, os.path.basename(result["checkpoint"]))
         return {**result, "global_step": result["metrics"].get("global_step")}
 
 
-def _export(job: Job, metrics=None) -> dict:
+def _export(job: Job, metrics=None, copy_to=None) -> dict:
     spec = job.spec
     if spec.export is None:
         raise SpecError("export", "no export section", "add export.base (where versions go)")
@@ -257,6 +277,8 @@ def _export(job: Job, metrics=None) -> dict:
               "warm_start": job.warm_start}
     base = spec.path(spec.export.base)
     try:
+        if copy_to:  # e.g. a KFP Model artifact: the same verified SavedModel
+            shutil.copytree(local, copy_to, dirs_exist_ok=True)
         published = publish.publish(local, base, job.run_id(), metrics=metrics, source=source)
     finally:
         export.cleanup(local)
@@ -264,12 +286,13 @@ def _export(job: Job, metrics=None) -> dict:
             "run_id": job.run_id(), "global_step": source["global_step"]}
 
 
-def export_step(spec, overrides=None, metrics=None) -> dict:
+def export_step(spec, overrides=None, metrics=None, read_only=False, copy_to=None) -> dict:
     """Exports the latest checkpoint as a verified SavedModel and publishes it; `metrics`
-    (the evaluate step's) go into the version's manifest."""
-    with _job(spec, overrides) as job:
+    (the evaluate step's) go into the version's manifest; `copy_to`: a local directory that
+    also receives the SavedModel."""
+    with _job(spec, overrides, read_only) as job:
         job.plan()
-        return _export(job, metrics)
+        return _export(job, metrics, copy_to)
 
 
 def run(spec, overrides=None) -> dict:

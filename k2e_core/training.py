@@ -7,6 +7,8 @@ import math
 import threading
 import time
 
+import numpy as np
+
 from k2e_core._tensorflow import tf
 from k2e_core.errors import K2eError
 from k2e_core.logs import progress_hook
@@ -102,6 +104,33 @@ def evaluate(estimator, eval_input_fn, spec) -> dict:
              time.perf_counter() - began,
              "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "global_step"))
     return {"metrics": plain_metrics(metrics), "checkpoint": estimator.latest_checkpoint()}
+
+
+def classes_of(model) -> int | None:
+    """The number of classes of a single-output classifier (trained with a categorical
+    cross-entropy), else None."""
+    if len(model.outputs) != 1:
+        return None
+    loss = tf.nest.flatten(model._get_compile_args().get("loss"))
+    name = getattr(loss[0], "name", None) or getattr(loss[0], "__name__", None) or loss[0] if loss else None
+    classes = model.outputs[0].shape[-1]
+    if isinstance(name, str) and "categorical_crossentropy" in name and classes and classes >= 2:
+        return int(classes)
+    return None
+
+
+def confusion_matrix(model, dataset, classes: int, weighted_features=False, steps=None) -> dict:
+    """Rows: true class, columns: predicted class, counted over `dataset` (features, labels)."""
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    for features, labels in dataset.take(steps) if steps else dataset:
+        if weighted_features:
+            features = features["features"]
+        predicted = np.argmax(model(features, training=False).numpy(), axis=-1).reshape(-1)
+        truth = tf.nest.flatten(labels)[0].numpy()
+        if truth.ndim > 1 and truth.shape[-1] == classes:  # one-hot labels
+            truth = truth.argmax(axis=-1)
+        np.add.at(matrix, (truth.reshape(-1).astype(np.int64), predicted), 1)
+    return {"categories": [str(i) for i in range(classes)], "matrix": matrix.tolist()}
 
 
 def plain_metrics(metrics: dict) -> dict:

@@ -164,3 +164,18 @@ def test_bag_of_words_tfrecord_job(example_data, tmp_path):
     }
     result = job.run(spec)
     assert result["metrics"]["accuracy"] > 0.8
+
+
+def test_evaluate_reports_a_confusion_matrix_and_can_leave_model_dir_untouched(iris_spec):
+    from k2e_core import job
+
+    job.train_step(iris_spec)
+    before = sorted(os.listdir(iris_spec["model_dir"]))
+    result = job.evaluate_step(iris_spec, read_only=True)
+    assert sorted(os.listdir(iris_spec["model_dir"])) == before  # no eval/ summaries written
+    assert result["checkpoint"] == os.path.join(iris_spec["model_dir"], "model.ckpt-60")
+    matrix = np.array(result["confusion_matrix"]["matrix"])
+    assert result["confusion_matrix"]["categories"] == ["0", "1", "2"]
+    assert matrix.sum() == 30  # every row of iris_test.csv
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(result["metrics"]["accuracy"])
+    assert "eval" in os.listdir(job.evaluate_step(iris_spec)["checkpoint"].rsplit("/", 1)[0])

@@ -1,0 +1,69 @@
+"""KFP v2 components for the steps of a k2e job. Each forwards to kfp_components.runtime in
+the project image (Dockerfile at the repository root); compiling imports no TensorFlow.
+
+Parameters are plain strings and numbers, so the same values work from the KFP UI and from
+Python: `spec` is the job spec's URL (or inline JSON), `overrides` a JSON object of spec
+fields, and "" or 0 leaves the spec's own value.
+"""
+
+import os
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, ClassificationMetrics, Input, Metrics, Model, Output
+
+#: The project image; build it with `docker build -t k2e:0.1.0 .` and push it where the
+#: cluster pulls from, then compile with K2E_IMAGE=<registry>/k2e:0.1.0.
+IMAGE = os.environ.get("K2E_IMAGE", "k2e:0.1.0")
+
+component = dsl.component(base_image=IMAGE, install_kfp_package=False)
+
+
+@component
+def convert(spec: str, model_dir: Output[Artifact], overrides: str = "{}",
+            warm_start: str = "") -> NamedTuple("Outputs", [("warm_start", str)]):
+    """Keras model -> Estimator: the model_dir artifact with its warm-start checkpoint.
+    `warm_start`: "latest" (newest version under export.base), a version number, a
+    checkpoint or checkpoints artifact URI, or "" for the model's own weights."""
+    from kfp_components import runtime
+
+    result = runtime.convert(spec, overrides, warm_start, model_dir)
+    return (str((result["warm_start"] or {}).get("url", "")),)
+
+
+@component
+def train(spec: str, converted: Input[Artifact], checkpoints: Output[Artifact],
+          overrides: str = "{}", train_files: str = "", eval_files: str = "",
+          train_steps: int = 0) -> NamedTuple("Outputs", [("global_step", int)]):
+    """Trains to train.steps; `checkpoints` is the training run's model_dir."""
+    from kfp_components import runtime
+
+    result = runtime.train(spec, overrides, train_files, eval_files, train_steps, converted,
+                           checkpoints)
+    return (int(result["global_step"]),)
+
+
+@component
+def evaluate(spec: str, checkpoints: Input[Artifact], metrics: Output[Metrics],
+             classification: Output[ClassificationMetrics], overrides: str = "{}",
+             eval_files: str = "") -> NamedTuple("Outputs", [("metrics_json", str)]):
+    """Evaluates the latest checkpoint: scalar metrics, and a confusion matrix for classifiers."""
+    import json
+
+    from kfp_components import runtime
+
+    result = runtime.evaluate(spec, overrides, eval_files, checkpoints, metrics, classification)
+    return (json.dumps(result["metrics"]),)
+
+
+@component
+def export(spec: str, checkpoints: Input[Artifact], model: Output[Model],
+           overrides: str = "{}", eval_files: str = "", export_base: str = "",
+           metrics_json: str = "") -> NamedTuple("Outputs", [("export_path", str), ("version", int)]):
+    """Exports a verified SavedModel into `model` and, with `export_base` (an fsspec URL),
+    publishes it there as the next version; `export_path` is that version's URL."""
+    from kfp_components import runtime
+
+    result = runtime.export(spec, overrides, eval_files, export_base, metrics_json, checkpoints,
+                            model)
+    return (result["export_path"] if export_base else "", int(result["version"]))

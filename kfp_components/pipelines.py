@@ -1,0 +1,55 @@
+"""The k2e training pipeline: convert -> train -> evaluate -> export, for one job spec."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, ClassificationMetrics, Metrics, Model
+
+from kfp_components import components
+
+
+@dsl.pipeline(
+    name="k2e-training",
+    description="Converts a compiled Keras model to an Estimator, trains, evaluates and exports "
+    "a verified SavedModel, optionally publishing it to an export base.",
+)
+def training_pipeline(
+    spec: str,
+    train_files: str = "",
+    eval_files: str = "",
+    train_steps: int = 0,
+    export_base: str = "",
+    warm_start: str = "",
+    overrides: str = "{}",
+) -> NamedTuple("Outputs", [("model", Model), ("checkpoints", Artifact), ("metrics", Metrics),
+                            ("classification", ClassificationMetrics), ("export_path", str)]):
+    """
+    Args:
+        spec: the job spec's URL (reachable from the pods) or inline JSON.
+        train_files: training data URL/glob; "" keeps the spec's.
+        eval_files: evaluation data URL/glob; "" keeps the spec's.
+        train_steps: total training steps; 0 keeps the spec's.
+        export_base: where versions are published (fsspec URL); "" publishes only the Model
+            artifact.
+        warm_start: "latest", a version number, a checkpoint or earlier run's checkpoints
+            artifact URI; "" starts from the model's own weights.
+        overrides: JSON object of further spec fields, e.g. {"data.batch_size": 64}.
+    """
+    converted = components.convert(spec=spec, overrides=overrides, warm_start=warm_start)
+    converted.set_display_name("convert")
+    trained = components.train(spec=spec, converted=converted.outputs["model_dir"],
+                               overrides=overrides, train_files=train_files,
+                               eval_files=eval_files, train_steps=train_steps)
+    evaluated = components.evaluate(spec=spec, checkpoints=trained.outputs["checkpoints"],
+                                    overrides=overrides, eval_files=eval_files)
+    exported = components.export(spec=spec, checkpoints=trained.outputs["checkpoints"],
+                                 overrides=overrides, eval_files=eval_files,
+                                 export_base=export_base,
+                                 metrics_json=evaluated.outputs["metrics_json"])
+    outputs = NamedTuple("Outputs", [("model", Model), ("checkpoints", Artifact),
+                                     ("metrics", Metrics), ("classification", ClassificationMetrics),
+                                     ("export_path", str)])
+    return outputs(model=exported.outputs["model"], checkpoints=trained.outputs["checkpoints"],
+                   metrics=evaluated.outputs["metrics"],
+                   classification=evaluated.outputs["classification"],
+                   export_path=exported.outputs["export_path"])

@@ -1,0 +1,106 @@
+"""What k2e's components run inside the project image: the core's steps over KFP artifacts.
+
+The component functions (kfp_components.components) only forward their arguments here.
+Every `model_dir` is the `path` of a KFP artifact, which KFP syncs with the artifact's URI.
+Bad input (and any k2e error) ends the component with one line that names the field and
+the fix, and a non-zero exit code: KFP marks the task failed, with no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+
+
+def overrides(spec_overrides: str = "", train_files: str = "", eval_files: str = "",
+              train_steps: int = 0, **fields) -> dict:
+    """The JSON overrides plus the pipeline's plain parameters that are set (not ""/0)."""
+    from k2e_core.errors import SpecError
+
+    try:
+        merged = json.loads(spec_overrides) if spec_overrides.strip() else {}
+    except json.JSONDecodeError as err:
+        raise SpecError("overrides", f"is not JSON ({err})", 'pass {"train.steps": 200, ...}') from None
+    if not isinstance(merged, dict):
+        raise SpecError("overrides", "is not a JSON object", 'pass {"train.steps": 200, ...}')
+    for key, value in {"data.train.files": train_files, "data.eval.files": eval_files,
+                       "train.steps": train_steps, **fields}.items():
+        if value not in ("", 0, None):
+            merged[key] = value
+    return merged
+
+
+def step(name: str, *args, **kwargs) -> dict:
+    """Runs a core step with k2e's logs on stderr; a SpecError ends as one clear line."""
+    from k2e_core import job
+    from k2e_core.errors import K2eError
+    from k2e_core.logs import configure_cli_logging
+
+    configure_cli_logging()
+    try:
+        result = job.STEPS[name](*args, **kwargs)
+    except K2eError as err:  # the message is the whole story: no traceback under it
+        print(f"k2e {name}: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(err.exit_code) from None
+    logging.getLogger("k2e").info("k2e %s: %s", name, json.dumps(result, default=str))
+    return result
+
+
+def convert(spec: str, spec_overrides: str, warm_start: str, model_dir) -> dict:
+    result = step("convert", spec, overrides(spec_overrides, model_dir=model_dir.path,
+                                             warm_start=warm_start))
+    model_dir.metadata.update({"global_step": 0, "warm_start": result["warm_start"] or "none"})
+    return result
+
+
+def train(spec: str, spec_overrides: str, train_files: str, eval_files: str, train_steps: int,
+          converted, checkpoints) -> dict:
+    """Trains in a copy of the converted model_dir: an input artifact is never modified."""
+    shutil.copytree(converted.path, checkpoints.path, dirs_exist_ok=True)
+    result = step("train", spec, overrides(spec_overrides, train_files, eval_files, train_steps,
+                                           model_dir=checkpoints.path))
+    checkpoints.metadata.update({"global_step": result["global_step"],
+                                 "checkpoint": result["checkpoint"].rsplit("/", 1)[-1]})
+    return result
+
+
+def evaluate(spec: str, spec_overrides: str, eval_files: str, checkpoints, metrics,
+             classification) -> dict:
+    result = step("evaluate", spec, overrides(spec_overrides, eval_files=eval_files,
+                                              model_dir=checkpoints.path), read_only=True)
+    for name, value in result["metrics"].items():
+        if isinstance(value, (int, float)):
+            metrics.log_metric(name, float(value))
+    if "confusion_matrix" in result:
+        matrix = result["confusion_matrix"]
+        classification.log_confusion_matrix(matrix["categories"], matrix["matrix"])
+    return result
+
+
+def export(spec: str, spec_overrides: str, eval_files: str, export_base: str, metrics_json: str,
+           checkpoints, model) -> dict:
+    """Writes the verified SavedModel into `model` and publishes it to `export_base` (when
+    set; otherwise to a scratch base that is removed)."""
+    import tempfile
+
+    from k2e_core.versions import installed
+
+    scratch = tempfile.mkdtemp(prefix="k2e-export-")
+    try:
+        result = step("export", spec, overrides(spec_overrides, eval_files=eval_files,
+                                                model_dir=checkpoints.path,
+                                                **{"export.base": export_base or scratch}),
+                      metrics=json.loads(metrics_json) if metrics_json else None,
+                      read_only=True, copy_to=model.path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    model.metadata.update({
+        "framework": "tensorflow", "framework_version": installed("tensorflow"),
+        "format": "SavedModel", "signatures": result["signatures"],
+        "version": result["version"], "global_step": result["global_step"],
+        "spec": "inline" if spec.lstrip().startswith("{") else spec,
+        "published_to": result["export_path"] if export_base else "",
+    })
+    return result

@@ -1,0 +1,139 @@
+"""The KFP components and pipeline: compiled and parsed into PipelineSpec, and run end to end
+with KFP's local runner (SubprocessRunner, no venv) on small data."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    path = tmp_path_factory.mktemp("kfp") / "k2e-training.yaml"
+    code = ("import sys; from kfp_components.compile import main; main([sys.argv[1]]); "
+            "print('tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=120, cwd=REPO,
+                          env={**os.environ, "K2E_IMAGE": "registry.example/k2e:0.1.0"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "False"  # compiled without TensorFlow
+    return path
+
+
+def test_compiled_pipeline_parses_into_a_pipeline_spec(compiled):
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    spec = json_format.ParseDict(yaml.safe_load(compiled.read_text()),
+                                 pipeline_spec_pb2.PipelineSpec())
+    assert spec.pipeline_info.name == "k2e-training"
+    tasks = spec.root.dag.tasks
+    assert {name: sorted(t.dependent_tasks) for name, t in tasks.items()} == {
+        "convert": [], "train": ["convert"], "evaluate": ["train"], "export": ["evaluate", "train"]}
+    params = spec.root.input_definitions.parameters
+    kinds = {name: pipeline_spec_pb2.ParameterType.ParameterTypeEnum.Name(p.parameter_type)
+             for name, p in params.items()}
+    assert kinds == {"spec": "STRING", "train_files": "STRING", "eval_files": "STRING",
+                     "train_steps": "NUMBER_INTEGER", "export_base": "STRING",
+                     "warm_start": "STRING", "overrides": "STRING"}
+    images = {e.container.image for e in _executors(spec)}
+    assert images == {"registry.example/k2e:0.1.0"}
+    outputs = spec.root.output_definitions.artifacts
+    assert {n: a.artifact_type.schema_title for n, a in outputs.items()} == {
+        "model": "system.Model", "checkpoints": "system.Artifact", "metrics": "system.Metrics",
+        "classification": "system.ClassificationMetrics"}
+
+
+def _executors(spec):
+    from google.protobuf import json_format
+    from kfp.pipeline_spec import pipeline_spec_pb2
+
+    executors = json_format.MessageToDict(spec.deployment_spec)["executors"]
+    return [json_format.ParseDict(e, pipeline_spec_pb2.PipelineDeploymentConfig.ExecutorSpec())
+            for e in executors.values()]
+
+
+def test_the_dockerfile_installs_the_pinned_set_the_components_need():
+    with open(os.path.join(REPO, "Dockerfile")) as f:
+        dockerfile = f.read()
+    assert "FROM python:3.11." in dockerfile
+    assert 'pip install -c constraints.txt ".[kfp,s3,gcs]"' in dockerfile
+    from kfp_components import components
+
+    assert components.IMAGE == os.environ.get("K2E_IMAGE", "k2e:0.1.0")
+
+
+@pytest.fixture
+def local_runner(tmp_path):
+    from kfp import local
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
+    return tmp_path / "root"
+
+
+def test_pipeline_runs_locally_and_a_second_run_warm_starts_from_the_first(
+        local_runner, iris_spec, tmp_path, tf):
+    from kfp_components.pipelines import training_pipeline
+
+    spec = json.dumps({k: v for k, v in iris_spec.items() if k != "export"})
+    base = str(tmp_path / "serving")
+    first = training_pipeline(spec=spec, train_steps=80, export_base=base).outputs
+
+    model = first["model"]
+    assert model.metadata["framework"] == "tensorflow" and model.metadata["format"] == "SavedModel"
+    assert model.metadata["version"] == 1 and model.metadata["signatures"] == ["serving_default"]
+    assert model.metadata["published_to"] == first["export_path"] == os.path.join(base, "1")
+    served = tf.saved_model.load(model.path).signatures["serving_default"]
+    out = served(dense_input=tf.constant([[5.0, 3.4, 1.5, 0.2]]))
+    assert list(out.values())[0].shape == (1, 3)
+
+    with open(os.path.join(base, "1", "k2e-manifest.json")) as f:
+        manifest = json.load(f)
+    metrics = first["metrics"].metadata
+    assert metrics["global_step"] == 80 and metrics["accuracy"] == manifest["metrics"]["accuracy"]
+    matrix = first["classification"].metadata["confusionMatrix"]
+    rows = [r["row"] for r in matrix["rows"]]
+    assert len(rows) == 3 and sum(map(sum, rows)) == 30  # every eval row, classes 0-2
+    assert sum(rows[i][i] for i in range(3)) / 30 == pytest.approx(metrics["accuracy"])
+    checkpoints = first["checkpoints"]
+    assert os.path.exists(os.path.join(checkpoints.path, "model.ckpt-80.index"))
+    assert checkpoints.metadata["global_step"] == 80
+
+    second = training_pipeline(spec=spec, train_steps=80, export_base=base,
+                               warm_start=checkpoints.uri).outputs
+    assert second["model"].metadata["version"] == 2
+    with open(os.path.join(base, "2", "k2e-manifest.json")) as f:
+        source = json.load(f)["source"]
+    assert source["warm_start"] == {"from": "checkpoint",
+                                    "url": os.path.join(checkpoints.path, "model.ckpt-80")}
+    assert second["metrics"].metadata["accuracy"] >= metrics["accuracy"] - 0.1
+
+
+def test_bad_input_fails_the_component_with_one_line_and_no_traceback(
+        local_runner, tmp_path, capfd):
+    from kfp_components.pipelines import training_pipeline
+
+    missing = str(tmp_path / "nowhere.yaml")
+    with pytest.raises(RuntimeError, match="Inner task failed: .*convert"):
+        training_pipeline(spec=missing)
+    logged = capfd.readouterr()
+    text = logged.out + logged.err
+    assert f"k2e convert: error: spec: no spec file at {missing}; pass the path" in text
+    assert "Traceback" not in text
+
+
+def test_overrides_must_be_a_json_object():
+    from k2e_core.errors import SpecError
+    from kfp_components.runtime import overrides
+
+    assert overrides('{"data.batch_size": 8}', train_steps=50, eval_files="") == {
+        "data.batch_size": 8, "train.steps": 50}
+    with pytest.raises(SpecError, match="overrides: is not JSON"):
+        overrides("train.steps=5")
