@@ -29,12 +29,13 @@ def test_storage_benchmark_smoke():
     assert 0 < report["resume_download_bytes"] < report["model_dir_bytes"]
 
 
-def test_airflow_benchmark_smoke():
+def test_orchestration_benchmark_smoke():
     import json
 
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "airflow.py"), "--quick"],
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "orchestration.py"), "--quick"],
                           capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["k2e_run_s"]["median"] > 0 and report["airflow_dags_test_s"]["median"] > 0
+    assert report["kfp_local_s"]["median"] > 0
     assert 0 < report["operators_import_ms"]["median"] <= report["operators_import_cold_ms"]["median"]

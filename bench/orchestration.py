@@ -1,11 +1,12 @@
-"""What Airflow costs a k2e job: importing the operators, parsing dags/, and the example
-retraining DAG (`airflow dags test`) against `k2e run` of the same job, in the same run.
+"""What the orchestrators cost a k2e job: importing the Airflow operators, parsing dags/,
+and the iris job through `k2e run`, the example retraining DAG (`airflow dags test`) and the
+KFP pipeline on kfp's local runner, in the same run.
 
-    .venv/bin/python bench/airflow.py [--reps 3] [--quick]
+    .venv/bin/python bench/orchestration.py [--reps 3] [--quick]
 
-Each figure is measured in fresh processes, several times; reported are medians and the
-spread. The DAG runs convert, train, evaluate and publish as four tasks; `k2e run` does the
-same work in one process. A throwaway AIRFLOW_HOME with a SQLite DB is made and removed.
+Each figure is the wall time of fresh processes, several times; reported are medians and the
+spread. The DAG and the pipeline run convert, train, evaluate and export as four tasks;
+`k2e run` does the same work in one process. A throwaway AIRFLOW_HOME is made and removed.
 """
 
 from __future__ import annotations
@@ -44,6 +45,15 @@ bag = DagBag(dag_folder={dags!r})
 seconds = time.perf_counter() - began
 assert not bag.import_errors and "tensorflow" not in sys.modules
 print(seconds)
+"""
+
+
+_KFP = """
+import sys
+from kfp import local
+from kfp_components.pipelines import training_pipeline
+local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=sys.argv[1])
+training_pipeline(spec=sys.argv[2], train_steps=int(sys.argv[3]), export_base=sys.argv[1] + "/models")
 """
 
 
@@ -91,7 +101,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     reps = 1 if args.quick else args.reps
     steps = 100 if args.quick else 1000
-    workdir = tempfile.mkdtemp(prefix="k2e-bench-airflow-")
+    workdir = tempfile.mkdtemp(prefix="k2e-bench-orchestration-")
     env = {**os.environ, "AIRFLOW_HOME": os.path.join(workdir, "airflow"),
            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(REPO, "dags"), "PYTHONWARNINGS": "ignore"}
@@ -104,7 +114,7 @@ def main(argv=None):
         subprocess.run([os.path.join(BIN, "airflow"), "db", "migrate"], env=env, check=True,
                        capture_output=True, timeout=300)
         spec = _spec_file(workdir)
-        cli, dag = [], []
+        cli, dag, kfp = [], [], []
         for rep in range(reps):
             root = os.path.join(workdir, f"rep{rep}")
             cli.append(_timed([os.path.join(BIN, "k2e"), "run", spec,
@@ -114,9 +124,11 @@ def main(argv=None):
             conf = {"spec": spec, "root": f"{root}/dag", "train_steps": steps}
             dag.append(_timed([os.path.join(BIN, "airflow"), "dags", "test", "k2e_iris_retraining",
                                f"2026-01-{rep + 1:02d}", "--conf", json.dumps(conf)], env))
+            kfp.append(_timed([sys.executable, "-c", _KFP, f"{root}/kfp", spec, str(steps)], env))
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     ratios = [d / c for d, c in zip(dag, cli)]
+    kfp_ratios = [k / c for k, c in zip(kfp, cli)]
     report = {
         "operators_import_ms": {k: round(v * 1000, 1) for k, v in _stats(operators).items()},
         "operators_import_cold_ms": {k: round(v * 1000, 1) for k, v in _stats(cold).items()},
@@ -125,6 +137,8 @@ def main(argv=None):
         "k2e_run_s": _stats(cli),
         "airflow_dags_test_s": _stats(dag),
         "dag_over_k2e_run": _stats(ratios),
+        "kfp_local_s": _stats(kfp),
+        "kfp_over_k2e_run": _stats(kfp_ratios),
     }
     print(f"import airflow_plugin.operators.k2e: {report['operators_import_ms']['median']} ms "
           f"after airflow.sdk, {report['operators_import_cold_ms']['median']} ms cold")
@@ -132,7 +146,10 @@ def main(argv=None):
     print(f"iris job, {steps} steps: k2e run {report['k2e_run_s']['median']} s, "
           f"airflow dags test {report['airflow_dags_test_s']['median']} s, "
           f"ratio {report['dag_over_k2e_run']['median']}x "
-          f"({report['dag_over_k2e_run']['min']}-{report['dag_over_k2e_run']['max']})")
+          f"({report['dag_over_k2e_run']['min']}-{report['dag_over_k2e_run']['max']}), "
+          f"kfp local runner {report['kfp_local_s']['median']} s, "
+          f"ratio {report['kfp_over_k2e_run']['median']}x "
+          f"({report['kfp_over_k2e_run']['min']}-{report['kfp_over_k2e_run']['max']})")
     print(json.dumps(report))
     return report
 
