@@ -16,6 +16,8 @@ import pytest
 def model_to_estimator(tf, monkeypatch):
     import k2e_core
 
+    # Each seed is a script of its own: layer names (`dense_input`) as in a fresh process.
+    tf.keras.backend.clear_session()
     monkeypatch.setattr(tf.keras.estimator, "model_to_estimator", k2e_core.model_to_estimator)
     return tf.keras.estimator.model_to_estimator
 
