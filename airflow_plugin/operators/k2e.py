@@ -86,7 +86,9 @@ class K2eBaseOperator(BaseOperator):
         child = self._child
         if child is not None and child.poll() is None:
             child.send_signal(signal.SIGTERM)
-            threading.Timer(self.stop_timeout, _kill_if_running, [child]).start()
+            deadline = threading.Timer(self.stop_timeout, _kill_if_running, [child])
+            deadline.daemon = True
+            deadline.start()
             return
         training = sys.modules.get("k2e_core.training")
         if training is not None:
@@ -94,12 +96,17 @@ class K2eBaseOperator(BaseOperator):
 
     # ------------------------------------------------------------------ inputs
     def _overrides(self) -> dict:
+        from k2e_core.errors import SpecError
         from k2e_core.spec import parse_override
 
         if isinstance(self.overrides, dict):
             overrides = dict(self.overrides)
         else:
-            overrides = dict(parse_override(item) for item in self.overrides or [])
+            try:
+                overrides = dict(parse_override(item) for item in self.overrides or [])
+            except SpecError as err:
+                raise self._failure(AirflowFailException, f"overrides: {err.problem}; write "
+                                    '"train.steps=200" or pass a dict') from None
         if self.storage_conn_id:
             for protocol, options in self._storage_options().items():
                 for name, value in options.items():

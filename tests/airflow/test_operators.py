@@ -156,6 +156,12 @@ def test_bad_input_fails_the_task_with_one_clear_line(iris_spec, python, overrid
     assert expected in capfd.readouterr().out.replace("\n", " ")  # logged ahead of the traceback
 
 
+def test_overrides_that_are_not_key_value_are_named(iris_spec):
+    op = K2eValidateOperator(task_id="validate", spec=iris_spec, overrides=["train.steps 5"])
+    with pytest.raises(AirflowFailException, match="overrides: 'train.steps 5' is not KEY=VALUE"):
+        op.execute(task_context())
+
+
 def test_a_connection_that_does_not_exist_is_named(iris_spec):
     op = K2eTrainOperator(task_id="train", spec=iris_spec, storage_conn_id="k2e_missing")
     with pytest.raises(AirflowFailException, match="storage_conn_id: connection 'k2e_missing' "
