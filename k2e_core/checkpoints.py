@@ -21,6 +21,12 @@ STATE = "checkpoint"
 _CKPT = re.compile(r"^(?P<prefix>model\.ckpt-\d+)\.(index|meta|data-\d+-of-\d+)$")
 
 
+def latest_checkpoint_name(state: str) -> str | None:
+    """The basename of the checkpoint a `checkpoint` state file's text names."""
+    latest = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', state, re.M)
+    return os.path.basename(latest.group(1)) if latest else None
+
+
 class RemoteModelDir:
     def __init__(self, url: str, local_dir: str):
         self.url, self.local = url.rstrip("/"), local_dir
@@ -33,10 +39,9 @@ class RemoteModelDir:
         remote = storage.find(self.url)
         wanted = [rel for rel in remote if rel.startswith("keras/")]
         if STATE in remote:
-            state = storage.read_bytes(storage.join(self.url, STATE)).decode()
-            latest = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', state, re.M)
-            if latest:
-                prefix = os.path.basename(latest.group(1))
+            prefix = latest_checkpoint_name(
+                storage.read_bytes(storage.join(self.url, STATE)).decode())
+            if prefix:
                 wanted += [rel for rel in remote
                            if "/" not in rel and _CKPT.match(rel) and
                            _CKPT.match(rel).group("prefix") == prefix and

@@ -398,6 +398,11 @@ def first_batch(p: Plan, source: Source, data_spec, rows: int):
     return tf.nest.map_structure(lambda t: t.numpy(), (features, labels))
 
 
+def loss_name(loss):
+    """A compiled loss's name ('sparse_categorical_crossentropy'), or the loss itself."""
+    return getattr(loss, "name", None) or getattr(loss, "__name__", None) or loss
+
+
 def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:
     """Runs the compiled loss on one batch so that a label/loss mismatch fails here, clearly."""
     features, labels = first_batch(p, source, data_spec, min(data_spec.batch_size, 64))
@@ -411,11 +416,10 @@ def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:
     except (ValueError, tf.errors.InvalidArgumentError, TypeError) as err:
         label_shapes = tf.nest.map_structure(lambda a: list(a.shape), labels)
         output_shapes = [list(t.shape) for t in model.outputs]
-        loss = model._get_compile_args().get("loss")
-        loss_name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or loss
+        loss = loss_name(model._get_compile_args().get("loss"))
         raise SpecError(
             "data.labels",
-            f"labels of shape {label_shapes} do not fit loss {loss_name!r} for outputs of shape "
+            f"labels of shape {label_shapes} do not fit loss {loss!r} for outputs of shape "
             f"{output_shapes} ({first_line(err, 200)})",
             "use integer class ids with sparse_categorical_crossentropy, one-hot rows with "
             "categorical_crossentropy, or change data.labels",

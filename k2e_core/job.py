@@ -104,6 +104,12 @@ class Job:
     def listeners(self):
         return [self.remote.listener()] if self.remote and not self.read_only else []
 
+    def checkpoint_url(self, checkpoint: str) -> str:
+        """Where a checkpoint of this job's model_dir lives (outside a local mirror)."""
+        if self.remote is None:
+            return checkpoint
+        return storage.join(self.model_dir_url, os.path.basename(checkpoint))
+
     def run_id(self) -> str:
         """The spec's run id, or one derived from the checkpoint being exported."""
         if self.spec.run_id:
@@ -228,7 +234,7 @@ def _train(job: Job) -> dict:
     job.sync()
     if job.remote:
         result["model_dir"] = job.model_dir_url
-        result["checkpoint"] = storage.join(job.model_dir_url, os.path.basename(result["checkpoint"]))
+        result["checkpoint"] = job.checkpoint_url(result["checkpoint"])
     if job.resume is not None:
         result["resume_download_bytes"] = job.resume["bytes"]
     return result
@@ -258,7 +264,7 @@ def evaluate_step(spec, overrides=None, read_only=False) -> dict:
                 weighted_features=data.for_source(plan, job.source("eval")).sample_weight,
                 steps=job.spec.eval.steps)
         if job.remote:
-            result["checkpoint"] = storage.join(job.model_dir_url, os.path.basename(result["checkpoint"]))
+            result["checkpoint"] = job.checkpoint_url(result["checkpoint"])
         return {**result, "global_step": result["metrics"].get("global_step")}
 
 
@@ -276,14 +282,15 @@ def _export(job: Job, metrics=None, copy_to=None) -> dict:
               "global_step": training.global_step(est),
               "warm_start": job.warm_start}
     base = spec.path(spec.export.base)
+    run_id = job.run_id()
     try:
         if copy_to:  # e.g. a KFP Model artifact: the same verified SavedModel
             shutil.copytree(local, copy_to, dirs_exist_ok=True)
-        published = publish.publish(local, base, job.run_id(), metrics=metrics, source=source)
+        published = publish.publish(local, base, run_id, metrics=metrics, source=source)
     finally:
         export.cleanup(local)
     return {**published, **report, "export_base": storage.redact(base), "metrics": metrics,
-            "run_id": job.run_id(), "global_step": source["global_step"]}
+            "run_id": run_id, "global_step": source["global_step"]}
 
 
 def export_step(spec, overrides=None, metrics=None, read_only=False, copy_to=None) -> dict:
@@ -315,7 +322,7 @@ def run(spec, overrides=None) -> dict:
             "metrics": evaluated["metrics"],
             "global_step": trained["global_step"],
             "model_dir": trained["model_dir"],
-            "run_id": job.run_id(),
+            "run_id": exported["run_id"],
             "warm_start": job.warm_start,
             "reused": exported["reused"],
             "signatures": exported["signatures"],

@@ -10,6 +10,7 @@ import time
 import numpy as np
 
 from k2e_core._tensorflow import tf
+from k2e_core.data import loss_name
 from k2e_core.errors import K2eError
 from k2e_core.logs import progress_hook
 
@@ -111,8 +112,8 @@ def classes_of(model) -> int | None:
     cross-entropy), else None."""
     if len(model.outputs) != 1:
         return None
-    loss = tf.nest.flatten(model._get_compile_args().get("loss"))
-    name = getattr(loss[0], "name", None) or getattr(loss[0], "__name__", None) or loss[0] if loss else None
+    losses = tf.nest.flatten(model._get_compile_args().get("loss"))
+    name = loss_name(losses[0]) if losses else None
     classes = model.outputs[0].shape[-1]
     if isinstance(name, str) and "categorical_crossentropy" in name and classes and classes >= 2:
         return int(classes)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 
 from k2e_core import conversion, publish, storage
 from k2e_core._tensorflow import tf
+from k2e_core.checkpoints import STATE, latest_checkpoint_name
 from k2e_core.errors import SpecError, first_line
 
 log = logging.getLogger("k2e.warm_start")
@@ -89,21 +89,17 @@ def load_record(model_dir: str) -> dict | None:
 
 
 def _version_checkpoint(version_url: str, staging_dir: str) -> str:
-    variables = storage.join(version_url, "variables")
-    if storage.is_local(variables):
-        return os.path.join(storage.local_path(variables), "variables")
-    local = storage.fetch(variables, os.path.join(staging_dir, "warm_start"))
+    local = storage.fetch(storage.join(version_url, "variables"),
+                          os.path.join(staging_dir, "warm_start"))
     return os.path.join(local, "variables")
 
 
 def _checkpoint_prefix(url: str) -> str:
     """A checkpoint prefix from a prefix itself or from a model_dir (its latest checkpoint)."""
-    state = storage.join(url, "checkpoint")
-    if storage.exists(state):
-        latest = re.search(r'^model_checkpoint_path:\s*"([^"]+)"',
-                           storage.read_bytes(state).decode(), re.M)
-        if latest:
-            return storage.join(url, os.path.basename(latest.group(1)))
+    state = storage.join(url, STATE)
+    latest = storage.exists(state) and latest_checkpoint_name(storage.read_bytes(state).decode())
+    if latest:
+        return storage.join(url, latest)
     if storage.exists(url + ".index"):
         return url
     raise SpecError("warm_start", f"no checkpoint at {storage.redact(url)}",
