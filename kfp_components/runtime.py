@@ -32,15 +32,16 @@ def overrides(spec_overrides: str = "", train_files: str = "", eval_files: str =
     return merged
 
 
-def step(name: str, *args, **kwargs) -> dict:
-    """Runs a core step with k2e's logs on stderr; a SpecError ends as one clear line."""
+def step(name: str, spec: str, spec_overrides: str, fields: dict, **kwargs) -> dict:
+    """Runs a core step with k2e's logs on stderr; any k2e error, bad overrides included,
+    ends as one clear line."""
     from k2e_core import job
     from k2e_core.errors import K2eError
     from k2e_core.logs import configure_cli_logging
 
     configure_cli_logging()
     try:
-        result = job.STEPS[name](*args, **kwargs)
+        result = job.STEPS[name](spec, overrides(spec_overrides, **fields), **kwargs)
     except K2eError as err:  # the message is the whole story: no traceback under it
         print(f"k2e {name}: error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(err.exit_code) from None
@@ -49,8 +50,8 @@ def step(name: str, *args, **kwargs) -> dict:
 
 
 def convert(spec: str, spec_overrides: str, warm_start: str, model_dir) -> dict:
-    result = step("convert", spec, overrides(spec_overrides, model_dir=model_dir.path,
-                                             warm_start=warm_start))
+    result = step("convert", spec, spec_overrides,
+                  {"model_dir": model_dir.path, "warm_start": warm_start})
     model_dir.metadata.update({"global_step": 0, "warm_start": result["warm_start"] or "none"})
     return result
 
@@ -59,8 +60,9 @@ def train(spec: str, spec_overrides: str, train_files: str, eval_files: str, tra
           converted, checkpoints) -> dict:
     """Trains in a copy of the converted model_dir: an input artifact is never modified."""
     shutil.copytree(converted.path, checkpoints.path, dirs_exist_ok=True)
-    result = step("train", spec, overrides(spec_overrides, train_files, eval_files, train_steps,
-                                           model_dir=checkpoints.path))
+    result = step("train", spec, spec_overrides,
+                  {"train_files": train_files, "eval_files": eval_files,
+                   "train_steps": train_steps, "model_dir": checkpoints.path})
     checkpoints.metadata.update({"global_step": result["global_step"],
                                  "checkpoint": result["checkpoint"].rsplit("/", 1)[-1]})
     return result
@@ -68,8 +70,8 @@ def train(spec: str, spec_overrides: str, train_files: str, eval_files: str, tra
 
 def evaluate(spec: str, spec_overrides: str, eval_files: str, checkpoints, metrics,
              classification) -> dict:
-    result = step("evaluate", spec, overrides(spec_overrides, eval_files=eval_files,
-                                              model_dir=checkpoints.path), read_only=True)
+    result = step("evaluate", spec, spec_overrides,
+                  {"eval_files": eval_files, "model_dir": checkpoints.path}, read_only=True)
     for name, value in result["metrics"].items():
         if isinstance(value, (int, float)):
             metrics.log_metric(name, float(value))
@@ -89,9 +91,9 @@ def export(spec: str, spec_overrides: str, eval_files: str, export_base: str, me
 
     scratch = tempfile.mkdtemp(prefix="k2e-export-")
     try:
-        result = step("export", spec, overrides(spec_overrides, eval_files=eval_files,
-                                                model_dir=checkpoints.path,
-                                                **{"export.base": export_base or scratch}),
+        result = step("export", spec, spec_overrides,
+                      {"eval_files": eval_files, "model_dir": checkpoints.path,
+                       "export.base": export_base or scratch},
                       metrics=json.loads(metrics_json) if metrics_json else None,
                       read_only=True, copy_to=model.path)
     finally:

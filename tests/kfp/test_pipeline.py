@@ -129,6 +129,15 @@ def test_bad_input_fails_the_component_with_one_line_and_no_traceback(
     assert "Traceback" not in text
 
 
+def test_malformed_overrides_fail_the_component_with_one_line(local_runner, iris_spec, capfd):
+    from kfp_components.pipelines import training_pipeline
+
+    with pytest.raises(RuntimeError, match="Inner task failed: .*convert"):
+        training_pipeline(spec=json.dumps(iris_spec), overrides="train.steps=5")
+    text = "".join(capfd.readouterr())
+    assert "k2e convert: error: overrides: is not JSON" in text and "Traceback" not in text
+
+
 def test_overrides_must_be_a_json_object():
     from k2e_core.errors import SpecError
     from kfp_components.runtime import overrides
