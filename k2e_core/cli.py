@@ -22,6 +22,17 @@ STEP_HELP = {
 }
 
 
+REGISTRY_ACTIONS = {
+    "list": "every version and candidate with its record",
+    "latest": "the latest blessed version's record",
+    "bless": "bless a version, or promote a candidate to the next version",
+    "unbless": "mark a version as not to be used",
+    "pin": "keep a version through retention",
+    "unpin": "let retention remove it again",
+    "prune": "keep the newest --keep versions and candidates",
+}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="k2e",
@@ -40,6 +51,19 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--metrics", type=json.loads, metavar="JSON",
                            help="evaluation metrics to record in the version's manifest")
         s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
+    s = sub.add_parser("registry", help="list, bless, unbless, pin and prune published versions",
+                       description="The export base as a registry: versions and kept "
+                       "candidates with their records.")
+    s.add_argument("action", choices=REGISTRY_ACTIONS, help=", ".join(
+        f"{k}: {v}" for k, v in REGISTRY_ACTIONS.items()))
+    s.add_argument("base", help="export base URL, or a job spec file (its export.base and "
+                   "storage options)")
+    s.add_argument("name", nargs="?", help="version number or candidate name (bless, unbless, "
+                   "pin, unpin)")
+    s.add_argument("--reason", default="", help="why (bless, unbless, pin): kept in the record")
+    s.add_argument("--keep", type=int, help="prune: how many versions and candidates to keep")
+    s.add_argument("--json", action="store_true", help="list: one JSON object instead of a table")
+    s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
     s = sub.add_parser("schema", help="print the job spec's JSON Schema")
     s.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -81,6 +105,48 @@ def _stop_training_on_sigterm():
     signal.signal(signal.SIGTERM, on_sigterm)
 
 
+def _registry(args) -> int:
+    from k2e_core import registry, storage
+    from k2e_core.errors import SpecError
+
+    base, settings = args.base, None
+    if os.path.isfile(args.base):
+        from k2e_core.spec import load_spec
+
+        spec = load_spec(args.base)
+        if spec.export is None:
+            raise SpecError("export", f"{args.base} has no export section", "pass the export base URL")
+        base, settings = spec.path(spec.export.base), spec.storage
+    if args.action in ("bless", "unbless", "pin", "unpin") and not args.name:
+        raise SpecError("name", f"registry {args.action} needs a version or candidate name",
+                        f"k2e registry {args.action} BASE 3 --reason ...")
+    with storage.configured(settings.options if settings else None):
+        if args.action == "list":
+            records = registry.entries(base)
+            if args.json:
+                _emit({"base": storage.redact(base), "entries": records})
+            else:
+                print(registry.table(records) if records else f"nothing published under {base}")
+            return 0
+        if args.action == "latest":
+            result = registry.latest_blessed(base)
+            if result is None:
+                raise SpecError("base", f"no blessed version under {storage.redact(base)}",
+                                "publish one with k2e run, or bless one by hand")
+        elif args.action == "bless":
+            result = registry.bless(base, args.name, args.reason)
+        elif args.action == "unbless":
+            result = registry.unbless(base, args.name, args.reason)
+        elif args.action in ("pin", "unpin"):
+            result = registry.pin(base, args.name, args.action == "pin", args.reason)
+        else:
+            if not args.keep:
+                raise SpecError("--keep", "is required for prune", "e.g. --keep 10")
+            result = {"removed": registry.prune(base, args.keep)}
+    _emit(result)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "schema":
@@ -94,6 +160,8 @@ def main(argv=None) -> int:
 
     configure_cli_logging(args.verbose)
     try:
+        if args.command == "registry":
+            return _registry(args)
         from k2e_core.spec import load_spec
 
         spec = load_spec(args.spec, _overrides_from_file(args.overrides_file))

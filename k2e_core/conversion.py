@@ -56,8 +56,13 @@ def convert(
     checkpoint_format="checkpoint",
     metric_names_map=None,
     export_outputs=None,
+    optimizer_state_from=None,
 ):
-    """Constructs an `Estimator` from a compiled Keras model (or a saved one at any URL)."""
+    """Constructs an `Estimator` from a compiled Keras model (or a saved one at any URL).
+
+    `optimizer_state_from` (k2e's addition): a training checkpoint of the same model whose
+    optimizer slots (Adam's moments...) seed training when model_dir holds no checkpoint yet.
+    """
     if keras_model is None and not keras_model_path:
         raise ValueError("Either `keras_model` or `keras_model_path` needs to be provided.")
     if keras_model is not None and keras_model_path:
@@ -101,7 +106,7 @@ def convert(
         config = config.replace(model_dir=model_dir)  # the argument wins, as documented
     config = estimator_lib.maybe_overwrite_model_dir_and_session_config(config, model_dir)
     model_fn = _model_fn(model, custom_objects, save_object_ckpt, metric_names_map,
-                         output_keys, heads, classes)
+                         output_keys, heads, classes, optimizer_state_from)
 
     warm_start = None
     if model._is_graph_network and config.is_chief:
@@ -109,8 +114,9 @@ def convert(
         warm_start = tf.estimator.WarmStartSettings(
             ckpt_to_initialize_from=keras_ckpt,
             # A list (not the string ".*") selects every global variable, moving
-            # statistics and optimizer slots included, not only trainable ones.
-            vars_to_warm_start=[".*"],
+            # statistics and optimizer slots included, not only trainable ones. Slots come
+            # from `optimizer_state_from` instead when it is given.
+            vars_to_warm_start=[r"^(?!training/)"] if optimizer_state_from else [".*"],
         )
     elif model.built:
         log.warning(
@@ -383,7 +389,7 @@ def _weights_per_output(features, output_names):
 
 
 def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
-              output_keys, heads, classes):
+              output_keys, heads, classes, optimizer_state_from=None):
     try:
         optimizer_config = keras_model.optimizer.get_config()
     except (NotImplementedError, AttributeError):
@@ -404,6 +410,8 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
             if mode == ModeKeys.TRAIN:
                 model._make_train_function()
                 train_op = model.train_function.updates_op
+                if optimizer_state_from:
+                    _init_slots_from(model, optimizer_state_from)
             else:
                 model._make_test_function()
             loss = model.total_loss
@@ -447,6 +455,44 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
 
 
 # --------------------------------------------------------------------------- warm start
+
+def checkpoint_variables(reader) -> dict:
+    """{variable name: (key in the checkpoint, shape)}, for name- and object-based checkpoints."""
+    shapes = reader.get_variable_to_shape_map()
+    if "_CHECKPOINTABLE_OBJECT_GRAPH" not in shapes:
+        return {name: (name, shape) for name, shape in shapes.items()}
+    from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+    graph = trackable_object_graph_pb2.TrackableObjectGraph()
+    graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
+    return {attr.full_name: (attr.checkpoint_key, shapes[attr.checkpoint_key])
+            for node in graph.nodes for attr in node.attributes
+            if attr.name == "VARIABLE_VALUE" and attr.full_name and attr.checkpoint_key in shapes}
+
+
+def optimizer_slots_in(prefix: str, model) -> int:
+    """How many of `model`'s optimizer slot variables (by name) a checkpoint holds."""
+    found = checkpoint_variables(tf.train.load_checkpoint(prefix))
+    names = [w.name.split(":")[0] for w in model.trainable_weights]
+    return sum(1 for name in found for w in names
+               if name.startswith("training/") and f"/{w}/" in name)
+
+
+def _init_slots_from(model, prefix):
+    """Initialises the optimizer's slot variables from the same-named ones in `prefix`."""
+    optimizer = model.optimizer
+    found = checkpoint_variables(tf.train.load_checkpoint(prefix))
+    assignment = {}
+    for weight in model.trainable_weights:
+        for slot_name in optimizer.get_slot_names():
+            slot = optimizer.get_slot(weight, slot_name)
+            key, shape = found.get(slot.op.name, (None, None))
+            if key and list(shape) == slot.shape.as_list():
+                assignment[key] = slot
+    if assignment:
+        tf.compat.v1.train.init_from_checkpoint(prefix, assignment)
+    log.info("optimizer state: %d slot variable(s) from %s", len(assignment),
+             os.path.basename(prefix))
 
 def fingerprint(model):
     """Architecture and weight digests that tell one Keras model from another."""

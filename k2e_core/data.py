@@ -8,6 +8,7 @@ files' columns against the model's inputs and outputs and names both sides of a 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import os
 from dataclasses import dataclass, field, replace
@@ -115,6 +116,14 @@ def open_source(spec_field: str, files_spec, resolve, staging_dir: str) -> Sourc
     reader = {"csv": _csv_columns, "tfrecord": _tfrecord_columns, "npz": _npz_columns}[fmt]
     columns, header = reader(spec_field, local[0])
     return Source(field=spec_field, files=local, format=fmt, columns=columns, csv_header=header)
+
+
+def fingerprint(source: Source) -> str:
+    """A digest of the split's file contents: same digest, same data."""
+    digest = hashlib.sha256()
+    for path in source.files:
+        digest.update(storage.sha256_file(path).encode())
+    return digest.hexdigest()
 
 
 def _open_text(path):

@@ -9,6 +9,7 @@ and finds what earlier steps left in `model_dir`.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import hashlib
 import logging
 import os
@@ -16,7 +17,8 @@ import shutil
 import tempfile
 import time
 
-from k2e_core import conversion, data, export, publish, storage, training, warm_start
+from k2e_core import (conversion, data, export, gate, publish, registry, storage, training,
+                      warm_start)
 from k2e_core.checkpoints import RemoteModelDir
 from k2e_core._tensorflow import tf
 from k2e_core.errors import SpecError
@@ -45,6 +47,7 @@ class Job:
             self.resume = self.remote.pull_for_resume("read" if read_only else "resume")
         self.custom_objects = _custom_objects(spec)
         self.model = _load_model(spec, self.custom_objects)
+        self.optimizer_state = None  # local training checkpoint seeding the optimizer slots
         self.warm_start = self._warm_start()
         self.io = data.model_io(self.model)
         self.export_outputs = export.export_outputs_from_spec(spec.model.export_outputs)
@@ -55,20 +58,32 @@ class Job:
 
     def _warm_start(self) -> dict | None:
         """The warm-start record of this model_dir. The source is resolved once, when the
-        model_dir is first converted; later steps take its weights from model_dir/keras."""
+        model_dir is first converted; later steps take its weights from model_dir/keras and
+        fetch its optimizer state again for the first training step."""
         record = warm_start.load_record(self.model_dir)
         if tf.train.latest_checkpoint(self.model_dir):
             return record
         keras_ckpt = tf.train.latest_checkpoint(os.path.join(self.model_dir, conversion.KERAS_DIR))
         if record is not None and keras_ckpt:
             warm_start.apply(self.model, keras_ckpt, record)
+            self.optimizer_state = warm_start.fetch_optimizer_state(record, self.staging_dir)
             return record
         found = warm_start.resolve(self.spec, self.staging_dir)
         if found is None:
             warm_start.save_record(self.model_dir, None)
             return None
         prefix, record = found
-        warm_start.apply(self.model, prefix, record)
+        try:
+            warm_start.apply(self.model, prefix, record)
+            log.info("warm start from %s", record["url"])
+            self.optimizer_state = warm_start.optimizer_state(self.model, prefix, record,
+                                                              self.staging_dir)
+        except SpecError as err:
+            if self.spec.warm_start_mismatch != "fresh":
+                raise
+            log.warning("warm start skipped, starting from the model's own weights: %s",
+                        err.problem)
+            record = {**record, "skipped": err.problem}
         warm_start.save_record(self.model_dir, record)
         return record
 
@@ -83,6 +98,7 @@ class Job:
                 checkpoint_format=spec.model.checkpoint_format,
                 metric_names_map=spec.model.metric_names_map,
                 export_outputs=self.export_outputs,
+                optimizer_state_from=self.optimizer_state,
             )
         except SpecError:
             raise
@@ -249,7 +265,8 @@ def train_step(spec, overrides=None) -> dict:
 
 def evaluate_step(spec, overrides=None, read_only=False) -> dict:
     """Evaluates the latest checkpoint on the eval files; classifiers also get a confusion
-    matrix. `read_only`: leave model_dir untouched (no eval summaries written there)."""
+    matrix. With an export section the gate decides too (`gate` in the result). `read_only`:
+    leave model_dir untouched (no eval summaries written there)."""
     with _job(spec, overrides, read_only) as job:
         plan = job.plan()
         est = job.convert()
@@ -263,9 +280,77 @@ def evaluate_step(spec, overrides=None, read_only=False) -> dict:
                 trained, job.input_fn("eval")(), classes,
                 weighted_features=data.for_source(plan, job.source("eval")).sample_weight,
                 steps=job.spec.eval.steps)
+        if job.spec.export is not None:
+            result["gate"] = _decide(job, result["metrics"])
         if job.remote:
             result["checkpoint"] = job.checkpoint_url(result["checkpoint"])
         return {**result, "global_step": result["metrics"].get("global_step")}
+
+
+# --------------------------------------------------------------------------- gate
+
+def _decide(job: Job, metrics=None) -> dict:
+    """The gate's decision for this run's candidate, made once and kept in the registry: a
+    retried run (same run id, same checkpoint) gets the same decision."""
+    spec = job.spec
+    base = spec.path(spec.export.base)
+    est = job.estimator or job.convert()
+    run_id = job.run_id()
+    checkpoint = os.path.basename(est.latest_checkpoint())
+    earlier = registry.decision_for(base, run_id)
+    if earlier and earlier.get("checkpoint") == checkpoint and earlier.get("force") == spec.gate.force:
+        log.info("gate: run %s was decided before: %s (%s)", run_id,
+                 "blessed" if earlier["blessed"] else "not blessed", earlier["reason"])
+        return earlier
+    if metrics is None:
+        needs_metrics = spec.gate.metrics
+        metrics = training.evaluate(est, job.input_fn("eval"), spec)["metrics"] if needs_metrics else {}
+    baseline = None
+    if gate.compares_with_baseline(spec.gate):
+        gate.check_metric_names(spec.gate, metrics)
+        found = registry.latest_blessed(base, exclude_run=run_id)
+        if found is not None:
+            try:
+                baseline = {"version": found["version"], "metrics": _evaluate_version(job, found)}
+            except SpecError as err:
+                baseline = {"version": found["version"], "error": err.problem}
+    decision = gate.judge(spec.gate, metrics, baseline)
+    decision.update(
+        run_id=run_id, checkpoint=checkpoint, global_step=training.global_step(est),
+        metrics=metrics, eval_data=_eval_data(job), force=spec.gate.force,
+        decided_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+    registry.save_decision(base, run_id, decision)
+    log.info("gate: %s: %s", "blessed" if decision["blessed"] else "not blessed",
+             decision["reason"])
+    return decision
+
+
+def _evaluate_version(job: Job, record: dict) -> dict:
+    """A published version's metrics on this run's eval data, the way the candidate's are
+    measured: its variables in this model, converted, evaluated by the Estimator."""
+    prefix = warm_start.version_checkpoint(record["url"], os.path.join(job.staging_dir, "baseline"))
+    own = job.model.get_weights()
+    try:
+        warm_start.apply(job.model, prefix, {"url": f"version {record['version']}"},
+                         field="gate.baseline")
+        estimator = conversion.convert(
+            keras_model=job.model, custom_objects=job.custom_objects,
+            config=training.run_config(job.spec, os.path.join(job.staging_dir, "baseline_dir")),
+            checkpoint_format=job.spec.model.checkpoint_format,
+            metric_names_map=job.spec.model.metric_names_map, export_outputs=job.export_outputs)
+    finally:
+        job.model.set_weights(own)
+    log.info("gate: measuring baseline version %s on this run's eval data", record["version"])
+    metrics = training.evaluate(estimator, job.input_fn("eval"), job.spec)["metrics"]
+    return {k: v for k, v in metrics.items() if k != "global_step"}
+
+
+def _eval_data(job: Job) -> dict:
+    """What the metrics were measured on: the eval files and a digest of their contents."""
+    files = (job.spec.data.eval or job.spec.data.train).files
+    source = job.source("eval")
+    return {"files": [storage.redact(job.spec.path(f)) for f in files],
+            "file_count": len(source.files), "sha256": data.fingerprint(source)}
 
 
 def _export(job: Job, metrics=None, copy_to=None) -> dict:
@@ -273,6 +358,7 @@ def _export(job: Job, metrics=None, copy_to=None) -> dict:
     if spec.export is None:
         raise SpecError("export", "no export section", "add export.base (where versions go)")
     est = job.estimator or job.convert()
+    decision = _decide(job, metrics)
     local, report = export.export_verified(
         est, job.model, job.io, spec.export, job.export_outputs, _sample_features(job),
         spec.model.checkpoint_format,
@@ -282,21 +368,29 @@ def _export(job: Job, metrics=None, copy_to=None) -> dict:
               "global_step": training.global_step(est),
               "warm_start": job.warm_start}
     base = spec.path(spec.export.base)
-    run_id = job.run_id()
+    metrics = decision["metrics"]
+    record = registry.new_record(decision, source)
     try:
         if copy_to:  # e.g. a KFP Model artifact: the same verified SavedModel
             shutil.copytree(local, copy_to, dirs_exist_ok=True)
-        published = publish.publish(local, base, run_id, metrics=metrics, source=source)
+        keep = publish.publish if decision["blessed"] else publish.keep_candidate
+        published = keep(local, base, decision["run_id"], metrics=metrics, source=source,
+                         record=record)
     finally:
         export.cleanup(local)
+    pruned = registry.prune(base, spec.export.keep) if spec.export.keep else []
+    if not decision["blessed"]:
+        published["candidate_path"] = published.pop("export_path")
     return {**published, **report, "export_base": storage.redact(base), "metrics": metrics,
-            "run_id": run_id, "global_step": source["global_step"]}
+            "run_id": decision["run_id"], "global_step": source["global_step"],
+            "blessed": decision["blessed"], "reason": decision["reason"],
+            "gate": decision, "pruned": pruned}
 
 
 def export_step(spec, overrides=None, metrics=None, read_only=False, copy_to=None) -> dict:
-    """Exports the latest checkpoint as a verified SavedModel and publishes it; `metrics`
-    (the evaluate step's) go into the version's manifest; `copy_to`: a local directory that
-    also receives the SavedModel."""
+    """Exports the latest checkpoint as a verified SavedModel; the gate decides whether it
+    becomes the next version or a kept candidate. `metrics`: the evaluate step's (not
+    measured again); `copy_to`: a local directory that also receives the SavedModel."""
     with _job(spec, overrides, read_only) as job:
         job.plan()
         return _export(job, metrics, copy_to)
@@ -315,9 +409,14 @@ def run(spec, overrides=None) -> dict:
         job.sync()
         exported = _export(job, evaluated["metrics"])
         return {
-            "export_path": exported["export_path"],
+            "export_path": exported.get("export_path"),
+            "candidate_path": exported.get("candidate_path"),
             "export_base": exported["export_base"],
             "version": exported["version"],
+            "blessed": exported["blessed"],
+            "reason": exported["reason"],
+            "gate": exported["gate"],
+            "pruned": exported["pruned"],
             "manifest": exported["manifest"],
             "metrics": evaluated["metrics"],
             "global_step": trained["global_step"],

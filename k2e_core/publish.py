@@ -1,12 +1,13 @@
 """Publishing SavedModels in TF Serving's layout, so that no reader sees half a version.
 
-    <base>/<version>/saved_model.pb, variables/, assets/, k2e-manifest.json
+    <base>/<version>/saved_model.pb, variables/, assets/, k2e-manifest.json, k2e-record.json
+    <base>/candidates/<run id>/...              (kept, not served: see k2e_core.registry)
     <base>/.k2e/claims/<version>/<run id>       (who is publishing which version)
 
 A version counts once its manifest (every file's size and sha256, the run, metrics) is
-there. Local file systems: the version is assembled under a non-numeric name and renamed
-into place. Object stores: variables and assets first, `saved_model.pb` after them, the
-manifest last. A run publishes at most one version: a retry with the same run id finishes
+there, with its registry record beside it. Local file systems: the version is assembled
+under a non-numeric name and renamed into place. Object stores: variables and assets first,
+`saved_model.pb` after them, the record, the manifest last. A run publishes at most one version: a retry with the same run id finishes
 or returns the version its claim names. Two runs never share a version: a run proceeds only
 if, after writing its own claim, it sees no other claim for that number.
 """
@@ -30,6 +31,8 @@ log = logging.getLogger("k2e.publish")
 
 MANIFEST = "k2e-manifest.json"
 MANIFEST_FORMAT = "k2e-manifest/1"
+RECORD = "k2e-record.json"
+CANDIDATES = "candidates"
 CLAIMS = ".k2e/claims"
 
 
@@ -37,7 +40,7 @@ class PublishError(storage.StorageError):
     """Publishing failed; no new complete version is visible."""
 
 
-def _safe(run_id: str) -> str:
+def safe_name(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)[:200]
 
 
@@ -88,7 +91,7 @@ def _claims(base: str) -> dict[int, list[str]]:
 
 def _claim(base: str, run_id: str) -> tuple[int, bool]:
     """(version, resumed): this run's earlier claim, or a new number no other run holds."""
-    mine = _safe(run_id)
+    mine = safe_name(run_id)
     for version, holders in sorted(_claims(base).items()):
         if mine in holders:
             return version, True
@@ -106,8 +109,10 @@ def _claim(base: str, run_id: str) -> tuple[int, bool]:
                        "concurrent publishers")
 
 
-def publish(local_dir: str, base: str, run_id: str, metrics=None, source=None) -> dict:
-    """Publishes `local_dir` as one version under `base`; idempotent per `run_id`."""
+def publish(local_dir: str, base: str, run_id: str, metrics=None, source=None,
+            record=None) -> dict:
+    """Publishes `local_dir` as one version under `base`; idempotent per `run_id`.
+    `record`: the registry record written beside the manifest (its `version` is filled in)."""
     manifest = manifest_for(local_dir, run_id, metrics, source)
     version, resumed = _claim(base, run_id)
     target = storage.join(base, str(version))
@@ -116,20 +121,47 @@ def publish(local_dir: str, base: str, run_id: str, metrics=None, source=None) -
         log.info("version %d already published by run %s", version, run_id)
         return _result(version, target, existing, reused=True)
     manifest["version"] = version
+    if record is not None:
+        record = {**record, "version": version, "name": str(version)}
     if resumed:
         log.info("resuming the publish of version %d for run %s", version, run_id)
+    _commit(local_dir, base, str(version), manifest, record, f"version {version}")
+    log.info("published version %d at %s", version, storage.redact(target))
+    return _result(version, target, manifest, reused=False)
+
+
+def keep_candidate(local_dir: str, base: str, run_id: str, metrics=None, source=None,
+                   record=None) -> dict:
+    """Keeps `local_dir` under `<base>/candidates/<run id>`: complete like a version, but not
+    a number, so TF Serving never loads it. Idempotent per `run_id`."""
+    name = safe_name(run_id)
+    rel = f"{CANDIDATES}/{name}"
+    target = storage.join(base, CANDIDATES, name)
+    existing = read_manifest(target)
+    if existing is not None and existing.get("run_id") == run_id:
+        log.info("candidate %s already kept", name)
+        return _result(None, target, existing, reused=True)
+    manifest = manifest_for(local_dir, run_id, metrics, source)
+    manifest["candidate"] = name
+    if record is not None:
+        record = {**record, "version": None, "name": rel}
+    _commit(local_dir, base, rel, manifest, record, f"candidate {name}")
+    log.info("kept candidate %s at %s (not served)", name, storage.redact(target))
+    return _result(None, target, manifest, reused=False)
+
+
+def _commit(local_dir, base, rel, manifest, record, what):
+    target = storage.join(base, rel)
     try:
         if storage.is_local(base):
-            _publish_local(local_dir, storage.local_path(base), version, manifest)
+            _publish_local(local_dir, storage.local_path(base), rel, manifest, record)
         else:
-            _publish_object_store(local_dir, target, manifest)
+            _publish_object_store(local_dir, target, manifest, record)
     except Exception as exc:
         if not storage.is_local(base):
             _discard(target)
-        raise PublishError(f"publishing version {version} to {storage.redact(base)} failed "
-                           f"({exc}); no new version is visible, rerun to retry") from exc
-    log.info("published version %d at %s", version, storage.redact(target))
-    return _result(version, target, manifest, reused=False)
+        raise PublishError(f"publishing {what} to {storage.redact(base)} failed "
+                           f"({exc}); nothing new is visible, rerun to retry") from exc
 
 
 def _result(version, target, manifest, reused):
@@ -139,15 +171,20 @@ def _result(version, target, manifest, reused):
             "bytes": sum(f["size"] for f in manifest["files"].values())}
 
 
-def _publish_local(local_dir, base_path, version, manifest):
-    staging = os.path.join(base_path, ".k2e", "staging", f"{version}-{uuid.uuid4().hex}")
+def _publish_local(local_dir, base_path, rel, manifest, record):
+    staging = os.path.join(base_path, ".k2e", "staging",
+                           f"{rel.replace('/', '_')}-{uuid.uuid4().hex}")
     shutil.copytree(local_dir, staging)
     _verify_local(staging, manifest)
+    if record is not None:
+        with open(os.path.join(staging, RECORD), "w") as f:
+            json.dump(record, f, indent=1, sort_keys=True)
     with open(os.path.join(staging, MANIFEST), "w") as f:
         json.dump(manifest, f, indent=1, sort_keys=True)
-    final = os.path.join(base_path, str(version))
+    final = os.path.join(base_path, rel)
     if os.path.isdir(final):  # an earlier attempt of this run, not committed: replace it
         shutil.rmtree(final)
+    os.makedirs(os.path.dirname(final), exist_ok=True)
     os.rename(staging, final)
 
 
@@ -158,15 +195,18 @@ def _verify_local(directory, manifest):
             raise PublishError(f"{rel} changed while publishing")
 
 
-def _publish_object_store(local_dir, target, manifest):
+def _publish_object_store(local_dir, target, manifest, record):
     files = list(manifest["files"])
     first = [f for f in files if f != "saved_model.pb"]
-    label = f"publish v{manifest['version']}"
+    label = f"publish {target.rstrip('/').rsplit('/', 1)[-1]}"
     storage.upload([(os.path.join(local_dir, f), storage.join(target, f)) for f in first], label)
     if "saved_model.pb" in files:
         storage.upload([(os.path.join(local_dir, "saved_model.pb"),
                          storage.join(target, "saved_model.pb"))], label)
     verify_remote(target, manifest)
+    if record is not None:
+        storage.write_bytes(storage.join(target, RECORD),
+                            json.dumps(record, indent=1, sort_keys=True).encode())
     storage.write_bytes(storage.join(target, MANIFEST),
                         json.dumps(manifest, indent=1, sort_keys=True).encode())
 

@@ -132,6 +132,40 @@ class ExportSpec(_Section):
     verify_rows: int = Field(8, ge=0, description="Rows compared between SavedModel and Keras")
     atol: float = Field(1e-5, ge=0)
     rtol: float = Field(1e-4, ge=0)
+    keep: int | None = Field(
+        None, ge=1,
+        description="Retention: keep the newest N versions (and N kept candidates); the latest "
+        "blessed version and pinned ones are never deleted. Default: keep all",
+    )
+
+
+class GateMetric(_Section):
+    """One metric the gate checks: absolute bounds, and no regression against the baseline."""
+
+    at_least: float | None = Field(None, description="Bless only if the metric is >= this")
+    at_most: float | None = Field(None, description="Bless only if the metric is <= this")
+    tolerance: float | None = Field(
+        0.0, ge=0,
+        description="How much worse than the blessed baseline (measured on the same eval data "
+        "in the same run) the candidate may be, in the metric's units; null: not compared",
+    )
+    better: Literal["higher", "lower"] | None = Field(
+        None,
+        description="Which way is better; default: 'higher' with at_least, 'lower' with "
+        "at_most, else 'lower' for loss/error metrics and 'higher' for the rest",
+    )
+
+
+class GateSpec(_Section):
+    """Which candidates become serving versions; with no metrics, every candidate does."""
+
+    metrics: dict[str, GateMetric] = Field(default_factory=dict)
+    baseline: Literal["latest_blessed", "none"] = Field(
+        "latest_blessed", description="What the candidate must not regress against"
+    )
+    force: str | None = Field(
+        None, description="Bless whatever the checks say, for this reason (recorded)"
+    )
 
 
 class StorageSpec(_Section):
@@ -156,12 +190,18 @@ class JobSpec(_Section):
     run_config: RunConfigSpec = Field(default_factory=RunConfigSpec)
     export: ExportSpec | None = None
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    gate: GateSpec = Field(default_factory=GateSpec)
     warm_start: str | None = Field(
         None,
-        description="Where a new model_dir's weights come from: 'latest' (the newest version "
-        "under export.base, if any), a version number, a published version's URL, a "
+        description="Where a new model_dir's weights come from: 'latest' (the latest blessed "
+        "version under export.base, if any), a version number, a published version's URL, a "
         "checkpoint URL (or a model_dir: its latest checkpoint), or 'none'. Ignored when "
         "model_dir already holds training checkpoints (the run resumes instead)",
+    )
+    warm_start_mismatch: Literal["stop", "fresh"] = Field(
+        "stop",
+        description="When the warm-start checkpoint does not fit the model: stop the job "
+        "naming the variables, or start from the model's own weights",
     )
     run_id: str | None = Field(
         None,

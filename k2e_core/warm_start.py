@@ -1,10 +1,12 @@
 """Warm start: a new model_dir's first weights from a published version or another checkpoint.
 
-`warm_start` in the spec names the source. Its weights are copied into the Keras model
-before conversion, so the Estimator starts from them the same way it starts from any
-compiled model: every model variable, BatchNorm statistics included. Optimizer state is not
-carried over (a run that resumes its own model_dir keeps it). What was used is recorded in
-`model_dir/keras/k2e-warm-start.json` and, through the export step, in the version's manifest.
+`warm_start` in the spec names the source: `latest` (the latest blessed version in the
+registry), a version number, a version's URL, or a checkpoint. Its weights are copied into the
+Keras model before conversion, so the Estimator starts from them the same way it starts from
+any compiled model: every model variable, BatchNorm statistics included. What was used is
+recorded in `model_dir/keras/k2e-warm-start.json` and, through the export step, in the
+version's record. A checkpoint that does not fit stops the job naming the variables, or,
+with `warm_start_mismatch: fresh`, is skipped (and the record says so).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import logging
 import os
 
-from k2e_core import conversion, publish, storage
+from k2e_core import conversion, publish, registry, storage
 from k2e_core._tensorflow import tf
 from k2e_core.checkpoints import STATE, latest_checkpoint_name
 from k2e_core.errors import SpecError, first_line
@@ -34,26 +36,30 @@ def resolve(spec, staging_dir: str) -> tuple[str, dict] | None:
             raise SpecError("warm_start", f"{value!r} names a published version, but the spec "
                             "has no export section", "add export.base, or give a checkpoint URL")
         base = spec.path(spec.export.base)
+        if value == "latest":
+            blessed = registry.latest_blessed(base)
+            if blessed is None:
+                log.info("warm start: no blessed version under %s yet; starting from the "
+                         "model's own weights", storage.redact(base))
+                return None
+            version = blessed["version"]
+        else:
+            version = int(value)
         published = publish.versions(base)
-        if value == "latest" and not published:
-            log.info("warm start: nothing published under %s yet; starting from the model's "
-                     "own weights", storage.redact(base))
-            return None
-        version = published[-1] if value == "latest" else int(value)
         if version not in published:
             raise SpecError("warm_start", f"no version {version} under {storage.redact(base)}",
                             f"use 'latest' or one of {published[-5:]}")
         url = storage.join(base, str(version))
-        return _version_checkpoint(url, staging_dir), {
+        return version_checkpoint(url, staging_dir), {
             "from": value, "version": version, "url": storage.redact(url)}
     url = spec.path(value)
     if storage.exists(storage.join(url, "saved_model.pb")):
-        return _version_checkpoint(url, staging_dir), {"from": "version", "url": storage.redact(url)}
+        return version_checkpoint(url, staging_dir), {"from": "version", "url": storage.redact(url)}
     prefix = _checkpoint_prefix(url)
     return _fetch_prefix(prefix, staging_dir), {"from": "checkpoint", "url": storage.redact(prefix)}
 
 
-def apply(model, prefix: str, record: dict) -> None:
+def apply(model, prefix: str, record: dict, field: str = "warm_start") -> None:
     """Copies the checkpoint's model variables into `model`, or says which do not fit."""
     reader = tf.train.load_checkpoint(prefix)
     object_based = "_CHECKPOINTABLE_OBJECT_GRAPH" in reader.get_variable_to_shape_map()
@@ -62,10 +68,59 @@ def apply(model, prefix: str, record: dict) -> None:
                                            "checkpoint" if object_based else "saver")
     except (AssertionError, ValueError, tf.errors.NotFoundError,
             tf.errors.InvalidArgumentError) as err:
-        raise SpecError("warm_start", f"{record['url']} does not fit this model "
-                        f"({first_line(err)})", _FIX) from None
+        raise SpecError(field, f"{record['url']} does not fit this model "
+                        f"({mismatch(model, reader) or first_line(err)})", _FIX) from None
     model.set_weights(source.get_weights())
-    log.info("warm start from %s", record["url"])
+
+
+def mismatch(model, reader) -> str:
+    """Which of the model's variables the checkpoint lacks or holds with another shape."""
+    found = {name: shape for name, (_, shape) in conversion.checkpoint_variables(reader).items()
+             if not name.startswith("training/") and name != "global_step"}
+    ours = {w.name.split(":")[0]: w.shape.as_list() for w in model.weights}
+    reshaped = [f"{name} {shape} vs {list(found[name])}" for name, shape in ours.items()
+                if name in found and list(found[name]) != shape]
+    parts = []
+    for label, names in [("shape (model vs checkpoint)", reshaped),
+                         ("not in the checkpoint", [n for n in ours if n not in found]),
+                         ("only in the checkpoint", [n for n in found if n not in ours])]:
+        if names:
+            parts.append(f"{label}: {', '.join(names[:6])}" + (" ..." if len(names) > 6 else ""))
+    return "; ".join(parts)
+
+
+def optimizer_state(model, prefix: str, record: dict, staging_dir: str) -> str | None:
+    """The local training checkpoint whose optimizer slots (Adam's moments...) fit `model`,
+    noted in `record`; None when the source holds none (a SavedModel whose training
+    checkpoint is gone, another optimizer): training then starts them fresh."""
+    url = record["url"] if record["from"] == "checkpoint" else _training_checkpoint_of(record["url"])
+    local = None
+    if url:
+        local = prefix if record["from"] == "checkpoint" else _fetch_prefix(
+            url, os.path.join(staging_dir, "optimizer_state"))
+        if not conversion.optimizer_slots_in(local, model):
+            url = local = None
+    record["optimizer_state"] = url
+    return local
+
+
+def fetch_optimizer_state(record: dict | None, staging_dir: str) -> str | None:
+    """`optimizer_state` of a saved record, fetched again (a later step, another process)."""
+    if not record or not record.get("optimizer_state"):
+        return None
+    return _fetch_prefix(record["optimizer_state"], os.path.join(staging_dir, "optimizer_state"))
+
+
+def _training_checkpoint_of(version_url: str) -> str | None:
+    """The training checkpoint a version was exported from, where it is still there."""
+    source = (registry.read_record(version_url) or {}).get("source") or {}
+    if not (source.get("model_dir") and source.get("checkpoint")):
+        return None
+    prefix = storage.join(source["model_dir"], source["checkpoint"])
+    try:
+        return prefix if storage.exists(prefix + ".index") else None
+    except (OSError, ValueError):  # a pod-local path, another store: not reachable from here
+        return None
 
 
 def save_record(model_dir: str, record: dict | None) -> None:
@@ -88,7 +143,8 @@ def load_record(model_dir: str) -> dict | None:
         return json.load(f)
 
 
-def _version_checkpoint(version_url: str, staging_dir: str) -> str:
+def version_checkpoint(version_url: str, staging_dir: str) -> str:
+    """A local checkpoint prefix of a published version's variables."""
     local = storage.fetch(storage.join(version_url, "variables"),
                           os.path.join(staging_dir, "warm_start"))
     return os.path.join(local, "variables")

@@ -33,8 +33,10 @@ def test_latest_version_seeds_a_new_model_dir_and_is_recorded(iris_spec, tmp_pat
     first = job.run(iris_spec)
     second = _next_run(iris_spec, tmp_path, "second", warm_start="latest")
     converted = job.convert_step(second)
+    # The version's own training checkpoint is still there: its optimizer state comes too.
     assert converted["warm_start"] == {"from": "latest", "version": 1,
-                                       "url": first["export_path"]}
+                                       "url": first["export_path"],
+                                       "optimizer_state": first["train"]["checkpoint"]}
     published = _model_variables(tf, os.path.join(first["export_path"], "variables", "variables"))
     starting = _model_variables(tf, tf.train.latest_checkpoint(os.path.join(second["model_dir"], "keras")))
     assert published and _same(published, starting)
@@ -55,7 +57,8 @@ def test_a_checkpoint_url_or_a_model_dir_seeds_a_new_model_dir(iris_spec, tmp_pa
     ckpt = tf.train.latest_checkpoint(iris_spec["model_dir"])
     for name, source in [("from-dir", iris_spec["model_dir"]), ("from-prefix", ckpt)]:
         spec = _next_run(iris_spec, tmp_path, name, warm_start=source)
-        assert job.convert_step(spec)["warm_start"] == {"from": "checkpoint", "url": ckpt}
+        assert job.convert_step(spec)["warm_start"] == {"from": "checkpoint", "url": ckpt,
+                                                        "optimizer_state": ckpt}
         starting = _model_variables(tf, tf.train.latest_checkpoint(os.path.join(spec["model_dir"], "keras")))
         assert _same(_model_variables(tf, ckpt), starting)
 
@@ -92,9 +95,52 @@ def test_a_checkpoint_of_another_architecture_is_refused_clearly(iris_spec, tmp_
     with pytest.raises(SpecError) as raised:
         job.convert_step(other)
     assert str(raised.value).startswith(f"warm_start: {iris_spec['model_dir']}/model.ckpt-60 "
-                                        "does not fit this model (")
+                                        "does not fit this model (not in the checkpoint: "
+                                        "posts/kernel, posts/bias, labels/kernel, labels/bias; "
+                                        "only in the checkpoint: dense/kernel, dense/bias, "
+                                        "dense_1/kernel, dense_1/bias)")
     assert "set warm_start=none" in str(raised.value)
     assert not os.path.exists(os.path.join(other["model_dir"], "keras", "k2e-warm-start.json"))
+
+    # A spec that allows it starts fresh instead, and the record says why.
+    fresh = job.convert_step({**other, "warm_start_mismatch": "fresh"})
+    assert "does not fit this model (not in the checkpoint: posts/kernel" in fresh["warm_start"]["skipped"]
+    assert fresh["global_step"] == 0
+
+
+def test_warm_start_carries_the_optimizer_state_of_the_same_model(iris_spec, tmp_path, tf):
+    """Adam's moments continue from the source checkpoint: after one step they are
+    0.9 * the source's + 0.1 * the new gradient, far from a fresh start's 0.1 * gradient."""
+    import numpy as np
+
+    from k2e_core import job
+    from k2e_core.conversion import checkpoint_variables
+
+    def first_moment(prefix):
+        reader = tf.train.load_checkpoint(prefix)
+        return reader.get_tensor(checkpoint_variables(reader)["training/Adam/dense/kernel/m"][0])
+
+    job.train_step(iris_spec)
+    source = first_moment(tf.train.latest_checkpoint(iris_spec["model_dir"]))
+    drift = {}
+    for name, warm in [("warm", iris_spec["model_dir"]), ("fresh", "none")]:
+        spec = _next_run(iris_spec, tmp_path, name, warm_start=warm, train={"steps": 1})
+        job.convert_step(spec)
+        job.train_step(spec)  # another process in a DAG: the state is fetched again there
+        after = first_moment(tf.train.latest_checkpoint(spec["model_dir"]))
+        drift[name] = np.abs(after - 0.9 * source).mean() / np.abs(source).mean()
+    assert drift["warm"] < 0.3 < drift["fresh"]
+
+
+def test_a_version_whose_training_checkpoint_is_gone_starts_the_optimizer_fresh(iris_spec, tmp_path):
+    import shutil
+
+    from k2e_core import job
+
+    job.run(iris_spec)
+    shutil.rmtree(iris_spec["model_dir"])
+    converted = job.convert_step(_next_run(iris_spec, tmp_path, "second", warm_start="latest"))
+    assert converted["warm_start"]["version"] == 1 and converted["warm_start"]["optimizer_state"] is None
 
 
 def test_a_version_on_s3_seeds_a_local_model_dir(iris_spec, tmp_path, s3, tf):
@@ -103,8 +149,9 @@ def test_a_version_on_s3_seeds_a_local_model_dir(iris_spec, tmp_path, s3, tf):
     remote = {**iris_spec, "export": {"base": f"s3://{BUCKET}/warm/serving"}, "storage": {"options": s3}}
     first = job.run(remote)
     second = _next_run(remote, tmp_path, "second", warm_start="1")
-    assert job.convert_step(second)["warm_start"] == {"from": "1", "version": 1,
-                                                      "url": first["export_path"]}
+    assert job.convert_step(second)["warm_start"] == {
+        "from": "1", "version": 1, "url": first["export_path"],
+        "optimizer_state": first["train"]["checkpoint"]}
     starting = _model_variables(tf, tf.train.latest_checkpoint(os.path.join(second["model_dir"], "keras")))
     trained = _model_variables(tf, tf.train.latest_checkpoint(iris_spec["model_dir"]))
     assert _same(trained, starting)

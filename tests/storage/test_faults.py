@@ -42,7 +42,7 @@ def test_server_stopped_mid_publish_then_rerun_publishes_exactly_one_version(s3,
         storage.upload, saved = upload_then_crash, storage.upload
         try:
             began = time.perf_counter()
-            with pytest.raises(publish.PublishError, match="no new version is visible, rerun"):
+            with pytest.raises(publish.PublishError, match="nothing new is visible, rerun"):
                 publish.publish(src, base, run_id="nightly-1")
             assert time.perf_counter() - began < 60
         finally:
