@@ -1,6 +1,10 @@
 """Writes the examples' small synthetic data sets (deterministic) into a directory.
 
     python examples/generate_data.py [OUT_DIR]      (default: examples/data)
+
+`OUT_DIR/retraining/` holds three days of iris data for scheduled retraining: day 1 and
+day 2 are clean, day 3 is drifted (measurements shifted, most labels wrong, as after an
+upstream labelling bug), and one held-out evaluation set for all three.
 """
 
 from __future__ import annotations
@@ -17,15 +21,18 @@ IRIS_MEANS = np.array([[5.01, 3.43, 1.46, 0.25], [5.94, 2.77, 4.26, 1.33], [6.59
 IRIS_STDS = np.array([[0.35, 0.38, 0.17, 0.11], [0.52, 0.31, 0.47, 0.20], [0.64, 0.32, 0.55, 0.27]])
 
 
-def iris(rows: int, seed: int, shift: float = 0.0):
+def iris(rows: int, seed: int, shift: float = 0.0, mislabeled: float = 0.0):
     rng = np.random.default_rng(seed)
     species = rng.integers(0, 3, rows)
     x = rng.normal(IRIS_MEANS[species] + shift, IRIS_STDS[species]).clip(0.1).round(1)
+    wrong = rng.random(rows) < mislabeled
+    species = np.where(wrong, (species + rng.integers(1, 3, rows)) % 3, species)
     return x.astype(np.float32), species
 
 
-def write_iris_csv(path: str, rows: int, seed: int, shift: float = 0.0) -> None:
-    x, y = iris(rows, seed, shift)
+def write_iris_csv(path: str, rows: int, seed: int, shift: float = 0.0,
+                   mislabeled: float = 0.0) -> None:
+    x, y = iris(rows, seed, shift, mislabeled)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(IRIS_COLUMNS)
@@ -76,6 +83,12 @@ def main(out_dir: str = os.path.join(os.path.dirname(os.path.abspath(__file__)),
     write_bag_of_words_tfrecord(os.path.join(out_dir, "bow_test.tfrecord"), 400, seed=2)
     np.savez(os.path.join(out_dir, "two_io_train.npz"), **two_io(1000, seed=1))
     np.savez(os.path.join(out_dir, "two_io_test.npz"), **two_io(200, seed=2))
+    retraining = os.path.join(out_dir, "retraining")
+    os.makedirs(retraining, exist_ok=True)
+    write_iris_csv(os.path.join(retraining, "day1.csv"), 300, seed=11)
+    write_iris_csv(os.path.join(retraining, "day2.csv"), 300, seed=12)
+    write_iris_csv(os.path.join(retraining, "day3.csv"), 300, seed=13, shift=0.5, mislabeled=0.7)
+    write_iris_csv(os.path.join(retraining, "eval.csv"), 150, seed=14)
     print(f"example data written to {out_dir}", file=sys.stderr)
 
 

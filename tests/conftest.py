@@ -68,6 +68,29 @@ def iris_spec(example_data, tmp_path):
     }
 
 
+@pytest.fixture
+def retraining_spec(example_data, tmp_path):
+    """examples/iris_retraining.yaml (gate, warm start, retention) writing into tmp_path;
+    `retraining_day(spec, n)` gives the overrides of day n's run."""
+    import yaml
+
+    with open(os.path.join(EXAMPLES, "iris_retraining.yaml")) as f:
+        spec = yaml.safe_load(f)
+    spec["model"]["factory"] = os.path.join(EXAMPLES, "models.py") + ":iris_model"
+    spec["data"]["eval"]["files"] = str(example_data / "retraining" / "eval.csv")
+    spec["export"]["base"] = str(tmp_path / "models")
+    spec["run_config"]["log_every_secs"] = 0.5
+    from k2e_core.spec import apply_overrides
+
+    return apply_overrides(spec, retraining_day(1, example_data, tmp_path))
+
+
+def retraining_day(day, example_data, root) -> dict:
+    """Overrides for day `day`'s run: its own model_dir and run id, that day's training data."""
+    return {"model_dir": str(root / "runs" / f"day{day}"), "run_id": f"day{day}",
+            "data.train.files": str(example_data / "retraining" / f"day{day}.csv")}
+
+
 def bn_data(rows=256, seed=0):
     rng = np.random.RandomState(seed)
     x = rng.normal(3, 2, (rows, 4)).astype("float32")
