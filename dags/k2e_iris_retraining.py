@@ -1,12 +1,17 @@
-"""Retrains the iris example every day and publishes each run's model as a new version.
+"""Retrains the iris classifier every day; publishes the new model only if it is better.
 
-Each run trains into its own `model_dir` (`<root>/runs/<run time>`), starting from the
-weights of the newest published version (the previous run's last checkpoint), evaluates,
-and publishes `<root>/models/<version>` with its metrics. Publishing emits an event on
-the `k2e-iris-model` asset alias, which schedules `k2e_iris_consumer`.
+Each run trains on that day's data (`train_files`) in its own `model_dir`
+(`<root>/runs/<run time>`), starting from the latest blessed version. The evaluate task
+runs the spec's gate: the candidate must meet its thresholds and not regress against that
+version, both measured on the same eval data in this run. The publish task then publishes
+a blessed candidate as `<root>/models/<version>`, with an event on the `k2e-iris-model`
+asset alias (which schedules `k2e_iris_consumer`), or keeps an unblessed one under
+`<root>/models/candidates/` with the reason, and no event. A retried run (same logical
+date) gets the same decision and at most one version.
 
 Params: `spec` (the job spec), `root` (where runs and versions go; any fsspec URL),
-`train_steps`. Set `storage_conn_id` on the tasks for credentials to an object store.
+`train_files` (this run's training data), `train_steps`. Set `storage_conn_id` on the
+tasks for credentials to an object store.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from airflow_plugin.operators.k2e import (
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RUN = "{{ (logical_date or dag_run.run_after) | ts_nodash }}"
 
 with DAG(
     dag_id="k2e_iris_retraining",
@@ -33,25 +39,29 @@ with DAG(
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
     params={
-        "spec": Param(os.path.join(REPO, "examples", "iris.yaml"), type="string",
-                      description="k2e job spec (path or URL)"),
+        "spec": Param(os.path.join(REPO, "examples", "iris_retraining.yaml"), type="string",
+                      description="k2e job spec with a gate (path or URL)"),
         "root": Param(os.environ.get("K2E_IRIS_ROOT", os.path.join(REPO, "out", "airflow", "iris")),
                       type="string", description="runs/ and models/ go here (path or URL)"),
-        "train_steps": Param(1000, type="integer", minimum=1),
+        "train_files": Param(os.path.join(REPO, "examples", "data", "retraining", "day1.csv"),
+                             type="string", description="this run's training data (URL or glob), "
+                             "e.g. s3://bucket/iris/{{ ds }}/*.csv"),
+        "train_steps": Param(300, type="integer", minimum=1),
     },
     tags=["k2e", "example"],
     doc_md=__doc__,
 ):
     common = {
         "export.base": "{{ params.root }}/models",
+        "data.train.files": "{{ params.train_files }}",
         "train.steps": "{{ params.train_steps }}",
         "warm_start": "latest",
+        "run_id": f"{{{{ dag.dag_id }}}}-{RUN}",
     }
     convert = K2eConvertOperator(
         task_id="convert",
         spec="{{ params.spec }}",
-        overrides={**common, "model_dir": "{{ params.root }}/runs/"
-                   "{{ (logical_date or dag_run.run_after) | ts_nodash }}"},
+        overrides={**common, "model_dir": f"{{{{ params.root }}}}/runs/{RUN}"},
     )
     train = K2eTrainOperator(
         task_id="train",

@@ -5,8 +5,8 @@ result as XCom, each top-level field also under its own key, so the next task re
     K2eValidateOperator   spec, files and model/data fit, without training
     K2eConvertOperator    Keras model -> Estimator, warm-start checkpoint in model_dir
     K2eTrainOperator      train to train.steps (a retry resumes from the last checkpoint)
-    K2eEvaluateOperator   evaluate the latest checkpoint
-    K2eExportOperator     export, verify and publish a SavedModel version
+    K2eEvaluateOperator   evaluate the latest checkpoint; the gate decides on the candidate
+    K2eExportOperator     export, verify, and publish a blessed version (or keep a candidate)
     K2eJobOperator        all of the above in one task
 
 `spec` is a job spec: a dict, or the path/URL of a YAML/JSON file. `overrides` is
@@ -202,17 +202,20 @@ class K2eTrainOperator(K2eBaseOperator):
 
 
 class K2eEvaluateOperator(K2eBaseOperator):
-    """Evaluates the latest checkpoint; XCom `metrics` holds the results."""
+    """Evaluates the latest checkpoint; XCom `metrics` holds the results and, with an export
+    section, `gate` the gate's decision (kept in the registry, so a retry gets the same)."""
 
     step = "evaluate"
 
 
 class _PublishesModel(K2eBaseOperator):
-    """Emits an Asset event for each published version through `model_asset_alias`.
+    """Emits an Asset event through `model_asset_alias` for each blessed, published version.
 
     The event's asset is the export base (one asset per model, with `file://` for local
-    paths); its extra holds the version, its path, the run and the metrics. A DAG scheduled
-    on `AssetAlias(model_asset_alias)` runs for every new version.
+    paths); its extra holds the version, its path, the run, the metrics and the gate's
+    reason. A DAG scheduled on `AssetAlias(model_asset_alias)` runs for every new serving
+    version. A candidate the gate did not bless is kept under `candidates/` and emits no
+    event; the task still succeeds (the gate did its job) and XCom `blessed` is False.
     """
 
     def __init__(self, *, model_asset_alias: str | None = None, **kwargs):
@@ -223,6 +226,10 @@ class _PublishesModel(K2eBaseOperator):
 
     def execute(self, context) -> dict:
         result = super().execute(context)
+        if not result.get("blessed", True):
+            self.log.warning("not blessed, so not published: %s; the candidate is kept at %s",
+                             result.get("reason"), result.get("candidate_path"))
+            return result
         if self.model_asset_alias:
             uri = _asset_uri(result["export_base"])
             context["outlet_events"][AssetAlias(name=self.model_asset_alias)].add(
@@ -231,7 +238,8 @@ class _PublishesModel(K2eBaseOperator):
 
 
 class K2eExportOperator(_PublishesModel):
-    """Exports, verifies and publishes a SavedModel version.
+    """Exports and verifies a SavedModel; the gate's decision publishes it as the next
+    version or keeps it as a candidate (XCom `blessed`, `reason`, `version`).
 
     :param metrics: evaluation metrics to record in the version's manifest and the Asset
         event, e.g. `evaluate_task.output["metrics"]` (templated)
@@ -259,7 +267,8 @@ def _asset_uri(location: str) -> str:
 
 
 def _event_extra(result: dict) -> dict:
-    keys = ("version", "export_path", "manifest", "run_id", "metrics", "global_step", "reused")
+    keys = ("version", "export_path", "manifest", "run_id", "metrics", "global_step", "reused",
+            "reason")
     return json.loads(json.dumps({k: result.get(k) for k in keys}, default=str))
 
 

@@ -7,19 +7,10 @@ import os
 import subprocess
 import sys
 
-import pytest
-
 from tests.airflow.conftest import dags_test
 from tests.conftest import REPO
 
 DAGS = os.path.join(REPO, "dags")
-
-
-@pytest.fixture
-def iris_spec_file(iris_spec, tmp_path):
-    path = tmp_path / "iris.json"
-    path.write_text(json.dumps(iris_spec))
-    return str(path)
 
 
 def _xcom(db, dag_id, task_id, key):
@@ -57,32 +48,48 @@ def test_every_dag_file_imports_fast_without_tensorflow():
     assert report["seconds"] < 2.0, report  # parsing both files, after Airflow itself is imported
 
 
-def test_retraining_dag_twice_publishes_versions_and_asset_events(airflow_db, iris_spec_file, tmp_path):
+def test_three_scheduled_runs_publish_only_blessed_versions(airflow_db, retraining_spec,
+                                                          example_data, tmp_path):
+    """Day 1 is published (no baseline), day 2 warm-starts from it and is published as
+    better, day 3's drifted data gives a worse model: kept as a candidate, no asset event,
+    and the consumer keeps using version 2. Retrying day 3 changes nothing."""
+    spec = tmp_path / "retraining.json"
+    spec.write_text(json.dumps(retraining_spec))
     root = tmp_path / "iris"
-    conf = {"spec": iris_spec_file, "root": str(root), "train_steps": 150}
+    days = {1: "2026-11-01", 2: "2026-11-02", 3: "2026-11-03"}
 
-    first = dags_test("k2e_iris_retraining", "2026-11-01", conf)
-    assert first.returncode == 0, first.output[-3000:]
-    assert (root / "runs" / "20261101T000000" / "model.ckpt-150.index").exists()
-    assert (root / "models" / "1" / "saved_model.pb").exists()
-    metrics = _xcom(airflow_db, "k2e_iris_retraining", "evaluate", "metrics")
-    assert len(metrics) == 1 and 0.0 <= metrics[0]["accuracy"] <= 1.0
-    assert metrics[0]["global_step"] == 150
+    def run(day):
+        conf = {"spec": str(spec), "root": str(root),
+                "train_files": str(example_data / "retraining" / f"day{day}.csv")}
+        proc = dags_test("k2e_iris_retraining", days[day], conf)
+        assert proc.returncode == 0, proc.output[-3000:]
+        return proc
 
-    second = dags_test("k2e_iris_retraining", "2026-11-02", conf)
-    assert second.returncode == 0, second.output[-3000:]
-    assert (root / "runs" / "20261102T000000" / "model.ckpt-150.index").exists()
-    manifest = json.loads((root / "models" / "2" / "k2e-manifest.json").read_text())
-    assert manifest["source"]["warm_start"] == {
-        "from": "latest", "version": 1, "url": str(root / "models" / "1")}
-    assert manifest["source"]["model_dir"] == str(root / "runs" / "20261102T000000")
+    for day in days:
+        run(day)
+    assert (root / "runs" / "20261101T000000" / "model.ckpt-300.index").exists()
+    assert sorted(os.listdir(root / "models" / "candidates")) == [
+        "k2e_iris_retraining-20261103T000000"]
+    assert sorted(n for n in os.listdir(root / "models") if n.isdigit()) == ["1", "2"]
+    blessed = _xcom(airflow_db, "k2e_iris_retraining", "publish", "blessed")
+    reasons = _xcom(airflow_db, "k2e_iris_retraining", "publish", "reason")
+    assert blessed == [True, True, False]
+    assert "no blessed baseline yet" in reasons[0] and "(baseline version 2:" in reasons[2]
+    record = json.loads((root / "models" / "2" / "k2e-record.json").read_text())
+    assert record["warm_start"]["version"] == 1 and record["gate"]["baseline"]["version"] == 1
+    assert record["run_id"] == "k2e_iris_retraining-20261102T000000"
 
     events = _asset_events(airflow_db, f"file://{root}/models")
     assert [e[0]["version"] for e in events] == [1, 2]
     assert all(e[1:] == ("k2e_iris_retraining", "publish") for e in events)
     all_metrics = _xcom(airflow_db, "k2e_iris_retraining", "evaluate", "metrics")
-    assert [e[0]["metrics"] for e in events] == all_metrics
-    assert events[1][0]["export_path"] == str(root / "models" / "2")
+    assert [e[0]["metrics"] for e in events] == all_metrics[:2]
+
+    again = run(3)  # the same logical date: the decision recorded for it, nothing new
+    assert "was decided before" in again.output
+    assert sorted(os.listdir(root / "models" / "candidates")) == [
+        "k2e_iris_retraining-20261103T000000"]
+    assert len(_asset_events(airflow_db, f"file://{root}/models")) == 2
 
     consumer = dags_test("k2e_iris_consumer")
     assert consumer.returncode == 0, consumer.output[-3000:]
