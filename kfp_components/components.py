@@ -21,13 +21,14 @@ component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 
 @component
 def convert(spec: str, model_dir: Output[Artifact], overrides: str = "{}",
-            warm_start: str = "") -> NamedTuple("Outputs", [("warm_start", str)]):
+            warm_start: str = "", export_base: str = "") -> NamedTuple("Outputs", [("warm_start", str)]):
     """Keras model -> Estimator: the model_dir artifact with its warm-start checkpoint.
-    `warm_start`: "latest" (newest version under export.base), a version number, a
-    checkpoint or checkpoints artifact URI, or "" for the model's own weights."""
+    `warm_start`: "latest" (the latest blessed version under `export_base`, else the spec's
+    export.base), a version number, a checkpoint or checkpoints artifact URI, or "" for the
+    model's own weights."""
     from kfp_components import runtime
 
-    result = runtime.convert(spec, overrides, warm_start, model_dir)
+    result = runtime.convert(spec, overrides, warm_start, export_base, model_dir)
     return (str((result["warm_start"] or {}).get("url", "")),)
 
 
@@ -59,11 +60,17 @@ def evaluate(spec: str, checkpoints: Input[Artifact], metrics: Output[Metrics],
 @component
 def export(spec: str, checkpoints: Input[Artifact], model: Output[Model],
            overrides: str = "{}", eval_files: str = "", export_base: str = "",
-           metrics_json: str = "") -> NamedTuple("Outputs", [("export_path", str), ("version", int)]):
-    """Exports a verified SavedModel into `model` and, with `export_base` (an fsspec URL),
-    publishes it there as the next version; `export_path` is that version's URL."""
+           metrics_json: str = "", run_id: str = "",
+           ) -> NamedTuple("Outputs", [("export_path", str), ("version", int), ("blessed", bool),
+                                       ("reason", str)]):
+    """Exports a verified SavedModel into `model`; the spec's gate decides whether it is
+    published under `export_base` (an fsspec URL) as the next version (`export_path`,
+    `version`) or kept there as a candidate (`blessed` False, `reason` says why). `run_id`:
+    the pipeline run's id, so a retried task gets the same decision and version."""
     from kfp_components import runtime
 
-    result = runtime.export(spec, overrides, eval_files, export_base, metrics_json, checkpoints,
-                            model)
-    return (result["export_path"] if export_base else "", int(result["version"]))
+    result = runtime.export(spec, overrides, eval_files, export_base, metrics_json, run_id,
+                            checkpoints, model)
+    published = bool(result["blessed"] and export_base)
+    return (result["export_path"] if published else "", int(result["version"] or 0),
+            bool(result["blessed"]), str(result["reason"]))

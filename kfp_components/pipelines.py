@@ -1,4 +1,9 @@
-"""The k2e training pipeline: convert -> train -> evaluate -> export, for one job spec."""
+"""The k2e training pipeline: convert -> train -> evaluate -> export, for one job spec.
+
+The gate's decision is made inside the export component (KFP's local runner has no
+`dsl.If`): the Model artifact always holds the verified SavedModel, with `blessed` and
+`reason` in its metadata; only a blessed one becomes a version under `export_base`.
+"""
 
 from typing import NamedTuple
 
@@ -22,20 +27,23 @@ def training_pipeline(
     warm_start: str = "",
     overrides: str = "{}",
 ) -> NamedTuple("Outputs", [("model", Model), ("checkpoints", Artifact), ("metrics", Metrics),
-                            ("classification", ClassificationMetrics), ("export_path", str)]):
+                            ("classification", ClassificationMetrics), ("export_path", str),
+                            ("blessed", bool)]):
     """
     Args:
         spec: the job spec's URL (reachable from the pods) or inline JSON.
         train_files: training data URL/glob; "" keeps the spec's.
         eval_files: evaluation data URL/glob; "" keeps the spec's.
         train_steps: total training steps; 0 keeps the spec's.
-        export_base: where versions are published (fsspec URL); "" publishes only the Model
-            artifact.
-        warm_start: "latest", a version number, a checkpoint or earlier run's checkpoints
-            artifact URI; "" starts from the model's own weights.
+        export_base: the registry (fsspec URL): a candidate the spec's gate blesses is
+            published there as the next version, others are kept under candidates/; ""
+            writes only the Model artifact (gate thresholds only, no baseline).
+        warm_start: "latest" (the latest blessed version), a version number, a checkpoint or
+            earlier run's checkpoints artifact URI; "" starts from the model's own weights.
         overrides: JSON object of further spec fields, e.g. {"data.batch_size": 64}.
     """
-    converted = components.convert(spec=spec, overrides=overrides, warm_start=warm_start)
+    converted = components.convert(spec=spec, overrides=overrides, warm_start=warm_start,
+                                   export_base=export_base)
     converted.set_display_name("convert")
     trained = components.train(spec=spec, converted=converted.outputs["model_dir"],
                                overrides=overrides, train_files=train_files,
@@ -45,11 +53,13 @@ def training_pipeline(
     exported = components.export(spec=spec, checkpoints=trained.outputs["checkpoints"],
                                  overrides=overrides, eval_files=eval_files,
                                  export_base=export_base,
-                                 metrics_json=evaluated.outputs["metrics_json"])
+                                 metrics_json=evaluated.outputs["metrics_json"],
+                                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
     outputs = NamedTuple("Outputs", [("model", Model), ("checkpoints", Artifact),
                                      ("metrics", Metrics), ("classification", ClassificationMetrics),
-                                     ("export_path", str)])
+                                     ("export_path", str), ("blessed", bool)])
     return outputs(model=exported.outputs["model"], checkpoints=trained.outputs["checkpoints"],
                    metrics=evaluated.outputs["metrics"],
                    classification=evaluated.outputs["classification"],
-                   export_path=exported.outputs["export_path"])
+                   export_path=exported.outputs["export_path"],
+                   blessed=exported.outputs["blessed"])

@@ -15,8 +15,9 @@ import sys
 
 
 def overrides(spec_overrides: str = "", train_files: str = "", eval_files: str = "",
-              train_steps: int = 0, **fields) -> dict:
-    """The JSON overrides plus the pipeline's plain parameters that are set (not ""/0)."""
+              train_steps: int = 0, run_id: str = "", **fields) -> dict:
+    """The JSON overrides plus the pipeline's plain parameters that are set (not ""/0);
+    `run_id` (the KFP run's id) unless the overrides name one."""
     from k2e_core.errors import SpecError
 
     try:
@@ -29,19 +30,23 @@ def overrides(spec_overrides: str = "", train_files: str = "", eval_files: str =
                        "train.steps": train_steps, **fields}.items():
         if value not in ("", 0, None):
             merged[key] = value
+    if run_id and "run_id" not in merged:
+        merged["run_id"] = run_id
     return merged
 
 
-def step(name: str, spec: str, spec_overrides: str, fields: dict, **kwargs) -> dict:
+def step(name: str, spec: str, spec_overrides: str, fields: dict, fixed: dict | None = None,
+         **kwargs) -> dict:
     """Runs a core step with k2e's logs on stderr; any k2e error, bad overrides included,
-    ends as one clear line."""
+    ends as one clear line. `fixed`: overrides applied as they are, None values included."""
     from k2e_core import job
     from k2e_core.errors import K2eError
     from k2e_core.logs import configure_cli_logging
 
     configure_cli_logging()
     try:
-        result = job.STEPS[name](spec, overrides(spec_overrides, **fields), **kwargs)
+        merged = {**overrides(spec_overrides, **fields), **(fixed or {})}
+        result = job.STEPS[name](spec, merged, **kwargs)
     except K2eError as err:  # the message is the whole story: no traceback under it
         print(f"k2e {name}: error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(err.exit_code) from None
@@ -49,9 +54,10 @@ def step(name: str, spec: str, spec_overrides: str, fields: dict, **kwargs) -> d
     return result
 
 
-def convert(spec: str, spec_overrides: str, warm_start: str, model_dir) -> dict:
+def convert(spec: str, spec_overrides: str, warm_start: str, export_base: str, model_dir) -> dict:
     result = step("convert", spec, spec_overrides,
-                  {"model_dir": model_dir.path, "warm_start": warm_start})
+                  {"model_dir": model_dir.path, "warm_start": warm_start,
+                   "export.base": export_base})
     model_dir.metadata.update({"global_step": 0, "warm_start": result["warm_start"] or "none"})
     return result
 
@@ -70,8 +76,10 @@ def train(spec: str, spec_overrides: str, train_files: str, eval_files: str, tra
 
 def evaluate(spec: str, spec_overrides: str, eval_files: str, checkpoints, metrics,
              classification) -> dict:
+    """Metrics only: the gate decides in the export component, against its export base."""
     result = step("evaluate", spec, spec_overrides,
-                  {"eval_files": eval_files, "model_dir": checkpoints.path}, read_only=True)
+                  {"eval_files": eval_files, "model_dir": checkpoints.path},
+                  fixed={"export": None}, read_only=True)
     for name, value in result["metrics"].items():
         if isinstance(value, (int, float)):
             metrics.log_metric(name, float(value))
@@ -82,9 +90,10 @@ def evaluate(spec: str, spec_overrides: str, eval_files: str, checkpoints, metri
 
 
 def export(spec: str, spec_overrides: str, eval_files: str, export_base: str, metrics_json: str,
-           checkpoints, model) -> dict:
-    """Writes the verified SavedModel into `model` and publishes it to `export_base` (when
-    set; otherwise to a scratch base that is removed)."""
+           run_id: str, checkpoints, model) -> dict:
+    """Writes the verified SavedModel into `model`; the gate decides whether it becomes the
+    next version under `export_base` or a kept candidate there. Without `export_base`, the
+    registry is a scratch one, removed afterwards: the gate has thresholds only."""
     import tempfile
 
     from k2e_core.versions import installed
@@ -93,16 +102,19 @@ def export(spec: str, spec_overrides: str, eval_files: str, export_base: str, me
     try:
         result = step("export", spec, spec_overrides,
                       {"eval_files": eval_files, "model_dir": checkpoints.path,
-                       "export.base": export_base or scratch},
+                       "export.base": export_base or scratch, "run_id": run_id},
                       metrics=json.loads(metrics_json) if metrics_json else None,
                       read_only=True, copy_to=model.path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    published = bool(result["blessed"] and export_base)
     model.metadata.update({
         "framework": "tensorflow", "framework_version": installed("tensorflow"),
         "format": "SavedModel", "signatures": result["signatures"],
-        "version": result["version"], "global_step": result["global_step"],
+        "version": result["version"] or 0, "global_step": result["global_step"],
+        "blessed": result["blessed"], "reason": result["reason"],
         "spec": "inline" if spec.lstrip().startswith("{") else spec,
-        "published_to": result["export_path"] if export_base else "",
+        "published_to": result["export_path"] if published else "",
+        "candidate": result.get("candidate_path") or "" if export_base else "",
     })
     return result

@@ -7,11 +7,12 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, retraining_day
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +112,45 @@ def test_pipeline_runs_locally_and_a_second_run_warm_starts_from_the_first(
     assert second["model"].metadata["version"] == 2
     with open(os.path.join(base, "2", "k2e-manifest.json")) as f:
         source = json.load(f)["source"]
-    assert source["warm_start"] == {"from": "checkpoint",
-                                    "url": os.path.join(checkpoints.path, "model.ckpt-80")}
+    first_ckpt = os.path.join(checkpoints.path, "model.ckpt-80")
+    assert source["warm_start"] == {"from": "checkpoint", "url": first_ckpt,
+                                    "optimizer_state": first_ckpt}
     assert second["metrics"].metadata["accuracy"] >= metrics["accuracy"] - 0.1
+
+
+def test_three_scheduled_runs_publish_only_blessed_versions(local_runner, retraining_spec,
+                                                          example_data, tmp_path):
+    """The gate decides inside the export component: day 1 and the better day 2 become
+    versions 1 and 2; day 3's worse model stays a candidate, and a retried export task of
+    that run (same run id) decides the same and publishes nothing."""
+    from kfp_components import runtime
+    from kfp_components.pipelines import training_pipeline
+
+    spec = json.dumps(retraining_spec)
+    base = str(tmp_path / "registry")
+    runs = []
+    for day in (1, 2, 3):
+        fields = retraining_day(day, example_data, tmp_path)
+        runs.append(training_pipeline(spec=spec, train_files=fields["data.train.files"],
+                                      export_base=base, warm_start="latest").outputs)
+    assert [r["blessed"] for r in runs] == [True, True, False]
+    assert [r["model"].metadata["version"] for r in runs] == [1, 2, 0]
+    assert runs[1]["export_path"] == os.path.join(base, "2") and runs[2]["export_path"] == ""
+    third = runs[2]["model"].metadata
+    assert "(baseline version 2:" in third["reason"]
+    assert third["candidate"].startswith(os.path.join(base, "candidates", ""))
+    record = json.loads(open(os.path.join(third["candidate"], "k2e-record.json")).read())
+    assert record["warm_start"]["version"] == 2 and not record["blessed"]
+    run_id = record["run_id"]
+    assert run_id and not run_id.startswith("ckpt-")  # the KFP run's id, not a derived one
+
+    # What a retried export task runs (the local runner takes no input artifacts alone).
+    retry_model = SimpleNamespace(path=str(tmp_path / "retry-model"), metadata={})
+    retried = runtime.export(spec, "{}", "", base, "", run_id, runs[2]["checkpoints"], retry_model)
+    assert retried["blessed"] is False and retried["reason"] == third["reason"]
+    assert retry_model.metadata["candidate"] == third["candidate"]
+    assert sorted(n for n in os.listdir(base) if not n.startswith(".")) == ["1", "2", "candidates"]
+    assert len(os.listdir(os.path.join(base, "candidates"))) == 1
 
 
 def test_bad_input_fails_the_component_with_one_line_and_no_traceback(
