@@ -121,7 +121,10 @@ def main(argv=None):
                                "--set", f"model_dir={root}/cli/model",
                                "--set", f"export.base={root}/cli/models",
                                "--set", f"train.steps={steps}"], env))
-            conf = {"spec": spec, "root": f"{root}/dag", "train_steps": steps}
+            with open(spec) as f:
+                train_files = json.load(f)["data"]["train"]["files"]
+            conf = {"spec": spec, "root": f"{root}/dag", "train_steps": steps,
+                    "train_files": train_files}
             dag.append(_timed([os.path.join(BIN, "airflow"), "dags", "test", "k2e_iris_retraining",
                                f"2026-01-{rep + 1:02d}", "--conf", json.dumps(conf)], env))
             kfp.append(_timed([sys.executable, "-c", _KFP, f"{root}/kfp", spec, str(steps)], env))
