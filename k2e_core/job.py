@@ -298,13 +298,13 @@ def _decide(job: Job, metrics=None) -> dict:
     run_id = job.run_id()
     checkpoint = os.path.basename(est.latest_checkpoint())
     earlier = registry.decision_for(base, run_id)
-    if earlier and earlier.get("checkpoint") == checkpoint and earlier.get("force") == spec.gate.force:
+    same = earlier and (earlier.get("checkpoint"), earlier.get("force")) == (checkpoint, spec.gate.force)
+    if same:
         log.info("gate: run %s was decided before: %s (%s)", run_id,
                  "blessed" if earlier["blessed"] else "not blessed", earlier["reason"])
         return earlier
-    if metrics is None:
-        needs_metrics = spec.gate.metrics
-        metrics = training.evaluate(est, job.input_fn("eval"), spec)["metrics"] if needs_metrics else {}
+    if metrics is None:  # export without the evaluate step: measure only what the gate needs
+        metrics = training.evaluate(est, job.input_fn("eval"), spec)["metrics"] if spec.gate.metrics else {}
     baseline = None
     if gate.compares_with_baseline(spec.gate):
         gate.check_metric_names(spec.gate, metrics)
