@@ -16,8 +16,8 @@ STEP_HELP = {
     "run": "convert, train, evaluate and export (the whole job)",
     "convert": "convert the Keras model and write its warm-start checkpoint",
     "train": "train to train.steps (resumes from the last checkpoint)",
-    "evaluate": "evaluate the latest checkpoint on the eval data",
-    "export": "export, verify and publish a SavedModel version",
+    "evaluate": "evaluate the latest checkpoint on the eval data (and run the gate)",
+    "export": "export and verify a SavedModel; publish it if the gate blesses it",
     "validate": "check spec, files and model/data compatibility without training",
 }
 
