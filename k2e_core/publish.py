@@ -74,10 +74,11 @@ def read_manifest(version_url: str) -> dict | None:
 
 def versions(base: str) -> list[int]:
     """Complete (manifested) versions under `base`, ascending."""
-    return [v for v in _numeric(base) if storage.exists(storage.join(base, str(v), MANIFEST))]
+    return [v for v in numbered(base) if storage.exists(storage.join(base, str(v), MANIFEST))]
 
 
-def _numeric(base: str) -> list[int]:
+def numbered(base: str) -> list[int]:
+    """Numeric names under `base`, ascending, complete or not."""
     return sorted(int(n) for n in storage.listdir(base) if n.isdigit())
 
 
@@ -97,7 +98,7 @@ def _claim(base: str, run_id: str) -> tuple[int, bool]:
             return version, True
     for attempt in range(20):
         claims = _claims(base)
-        version = max([0, *_numeric(base), *claims]) + 1
+        version = max([0, *numbered(base), *claims]) + 1
         marker = storage.join(base, CLAIMS, str(version), mine)
         storage.write_bytes(marker, json.dumps({"run_id": run_id, "at": time.time()}).encode())
         holders = storage.listdir(storage.join(base, CLAIMS, str(version)))

@@ -85,7 +85,7 @@ def _name_of(url: str, manifest: dict) -> str:
 
 def entries(base: str) -> list[dict]:
     """Every version (ascending) and then every kept candidate (oldest first), as records."""
-    found = [read_record(storage.join(base, str(v))) for v in publish.versions(base)]
+    found = [read_record(storage.join(base, str(v))) for v in publish.numbered(base)]
     candidates = [read_record(storage.join(base, publish.CANDIDATES, name))
                   for name in storage.listdir(storage.join(base, publish.CANDIDATES))
                   if not name.startswith(".")]
@@ -95,7 +95,7 @@ def entries(base: str) -> list[dict]:
 
 def latest_blessed(base: str, exclude_run: str | None = None) -> dict | None:
     """The newest blessed version's record (not one made by `exclude_run`)."""
-    for version in reversed(publish.versions(base)):
+    for version in reversed(publish.numbered(base)):  # read_record skips incomplete ones
         record = read_record(storage.join(base, str(version)))
         if record and record.get("blessed") and record.get("run_id") != exclude_run:
             return record
