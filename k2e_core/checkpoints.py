@@ -1,7 +1,7 @@
 """A remote `model_dir`: TensorFlow trains in a local directory that k2e keeps in sync.
 
-On start only what resuming needs comes down: the `checkpoint` state file, the checkpoint it
-names, and the Keras warm-start checkpoint. Each checkpoint saved during training goes up
+On start only what resuming needs comes down: the `checkpoint` state file and the checkpoint
+it names (or, before the first one, the Keras warm-start checkpoint). Each checkpoint saved during training goes up
 at once (a saver listener): its data and index files first, event files next, the state
 file last, so a reader never sees a state file that names missing files.
 """
@@ -35,18 +35,21 @@ class RemoteModelDir:
 
     # ------------------------------------------------------------------ down
     def pull_for_resume(self, purpose: str = "resume") -> dict:
-        """Downloads the latest checkpoint and the Keras warm-start files; returns stats."""
+        """Downloads the latest checkpoint (data and index: its graph is built anew) and
+        the Keras warm-start records; the warm-start checkpoint only while no training
+        checkpoint exists, as nothing reads it after that. Returns stats."""
         remote = storage.find(self.url)
-        wanted = [rel for rel in remote if rel.startswith("keras/")]
+        prefix = None
         if STATE in remote:
             prefix = latest_checkpoint_name(
                 storage.read_bytes(storage.join(self.url, STATE)).decode())
-            if prefix:
-                wanted += [rel for rel in remote
-                           if "/" not in rel and _CKPT.match(rel) and
-                           _CKPT.match(rel).group("prefix") == prefix and
-                           not rel.endswith(".meta")]
-                wanted.append(STATE)
+        wanted = [rel for rel in remote if rel.startswith("keras/")
+                  and (prefix is None or rel.endswith(".json"))]
+        if prefix:
+            wanted += [rel for rel in remote
+                       if "/" not in rel and _CKPT.match(rel) and
+                       _CKPT.match(rel).group("prefix") == prefix and not rel.endswith(".meta")]
+            wanted.append(STATE)
         pairs = [(storage.join(self.url, rel), os.path.join(self.local, rel)) for rel in wanted]
         stats = storage.download(pairs, f"{purpose} from {storage.redact(self.url)}",
                                  sizes={storage.join(self.url, r): remote[r] for r in wanted})

@@ -109,8 +109,10 @@ def convert(
                          output_keys, heads, classes, optimizer_state_from)
 
     warm_start = None
+    keras_ckpt = None
     if model._is_graph_network and config.is_chief:
         keras_ckpt = _keras_checkpoint(model, custom_objects, config, save_object_ckpt)
+    if keras_ckpt:
         warm_start = tf.estimator.WarmStartSettings(
             ckpt_to_initialize_from=keras_ckpt,
             # A list (not the string ".*") selects every global variable, moving
@@ -118,7 +120,7 @@ def convert(
             # from `optimizer_state_from` instead when it is given.
             vars_to_warm_start=[r"^(?!training/)"] if optimizer_state_from else [".*"],
         )
-    elif model.built:
+    elif not model._is_graph_network and model.built:
         log.warning(
             "Subclassed Keras models cannot carry their current weights into the "
             "Estimator; it starts from freshly initialised weights."
@@ -507,7 +509,8 @@ def fingerprint(model):
 
 
 def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
-    """Writes (or reuses) `model_dir/keras/keras_model.ckpt` for exactly this model."""
+    """Writes (or reuses) `model_dir/keras/keras_model.ckpt` for exactly this model; None
+    when model_dir already holds a training checkpoint of it."""
     keras_dir = os.path.join(config.model_dir, KERAS_DIR)
     marker = os.path.join(keras_dir, FINGERPRINT_FILE)
     current = dict(fingerprint(model), checkpoint_format=
@@ -525,9 +528,13 @@ def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
             f"model_dir: {config.model_dir} holds checkpoints of a different model "
             f"({os.path.basename(trained)}); use a new model_dir or delete the old one"
         )
-    if trained and previous["weights"] != current["weights"]:
-        log.info("model_dir holds training checkpoint %s of this model; resuming from it "
-                 "instead of the Keras model's current weights", os.path.basename(trained))
+    if trained:
+        if previous["weights"] != current["weights"]:
+            log.info("model_dir holds training checkpoint %s of this model; resuming from it "
+                     "instead of the Keras model's current weights", os.path.basename(trained))
+        # Training restores from its own checkpoint and never reads the warm-start one,
+        # so a resumed remote model_dir need not download it.
+        return None
     if stale and not trained:
         shutil.rmtree(keras_dir)
     # Upstream builds its own graph; it must be called outside any graph so that it sees

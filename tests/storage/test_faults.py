@@ -134,6 +134,13 @@ def test_training_killed_after_a_checkpoint_resumes_from_it(s3, iris_spec, tmp_p
     assert result["global_step"] == uploaded_step + 200
     assert result["steps_trained"] == 200
     assert result["checkpoint"] == f"s3://{BUCKET}/killed/model_dir/model.ckpt-{uploaded_step + 200}"
+    # Resuming fetched that checkpoint's variables and a few small records; not the graph
+    # (.meta), the event files, older checkpoints or the Keras warm-start checkpoint.
+    with storage.configured(s3):
+        files = storage.find(f"s3://{BUCKET}/killed/model_dir")
+    resumed = sum(size for name, size in files.items()
+                  if name.startswith(f"model.ckpt-{uploaded_step}.") and not name.endswith(".meta"))
+    assert resumed <= result["resume_download_bytes"] <= resumed + 1024, (resumed, files)
 
 
 def test_end_to_end_on_s3_and_the_published_version_loads(s3, iris_spec, tmp_path, tf):
