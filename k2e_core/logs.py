@@ -54,9 +54,11 @@ def progress_hook(total_steps: int, every_secs: float):
     import tensorflow as tf
 
     class ProgressHook(tf.estimator.SessionRunHook):
-        """After training, `steps` and `seconds` hold the steady-state run (session to end)."""
+        """After training, `steps` holds the steps this session ran and `rate` the
+        steady-state steps/s: from the end of the first step (which also optimises the graph
+        and fills the input pipeline) to the end; None after fewer than two steps."""
 
-        steps, seconds = 0, 0.0
+        steps, rate = 0, None
 
         def begin(self):
             self._global_step = tf.compat.v1.train.get_global_step()
@@ -70,9 +72,9 @@ def progress_hook(total_steps: int, every_secs: float):
             self._loss = None
 
         def after_create_session(self, session, coord):
-            self._last_step = int(session.run(self._global_step))
-            self._start_step = self._last_step
-            self._last_time = self._start_time = time.perf_counter()
+            self._last_step = self._first_step = int(session.run(self._global_step))
+            self._start_step = None
+            self._last_time = time.perf_counter()
 
         def before_run(self, run_context):
             # Both are scalars the step computes anyway; fetching them costs microseconds.
@@ -80,13 +82,17 @@ def progress_hook(total_steps: int, every_secs: float):
 
         def after_run(self, run_context, run_values):
             self._loss = run_values.results.get("loss")
+            if self._start_step is None:
+                self._start_step = int(run_values.results["step"]) + 1
+                self._start_time = time.perf_counter()
             if time.perf_counter() - self._last_time >= every_secs:
                 self._report(int(run_values.results["step"]), self._loss)
 
         def end(self, session):
             step = int(session.run(self._global_step))
-            elapsed = time.perf_counter() - self._start_time
-            self.steps, self.seconds = step - self._start_step, elapsed
+            self.steps = step - self._first_step
+            if self._start_step is not None and step > self._start_step:
+                self.rate = (step - self._start_step) / (time.perf_counter() - self._start_time)
             if step != self._last_step:
                 self._report(step, self._loss, final=True)
 

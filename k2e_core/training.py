@@ -86,7 +86,7 @@ def train(estimator, train_input_fn, spec, examples_per_step: int, listeners=())
 def _train_result(estimator, wall_seconds, hook=None, examples_per_step=0):
     """Wall time includes graph building; steps/s and examples/s are the steady-state rate."""
     steps = hook.steps if hook else 0
-    rate = steps / hook.seconds if hook and hook.seconds else None
+    rate = hook.rate if hook else None
     return {
         "model_dir": estimator.model_dir,
         "checkpoint": estimator.latest_checkpoint(),
