@@ -396,8 +396,8 @@ def export_step(spec, overrides=None, metrics=None, read_only=False, copy_to=Non
         return _export(job, metrics, copy_to)
 
 
-def run(spec, overrides=None) -> dict:
-    """convert -> train -> evaluate -> export, in one process."""
+def run(spec, overrides=None, copy_to=None) -> dict:
+    """convert -> train -> evaluate -> export, in one process. `copy_to`: as in export_step."""
     began = time.perf_counter()
     with _job(spec, overrides) as job:
         if job.spec.export is None:
@@ -407,7 +407,7 @@ def run(spec, overrides=None) -> dict:
         trained = _train(job)
         evaluated = training.evaluate(job.estimator, job.input_fn("eval"), job.spec)
         job.sync()
-        exported = _export(job, evaluated["metrics"])
+        exported = _export(job, evaluated["metrics"], copy_to)
         return {
             "export_path": exported.get("export_path"),
             "candidate_path": exported.get("candidate_path"),

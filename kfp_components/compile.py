@@ -1,23 +1,31 @@
-"""Compiles the k2e training pipeline to KFP IR YAML (no TensorFlow needed).
+"""Compiles a k2e pipeline to KFP IR YAML (no TensorFlow needed).
 
-    python -m kfp_components.compile [k2e-training.yaml]
+    python -m kfp_components.compile [OUT.yaml] [--pipeline training|job]
 
-The components name the image in $K2E_IMAGE (default k2e:0.1.0) as their base image.
+`training` (default): convert -> train -> evaluate -> export, one task each, written to
+k2e-training.yaml; `job`: the whole job as one task, written to k2e-job.yaml. The components
+name the image in $K2E_IMAGE (default k2e:0.1.0) as their base image.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 
 def main(argv=None) -> int:
     from kfp import compiler
 
-    from kfp_components.pipelines import training_pipeline
+    from kfp_components import pipelines
 
-    args = sys.argv[1:] if argv is None else argv
-    path = args[0] if args else "k2e-training.yaml"
-    compiler.Compiler().compile(training_pipeline, path)
+    parser = argparse.ArgumentParser(prog="python -m kfp_components.compile",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("out", nargs="?", help="output file (default k2e-<pipeline>.yaml)")
+    parser.add_argument("--pipeline", choices=["training", "job"], default="training")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    pipeline = {"training": pipelines.training_pipeline, "job": pipelines.job_pipeline}
+    path = args.out or f"k2e-{args.pipeline}.yaml"
+    compiler.Compiler().compile(pipeline[args.pipeline], path)
     print(path)
     return 0
 

@@ -74,3 +74,21 @@ def export(spec: str, checkpoints: Input[Artifact], model: Output[Model],
     published = bool(result["blessed"] and export_base)
     return (result["export_path"] if published else "", int(result["version"] or 0),
             bool(result["blessed"]), str(result["reason"]))
+
+
+@component
+def run_job(spec: str, checkpoints: Output[Artifact], metrics: Output[Metrics],
+            model: Output[Model], overrides: str = "{}", train_files: str = "",
+            eval_files: str = "", train_steps: int = 0, warm_start: str = "",
+            export_base: str = "", run_id: str = "",
+            ) -> NamedTuple("Outputs", [("export_path", str), ("version", int), ("blessed", bool),
+                                        ("reason", str)]):
+    """The whole job (convert, train, evaluate, export) in one container: the cheapest way
+    to run a job that needs no step of its own. Outputs and the gate as in `export`."""
+    from kfp_components import runtime
+
+    result = runtime.run_job(spec, overrides, train_files, eval_files, train_steps, warm_start,
+                             export_base, run_id, checkpoints, metrics, model)
+    published = bool(result["blessed"] and export_base)
+    return (result["export_path"] if published else "", int(result["version"] or 0),
+            bool(result["blessed"]), str(result["reason"]))

@@ -1,4 +1,5 @@
-"""The k2e training pipeline: convert -> train -> evaluate -> export, for one job spec.
+"""The k2e pipelines for one job spec: `training_pipeline` (convert -> train -> evaluate ->
+export, one task each) and `job_pipeline` (the same job as one task).
 
 The gate's decision is made inside the export component (KFP's local runner has no
 `dsl.If`): the Model artifact always holds the verified SavedModel, with `blessed` and
@@ -63,3 +64,32 @@ def training_pipeline(
                    classification=evaluated.outputs["classification"],
                    export_path=exported.outputs["export_path"],
                    blessed=exported.outputs["blessed"])
+
+
+@dsl.pipeline(
+    name="k2e-job",
+    description="The whole k2e job (convert, train, evaluate, export) as one task: one "
+    "container start and one TensorFlow import instead of four.",
+)
+def job_pipeline(
+    spec: str,
+    train_files: str = "",
+    eval_files: str = "",
+    train_steps: int = 0,
+    export_base: str = "",
+    warm_start: str = "",
+    overrides: str = "{}",
+) -> NamedTuple("Outputs", [("model", Model), ("checkpoints", Artifact), ("metrics", Metrics),
+                            ("export_path", str), ("blessed", bool)]):
+    """Parameters as in `training_pipeline`."""
+    job = components.run_job(spec=spec, overrides=overrides, train_files=train_files,
+                             eval_files=eval_files, train_steps=train_steps,
+                             warm_start=warm_start, export_base=export_base,
+                             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    job.set_display_name("run job")
+    outputs = NamedTuple("Outputs", [("model", Model), ("checkpoints", Artifact),
+                                     ("metrics", Metrics), ("export_path", str),
+                                     ("blessed", bool)])
+    return outputs(model=job.outputs["model"], checkpoints=job.outputs["checkpoints"],
+                   metrics=job.outputs["metrics"], export_path=job.outputs["export_path"],
+                   blessed=job.outputs["blessed"])

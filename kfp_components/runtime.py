@@ -96,8 +96,6 @@ def export(spec: str, spec_overrides: str, eval_files: str, export_base: str, me
     registry is a scratch one, removed afterwards: the gate has thresholds only."""
     import tempfile
 
-    from k2e_core.versions import installed
-
     scratch = tempfile.mkdtemp(prefix="k2e-export-")
     try:
         result = step("export", spec, spec_overrides,
@@ -107,6 +105,39 @@ def export(spec: str, spec_overrides: str, eval_files: str, export_base: str, me
                       read_only=True, copy_to=model.path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    _describe_model(model, result, spec, export_base)
+    return result
+
+
+def run_job(spec: str, spec_overrides: str, train_files: str, eval_files: str, train_steps: int,
+            warm_start: str, export_base: str, run_id: str, checkpoints, metrics, model) -> dict:
+    """The whole job in one process (TensorFlow is imported once): `checkpoints` is its
+    model_dir, `metrics` the evaluation, `model` the verified SavedModel; the gate publishes
+    it under `export_base` as in `export`."""
+    import tempfile
+
+    scratch = tempfile.mkdtemp(prefix="k2e-export-")
+    try:
+        result = step("run", spec, spec_overrides,
+                      {"train_files": train_files, "eval_files": eval_files,
+                       "train_steps": train_steps, "model_dir": checkpoints.path,
+                       "warm_start": warm_start, "export.base": export_base or scratch,
+                       "run_id": run_id},
+                      copy_to=model.path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    checkpoints.metadata.update({"global_step": result["global_step"],
+                                 "checkpoint": result["train"]["checkpoint"].rsplit("/", 1)[-1]})
+    for name, value in result["metrics"].items():
+        if isinstance(value, (int, float)):
+            metrics.log_metric(name, float(value))
+    _describe_model(model, result, spec, export_base)
+    return result
+
+
+def _describe_model(model, result: dict, spec: str, export_base: str) -> None:
+    from k2e_core.versions import installed
+
     published = bool(result["blessed"] and export_base)
     model.metadata.update({
         "framework": "tensorflow", "framework_version": installed("tensorflow"),
@@ -117,4 +148,3 @@ def export(spec: str, spec_overrides: str, eval_files: str, export_base: str, me
         "published_to": result["export_path"] if published else "",
         "candidate": result.get("candidate_path") or "" if export_base else "",
     })
-    return result

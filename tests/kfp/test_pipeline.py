@@ -153,6 +153,30 @@ def test_three_scheduled_runs_publish_only_blessed_versions(local_runner, retrai
     assert len(os.listdir(os.path.join(base, "candidates"))) == 1
 
 
+def test_job_pipeline_runs_the_whole_job_as_one_task(local_runner, iris_spec, tmp_path, tf):
+    """One component, one process: the same published version, metrics and artifacts as the
+    four-task pipeline; the pipeline compiles to a single task."""
+    from kfp import compiler
+    from kfp_components.pipelines import job_pipeline
+
+    compiled = tmp_path / "k2e-job.yaml"
+    compiler.Compiler().compile(job_pipeline, str(compiled))
+    assert list(yaml.safe_load(compiled.read_text())["root"]["dag"]["tasks"]) == ["run-job"]
+
+    spec = json.dumps({k: v for k, v in iris_spec.items() if k != "export"})
+    base = str(tmp_path / "serving")
+    outputs = job_pipeline(spec=spec, train_steps=60, export_base=base).outputs
+    assert outputs["blessed"] is True and outputs["export_path"] == os.path.join(base, "1")
+    assert outputs["model"].metadata["version"] == 1
+    with open(os.path.join(base, "1", "k2e-manifest.json")) as f:
+        manifest = json.load(f)
+    assert outputs["metrics"].metadata["accuracy"] == manifest["metrics"]["accuracy"]
+    assert outputs["checkpoints"].metadata["global_step"] == 60
+    assert os.path.exists(os.path.join(outputs["checkpoints"].path, "model.ckpt-60.index"))
+    served = tf.saved_model.load(outputs["model"].path).signatures["serving_default"]
+    assert list(served(dense_input=tf.constant([[5.0, 3.4, 1.5, 0.2]])).values())[0].shape == (1, 3)
+
+
 def test_bad_input_fails_the_component_with_one_line_and_no_traceback(
         local_runner, tmp_path, capfd):
     from kfp_components.pipelines import training_pipeline
