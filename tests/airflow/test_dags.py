@@ -42,10 +42,10 @@ def test_every_dag_file_imports_fast_without_tensorflow():
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["errors"] == {}
-    assert report["dags"] == ["k2e_iris_consumer", "k2e_iris_retraining"]
+    assert report["dags"] == ["k2e_iris", "k2e_iris_consumer", "k2e_iris_retraining"]
     assert report["files"] == len([f for f in os.listdir(DAGS) if f.endswith(".py")])
     assert not report["tensorflow"] and not report["k2e_job"]
-    assert report["seconds"] < 2.0, report  # parsing both files, after Airflow itself is imported
+    assert report["seconds"] < 2.0, report  # parsing every file, after Airflow itself is imported
 
 
 def test_three_scheduled_runs_publish_only_blessed_versions(airflow_db, retraining_spec,
@@ -96,6 +96,23 @@ def test_three_scheduled_runs_publish_only_blessed_versions(airflow_db, retraini
     assert "version 2 predicts species [" in consumer.output
     predicted = _xcom(airflow_db, "k2e_iris_consumer", "predict", "return_value")[-1]
     assert predicted["version"] == 2 and len(predicted["species"]) == 3
+
+
+def test_one_task_dag_runs_the_whole_job_and_a_rerun_publishes_nothing_new(
+        airflow_db, iris_spec, tmp_path):
+    spec = tmp_path / "iris.json"
+    spec.write_text(json.dumps(iris_spec))
+    conf = {"spec": str(spec), "root": str(tmp_path / "iris"), "train_steps": 60}
+    first = dags_test("k2e_iris", "2026-11-01", conf)
+    assert first.returncode == 0, first.output[-3000:]
+    assert sorted(os.listdir(tmp_path / "iris" / "export")) == [".k2e", "1"]
+    assert (tmp_path / "iris" / "model" / "model.ckpt-60.index").exists()
+    again = dags_test("k2e_iris", "2026-11-02", conf)
+    assert again.returncode == 0, again.output[-3000:]
+    assert sorted(os.listdir(tmp_path / "iris" / "export")) == [".k2e", "1"]
+    results = _xcom(airflow_db, "k2e_iris", "train_and_publish", "return_value")
+    assert [(r["version"], r["reused"], r["global_step"]) for r in results] == [
+        (1, False, 60), (1, True, 60)]
 
 
 def test_missing_spec_fails_the_task_with_one_clear_line(airflow_db, tmp_path):
