@@ -142,15 +142,25 @@ def _kind(text: str) -> str:
     return "string"
 
 
+_KINDS = ("int", "float", "string")
+#: Rows read to tell a column's type: a float column may start with whole numbers ("1").
+CSV_SAMPLE_ROWS = 1000
+
+
 def _csv_columns(spec_field, path):
     with _open_text(path) as f:
         rows = csv.reader(f)
         header = next(rows, None)
-        first = next(rows, None)
-    if not header or first is None:
+        sample = [r for _, r in zip(range(CSV_SAMPLE_ROWS), rows)]
+    if not header or not sample:
         raise SpecError(f"{spec_field}.files", f"{path} has no data rows",
                         "CSV files need a header line and at least one row")
-    return {name: Column(_kind(value), ()) for name, value in zip(header, first)}, header
+    kinds = ["int"] * len(header)
+    for r in sample:
+        for i, value in enumerate(r[:len(header)]):
+            if value != "" and kinds[i] != "string":
+                kinds[i] = max(kinds[i], _kind(value), key=_KINDS.index)
+    return {name: Column(kind, ()) for name, kind in zip(header, kinds)}, header
 
 
 def _compression(path):

@@ -26,6 +26,23 @@ def test_csv_columns_are_stacked_into_the_model_input_in_file_order(iris_spec, t
     assert labels.tolist() == [int(r["species"]) for r in rows]
 
 
+def test_a_float_column_whose_first_rows_hold_whole_numbers_is_read_as_float(iris_spec, tmp_path):
+    """Writers often print 1.0 as "1": the column's type comes from many rows, not the first."""
+    from k2e_core import job
+
+    with open(iris_spec["data"]["train"]["files"]) as f:
+        header, *rows = f.read().splitlines()
+    whole = ["5,3,1,0," + rows[0].rsplit(",", 1)[1]]  # every measurement a whole number
+    path = tmp_path / "whole-first.csv"
+    path.write_text("\n".join([header, *whole, *rows]) + "\n")
+    spec = dict(iris_spec, data=dict(iris_spec["data"], train={"files": str(path)}))
+    with job._job(spec) as j:
+        assert {c.dtype for name, c in j.source("train").columns.items()
+                if name != "species"} == {"float"}
+        assert j.source("train").columns["species"].dtype == "int"
+    assert job.train_step(spec)["global_step"] == 60
+
+
 def test_data_at_memory_urls_split_over_several_gzipped_files(iris_spec, tmp_path):
     from k2e_core import job
 
