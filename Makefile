@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS := airflow,kfp,s3,gcs,dev
 
-.PHONY: run test venv lock clean
+.PHONY: run test bench venv lock clean
 
 # The main job: the iris example end to end on local storage.
 run: $(VENV)/.installed examples/data/.generated
@@ -15,6 +15,10 @@ test: $(VENV)/.installed
 	@rc=0; $(BIN)/python -m pytest -ra $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)"; rc=0; fi; \
 	exit $$rc
+
+# The benchmark suite (about 15 minutes on 2 cores); BENCH_ARGS=--readme also refreshes README.md's table.
+bench: $(VENV)/.installed
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 venv: $(VENV)/.installed
 

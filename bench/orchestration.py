@@ -1,12 +1,13 @@
-"""What the orchestrators cost a k2e job: importing the Airflow operators, parsing dags/,
-and the iris job through `k2e run`, the example retraining DAG (`airflow dags test`) and the
-KFP pipeline on kfp's local runner, in the same run.
+"""What the orchestrators cost the iris job: `k2e run` against the same job through Airflow
+(`airflow dags test`) and through KFP's local runner, each as one task and as four.
 
     .venv/bin/python bench/orchestration.py [--reps 3] [--quick]
 
-Each figure is the wall time of fresh processes, several times; reported are medians and the
-spread. The DAG and the pipeline run convert, train, evaluate and export as four tasks;
-`k2e run` does the same work in one process. A throwaway AIRFLOW_HOME is made and removed.
+Every figure is the wall time of a fresh command, repeated in turns; ratios are taken per
+repetition against that repetition's `k2e run`. The floors are the same commands on no-op
+tasks (EmptyOperator, an empty lightweight component): what the orchestrator costs before
+k2e does anything, so `DAG - floor` is what k2e itself costs inside it. A throwaway
+AIRFLOW_HOME (SQLite) is made and removed.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -23,52 +23,57 @@ import time
 
 import yaml
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-_IMPORT = """
-import sys, time
-began = time.perf_counter()
-import airflow.sdk
-sdk = time.perf_counter()
-import {module}
-done = time.perf_counter()
-assert "tensorflow" not in sys.modules
-print(done - sdk, done - began)
+from bench.common import BIN, REPO, emit, fmt_spread, met_cell, ratios, row, spread  # noqa: E402
+
+PART = "orchestration"
+TARGET = 1.5
+
+_FLOOR_DAGS = """
+from datetime import datetime
+from airflow.sdk import DAG, chain
+from airflow.providers.standard.operators.empty import EmptyOperator
+for tasks in (1, 4):
+    with DAG(dag_id=f"k2e_bench_floor_{tasks}", schedule=None, start_date=datetime(2026, 1, 1)):
+        chain(*[EmptyOperator(task_id=f"noop_{i}") for i in range(tasks)])
 """
-_PARSE = """
-import sys, time
-import airflow.sdk
-from airflow.dag_processing.dagbag import DagBag
-began = time.perf_counter()
-bag = DagBag(dag_folder={dags!r})
-seconds = time.perf_counter() - began
-assert not bag.import_errors and "tensorflow" not in sys.modules
-print(seconds)
-"""
-
-
 _KFP = """
 import sys
-from kfp import local
-from kfp_components.pipelines import training_pipeline
-local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=sys.argv[1])
-training_pipeline(spec=sys.argv[2], train_steps=int(sys.argv[3]), export_base=sys.argv[1] + "/models")
+from kfp import dsl, local
+
+
+@dsl.component
+def noop(value: int) -> int:
+    return value
+
+
+@dsl.pipeline
+def floor_1() -> int:
+    return noop(value=1).output
+
+
+@dsl.pipeline
+def floor_4() -> int:
+    task = noop(value=1)
+    for _ in range(3):
+        task = noop(value=task.output)
+    return task.output
+
+
+def main(which, root, spec, steps):
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=root)
+    if which.startswith("floor"):
+        globals()[which]()
+        return
+    from kfp_components import pipelines
+
+    pipeline = {"job": pipelines.job_pipeline, "training": pipelines.training_pipeline}[which]
+    pipeline(spec=spec, train_steps=int(steps), export_base=root + "/models")
+
+
+main(*sys.argv[1:])
 """
-
-
-def _python_seconds(code: str, env) -> list[float]:
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                         check=True, timeout=120).stdout
-    return [float(v) for v in out.strip().splitlines()[-1].split()]
-
-
-def _timed(command, env) -> float:
-    began = time.perf_counter()
-    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(command[:3])} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
-    return time.perf_counter() - began
 
 
 def _spec_file(workdir: str) -> str:
@@ -89,72 +94,106 @@ def _spec_file(workdir: str) -> str:
     return path
 
 
-def _stats(values):
-    return {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
-            "max": round(max(values), 3)}
+def _timed(command, env) -> float:
+    began = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(command[:4])} failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return time.perf_counter() - began
+
+
+def measure(reps: int, steps: int) -> list:
+    workdir = tempfile.mkdtemp(prefix="k2e-bench-orchestration-")
+    floors = os.path.join(workdir, "floor-dags")
+    os.makedirs(floors)
+    with open(os.path.join(floors, "k2e_bench_floors.py"), "w") as f:
+        f.write(_FLOOR_DAGS)
+    kfp_script = os.path.join(workdir, "kfp_bench.py")
+    with open(kfp_script, "w") as f:
+        f.write(_KFP)
+    env = {**os.environ, "AIRFLOW_HOME": os.path.join(workdir, "airflow"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PYTHONWARNINGS": "ignore"}
+    dags_env = {**env, "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(REPO, "dags")}
+    floor_env = {**env, "AIRFLOW__CORE__DAGS_FOLDER": floors}
+    airflow = os.path.join(BIN, "airflow")
+    times = {k: [] for k in ("cli", "dag_1", "dag_4", "floor_dag_1", "floor_dag_4", "kfp_1",
+                             "kfp_4", "floor_kfp_1", "floor_kfp_4")}
+    try:
+        subprocess.run([airflow, "db", "migrate"], env=dags_env, check=True, capture_output=True,
+                       timeout=300)
+        spec = _spec_file(workdir)
+        with open(spec) as f:
+            train_files = json.load(f)["data"]["train"]["files"]
+        for rep in range(reps):
+            root = os.path.join(workdir, f"rep{rep}")
+            date = f"2026-01-{rep + 1:02d}"
+            commands = {
+                "cli": ([os.path.join(BIN, "k2e"), "run", spec, "--set", f"model_dir={root}/cli/model",
+                         "--set", f"export.base={root}/cli/models", "--set", f"train.steps={steps}"],
+                        env),
+                "dag_1": ([airflow, "dags", "test", "k2e_iris", date, "--conf", json.dumps(
+                    {"spec": spec, "root": f"{root}/dag1", "train_steps": steps})], dags_env),
+                "dag_4": ([airflow, "dags", "test", "k2e_iris_retraining", date, "--conf", json.dumps(
+                    {"spec": spec, "root": f"{root}/dag4", "train_steps": steps,
+                     "train_files": train_files})], dags_env),
+                "floor_dag_1": ([airflow, "dags", "test", "k2e_bench_floor_1", date], floor_env),
+                "floor_dag_4": ([airflow, "dags", "test", "k2e_bench_floor_4", date], floor_env),
+                "kfp_1": ([sys.executable, kfp_script, "job", f"{root}/kfp1", spec, str(steps)], env),
+                "kfp_4": ([sys.executable, kfp_script, "training", f"{root}/kfp4", spec, str(steps)],
+                          env),
+                "floor_kfp_1": ([sys.executable, kfp_script, "floor_1", f"{root}/f1", "", "0"], env),
+                "floor_kfp_4": ([sys.executable, kfp_script, "floor_4", f"{root}/f4", "", "0"], env),
+            }
+            order = list(commands) if rep % 2 == 0 else list(commands)[::-1]
+            for name in order:
+                times[name].append(_timed(*commands[name]))
+            print(f"rep {rep}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()),
+                  file=sys.stderr, flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    cli = spread(times["cli"], 2)
+    rows = [row(PART, f"k2e run (iris, {steps} steps)", cli, "s")]
+    for key, name, tasks in (("dag_1", "Airflow DAG k2e_iris (airflow dags test)", 1),
+                             ("dag_4", "Airflow DAG k2e_iris_retraining (airflow dags test)", 4),
+                             ("kfp_1", "KFP job_pipeline (local runner)", 1),
+                             ("kfp_4", "KFP training_pipeline (local runner)", 4)):
+        floor = times[f"floor_{key}"]
+        own = [t - f for t, f in zip(times[key], floor)]
+        ratio = spread(ratios(times[key], times["cli"]), 2)
+        rows.append(row(
+            PART, f"{name}, {tasks} task{'s' if tasks > 1 else ''}", spread(times[key], 2), "s",
+            baseline=cli, baseline_name="k2e run", ratio=ratio, target=f"<= {TARGET}x k2e run",
+            met=ratio["median"] <= TARGET, tasks=tasks, floor=spread(floor, 2),
+            without_floor=spread(own, 2),
+            without_floor_ratio=spread(ratios(own, times["cli"]), 2)))
+    return rows
+
+
+def table(rows) -> list:
+    lines = ["| how the iris job runs | wall | / k2e run | target | met | no-op floor "
+             "| wall - floor | (wall - floor) / k2e run |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("baseline") is None:
+            lines.append(f"| {r['measure']} | {fmt_spread(r['value'], 2, ' s')} | 1.00x | | | | | |")
+            continue
+        lines.append(
+            f"| {r['measure']} | {fmt_spread(r['value'], 2, ' s')} | {fmt_spread(r['ratio'], 2, 'x')} "
+            f"| {r['target']} | {met_cell(r)} | {fmt_spread(r['floor'], 2, ' s')} "
+            f"| {fmt_spread(r['without_floor'], 2, ' s')} "
+            f"| {fmt_spread(r['without_floor_ratio'], 2, 'x')} |")
+    return lines
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="one rep, 100 steps (smoke test)")
+    parser.add_argument("--quick", action="store_true", help="smoke test: one rep, 100 steps")
+    parser.add_argument("--json", help="write the rows here instead of stdout")
     args = parser.parse_args(argv)
-    reps = 1 if args.quick else args.reps
-    steps = 100 if args.quick else 1000
-    workdir = tempfile.mkdtemp(prefix="k2e-bench-orchestration-")
-    env = {**os.environ, "AIRFLOW_HOME": os.path.join(workdir, "airflow"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(REPO, "dags"), "PYTHONWARNINGS": "ignore"}
-    try:
-        imports = [_python_seconds(_IMPORT.format(module="airflow_plugin.operators.k2e"), env)
-                   for _ in range(reps)]
-        operators, cold = [i[0] for i in imports], [i[1] for i in imports]
-        parse = [_python_seconds(_PARSE.format(dags=os.path.join(REPO, "dags")), env)[0]
-                 for _ in range(reps)]
-        subprocess.run([os.path.join(BIN, "airflow"), "db", "migrate"], env=env, check=True,
-                       capture_output=True, timeout=300)
-        spec = _spec_file(workdir)
-        cli, dag, kfp = [], [], []
-        for rep in range(reps):
-            root = os.path.join(workdir, f"rep{rep}")
-            cli.append(_timed([os.path.join(BIN, "k2e"), "run", spec,
-                               "--set", f"model_dir={root}/cli/model",
-                               "--set", f"export.base={root}/cli/models",
-                               "--set", f"train.steps={steps}"], env))
-            with open(spec) as f:
-                train_files = json.load(f)["data"]["train"]["files"]
-            conf = {"spec": spec, "root": f"{root}/dag", "train_steps": steps,
-                    "train_files": train_files}
-            dag.append(_timed([os.path.join(BIN, "airflow"), "dags", "test", "k2e_iris_retraining",
-                               f"2026-01-{rep + 1:02d}", "--conf", json.dumps(conf)], env))
-            kfp.append(_timed([sys.executable, "-c", _KFP, f"{root}/kfp", spec, str(steps)], env))
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
-    ratios = [d / c for d, c in zip(dag, cli)]
-    kfp_ratios = [k / c for k, c in zip(kfp, cli)]
-    report = {
-        "operators_import_ms": {k: round(v * 1000, 1) for k, v in _stats(operators).items()},
-        "operators_import_cold_ms": {k: round(v * 1000, 1) for k, v in _stats(cold).items()},
-        "dags_parse_ms": {k: round(v * 1000, 1) for k, v in _stats(parse).items()},
-        "train_steps": steps,
-        "k2e_run_s": _stats(cli),
-        "airflow_dags_test_s": _stats(dag),
-        "dag_over_k2e_run": _stats(ratios),
-        "kfp_local_s": _stats(kfp),
-        "kfp_over_k2e_run": _stats(kfp_ratios),
-    }
-    print(f"import airflow_plugin.operators.k2e: {report['operators_import_ms']['median']} ms "
-          f"after airflow.sdk, {report['operators_import_cold_ms']['median']} ms cold")
-    print(f"parse dags/ (after airflow.sdk): {report['dags_parse_ms']['median']} ms")
-    print(f"iris job, {steps} steps: k2e run {report['k2e_run_s']['median']} s, "
-          f"airflow dags test {report['airflow_dags_test_s']['median']} s, "
-          f"ratio {report['dag_over_k2e_run']['median']}x "
-          f"({report['dag_over_k2e_run']['min']}-{report['dag_over_k2e_run']['max']}), "
-          f"kfp local runner {report['kfp_local_s']['median']} s, "
-          f"ratio {report['kfp_over_k2e_run']['median']}x "
-          f"({report['kfp_over_k2e_run']['min']}-{report['kfp_over_k2e_run']['max']})")
-    print(json.dumps(report))
-    return report
+    rows = measure(1 if args.quick else args.reps, 100 if args.quick else 1000)
+    print("\n".join(table(rows)), file=sys.stderr)
+    emit(rows, args.json)
+    return rows
 
 
 if __name__ == "__main__":

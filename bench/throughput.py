@@ -1,104 +1,235 @@
-"""Training throughput of k2e against Keras `fit`, same model, same tf.data pipeline.
+"""Training throughput: a k2e job against Keras `fit` of the same compiled model.
 
-    .venv/bin/python bench/throughput.py [--reps 3] [--quick]
+    .venv/bin/python bench/throughput.py [--reps 3] [--quick] [--models iris,...]
 
-Both sides read the examples' files through k2e's input pipeline, at the same batch size,
-after a warm-up. Reported: steady-state steps/s (median of reps and spread), the ratio
-k2e / Keras measured in the same run, and conversion time. Ratios, not absolute numbers,
-are what to compare across machines.
+For each model (iris, bag of words, two-input two-output), data format (CSV, TFRecord) and
+batch size (32, 256): the same model from the examples' factory, the same input files read
+through the same k2e input pipeline (no cache: every epoch reads the files), the same number
+of steps, after a warm-up. Measured side by side in each repetition, in turns:
+  * Keras `model.fit` (baseline): a 50-step fit first, then the timed fit;
+  * k2e: the job's conversion and training path, steady-state rate after the first step;
+  * upstream `tf.keras.estimator.model_to_estimator` with its default RunConfig, the same
+    input_fn and the same timing hook, for reference.
+Reported in examples/s: medians, k2e / Keras per repetition (median, min-max).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import csv
 import os
-import statistics
+import shutil
 import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from k2e_core import job  # noqa: E402
-from k2e_core._tensorflow import tf  # noqa: E402
+from bench.common import REPO, emit, fmt, fmt_spread, met_cell, ratios, row, spread  # noqa: E402
 
-CASES = {
-    "iris": ("iris.yaml", 1500),
-    "bag_of_words": ("bag_of_words.yaml", 300),
+PART = "throughput"
+BATCHES = (32, 256)
+FORMATS = ("csv", "tfrecord")
+#: model -> (example spec, rows of training data, steps at batch 32, steps at batch 256):
+#: about two seconds of Keras fit each on a 2-core machine.
+MODELS = {
+    "iris": ("iris.yaml", 1200, 4000, 2000),
+    "bag_of_words": ("bag_of_words.yaml", 2000, 1200, 400),
+    "two_io": ("two_io.yaml", 2000, 4000, 2000),
 }
+#: CSV rows of 1020 columns parse slowly: fewer steps for the bag of words from CSV.
+CSV_STEPS_DIVISOR = {"bag_of_words": 4}
+QUICK_STEPS = 30
+WARMUP_STEPS = 50
 
 
-def _spec(name, batch, steps, workdir):
-    spec_file, _ = CASES[name]
-    spec = job.load_spec(os.path.join(REPO, "examples", spec_file), {
-        "data.batch_size": batch,
-        "train.steps": steps,
-        "model_dir": os.path.join(workdir, "model"),
-        "export": None,
+# --------------------------------------------------------------------------- data
+
+def _columns(model: str, rows: int) -> dict:
+    """{column or input name: (rows, width) array}, as the example generator makes them."""
+    sys.path.insert(0, os.path.join(REPO, "examples"))
+    import generate_data
+    import numpy as np
+
+    if model == "iris":
+        x, y = generate_data.iris(rows, seed=1)
+        names = generate_data.IRIS_COLUMNS[:4]
+        return {**{n: x[:, i:i + 1] for i, n in enumerate(names)},
+                "species": y[:, None].astype(np.int64)}
+    if model == "bag_of_words":
+        x, y = generate_data.bag_of_words(rows, seed=1)
+        return {"posts_input": x, "labels": y}
+    return dict(generate_data.two_io(rows, seed=1))
+
+
+def _expanded(name: str, array) -> list:
+    return [name] if array.shape[1] == 1 else [f"{name}_{i}" for i in range(array.shape[1])]
+
+
+def write_data(model: str, rows: int, fmt_: str, out_dir: str) -> tuple[str, dict]:
+    """Writes the model's training data; returns (path, data.features/labels overrides)."""
+    import numpy as np
+
+    cols = _columns(model, rows)
+    path = os.path.join(out_dir, f"{model}.{fmt_}")
+    if fmt_ == "csv":
+        header = [c for name, a in cols.items() for c in _expanded(name, a)]
+        table = np.concatenate([a.astype(np.float64) for a in cols.values()], axis=1)
+        ints = {i for i, c in enumerate(header) if c == "species"}
+        with open(path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            for r in table:
+                w.writerow([int(v) if i in ints else f"{v:g}" for i, v in enumerate(r)])
+    else:
+        import tensorflow as tf
+
+        with tf.io.TFRecordWriter(path) as w:
+            for i in range(rows):
+                feature = {}
+                for name, a in cols.items():
+                    if a.dtype.kind == "i":
+                        feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=a[i]))
+                    else:
+                        feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=a[i]))
+                w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return path, _mapping(model, cols, fmt_)
+
+
+def _mapping(model: str, cols: dict, fmt_: str) -> dict:
+    def columns(name):
+        return _expanded(name, cols[name]) if fmt_ == "csv" else [name]
+
+    if model == "iris":
+        return {"data.features": {"dense_input": [c for n in list(cols)[:4] for c in columns(n)]},
+                "data.labels": "species"}
+    if model == "bag_of_words":
+        return {"data.features": {"posts_input": columns("posts_input")},
+                "data.labels": columns("labels")}
+    return {"data.features": {"input_a": columns("input_a"), "input_b": columns("input_b")},
+            "data.labels": {"dense_2": columns("dense_2"), "dense_3": columns("dense_3")}}
+
+
+# --------------------------------------------------------------------------- one cell
+
+def _spec(model, train_file, mapping, batch, steps, model_dir):
+    from k2e_core import job
+
+    return job.load_spec(os.path.join(REPO, "examples", MODELS[model][0]), {
+        "data.train.files": train_file, "data.eval": None, "data.cache": False,
+        "data.batch_size": batch, "train.steps": steps, "model_dir": model_dir, "export": None,
+        **mapping,
     })
-    return spec
 
 
-def keras_steps_per_second(j, steps):
-    model = j.model
-    ds = j.input_fn("train")()
-    model.fit(ds, steps_per_epoch=min(50, steps), epochs=1, verbose=0)  # warm-up
-    began = time.perf_counter()
-    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
-    return steps / (time.perf_counter() - began)
+def k2e_rate(spec) -> float:
+    from k2e_core import job
 
-
-def k2e_run(j):
-    began = time.perf_counter()
-    j.convert()
-    convert_seconds = time.perf_counter() - began
-    result = job._train(j)
-    return result["steps_per_second"], convert_seconds
-
-
-def measure(name, batch, steps):
-    with tempfile.TemporaryDirectory() as tmp, job._job(_spec(name, batch, steps, tmp)) as j:
+    with job._job(spec) as j:
         j.plan()
-        k2e_rate, convert_seconds = k2e_run(j)
-        keras_rate = keras_steps_per_second(j, steps)
-    return keras_rate, k2e_rate, convert_seconds
+        j.convert()
+        return job._train(j)["steps_per_second"]
+
+
+def keras_rate(spec, steps) -> float:
+    from k2e_core import job
+
+    with job._job(spec) as j:
+        model, ds = j.model, j.input_fn("train")()
+        model.fit(ds, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)
+        began = time.perf_counter()
+        model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
+        return steps / (time.perf_counter() - began)
+
+
+def upstream_rate(spec, steps, model_dir) -> float:
+    import tensorflow as tf
+
+    from k2e_core import job
+    from k2e_core.logs import progress_hook
+
+    with job._job(spec) as j:
+        j.plan()
+        est = tf.keras.estimator.model_to_estimator(keras_model=j.model, model_dir=model_dir)
+        hook = progress_hook(steps, every_secs=1e9)
+        est.train(j.input_fn("train"), max_steps=steps, hooks=[hook])
+        return hook.rate
+
+
+def measure_cell(model, fmt_, batch, steps, reps, work) -> dict:
+    import tensorflow as tf
+
+    train_file, mapping = write_data(model, MODELS[model][1], fmt_, work)
+    samples = {"keras": [], "k2e": [], "upstream": []}
+    for rep in range(reps):
+        order = ["keras", "k2e", "upstream"]
+        for side in order if rep % 2 == 0 else order[::-1]:  # in turns: no side always first
+            model_dir = tempfile.mkdtemp(dir=work)
+            spec = _spec(model, train_file, mapping, batch, steps, model_dir)
+            if side == "keras":
+                rate = keras_rate(spec, steps)
+            elif side == "k2e":
+                rate = k2e_rate(spec)
+            else:
+                rate = upstream_rate(spec, steps, os.path.join(model_dir, "upstream"))
+            samples[side].append(rate * batch if rate else None)
+            shutil.rmtree(model_dir, ignore_errors=True)
+            tf.keras.backend.clear_session()
+    print(f"{model} {fmt_} b{batch}: keras {samples['keras']}, k2e {samples['k2e']}, "
+          f"upstream {samples['upstream']}", file=sys.stderr, flush=True)
+    ratio = spread(ratios(samples["k2e"], samples["keras"]), 2)
+    return row(PART, f"{model} {fmt_} b{batch}", spread(samples["k2e"], 1), "examples/s",
+               baseline=spread(samples["keras"], 1), baseline_name="Keras fit", ratio=ratio,
+               target=">= 1.0x Keras fit", met=ratio["median"] is not None and ratio["median"] >= 1.0,
+               model=model, format=fmt_, batch=batch, steps=steps,
+               upstream=spread(samples["upstream"], 1),
+               upstream_ratio=spread(ratios(samples["upstream"], samples["keras"]), 2))
+
+
+def measure(reps: int, quick: bool, models) -> list:
+    from k2e_core.logs import quiet_tensorflow
+
+    quiet_tensorflow()
+    work = tempfile.mkdtemp(prefix="k2e-bench-throughput-")
+    try:
+        rows = []
+        for model in models:
+            for fmt_ in FORMATS:
+                for batch, full_steps in zip(BATCHES, MODELS[model][2:]):
+                    if fmt_ == "csv":
+                        full_steps //= CSV_STEPS_DIVISOR.get(model, 1)
+                    steps = QUICK_STEPS if quick else full_steps
+                    rows.append(measure_cell(model, fmt_, batch, steps, reps, work))
+        return rows
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def table(rows) -> list:
+    lines = ["| model | data | batch | steps | Keras fit | upstream model_to_estimator "
+             "| k2e | k2e / Keras fit | >= 1.0x |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['format']} | {r['batch']} | {r['steps']} "
+            f"| {fmt_spread(r['baseline'], 0)} "
+            f"| {fmt_spread(r['upstream'], 0)} ({fmt(r['upstream_ratio']['median'], 2)}x) "
+            f"| {fmt_spread(r['value'], 0)} | {fmt_spread(r['ratio'], 2, 'x')} | {met_cell(r)} |")
+    return lines
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="few steps, one rep (smoke test)")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke test: iris only, {QUICK_STEPS} steps, one rep")
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--json", help="write the rows here instead of stdout")
     args = parser.parse_args(argv)
-    if not os.path.isdir(os.path.join(REPO, "examples", "data")):
-        sys.path.insert(0, os.path.join(REPO, "examples"))
-        import generate_data
-
-        generate_data.main()
-    rows = []
-    for name, (_, steps) in CASES.items():
-        for batch in (32, 256):
-            n = 20 if args.quick else (steps if batch == 32 else max(steps // 4, 100))
-            samples = [measure(name, batch, n) for _ in range(1 if args.quick else args.reps)]
-            keras = [s[0] for s in samples]
-            k2e = [s[1] for s in samples]
-            ratios = [b / a for a, b in zip(keras, k2e)]
-            rows.append({
-                "model": name, "batch": batch, "steps": n,
-                "keras_steps_per_s": round(statistics.median(keras), 1),
-                "k2e_steps_per_s": round(statistics.median(k2e), 1),
-                "ratio": round(statistics.median(ratios), 2),
-                "ratio_min": round(min(ratios), 2), "ratio_max": round(max(ratios), 2),
-                "convert_s": round(statistics.median(s[2] for s in samples), 3),
-            })
-            print(json.dumps(rows[-1]), file=sys.stderr)
-    print("| model | batch | Keras fit steps/s | k2e steps/s | k2e / Keras (min-max) | convert s |")
-    print("|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['batch']} | {r['keras_steps_per_s']} | {r['k2e_steps_per_s']} | "
-              f"{r['ratio']} ({r['ratio_min']}-{r['ratio_max']}) | {r['convert_s']} |")
+    models = ["iris"] if args.quick and args.models == ",".join(MODELS) else args.models.split(",")
+    rows = measure(1 if args.quick else args.reps, args.quick, models)
+    print("\n".join(table(rows)), file=sys.stderr)
+    emit(rows, args.json)
     return rows
 
 
