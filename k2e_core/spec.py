@@ -119,11 +119,26 @@ class EvalSpec(_Section):
 
 
 class RunConfigSpec(_Section):
-    save_checkpoints_steps: int | None = Field(1000, gt=0)
+    save_checkpoints_secs: int | None = Field(
+        60, gt=0,
+        description="Checkpoint every N seconds (a retry loses at most that much training); "
+        "each save costs about 0.1 s however small the model",
+    )
+    save_checkpoints_steps: int | None = Field(
+        None, gt=0, description="Checkpoint every N steps instead of save_checkpoints_secs")
     keep_checkpoint_max: int = Field(5, ge=0)
     save_summary_steps: int = Field(1000, ge=0, description="0 turns summaries off")
     tf_random_seed: int | None = None
     log_every_secs: float = Field(5.0, gt=0, description="Progress log interval")
+
+    @model_validator(mode="after")
+    def _steps_or_secs(self):
+        if self.save_checkpoints_steps is not None:
+            if "save_checkpoints_secs" in self.model_fields_set and self.save_checkpoints_secs:
+                raise ValueError("save_checkpoints_steps and save_checkpoints_secs are both set; "
+                                 "keep one of them")
+            self.save_checkpoints_secs = None
+        return self
 
 
 class ExportSpec(_Section):
