@@ -119,6 +119,9 @@ def _bad_inputs(tmp_path, iris_spec, example_data):
         "wrong type": ({"train": {"steps": "many"}}, "train.steps:"),
         "unknown field": ({"train": {"steps": 10, "epochs": 3}}, "train.epochs: unknown field"),
         "steps <= 0": ({"train": {"steps": 0}}, "train.steps: Input should be greater than 0"),
+        "checkpoint steps and secs": (
+            {"run_config": {"save_checkpoints_steps": 100, "save_checkpoints_secs": 30}},
+            "run_config: save_checkpoints_steps and save_checkpoints_secs are both set; keep one"),
     }
     return cases
 
@@ -126,7 +129,7 @@ def _bad_inputs(tmp_path, iris_spec, example_data):
 @pytest.mark.parametrize("case", [
     "no model", "both sources", "uncompiled model", "checkpoint format", "missing model file",
     "corrupt model file", "missing data file", "empty data file", "feature names", "label shape",
-    "wrong type", "unknown field", "steps <= 0",
+    "wrong type", "unknown field", "steps <= 0", "checkpoint steps and secs",
 ])
 def test_bad_input_gets_one_line_exit_2_and_nothing_published(case, iris_spec, example_data,
                                                                tmp_path, capsys):

@@ -13,6 +13,24 @@ def _versions(base):
     return sorted(int(n) for n in os.listdir(base) if n.isdigit()) if os.path.isdir(base) else []
 
 
+def test_checkpoints_are_saved_by_time_by_default_and_by_steps_when_asked(iris_spec):
+    """A fast model is not slowed by a save every N steps: by default a checkpoint is saved
+    every 60 s (and at the start and end); save_checkpoints_steps asks for steps."""
+    from k2e_core import job
+
+    def checkpoints(model_dir):
+        return sorted(int(n.split("-")[1].split(".")[0]) for n in os.listdir(model_dir)
+                      if n.startswith("model.ckpt-") and n.endswith(".index"))
+
+    by_time = dict(iris_spec, train={"steps": 2500})
+    job.train_step(by_time)
+    assert checkpoints(iris_spec["model_dir"]) == [0, 2500]
+    by_steps = dict(by_time, model_dir=iris_spec["model_dir"] + "-steps",
+                    run_config={"save_checkpoints_steps": 1000})
+    job.train_step(by_steps)
+    assert checkpoints(by_steps["model_dir"]) == [0, 1000, 2000, 2500]
+
+
 def test_run_trains_evaluates_and_publishes_a_verified_version(iris_spec, tf):
     from k2e_core import job
 
