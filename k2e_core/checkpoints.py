@@ -1,9 +1,10 @@
 """A remote `model_dir`: TensorFlow trains in a local directory that k2e keeps in sync.
 
 On start only what resuming needs comes down: the `checkpoint` state file and the checkpoint
-it names (or, before the first one, the Keras warm-start checkpoint). Each checkpoint saved during training goes up
-at once (a saver listener): its data and index files first, event files next, the state
-file last, so a reader never sees a state file that names missing files.
+it names (or, before the first one, the Keras warm-start checkpoint). Each checkpoint saved
+during training goes up at once (a saver listener): its data and index files first, event
+files next, the state file last, so a reader never sees a state file that names missing
+files.
 """
 
 from __future__ import annotations

@@ -71,9 +71,7 @@ def export(spec: str, checkpoints: Input[Artifact], model: Output[Model],
 
     result = runtime.export(spec, overrides, eval_files, export_base, metrics_json, run_id,
                             checkpoints, model)
-    published = bool(result["blessed"] and export_base)
-    return (result["export_path"] if published else "", int(result["version"] or 0),
-            bool(result["blessed"]), str(result["reason"]))
+    return runtime.published_outputs(result, export_base)
 
 
 @component
@@ -89,6 +87,4 @@ def run_job(spec: str, checkpoints: Output[Artifact], metrics: Output[Metrics],
 
     result = runtime.run_job(spec, overrides, train_files, eval_files, train_steps, warm_start,
                              export_base, run_id, checkpoints, metrics, model)
-    published = bool(result["blessed"] and export_base)
-    return (result["export_path"] if published else "", int(result["version"] or 0),
-            bool(result["blessed"]), str(result["reason"]))
+    return runtime.published_outputs(result, export_base)

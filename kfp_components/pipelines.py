@@ -13,6 +13,13 @@ from kfp.dsl import Artifact, ClassificationMetrics, Metrics, Model
 
 from kfp_components import components
 
+TrainingOutputs = NamedTuple("Outputs", [
+    ("model", Model), ("checkpoints", Artifact), ("metrics", Metrics),
+    ("classification", ClassificationMetrics), ("export_path", str), ("blessed", bool)])
+JobOutputs = NamedTuple("Outputs", [
+    ("model", Model), ("checkpoints", Artifact), ("metrics", Metrics), ("export_path", str),
+    ("blessed", bool)])
+
 
 @dsl.pipeline(
     name="k2e-training",
@@ -27,9 +34,7 @@ def training_pipeline(
     export_base: str = "",
     warm_start: str = "",
     overrides: str = "{}",
-) -> NamedTuple("Outputs", [("model", Model), ("checkpoints", Artifact), ("metrics", Metrics),
-                            ("classification", ClassificationMetrics), ("export_path", str),
-                            ("blessed", bool)]):
+) -> TrainingOutputs:
     """
     Args:
         spec: the job spec's URL (reachable from the pods) or inline JSON.
@@ -56,14 +61,12 @@ def training_pipeline(
                                  export_base=export_base,
                                  metrics_json=evaluated.outputs["metrics_json"],
                                  run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-    outputs = NamedTuple("Outputs", [("model", Model), ("checkpoints", Artifact),
-                                     ("metrics", Metrics), ("classification", ClassificationMetrics),
-                                     ("export_path", str), ("blessed", bool)])
-    return outputs(model=exported.outputs["model"], checkpoints=trained.outputs["checkpoints"],
-                   metrics=evaluated.outputs["metrics"],
-                   classification=evaluated.outputs["classification"],
-                   export_path=exported.outputs["export_path"],
-                   blessed=exported.outputs["blessed"])
+    return TrainingOutputs(model=exported.outputs["model"],
+                           checkpoints=trained.outputs["checkpoints"],
+                           metrics=evaluated.outputs["metrics"],
+                           classification=evaluated.outputs["classification"],
+                           export_path=exported.outputs["export_path"],
+                           blessed=exported.outputs["blessed"])
 
 
 @dsl.pipeline(
@@ -79,17 +82,13 @@ def job_pipeline(
     export_base: str = "",
     warm_start: str = "",
     overrides: str = "{}",
-) -> NamedTuple("Outputs", [("model", Model), ("checkpoints", Artifact), ("metrics", Metrics),
-                            ("export_path", str), ("blessed", bool)]):
+) -> JobOutputs:
     """Parameters as in `training_pipeline`."""
     job = components.run_job(spec=spec, overrides=overrides, train_files=train_files,
                              eval_files=eval_files, train_steps=train_steps,
                              warm_start=warm_start, export_base=export_base,
                              run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
     job.set_display_name("run job")
-    outputs = NamedTuple("Outputs", [("model", Model), ("checkpoints", Artifact),
-                                     ("metrics", Metrics), ("export_path", str),
-                                     ("blessed", bool)])
-    return outputs(model=job.outputs["model"], checkpoints=job.outputs["checkpoints"],
-                   metrics=job.outputs["metrics"], export_path=job.outputs["export_path"],
-                   blessed=job.outputs["blessed"])
+    return JobOutputs(model=job.outputs["model"], checkpoints=job.outputs["checkpoints"],
+                      metrics=job.outputs["metrics"], export_path=job.outputs["export_path"],
+                      blessed=job.outputs["blessed"])

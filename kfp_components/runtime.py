@@ -8,10 +8,12 @@ the fix, and a non-zero exit code: KFP marks the task failed, with no traceback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
 import sys
+import tempfile
 
 
 def overrides(spec_overrides: str = "", train_files: str = "", eval_files: str = "",
@@ -69,8 +71,7 @@ def train(spec: str, spec_overrides: str, train_files: str, eval_files: str, tra
     result = step("train", spec, spec_overrides,
                   {"train_files": train_files, "eval_files": eval_files,
                    "train_steps": train_steps, "model_dir": checkpoints.path})
-    checkpoints.metadata.update({"global_step": result["global_step"],
-                                 "checkpoint": result["checkpoint"].rsplit("/", 1)[-1]})
+    _describe_checkpoints(checkpoints, result)
     return result
 
 
@@ -80,9 +81,7 @@ def evaluate(spec: str, spec_overrides: str, eval_files: str, checkpoints, metri
     result = step("evaluate", spec, spec_overrides,
                   {"eval_files": eval_files, "model_dir": checkpoints.path},
                   fixed={"export": None}, read_only=True)
-    for name, value in result["metrics"].items():
-        if isinstance(value, (int, float)):
-            metrics.log_metric(name, float(value))
+    _log_metrics(metrics, result["metrics"])
     if "confusion_matrix" in result:
         matrix = result["confusion_matrix"]
         classification.log_confusion_matrix(matrix["categories"], matrix["matrix"])
@@ -94,17 +93,12 @@ def export(spec: str, spec_overrides: str, eval_files: str, export_base: str, me
     """Writes the verified SavedModel into `model`; the gate decides whether it becomes the
     next version under `export_base` or a kept candidate there. Without `export_base`, the
     registry is a scratch one, removed afterwards: the gate has thresholds only."""
-    import tempfile
-
-    scratch = tempfile.mkdtemp(prefix="k2e-export-")
-    try:
+    with _registry(export_base) as base:
         result = step("export", spec, spec_overrides,
                       {"eval_files": eval_files, "model_dir": checkpoints.path,
-                       "export.base": export_base or scratch, "run_id": run_id},
+                       "export.base": base, "run_id": run_id},
                       metrics=json.loads(metrics_json) if metrics_json else None,
                       read_only=True, copy_to=model.path)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     _describe_model(model, result, spec, export_base)
     return result
 
@@ -114,25 +108,47 @@ def run_job(spec: str, spec_overrides: str, train_files: str, eval_files: str, t
     """The whole job in one process (TensorFlow is imported once): `checkpoints` is its
     model_dir, `metrics` the evaluation, `model` the verified SavedModel; the gate publishes
     it under `export_base` as in `export`."""
-    import tempfile
-
-    scratch = tempfile.mkdtemp(prefix="k2e-export-")
-    try:
+    with _registry(export_base) as base:
         result = step("run", spec, spec_overrides,
                       {"train_files": train_files, "eval_files": eval_files,
                        "train_steps": train_steps, "model_dir": checkpoints.path,
-                       "warm_start": warm_start, "export.base": export_base or scratch,
-                       "run_id": run_id},
+                       "warm_start": warm_start, "export.base": base, "run_id": run_id},
                       copy_to=model.path)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    checkpoints.metadata.update({"global_step": result["global_step"],
-                                 "checkpoint": result["train"]["checkpoint"].rsplit("/", 1)[-1]})
-    for name, value in result["metrics"].items():
-        if isinstance(value, (int, float)):
-            metrics.log_metric(name, float(value))
+    _describe_checkpoints(checkpoints, result["train"])
+    _log_metrics(metrics, result["metrics"])
     _describe_model(model, result, spec, export_base)
     return result
+
+
+def published_outputs(result: dict, export_base: str) -> tuple:
+    """(export_path, version, blessed, reason): what the export and run_job components return."""
+    published = bool(result["blessed"] and export_base)
+    return (result["export_path"] if published else "", int(result["version"] or 0),
+            bool(result["blessed"]), str(result["reason"]))
+
+
+@contextlib.contextmanager
+def _registry(export_base: str):
+    """`export_base`, or a scratch registry removed afterwards (the gate has thresholds only)."""
+    if export_base:
+        yield export_base
+        return
+    scratch = tempfile.mkdtemp(prefix="k2e-export-")
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _describe_checkpoints(checkpoints, trained: dict) -> None:
+    checkpoints.metadata.update({"global_step": trained["global_step"],
+                                 "checkpoint": trained["checkpoint"].rsplit("/", 1)[-1]})
+
+
+def _log_metrics(metrics, values: dict) -> None:
+    for name, value in values.items():
+        if isinstance(value, (int, float)):
+            metrics.log_metric(name, float(value))
 
 
 def _describe_model(model, result: dict, spec: str, export_base: str) -> None:
