@@ -7,6 +7,7 @@ summarised, so a slow moment of a shared machine moves both sides of one ratio.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -69,13 +70,25 @@ def _cpu_model() -> str | None:
     return platform.processor() or None
 
 
-def emit(rows: list, json_out: str | None) -> None:
-    """The part's rows: into `json_out`, or as the last line of stdout."""
+def part_parser(doc: str, reps: int, quick: str) -> argparse.ArgumentParser:
+    """The options every part takes: --reps, --quick (the smoke test) and --json."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=reps)
+    parser.add_argument("--quick", action="store_true", help=f"smoke test: {quick}")
+    parser.add_argument("--json", help="write the rows here instead of stdout")
+    return parser
+
+
+def finish(rows: list, table, json_out: str | None) -> list:
+    """Prints the part's table on stderr; its rows go into `json_out`, or as the last line
+    of stdout."""
+    print("\n".join(table(rows)), file=sys.stderr)
     if json_out:
         with open(json_out, "w") as f:
             json.dump(rows, f)
     else:
         print(json.dumps(rows))
+    return rows
 
 
 def fmt(value, digits=None) -> str:

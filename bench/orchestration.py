@@ -12,7 +12,6 @@ AIRFLOW_HOME (SQLite) is made and removed.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -25,7 +24,9 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import BIN, REPO, emit, fmt_spread, met_cell, ratios, row, spread  # noqa: E402
+from bench.common import (  # noqa: E402
+    BIN, REPO, finish, fmt_spread, met_cell, part_parser, ratios, row, spread,
+)
 
 PART = "orchestration"
 TARGET = 1.5
@@ -76,8 +77,8 @@ main(*sys.argv[1:])
 """
 
 
-def _spec_file(workdir: str) -> str:
-    """examples/iris.yaml with absolute paths and freshly generated data."""
+def _spec_file(workdir: str) -> tuple[str, str]:
+    """examples/iris.yaml with absolute paths and freshly generated data: (path, train files)."""
     sys.path.insert(0, os.path.join(REPO, "examples"))
     import generate_data
 
@@ -91,7 +92,7 @@ def _spec_file(workdir: str) -> str:
     path = os.path.join(workdir, "iris.json")
     with open(path, "w") as f:
         json.dump(spec, f)
-    return path
+    return path, spec["data"]["train"]["files"]
 
 
 def _timed(command, env) -> float:
@@ -121,9 +122,7 @@ def measure(reps: int, steps: int) -> list:
     try:
         subprocess.run([airflow, "db", "migrate"], env=dags_env, check=True, capture_output=True,
                        timeout=300)
-        spec = _spec_file(workdir)
-        with open(spec) as f:
-            train_files = json.load(f)["data"]["train"]["files"]
+        spec, train_files = _spec_file(workdir)
         for rep in range(reps):
             root = os.path.join(workdir, f"rep{rep}")
             date = f"2026-01-{rep + 1:02d}"
@@ -185,15 +184,9 @@ def table(rows) -> list:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="smoke test: one rep, 100 steps")
-    parser.add_argument("--json", help="write the rows here instead of stdout")
-    args = parser.parse_args(argv)
+    args = part_parser(__doc__, reps=3, quick="one rep, 100 steps").parse_args(argv)
     rows = measure(1 if args.quick else args.reps, 100 if args.quick else 1000)
-    print("\n".join(table(rows)), file=sys.stderr)
-    emit(rows, args.json)
-    return rows
+    return finish(rows, table, args.json)
 
 
 if __name__ == "__main__":

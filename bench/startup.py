@@ -11,7 +11,6 @@ TensorFlow is imported and the model built.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -21,7 +20,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import BIN, REPO, emit, fmt_spread, met_cell, ratios, row, spread  # noqa: E402
+from bench.common import (  # noqa: E402
+    BIN, REPO, finish, fmt_spread, met_cell, part_parser, ratios, row, spread,
+)
 
 PART = "startup"
 _IMPORT = """
@@ -132,15 +133,8 @@ def table(rows) -> list:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--quick", action="store_true", help="smoke test: one rep")
-    parser.add_argument("--json", help="write the rows here instead of stdout")
-    args = parser.parse_args(argv)
-    rows = measure(1 if args.quick else args.reps)
-    print("\n".join(table(rows)), file=sys.stderr)
-    emit(rows, args.json)
-    return rows
+    args = part_parser(__doc__, reps=5, quick="one rep").parse_args(argv)
+    return finish(measure(1 if args.quick else args.reps), table, args.json)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import BIN, REPO, emit, fmt, fmt_spread, met_cell, ratios, row, spread  # noqa: E402
+from bench.common import (  # noqa: E402
+    BIN, REPO, finish, fmt, fmt_spread, met_cell, part_parser, ratios, row, spread,
+)
 
 PART = "storage"
 BUCKET = "k2e-bench"
@@ -231,12 +233,9 @@ def table(rows) -> list:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--quick", action="store_true", help="smoke test: 22 small files, one rep")
+    parser = part_parser(__doc__, reps=3, quick="22 small files, one rep")
     parser.add_argument("--rtt-ms", type=float, default=20.0,
                         help="round trip the proxy adds (default 20 ms)")
-    parser.add_argument("--json", help="write the rows here instead of stdout")
     parser.add_argument("--proxy", nargs=3, metavar=("LISTEN", "TARGET", "RTT_MS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -245,9 +244,7 @@ def main(argv=None):
         asyncio.run(_proxy(int(listen), int(target), float(rtt) / 2000))
         return None
     rows = measure(1 if args.quick else args.reps, args.quick, args.rtt_ms)
-    print("\n".join(table(rows)), file=sys.stderr)
-    emit(rows, args.json)
-    return rows
+    return finish(rows, table, args.json)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ Reported in examples/s: medians, k2e / Keras per repetition (median, min-max).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import shutil
@@ -25,7 +24,9 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import REPO, emit, fmt, fmt_spread, met_cell, ratios, row, spread  # noqa: E402
+from bench.common import (  # noqa: E402
+    REPO, finish, fmt, fmt_spread, met_cell, part_parser, ratios, row, spread,
+)
 
 PART = "throughput"
 BATCHES = (32, 256)
@@ -219,18 +220,11 @@ def table(rows) -> list:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"smoke test: iris only, {QUICK_STEPS} steps, one rep")
+    parser = part_parser(__doc__, reps=3, quick=f"iris only, {QUICK_STEPS} steps, one rep")
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--json", help="write the rows here instead of stdout")
     args = parser.parse_args(argv)
     models = ["iris"] if args.quick and args.models == ",".join(MODELS) else args.models.split(",")
-    rows = measure(1 if args.quick else args.reps, args.quick, models)
-    print("\n".join(table(rows)), file=sys.stderr)
-    emit(rows, args.json)
-    return rows
+    return finish(measure(1 if args.quick else args.reps, args.quick, models), table, args.json)
 
 
 if __name__ == "__main__":
