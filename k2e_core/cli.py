@@ -47,6 +47,10 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--overrides", dest="overrides_file", metavar="FILE",
                        help="JSON/YAML file of {KEY: VALUE} overrides, applied before --set "
                        "(keeps secrets such as storage.options off the command line)")
+        if name in ("run", "train"):
+            s.add_argument("--cluster", metavar="LAYOUT",
+                           help="train as a local cluster on this machine, e.g. "
+                           "workers=2,ps=1,evaluator=1 (one process per task, TF_CONFIG each)")
         if name == "export":
             s.add_argument("--metrics", type=json.loads, metavar="JSON",
                            help="evaluation metrics to record in the version's manifest")
@@ -168,6 +172,13 @@ def main(argv=None) -> int:
         spec = load_spec(spec, args.overrides)
         from k2e_core.job import STEPS
 
+        if getattr(args, "cluster", None):
+            from k2e_core import launcher
+
+            spec = load_spec(spec, launcher.parse_layout(args.cluster))
+            result = launcher.launch(args.command, spec)
+            _emit(result)
+            return 0
         _stop_training_on_sigterm()
         if args.command == "export":
             result = STEPS["export"](spec, metrics=args.metrics)

@@ -17,8 +17,8 @@ import shutil
 import tempfile
 import time
 
-from k2e_core import (conversion, data, export, gate, publish, registry, storage, training,
-                      warm_start)
+from k2e_core import (cluster, conversion, data, export, gate, publish, registry, storage,
+                      training, warm_start)
 from k2e_core.checkpoints import RemoteModelDir
 from k2e_core._tensorflow import tf
 from k2e_core.errors import SpecError
@@ -31,15 +31,25 @@ log = logging.getLogger("k2e.job")
 class Job:
     """What the steps share: the spec, the Keras model, its Estimator, the data plan."""
 
-    def __init__(self, spec: JobSpec, staging_dir: str, read_only: bool = False):
+    def __init__(self, spec: JobSpec, staging_dir: str, read_only: bool = False,
+                 task: cluster.Task | None = None):
         self.spec = spec
         self.staging_dir = staging_dir
         self.model_dir_url = spec.path(spec.model_dir)
         self.read_only = read_only
+        self.task = task  # this process's cluster task; None: a single process
         self.remote = None
         self.resume = None
+        leads = task is None or task.is_chief  # resolves the warm start, syncs model_dir
         if storage.is_local(self.model_dir_url) and not read_only:
             self.model_dir = storage.local_path(self.model_dir_url)
+            os.makedirs(self.model_dir, exist_ok=True)
+        elif task is not None:
+            self.model_dir = cluster.shared_dir(self.model_dir_url)
+            if leads:  # a fresh copy: nothing a killed earlier run left behind gets uploaded
+                shutil.rmtree(self.model_dir, ignore_errors=True)
+                self.remote = RemoteModelDir(self.model_dir_url, self.model_dir)
+                self.resume = self.remote.pull_for_resume("resume")
             os.makedirs(self.model_dir, exist_ok=True)
         else:
             self.model_dir = os.path.join(staging_dir, "model_dir")
@@ -48,7 +58,7 @@ class Job:
         self.custom_objects = _custom_objects(spec)
         self.model = _load_model(spec, self.custom_objects)
         self.optimizer_state = None  # local training checkpoint seeding the optimizer slots
-        self.warm_start = self._warm_start()
+        self.warm_start = self._warm_start() if leads else None
         self.io = data.model_io(self.model)
         self.export_outputs = export.export_outputs_from_spec(spec.model.export_outputs)
         self._sources = {}
@@ -94,7 +104,7 @@ class Job:
             self.estimator = conversion.convert(
                 keras_model=self.model,
                 custom_objects=self.custom_objects,
-                config=training.run_config(spec, self.model_dir),
+                config=training.run_config(spec, self.model_dir, self.task),
                 checkpoint_format=spec.model.checkpoint_format,
                 metric_names_map=spec.model.metric_names_map,
                 export_outputs=self.export_outputs,
@@ -157,16 +167,23 @@ class Job:
 
 
 @contextlib.contextmanager
-def _job(spec, overrides=None, read_only=False):
+def _job(spec, overrides=None, read_only=False, in_cluster=False):
     """A Job in a staging directory; `read_only`: model_dir is read from a mirror of its
-    latest checkpoint and never written (evaluation summaries stay in the mirror)."""
+    latest checkpoint and never written (evaluation summaries stay in the mirror).
+    `in_cluster`: the step may run as any task TF_CONFIG names; other steps refuse one."""
     spec = load_spec(spec, overrides)
+    task = cluster.current_task()
+    if task is not None:
+        if not in_cluster:
+            raise SpecError("TF_CONFIG", f"names a {task.type} task; only `k2e run` and "
+                            "`k2e train` run in a cluster", "unset TF_CONFIG for this step")
+        cluster.check(task, spec)
     training.clear_stop_request()
     staging = tempfile.mkdtemp(prefix="k2e-job-")
     settings = spec.storage
     try:
         with storage.configured(settings.options, settings.retries, settings.concurrency):
-            yield Job(spec, staging, read_only)
+            yield Job(spec, staging, read_only, task)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -241,7 +258,10 @@ def convert_step(spec, overrides=None) -> dict:
 def _train(job: Job) -> dict:
     spec = job.spec
     est = job.estimator or job.convert()
-    if spec.train.early_stopping:
+    if job.task is not None:
+        result = training.train_in_cluster(est, job.input_fn("train"), job.input_fn("eval"), spec,
+                                           job.task, spec.data.batch_size, job.listeners())
+    elif spec.train.early_stopping:
         result = training.train_and_evaluate(est, job.input_fn("train"), job.input_fn("eval"), spec,
                                              spec.data.batch_size, job.listeners())
     else:
@@ -257,10 +277,15 @@ def _train(job: Job) -> dict:
 
 
 def train_step(spec, overrides=None) -> dict:
-    """Trains to train.steps total steps; a rerun resumes from the last checkpoint."""
-    with _job(spec, overrides) as job:
+    """Trains to train.steps total steps; a rerun resumes from the last checkpoint. In a
+    cluster (TF_CONFIG) it runs this process's task."""
+    with _job(spec, overrides, in_cluster=True) as job:
         job.plan()
-        return _train(job)
+        return _task_result(job, _train(job))
+
+
+def _task_result(job: Job, result: dict) -> dict:
+    return result if job.task is None else {"task": job.task.name, **result}
 
 
 def evaluate_step(spec, overrides=None, read_only=False) -> dict:
@@ -399,12 +424,14 @@ def export_step(spec, overrides=None, metrics=None, read_only=False, copy_to=Non
 def run(spec, overrides=None, copy_to=None) -> dict:
     """convert -> train -> evaluate -> export, in one process. `copy_to`: as in export_step."""
     began = time.perf_counter()
-    with _job(spec, overrides) as job:
+    with _job(spec, overrides, in_cluster=True) as job:
         if job.spec.export is None:
             raise SpecError("export", "no export section", "add export.base (where versions go)")
         job.plan()
         job.convert()
         trained = _train(job)
+        if job.task is not None and not job.task.is_chief:
+            return _task_result(job, trained)  # the chief evaluates, exports and publishes
         evaluated = training.evaluate(job.estimator, job.input_fn("eval"), job.spec)
         job.sync()
         exported = _export(job, evaluated["metrics"], copy_to)
@@ -422,6 +449,7 @@ def run(spec, overrides=None, copy_to=None) -> dict:
             "global_step": trained["global_step"],
             "model_dir": trained["model_dir"],
             "run_id": exported["run_id"],
+            **({"task": job.task.name} if job.task else {}),
             "warm_start": job.warm_start,
             "reused": exported["reused"],
             "signatures": exported["signatures"],

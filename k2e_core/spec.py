@@ -194,6 +194,69 @@ class StorageSpec(_Section):
     concurrency: int = Field(16, ge=1, description="Files transferred at once")
 
 
+Role = Literal["chief", "worker", "ps", "evaluator"]
+
+
+class KubernetesSpec(_Section):
+    """How `k2e tfjob` writes the Kubeflow TFJob for `cluster` (training-operator, kubeflow.org/v1)."""
+
+    image: str | None = Field(None, description="Container image with k2e installed (the Dockerfile)")
+    namespace: str = "default"
+    name: str | None = Field(None, description="TFJob name; default: k2e-<digest of the spec>")
+    resources: dict[Role, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="role -> Kubernetes resources, e.g. worker: {requests: {cpu: '4', memory: 8Gi}}",
+    )
+    shared_volume: str | None = Field(
+        None,
+        description="PersistentVolumeClaim (ReadWriteMany) mounted at /k2e/shared in every "
+        "replica. Parameter servers write checkpoint shards to the model_dir's local copy, so "
+        "with ps the replicas must share it",
+    )
+    env_from_secret: str | None = Field(
+        None, description="Secret whose keys become environment variables (storage credentials)"
+    )
+    service_account: str | None = None
+    spec_url: str | None = Field(
+        None, description="Where replicas read the job spec; default: the spec travels inside "
+        "the manifest (storage.options secrets are then refused)",
+    )
+    backoff_limit: int = Field(3, ge=0, description="Retries of failed replicas (exit codes 128+)")
+    poll_secs: float = Field(10.0, gt=0, description="How often a submitter checks the TFJob")
+    timeout_secs: int | None = Field(None, gt=0, description="Submitters give up after this long")
+
+
+class ClusterSpec(_Section):
+    """The cluster a job trains on: chief only by default; `k2e run --cluster` launches it on
+    this machine, `k2e tfjob` writes it as a TFJob. Each process learns its role from TF_CONFIG."""
+
+    workers: int = Field(0, ge=0, description="Workers besides the chief")
+    ps: int = Field(0, ge=0, description="Parameter servers (needed as soon as there are workers)")
+    evaluator: bool = Field(False, description="A task that evaluates each new checkpoint "
+                            "(TensorBoard eval curves; what early stopping reads)")
+    strategy: Literal["between_graph", "parameter_server"] = Field(
+        "between_graph",
+        description="between_graph: variables placed on the ps by the Estimator's device setter; "
+        "parameter_server: tf.compat.v1 ParameterServerStrategy (a worker's local GPUs too)",
+    )
+    max_worker_delay_secs: int = Field(
+        0, ge=0, description="Upstream staggers worker i's start by 5*(i+1) s, up to this bound")
+    kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)
+
+    @model_validator(mode="after")
+    def _workers_need_ps(self):
+        if self.workers and not self.ps:
+            raise ValueError(f"{self.workers} worker(s) but no ps: between-graph replication keeps "
+                             "the variables on parameter servers; set cluster.ps=1 or more")
+        return self
+
+    def roles(self) -> dict[str, int]:
+        """Task counts per role, in the order processes are started."""
+        counts = {"ps": self.ps, "chief": 1, "worker": self.workers,
+                  "evaluator": int(self.evaluator)}
+        return {role: n for role, n in counts.items() if n}
+
+
 class JobSpec(_Section):
     """A k2e job: where the model comes from, where it trains, on what, and where it ships."""
 
@@ -205,6 +268,7 @@ class JobSpec(_Section):
     run_config: RunConfigSpec = Field(default_factory=RunConfigSpec)
     export: ExportSpec | None = None
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     gate: GateSpec = Field(default_factory=GateSpec)
     warm_start: str | None = Field(
         None,
@@ -275,7 +339,7 @@ def load_spec(source, overrides=None) -> JobSpec:
     if isinstance(source, JobSpec):
         if not overrides:
             return source
-        source = source.model_dump(exclude_none=True)
+        source = source.model_dump(exclude_unset=True)
     base_dir = None
     if isinstance(source, dict):
         raw = source

@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from k2e_core import cluster
 from k2e_core._tensorflow import tf
 from k2e_core.data import loss_name
 from k2e_core.errors import K2eError
@@ -46,12 +47,14 @@ def _raise_if_stopped(estimator):
                       "from it")
 
 
-def run_config(spec, model_dir: str) -> tf.estimator.RunConfig:
+def run_config(spec, model_dir: str, task=None) -> tf.estimator.RunConfig:
     """RunConfig from the spec. Estimator's own step logging is replaced by k2e's progress
     hook, summaries default to every 1000 steps and checkpoints to every 60 s: each costs
-    throughput on small models (a checkpoint every 1000 steps cost a fast model a fifth)."""
+    throughput on small models (a checkpoint every 1000 steps cost a fast model a fifth).
+    `task`: a cluster task; RunConfig reads its role from TF_CONFIG."""
     rc = spec.run_config
     return tf.estimator.RunConfig(
+        **(cluster.run_config_settings(spec) if task else {}),
         model_dir=model_dir,
         tf_random_seed=rc.tf_random_seed,
         save_summary_steps=rc.save_summary_steps or None,
@@ -172,4 +175,45 @@ def train_and_evaluate(estimator, train_input_fn, eval_input_fn, spec, examples_
     if result["stopped_early"]:
         log.info("early stopping at step %d: %s did not improve for %d steps", result["global_step"],
                  spec.train.early_stopping.metric, spec.train.early_stopping.patience_steps)
+    return result
+
+
+def train_in_cluster(estimator, train_input_fn, eval_input_fn, spec, task, examples_per_step,
+                     listeners=()) -> dict:
+    """This task's part of `train_and_evaluate` in a cluster: the chief and the workers train
+    (the chief also checkpoints, and stops everyone early when asked), the evaluator
+    evaluates each new checkpoint until training has ended, a ps serves variables until it
+    is stopped."""
+    from tensorflow_estimator.python.estimator import training as estimator_training
+
+    model_dir = estimator.model_dir
+    progress = progress_hook(spec.train.steps, spec.run_config.log_every_secs)
+    hooks = [progress, _StopOnRequest()]
+    if spec.train.early_stopping:
+        hooks.insert(1, early_stopping_hook(estimator, spec))
+    train_spec = tf.estimator.TrainSpec(train_input_fn, max_steps=spec.train.steps, hooks=hooks,
+                                        saving_listeners=list(listeners))
+    eval_spec = tf.estimator.EvalSpec(eval_input_fn, steps=spec.eval.steps, start_delay_secs=0,
+                                      throttle_secs=max(spec.eval.throttle_secs, 1))
+    listener = cluster.evaluator_listener(model_dir, spec.train.steps) if task.type == "evaluator" else None
+    if task.is_chief:
+        cluster.mark_training(model_dir, spec.train.steps, None)
+    cluster.prepare_process(task)
+    log.info("%s: %s", task.name, {"chief": "training, checkpointing",
+                                   "worker": "training", "ps": "serving variables",
+                                   "evaluator": "evaluating new checkpoints"}[task.type])
+    began = time.perf_counter()
+    estimator_training._TrainingExecutor(estimator, train_spec, eval_spec,
+                                         continuous_eval_listener=listener).run()
+    _raise_if_stopped(estimator)
+    if task.type == "evaluator":
+        step, metrics = listener.last or (None, {})
+        return {"evaluations": listener.evaluations, "global_step": step,
+                "metrics": plain_metrics(metrics)}
+    result = _train_result(estimator, time.perf_counter() - began, progress, examples_per_step)
+    if task.is_chief:
+        cluster.mark_training(model_dir, spec.train.steps, result["global_step"])
+        result["stopped_early"] = result["global_step"] < spec.train.steps
+    else:  # a worker's checkpoint is the chief's: report only what it trained
+        result.pop("checkpoint")
     return result
