@@ -68,6 +68,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--keep", type=int, help="prune: how many versions and candidates to keep")
     s.add_argument("--json", action="store_true", help="list: one JSON object instead of a table")
     s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
+    s = sub.add_parser("tfjob", help="write the spec's cluster as a Kubeflow TFJob, or submit it",
+                       description="The job spec's cluster section as a Kubeflow TFJob "
+                       "(kubeflow.org/v1): YAML on stdout, or --submit to create it and wait.")
+    s.add_argument("spec", help="job spec: YAML/JSON file path or URL")
+    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field, e.g. --set cluster.workers=4 (repeatable)")
+    s.add_argument("--overrides", dest="overrides_file", metavar="FILE",
+                   help="JSON/YAML file of {KEY: VALUE} overrides, applied before --set")
+    s.add_argument("--name", help="TFJob name, also the run id (default: from the spec)")
+    s.add_argument("--submit", action="store_true",
+                   help="create the TFJob, wait for it, print the published version as JSON")
+    s.add_argument("--kube-config", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
+    s.add_argument("--context", help="kubeconfig context")
+    s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
     s = sub.add_parser("schema", help="print the job spec's JSON Schema")
     s.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
     return p
@@ -151,6 +165,18 @@ def _registry(args) -> int:
     return 0
 
 
+def _tfjob(args, spec) -> int:
+    from k2e_core import tfjob
+
+    if not args.submit:
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(tfjob.manifest(spec, args.name), sort_keys=False))
+        return 0
+    _emit(tfjob.run(spec, args.name, kube_config=args.kube_config, context=args.context))
+    return 0
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "schema":
@@ -170,6 +196,8 @@ def main(argv=None) -> int:
 
         spec = load_spec(args.spec, _overrides_from_file(args.overrides_file))
         spec = load_spec(spec, args.overrides)
+        if args.command == "tfjob":
+            return _tfjob(args, spec)
         from k2e_core.job import STEPS
 
         if getattr(args, "cluster", None):

@@ -43,8 +43,9 @@ class Task:
         return f"{self.type}{self.index}" if self.type in ("worker", "ps") else self.type
 
 
-def current_task() -> Task | None:
-    """This process's task from TF_CONFIG; None outside a cluster (or in a one-task one)."""
+def current_task(spec) -> Task | None:
+    """This process's task from TF_CONFIG; None outside a cluster, and for a lone chief
+    that has no evaluator to work with (it trains as a single process)."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         return None
@@ -61,8 +62,8 @@ def current_task() -> Task | None:
     if kind not in ("chief", "worker", "ps", "evaluator"):
         raise SpecError("TF_CONFIG", f"task type {kind!r} is not one k2e runs",
                         "use chief, worker, ps or evaluator (a TFJob's Chief, not Master)")
-    if kind != "evaluator" and sum(len(v) for v in cluster.values()) <= 1:
-        return None  # a cluster of one: plain single-process training
+    if kind != "evaluator" and sum(len(v) for v in cluster.values()) <= 1 and not spec.cluster.evaluator:
+        return None
     if cluster.get("worker") and not cluster.get("ps"):
         raise SpecError("TF_CONFIG", f"{len(cluster['worker'])} worker(s) but no ps",
                         "between-graph replication keeps variables on parameter servers; add a ps")
@@ -72,7 +73,12 @@ def current_task() -> Task | None:
 
 
 def check(task: Task, spec) -> None:
-    """Layouts that would hang rather than fail: refused up front with the fix."""
+    """Layouts that would hang or lose work rather than fail: refused up front with the fix."""
+    for field, url in (("model_dir", spec.model_dir),
+                       ("export.base", spec.export.base if spec.export else None)):
+        if url and url.startswith("memory://"):
+            raise SpecError(field, "memory:// is private to each process of a cluster",
+                            "use a local path or an s3:// or gs:// URL")
     # TF_CONFIG never lists the evaluator (it is not part of the training cluster).
     if spec.train.early_stopping and task.type in ("chief", "worker") and not spec.cluster.evaluator:
         raise SpecError("train.early_stopping",

@@ -172,7 +172,7 @@ def _job(spec, overrides=None, read_only=False, in_cluster=False):
     latest checkpoint and never written (evaluation summaries stay in the mirror).
     `in_cluster`: the step may run as any task TF_CONFIG names; other steps refuse one."""
     spec = load_spec(spec, overrides)
-    task = cluster.current_task()
+    task = cluster.current_task(spec)
     if task is not None:
         if not in_cluster:
             raise SpecError("TF_CONFIG", f"names a {task.type} task; only `k2e run` and "

@@ -110,7 +110,7 @@ class _Task:
         return f"exited with code {code}" + (f" ({self.last_error})" if self.last_error else "")
 
 
-def launch(command: str, spec, *, python: str | None = None, extra_env: dict | None = None) -> dict:
+def launch(command: str, spec) -> dict:
     """Runs `k2e COMMAND` (run or train) for `spec` (a JobSpec with its cluster section) as a
     local cluster; returns the chief's result with every task's under `cluster.tasks`."""
     layout = spec.cluster.roles()
@@ -126,32 +126,42 @@ def launch(command: str, spec, *, python: str | None = None, extra_env: dict | N
     spec_file = os.path.join(shared, "spec.json")
     with open(os.open(spec_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
         f.write(spec.model_dump_json(exclude_unset=True))
-    argv = [python or sys.executable, "-m", "k2e_core.cli", command, spec_file]
+    argv = [sys.executable, "-m", "k2e_core.cli", command, spec_file]
     log.info("local cluster: %s on 127.0.0.1 (%s)", ", ".join(
         f"{n} {r}" for r, n in layout.items()), " ".join(f"{r}={a}" for r, a in addresses.items()))
-    tasks: dict[str, _Task] = {}
+    env = {**os.environ, cluster.SHARED_DIR_ENV: os.path.join(shared, "shared")}
     began = time.perf_counter()
+    try:
+        tasks = run_tasks({name: (argv, {**env, "TF_CONFIG": tf_config})
+                           for name, tf_config in configs.items()})
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+    result = dict(tasks["chief"].result or {})
+    result["cluster"] = {
+        "layout": layout,
+        "wall_seconds": round(time.perf_counter() - began, 3),
+        "tasks": {name: t.result for name, t in tasks.items()
+                  if name != "chief" and not name.startswith("ps")},
+    }
+    return result
+
+
+def run_tasks(commands: dict[str, tuple[list[str], dict]]) -> dict[str, _Task]:
+    """Starts every task's (argv, env), streams its logs, waits for the chief and the tasks
+    that end by themselves, then stops the rest (the ps). Raises when a task fails, after
+    stopping all of them."""
+    tasks: dict[str, _Task] = {}
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_stopped)
     try:
-        for name, tf_config in configs.items():
-            env = {**os.environ, **(extra_env or {}), "TF_CONFIG": tf_config,
-                   cluster.SHARED_DIR_ENV: os.path.join(shared, "shared"), "PYTHONUNBUFFERED": "1"}
-            tasks[name] = _Task(name, argv, env)
+        for name, (argv, env) in commands.items():
+            tasks[name] = _Task(name, argv, {**env, "PYTHONUNBUFFERED": "1"})
         _supervise(tasks)
     finally:
         _stop(tasks.values())
         for t in tasks.values():
             t.drain()
-        shutil.rmtree(shared, ignore_errors=True)
-    chief = tasks["chief"]
-    result = dict(chief.result or {})
-    result["cluster"] = {
-        "layout": layout,
-        "wall_seconds": round(time.perf_counter() - began, 3),
-        "tasks": {name: t.result for name, t in tasks.items() if not name.startswith("ps")},
-    }
-    return result
+    return tasks
 
 
 def _raise_stopped(signum, frame):
