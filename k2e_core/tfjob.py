@@ -58,9 +58,10 @@ def manifest(spec, name: str | None = None) -> dict:
     replicas = {}
     for role, count in spec.cluster.roles().items():
         container = {
-            "name": CONTAINER, "image": k8s.image, "command": ["k2e"], "args": args, "env": env,
+            "name": CONTAINER, "image": k8s.image, "command": ["k2e"], "args": list(args),
+            "env": [dict(e) for e in env],
             "ports": [{"name": PORT_NAME, "containerPort": PORT}],
-            "resources": k8s.resources.get(role, {}),
+            "resources": dict(k8s.resources.get(role, {})),
         }
         pod = {"containers": [container]}
         if k8s.env_from_secret:
