@@ -34,6 +34,14 @@ def default_name(spec) -> str:
     return f"k2e-{digest}"
 
 
+def name_for(*parts: str) -> str:
+    """A TFJob name for one run (an Airflow DAG, task and run id; a KFP run id): readable,
+    unique per run, short enough for the pod and service names the operator derives."""
+    text = "/".join(parts)
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:30].strip("-")
+    return f"k2e-{slug}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
 def manifest(spec, name: str | None = None) -> dict:
     """The TFJob for `spec`'s cluster. `name` (else cluster.kubernetes.name, else one derived
     from the spec) is also the run id unless the spec sets one: a resubmitted TFJob of the

@@ -128,10 +128,9 @@ class K2eBaseOperator(BaseOperator):
     # ------------------------------------------------------------------ running
     def _run_here(self, overrides: dict) -> dict:
         from k2e_core.errors import K2eError, SpecError, first_line
-        from k2e_core.job import STEPS
 
         try:
-            return STEPS[self.step](self.spec, overrides, **self.step_kwargs())
+            return self._run_step(overrides)
         except SpecError as err:  # bad input: retrying cannot help
             raise self._failure(AirflowFailException, f"k2e {self.step}: {err}") from None
         except K2eError as err:
@@ -139,6 +138,11 @@ class K2eBaseOperator(BaseOperator):
         except Exception as err:
             raise self._failure(AirflowException, f"k2e {self.step} failed: "
                                 f"{type(err).__name__}: {first_line(err)}") from err
+
+    def _run_step(self, overrides: dict) -> dict:
+        from k2e_core.job import STEPS
+
+        return STEPS[self.step](self.spec, overrides, **self.step_kwargs())
 
     def _failure(self, kind, message: str) -> Exception:
         """The error, also logged as one line ahead of Airflow's traceback."""
@@ -257,9 +261,44 @@ class K2eExportOperator(_PublishesModel):
 
 
 class K2eJobOperator(_PublishesModel):
-    """Runs a whole job: convert, train, evaluate, export and publish."""
+    """Runs a whole job: convert, train, evaluate, export and publish.
+
+    :param kubernetes: run the job as the spec's Kubeflow TFJob (its `cluster` section):
+        submitted from this task, which waits for it and returns the version its chief
+        published. The TFJob is named after the DAG, task and run, which is also its run id:
+        a retry re-attaches to the same TFJob and publishes at most one version. This task
+        needs the Kubernetes client and no TensorFlow.
+    :param kube_config: kubeconfig file for `kubernetes` (default: in-cluster config, then
+        $KUBECONFIG or ~/.kube/config)
+    :param kube_context: context in that kubeconfig
+    """
 
     step = "run"
+
+    def __init__(self, *, kubernetes: bool = False, kube_config: str | None = None,
+                 kube_context: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.kubernetes = kubernetes
+        self.kube_config = kube_config
+        self.kube_context = kube_context
+        self._tfjob_name = None
+
+    def execute(self, context) -> dict:
+        if self.kubernetes:
+            from k2e_core.tfjob import name_for
+
+            self._tfjob_name = name_for(context["dag"].dag_id, self.task_id, context["run_id"])
+            self.python = None  # the pods run TensorFlow; this task only submits and waits
+        return super().execute(context)
+
+    def _run_step(self, overrides: dict) -> dict:
+        if not self.kubernetes:
+            return super()._run_step(overrides)
+        from k2e_core import tfjob
+        from k2e_core.spec import load_spec
+
+        return tfjob.run(load_spec(self.spec, overrides), self._tfjob_name,
+                         kube_config=self.kube_config, context=self.kube_context)
 
 
 def _asset_uri(location: str) -> str:

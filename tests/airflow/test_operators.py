@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from types import SimpleNamespace
 
 import pytest
 from airflow.sdk import AssetAlias
@@ -239,3 +240,34 @@ def test_on_kill_stops_training_within_seconds_and_a_retry_resumes_and_publishes
     again = retry.execute(task_context())
     assert (again["version"], again["reused"]) == (1, True)
     assert [n for n in os.listdir(iris_spec["export"]["base"]) if n.isdigit()] == ["1"]
+
+
+def test_job_operator_on_kubernetes_submits_the_tfjob_waits_and_publishes_once(
+        iris_spec, s3, tmp_path):
+    """`kubernetes=True`: the task submits the spec's TFJob through the Kubernetes client
+    (here to a local stand-in for the API server and training operator, which runs every
+    replica's command with its TF_CONFIG), waits, and returns the chief's version."""
+    from tests.cluster.training_operator import ApiServer
+
+    root = f"s3://{BUCKET}/{uuid.uuid4().hex}"
+    endpoint = {k: v for k, v in s3["s3"].items() if k not in ("key", "secret")}
+    spec = {**iris_spec, "model_dir": f"{root}/model", "export": {"base": f"{root}/export"},
+            "storage": {"options": {"s3": endpoint}},
+            "cluster": {"workers": 1, "ps": 1, "kubernetes": {
+                "image": "registry.example/k2e:0.1.0", "shared_volume": "k2e-shared",
+                "poll_secs": 0.5}}}
+    with ApiServer(str(tmp_path / "volume")) as api_server:
+        op = K2eJobOperator(task_id="train_on_k8s", spec=spec, kubernetes=True,
+                            kube_config=api_server.kubeconfig(tmp_path / "kubeconfig"),
+                            model_asset_alias="iris-model")
+        ctx = task_context(dag=SimpleNamespace(dag_id="iris_nightly"),
+                           run_id="scheduled__2026-11-20T00:00:00+00:00")
+        result = op.execute(ctx)
+        retried = op.execute(task_context(dag=ctx["dag"], run_id=ctx["run_id"]))
+        (name,) = api_server.created
+    assert name.startswith("k2e-iris-nightly-train-on-k8s-") and len(name) <= 47
+    assert result["version"] == 1 and result["run_id"] == name and result["tfjob"].endswith(name)
+    assert ctx["ti"].xcoms["version"] == 1 and ctx["ti"].xcoms["export_path"] == f"{root}/export/1"
+    (event,) = ctx["outlet_events"][AssetAlias(name="iris-model")].asset_alias_events
+    assert event.extra["version"] == 1 and event.dest_asset_key.uri == f"{root}/export"
+    assert retried["version"] == 1 and not retried["submitted"]  # re-attached, nothing new
