@@ -88,3 +88,20 @@ def run_job(spec: str, checkpoints: Output[Artifact], metrics: Output[Metrics],
     result = runtime.run_job(spec, overrides, train_files, eval_files, train_steps, warm_start,
                              export_base, run_id, checkpoints, metrics, model)
     return runtime.published_outputs(result, export_base)
+
+
+@component
+def run_tfjob(spec: str, metrics: Output[Metrics], overrides: str = "{}", train_files: str = "",
+              eval_files: str = "", train_steps: int = 0, export_base: str = "", run_id: str = "",
+              ) -> NamedTuple("Outputs", [("export_path", str), ("version", int), ("blessed", bool),
+                                          ("reason", str)]):
+    """The job as the spec's Kubeflow TFJob (chief, workers, ps, evaluator from its `cluster`
+    section): submitted from this step, which waits for it and returns what the chief
+    published under the spec's (or `export_base`'s) registry. The step's service account
+    needs to create and get kubeflow.org tfjobs; `run_id` names the TFJob, so a retried step
+    re-attaches to it."""
+    from kfp_components import runtime
+
+    result = runtime.run_tfjob(spec, overrides, train_files, eval_files, train_steps,
+                               export_base, run_id, metrics)
+    return runtime.published_outputs(result, result["export_base"])

@@ -1,5 +1,6 @@
 """The k2e pipelines for one job spec: `training_pipeline` (convert -> train -> evaluate ->
-export, one task each) and `job_pipeline` (the same job as one task).
+export, one task each), `job_pipeline` (the same job as one task) and `tfjob_pipeline` (the
+job as a distributed Kubeflow TFJob).
 
 The gate's decision is made inside the export component (KFP's local runner has no
 `dsl.If`): the Model artifact always holds the verified SavedModel, with `blessed` and
@@ -16,6 +17,8 @@ from kfp_components import components
 TrainingOutputs = NamedTuple("Outputs", [
     ("model", Model), ("checkpoints", Artifact), ("metrics", Metrics),
     ("classification", ClassificationMetrics), ("export_path", str), ("blessed", bool)])
+TFJobOutputs = NamedTuple("Outputs", [("metrics", Metrics), ("export_path", str), ("version", int),
+                                      ("blessed", bool)])
 JobOutputs = NamedTuple("Outputs", [
     ("model", Model), ("checkpoints", Artifact), ("metrics", Metrics), ("export_path", str),
     ("blessed", bool)])
@@ -92,3 +95,26 @@ def job_pipeline(
     return JobOutputs(model=job.outputs["model"], checkpoints=job.outputs["checkpoints"],
                       metrics=job.outputs["metrics"], export_path=job.outputs["export_path"],
                       blessed=job.outputs["blessed"])
+
+
+@dsl.pipeline(
+    name="k2e-tfjob",
+    description="The k2e job trained on a cluster: the spec's TFJob (chief, workers, parameter "
+    "servers, evaluator) submitted and awaited; the chief exports and publishes.",
+)
+def tfjob_pipeline(
+    spec: str,
+    train_files: str = "",
+    eval_files: str = "",
+    train_steps: int = 0,
+    export_base: str = "",
+    overrides: str = "{}",
+) -> TFJobOutputs:
+    """Parameters as in `training_pipeline`; the spec's `cluster` section describes the
+    TFJob, and its storage must be shared (s3://, gs://)."""
+    job = components.run_tfjob(spec=spec, overrides=overrides, train_files=train_files,
+                               eval_files=eval_files, train_steps=train_steps,
+                               export_base=export_base, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    job.set_display_name("run TFJob")
+    return TFJobOutputs(metrics=job.outputs["metrics"], export_path=job.outputs["export_path"],
+                        version=job.outputs["version"], blessed=job.outputs["blessed"])

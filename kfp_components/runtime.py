@@ -41,14 +41,23 @@ def step(name: str, spec: str, spec_overrides: str, fields: dict, fixed: dict | 
          **kwargs) -> dict:
     """Runs a core step with k2e's logs on stderr; any k2e error, bad overrides included,
     ends as one clear line. `fixed`: overrides applied as they are, None values included."""
-    from k2e_core import job
+
+    def run_step(merged):
+        from k2e_core import job
+
+        return job.STEPS[name](spec, merged, **kwargs)
+
+    return _reported(name, run_step, spec_overrides, fields, fixed)
+
+
+def _reported(name: str, call, spec_overrides: str, fields: dict, fixed: dict | None = None) -> dict:
+    """`call(merged overrides)` with k2e's logs on stderr and any k2e error as one line."""
     from k2e_core.errors import K2eError
     from k2e_core.logs import configure_cli_logging
 
     configure_cli_logging()
     try:
-        merged = {**overrides(spec_overrides, **fields), **(fixed or {})}
-        result = job.STEPS[name](spec, merged, **kwargs)
+        result = call({**overrides(spec_overrides, **fields), **(fixed or {})})
     except K2eError as err:  # the message is the whole story: no traceback under it
         print(f"k2e {name}: error: {err}", file=sys.stderr, flush=True)
         raise SystemExit(err.exit_code) from None
@@ -117,6 +126,24 @@ def run_job(spec: str, spec_overrides: str, train_files: str, eval_files: str, t
     _describe_checkpoints(checkpoints, result["train"])
     _log_metrics(metrics, result["metrics"])
     _describe_model(model, result, spec, export_base)
+    return result
+
+
+def run_tfjob(spec: str, spec_overrides: str, train_files: str, eval_files: str,
+              train_steps: int, export_base: str, run_id: str, metrics) -> dict:
+    """The job as the spec's Kubeflow TFJob (its `cluster` section), named after the KFP run:
+    submitted from this pod, awaited; returns what its chief published. No TensorFlow here."""
+
+    def submit(merged):
+        from k2e_core import tfjob
+        from k2e_core.spec import load_spec
+
+        return tfjob.run(load_spec(spec, merged), tfjob.name_for(run_id) if run_id else None)
+
+    result = _reported("tfjob", submit, spec_overrides,
+                       {"train_files": train_files, "eval_files": eval_files,
+                        "train_steps": train_steps, "export.base": export_base})
+    _log_metrics(metrics, result["metrics"])
     return result
 
 

@@ -207,3 +207,40 @@ def test_overrides_must_be_a_json_object():
         "data.batch_size": 8, "train.steps": 50}
     with pytest.raises(SpecError, match="overrides: is not JSON"):
         overrides("train.steps=5")
+
+
+def test_tfjob_pipeline_compiles_without_tensorflow_and_runs_the_tfjob(
+        local_runner, iris_spec, s3, tmp_path, monkeypatch):
+    """The step submits the spec's TFJob through the Kubernetes client (here to a local
+    stand-in for the API server and training operator, which runs every replica's command
+    with its TF_CONFIG), waits, and returns the version the chief published."""
+    import uuid
+
+    from tests.cluster.training_operator import ApiServer
+    from tests.conftest import BUCKET
+
+    compiled = tmp_path / "k2e-tfjob.yaml"
+    code = ("import sys; from kfp_components.compile import main; "
+            "main([sys.argv[1], '--pipeline', 'tfjob']); print('tensorflow' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code, str(compiled)], capture_output=True,
+                          text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.split()[-1] == "False", proc.stderr
+    assert list(yaml.safe_load(compiled.read_text())["root"]["dag"]["tasks"]) == ["run-tfjob"]
+
+    from kfp_components.pipelines import tfjob_pipeline
+
+    root = f"s3://{BUCKET}/{uuid.uuid4().hex}"
+    endpoint = {k: v for k, v in s3["s3"].items() if k not in ("key", "secret")}
+    spec = {**iris_spec, "model_dir": f"{root}/model", "export": {"base": f"{root}/export"},
+            "storage": {"options": {"s3": endpoint}},
+            "cluster": {"workers": 1, "ps": 1, "evaluator": True, "kubernetes": {
+                "image": "registry.example/k2e:0.1.0", "shared_volume": "k2e-shared",
+                "poll_secs": 0.5}}}
+    with ApiServer(str(tmp_path / "volume")) as api_server:
+        monkeypatch.setenv("KUBECONFIG", api_server.kubeconfig(tmp_path / "kubeconfig"))
+        outputs = tfjob_pipeline(spec=json.dumps(spec), train_steps=300).outputs
+        (name,) = api_server.created
+    assert outputs["version"] == 1 and outputs["blessed"] is True
+    assert outputs["export_path"] == f"{root}/export/1"
+    assert 0.0 <= outputs["metrics"].metadata["accuracy"] <= 1.0
+    assert name.startswith("k2e-")
