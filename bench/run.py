@@ -32,6 +32,7 @@ PARTS = {
     "startup": "Start-up",
     "orchestration": "Orchestration overhead (wall time of fresh commands)",
     "storage": "Storage (moto S3 server on 127.0.0.1)",
+    "cluster": "Local cluster against one process (examples/s, steady state)",
 }
 MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
 

@@ -33,8 +33,11 @@ def _versions(base):
     return sorted(name for name in os.listdir(base) if name.isdigit()) if os.path.isdir(base) else []
 
 
-def test_chief_worker_and_ps_train_together_and_only_the_chief_publishes(iris_spec, tmp_path):
+@pytest.mark.parametrize("strategy", ["between_graph", "parameter_server"])
+def test_chief_worker_and_ps_train_together_and_only_the_chief_publishes(iris_spec, tmp_path,
+                                                                          strategy):
     iris_spec["train"]["steps"] = 1500
+    iris_spec["cluster"] = {"strategy": strategy}
     proc, result = _k2e("run", _write(tmp_path, iris_spec), "--cluster", "workers=1,ps=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert result["task"] == "chief" and result["version"] == 1 and result["blessed"]
