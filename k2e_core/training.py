@@ -53,8 +53,7 @@ def run_config(spec, model_dir: str, task=None) -> tf.estimator.RunConfig:
     throughput on small models (a checkpoint every 1000 steps cost a fast model a fifth).
     `task`: a cluster task; RunConfig reads its role from TF_CONFIG."""
     rc = spec.run_config
-    return tf.estimator.RunConfig(
-        **(cluster.run_config_settings(spec) if task else {}),
+    config = tf.estimator.RunConfig(
         model_dir=model_dir,
         tf_random_seed=rc.tf_random_seed,
         save_summary_steps=rc.save_summary_steps or None,
@@ -63,6 +62,9 @@ def run_config(spec, model_dir: str, task=None) -> tf.estimator.RunConfig:
         keep_checkpoint_max=rc.keep_checkpoint_max,
         log_step_count_steps=None,
     )
+    # Given to the constructor, a strategy would switch RunConfig to the distribute
+    # coordinator, which starts no TensorFlow servers for train_and_evaluate's roles.
+    return config.replace(**cluster.run_config_settings(spec)) if task else config
 
 
 def global_step(estimator) -> int:

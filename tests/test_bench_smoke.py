@@ -18,7 +18,7 @@ def test_bench_suite_smoke_mode_writes_every_part_to_its_report(tmp_path):
     assert report["quick"] and report["machine"]["cores"] >= 1
     assert report["machine"]["versions"]["tensorflow-cpu"].startswith("2.15.")
     parts = report["parts"]
-    assert list(parts) == ["throughput", "startup", "orchestration", "storage"]
+    assert list(parts) == ["throughput", "startup", "orchestration", "storage", "cluster"]
 
     throughput = parts["throughput"]
     assert [(r["format"], r["batch"]) for r in throughput] == [
@@ -41,6 +41,10 @@ def test_bench_suite_smoke_mode_writes_every_part_to_its_report(tmp_path):
     assert resume["unit"] == "bytes"
     assert resume["baseline"]["median"] <= resume["value"]["median"] < resume["model_dir_bytes"]
 
+    (cluster,) = parts["cluster"]
+    assert cluster["layout"] == "workers=1,ps=1" and cluster["model"] == "iris"
+    assert cluster["value"]["median"] > 0 and cluster["baseline"]["median"] > 0
+
     text = (tmp_path / "REPORT.md").read_text()
-    assert "Smoke mode" in text and text.count("####") == 4
+    assert "Smoke mode" in text and text.count("####") == 5
     assert "| iris | tfrecord | 256 |" in text
