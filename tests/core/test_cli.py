@@ -145,3 +145,16 @@ def test_bad_input_gets_one_line_exit_2_and_nothing_published(case, iris_spec, e
     assert ";" in lines[0]  # the fix follows the problem
     assert not os.path.exists(iris_spec["export"]["base"])
     assert out == ""
+
+
+def test_set_a_field_whose_sibling_has_a_default(iris_spec, tmp_path, capsys):
+    """`--set run_config.save_checkpoints_steps=N` replaces the 60 s default; it used to be
+    refused as if both had been set."""
+    from k2e_core.spec import load_spec
+
+    spec = _write(tmp_path, iris_spec)
+    code, out, err = _main(["validate", spec, "--set", "run_config.save_checkpoints_steps=100"],
+                           capsys)
+    assert code == 0, err
+    loaded = load_spec(load_spec(spec), ["run_config.save_checkpoints_steps=100"])
+    assert (loaded.run_config.save_checkpoints_steps, loaded.run_config.save_checkpoints_secs) == (100, None)
