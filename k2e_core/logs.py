@@ -58,7 +58,7 @@ def progress_hook(total_steps: int, every_secs: float):
         steady-state steps/s: from the end of the first step (which also optimises the graph
         and fills the input pipeline) to the end; None after fewer than two steps."""
 
-        steps, rate = 0, None
+        steps, rate, final_step = 0, None, None
 
         def begin(self):
             self._global_step = tf.compat.v1.train.get_global_step()
@@ -89,7 +89,7 @@ def progress_hook(total_steps: int, every_secs: float):
                 self._report(int(run_values.results["step"]), self._loss)
 
         def end(self, session):
-            step = int(session.run(self._global_step))
+            step = self.final_step = int(session.run(self._global_step))
             self.steps = step - self._first_step
             if self._start_step is not None and step > self._start_step:
                 self.rate = (step - self._start_step) / (time.perf_counter() - self._start_time)

@@ -216,6 +216,7 @@ def train_in_cluster(estimator, train_input_fn, eval_input_fn, spec, task, examp
     if task.is_chief:
         cluster.mark_training(model_dir, spec.train.steps, result["global_step"])
         result["stopped_early"] = result["global_step"] < spec.train.steps
-    else:  # a worker's checkpoint is the chief's: report only what it trained
+    else:  # checkpoints are the chief's, and may lag: the step this worker last saw
         result.pop("checkpoint")
+        result["global_step"] = progress.final_step
     return result
