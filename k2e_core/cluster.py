@@ -43,6 +43,13 @@ class Task:
         return f"{self.type}{self.index}" if self.type in ("worker", "ps") else self.type
 
 
+def tf_config(addresses: dict[str, list[str]], role: str, index: int) -> str:
+    """The TF_CONFIG of one task, as the training operator writes it. `addresses`: the
+    training cluster (chief, worker, ps); the evaluator is never part of it."""
+    return json.dumps({"cluster": addresses, "task": {"type": role, "index": index},
+                       "environment": "cloud"})
+
+
 def current_task(spec) -> Task | None:
     """This process's task from TF_CONFIG; None outside a cluster, and for a lone chief
     that has no evaluator to work with (it trains as a single process)."""

@@ -50,16 +50,10 @@ def parse_layout(text: str) -> dict:
 
 
 def tf_configs(layout: dict[str, int], addresses: dict[str, list[str]]) -> dict[str, str]:
-    """TF_CONFIG per task name, as the training operator writes it: the evaluator is not
-    part of the training cluster."""
-    spec = {role: addresses[role] for role in ("chief", "worker", "ps") if layout.get(role)}
-    configs = {}
-    for role, count in layout.items():
-        for index in range(count):
-            task = cluster.Task(role, index, spec)
-            configs[task.name] = json.dumps({"cluster": spec, "task": {"type": role, "index": index},
-                                             "environment": "cloud"})
-    return configs
+    """TF_CONFIG per task name, for every task of `layout`."""
+    training = {role: addresses[role] for role in ("chief", "worker", "ps") if layout.get(role)}
+    return {cluster.Task(role, index, training).name: cluster.tf_config(training, role, index)
+            for role, count in layout.items() for index in range(count)}
 
 
 def free_ports(count: int) -> list[int]:

@@ -16,7 +16,7 @@ import logging
 import re
 import time
 
-from k2e_core import storage
+from k2e_core import cluster, storage
 from k2e_core.errors import K2eError, SpecError
 
 log = logging.getLogger("k2e.tfjob")
@@ -61,7 +61,7 @@ def manifest(spec, name: str | None = None) -> dict:
     else:
         _check_no_secrets(spec)
         args = ["run", run_spec.model_dump_json(exclude_unset=True)]
-    env = [{"name": "K2E_SHARED_DIR", "value": f"{SHARED_MOUNT}/{name}"},
+    env = [{"name": cluster.SHARED_DIR_ENV, "value": f"{SHARED_MOUNT}/{name}"},
            {"name": "PYTHONUNBUFFERED", "value": "1"}]
     replicas = {}
     for role, count in spec.cluster.roles().items():
@@ -129,16 +129,15 @@ def tf_config(manifest: dict, role: str, index: int, hosts: dict | None = None) 
     """The TF_CONFIG the training operator sets for one replica: every non-evaluator replica
     at `<job>-<role>-<index>.<namespace>.svc:<port>`, or at `hosts[role][index]`."""
     name, namespace = manifest["metadata"]["name"], manifest["metadata"]["namespace"]
-    cluster = {}
+    addresses = {}
     for rtype, replica in manifest["spec"]["tfReplicaSpecs"].items():
         rt = rtype.lower()
         if rt == "evaluator":
             continue
         port = replica["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
-        cluster[rt] = [hosts[rt][i] if hosts else f"{name}-{rt}-{i}.{namespace}.svc:{port}"
-                       for i in range(replica["replicas"])]
-    return json.dumps({"cluster": cluster, "task": {"type": role, "index": index},
-                       "environment": "cloud"})
+        addresses[rt] = [hosts[rt][i] if hosts else f"{name}-{rt}-{i}.{namespace}.svc:{port}"
+                         for i in range(replica["replicas"])]
+    return cluster.tf_config(addresses, role, index)
 
 
 # --------------------------------------------------------------------------- submit and wait

@@ -17,7 +17,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from k2e_core import launcher, tfjob
+from k2e_core import cluster, launcher, tfjob
 from k2e_core.errors import K2eError
 
 BIN = os.path.dirname(sys.executable)
@@ -46,7 +46,7 @@ def run_replicas(manifest: dict, volume_dir: str) -> dict:
         argv = [os.path.join(BIN, container["command"][0]), *container["args"]]
         for index in range(replica["replicas"]):
             env_i = {**env, "TF_CONFIG": tfjob.tf_config(manifest, role, index, hosts)}
-            commands[f"{role}{index}" if role in ("worker", "ps") else role] = (argv, env_i)
+            commands[cluster.Task(role, index, hosts).name] = (argv, env_i)
     return launcher.run_tasks(commands)
 
 
