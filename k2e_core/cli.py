@@ -47,6 +47,10 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--overrides", dest="overrides_file", metavar="FILE",
                        help="JSON/YAML file of {KEY: VALUE} overrides, applied before --set "
                        "(keeps secrets such as storage.options off the command line)")
+        if name in ("run", "train", "validate"):
+            s.add_argument("--full", action="store_true",
+                           help="check every row of the data before training, not only "
+                           "data.scan_mb of each split (same as --set data.scan_mb=all)")
         if name in ("run", "train"):
             s.add_argument("--cluster", metavar="LAYOUT",
                            help="train as a local cluster on this machine, e.g. "
@@ -196,6 +200,8 @@ def main(argv=None) -> int:
 
         spec = load_spec(args.spec, _overrides_from_file(args.overrides_file))
         spec = load_spec(spec, args.overrides)
+        if getattr(args, "full", False):
+            spec = load_spec(spec, ["data.scan_mb=all"])
         if args.command == "tfjob":
             return _tfjob(args, spec)
         from k2e_core.job import STEPS

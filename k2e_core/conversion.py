@@ -57,11 +57,15 @@ def convert(
     metric_names_map=None,
     export_outputs=None,
     optimizer_state_from=None,
+    class_names=None,
 ):
     """Constructs an `Estimator` from a compiled Keras model (or a saved one at any URL).
 
-    `optimizer_state_from` (k2e's addition): a training checkpoint of the same model whose
-    optimizer slots (Adam's moments...) seed training when model_dir holds no checkpoint yet.
+    k2e's additions: `optimizer_state_from`, a training checkpoint of the same model whose
+    optimizer slots (Adam's moments...) seed training when model_dir holds no checkpoint yet;
+    `class_names`, {output key: class names} of classifier outputs trained on text labels:
+    predictions then carry the predicted name (`<key>_class`, or `class` for one output)
+    and classification signatures return the names as their classes.
     """
     if keras_model is None and not keras_model_path:
         raise ValueError("Either `keras_model` or `keras_model_path` needs to be provided.")
@@ -106,7 +110,7 @@ def convert(
         config = config.replace(model_dir=model_dir)  # the argument wins, as documented
     config = estimator_lib.maybe_overwrite_model_dir_and_session_config(config, model_dir)
     model_fn = _model_fn(model, custom_objects, save_object_ckpt, metric_names_map,
-                         output_keys, heads, classes, optimizer_state_from)
+                         output_keys, heads, classes, optimizer_state_from, class_names or {})
 
     warm_start = None
     keras_ckpt = None
@@ -364,16 +368,39 @@ def _serving_receives_examples():
     return len(placeholders) == 1 and placeholders[0].get_attr("dtype") == tf.string
 
 
-def _export_output(cls, tensor, name, examples):
+def predicted_class_key(key, output_keys):
+    return "class" if len(output_keys) == 1 else f"{key}_class"
+
+
+def _predicted_classes(scores, names):
+    """The name of each row's most likely class ([batch] strings); one unit: above 0.5."""
+    if scores.shape[-1] == 1:
+        index = tf.cast(tf.reshape(scores, [-1]) > 0.5, tf.int64)
+    else:
+        index = tf.argmax(scores, axis=-1)
+    return tf.gather(tf.constant(names), index)
+
+
+def _class_table(scores, names):
+    """ClassificationOutput's classes: every class name, for every row."""
+    rows = tf.shape(scores)[0]
+    return tf.tile(tf.constant(names)[None, :], [rows, 1])
+
+
+def _export_output(cls, tensor, name, examples, names=None):
     if cls is tf.estimator.export.PredictOutput:
         return cls(tensor if isinstance(tensor, dict) else {name: tensor})
     if isinstance(tensor, dict):
         raise ValueError(f"export_outputs[{name!r}]: {cls.__name__} needs a single output")
     if cls is tf.estimator.export.ClassificationOutput:
-        out = cls(scores=tensor)
+        if names and tensor.shape[-1] == 1:  # one sigmoid unit: the scores of both classes
+            tensor = tf.concat([1 - tensor, tensor], axis=-1)
+        classes = _class_table(tensor, names) if names else None
+        out = cls(scores=tensor, classes=classes)
         # Classify signatures need serialized tf.Example input; with raw tensors TF would
         # drop the head silently, so it is exported as a predict signature instead.
-        return out if examples else tf.estimator.export.PredictOutput({"scores": tensor})
+        raw = {"scores": tensor, **({"classes": classes} if names else {})}
+        return out if examples else tf.estimator.export.PredictOutput(raw)
     if cls is tf.estimator.export.RegressionOutput:
         out = cls(value=tensor)
         return out if examples else tf.estimator.export.PredictOutput({"outputs": tensor})
@@ -391,7 +418,7 @@ def _weights_per_output(features, output_names):
 
 
 def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
-              output_keys, heads, classes, optimizer_state_from=None):
+              output_keys, heads, classes, optimizer_state_from=None, class_names=None):
     try:
         optimizer_config = keras_model.optimizer.get_config()
     except (NotImplementedError, AttributeError):
@@ -407,6 +434,9 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
         model = clone_for(mode, keras_model, custom_objects, features=features, labels=labels,
                           optimizer_config=optimizer_config)
         predictions = dict(zip(output_keys, model.outputs))
+        for key, names in (class_names or {}).items():
+            predictions[predicted_class_key(key, output_keys)] = _predicted_classes(
+                predictions[key], names)
         loss = train_op = eval_metric_ops = None
         if mode != ModeKeys.PREDICT:
             if mode == ModeKeys.TRAIN:
@@ -442,7 +472,8 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
             examples = _serving_receives_examples()
             export = {
                 name: _export_output(cls, predictions if key is None else predictions[key],
-                                     name if key is None else key, examples)
+                                     name if key is None else key, examples,
+                                     (class_names or {}).get(key))
                 for name, cls, key in heads
             }
         spec = tf.estimator.EstimatorSpec(

@@ -1,8 +1,16 @@
 """Input pipelines from data files (CSV, TFRecord of tf.train.Example, NumPy .npz).
 
-Every format runs the same pipeline: records -> [cache] -> [shuffle] -> repeat -> batch ->
-vectorised parse -> (features, labels) -> prefetch. Before anything trains, `plan` checks the
-files' columns against the model's inputs and outputs and names both sides of a mismatch.
+Every format runs the same pipeline:
+
+    records -> [shard] -> [cache] -> [shuffle] -> repeat -> batch -> vectorised parse
+    -> [drop rows with missing values] -> columns -> (features, labels) -> model_inputs -> prefetch
+
+`model_inputs` (fills for missing values, image decoding) is the one step the exported
+serving signatures apply too, so training and serving never see different inputs.
+
+Before anything trains, `plan` maps the model's inputs and outputs to columns, decides each
+column's type (declared in `data.columns`, else the model input's, else what the values look
+like) and checks them against every source; `datacheck.scan` then reads the rows themselves.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -19,12 +28,18 @@ from k2e_core import storage
 from k2e_core.errors import SpecError, first_line
 
 AUTOTUNE = tf.data.AUTOTUNE
+#: Where a model_dir keeps what the data resolved to (vocabularies, fill values), so that
+#: every later step and the exported signatures use the same.
+RECORD_FILE = "k2e-data.json"
+_INT_MISSING = np.iinfo(np.int64).min  # a missing int cell while rows are being dropped
 
 
 @dataclass(frozen=True)
 class Column:
     dtype: str  # "float", "int" or "string"
     shape: tuple  # per-example shape: () for a CSV cell, (n,) for a TFRecord list
+    varlen: bool = False  # TFRecord lists whose length differs between records
+    text_at: tuple | None = None  # CSV: (line, value) of the first cell that is not a number
 
 
 @dataclass
@@ -43,22 +58,38 @@ class ModelIO:
     inputs: dict  # input name -> (per-example shape, tf dtype name)
     outputs: list  # output names (layer names), in model order
     output_keys: list  # dict-output keys where outputs are a dict, else the names
+    label_kinds: dict = field(default_factory=dict)  # output name -> (kind, classes)
+    output_units: dict = field(default_factory=dict)  # output name -> last dimension
 
 
 @dataclass
 class Plan:
-    """Which columns feed which model input and label."""
+    """Which columns feed which model input and label, and how each column is read."""
 
     features: dict  # input name -> list of columns
     labels: dict  # output name -> list of columns
     sample_weight: str | None
     io: ModelIO
+    types: dict = field(default_factory=dict)  # column -> "float" | "int" | "string"
+    vocabulary: dict = field(default_factory=dict)  # text label column -> class names
+    fills: dict = field(default_factory=dict)  # column -> fill value (or statistic to compute)
+    drop_missing: bool = False
+    na_values: tuple = ()
+    decode: dict = field(default_factory=dict)  # column -> spec.ImageDecode
+    varlen: frozenset = frozenset()  # columns padded to their input's width
 
     def columns(self):
         cols = [c for cs in (*self.features.values(), *self.labels.values()) for c in cs]
         if self.sample_weight:
             cols.append(self.sample_weight)
         return list(dict.fromkeys(cols))
+
+    def label_columns(self):
+        return [c for cs in self.labels.values() for c in cs]
+
+    def record(self) -> dict:
+        """What this plan resolved from the training data, as model_dir keeps it."""
+        return {"label_vocabulary": self.vocabulary, "fills": self.fills}
 
 
 def model_io(model) -> ModelIO:
@@ -67,7 +98,40 @@ def model_io(model) -> ModelIO:
     inputs = {}
     for name, tensor in zip(model.input_names, model.inputs):
         inputs[name] = (tuple(tensor.shape[1:]), tensor.dtype.name)
-    return ModelIO(inputs=inputs, outputs=list(model.output_names), output_keys=output_keys_of(model))
+    return ModelIO(inputs=inputs, outputs=list(model.output_names),
+                   output_keys=output_keys_of(model), label_kinds=label_kinds(model),
+                   output_units={name: t.shape[-1] if t.shape.rank == 2 else None
+                                 for name, t in zip(model.output_names, model.outputs)})
+
+
+def loss_name(loss):
+    """A compiled loss's name ('sparse_categorical_crossentropy'), or the loss itself."""
+    return getattr(loss, "name", None) or getattr(loss, "__name__", None) or loss
+
+
+def label_kinds(model) -> dict:
+    """Output name -> (kind, classes): 'sparse' (class ids), 'onehot', 'binary' (0/1) or
+    'value' (anything else: regression, custom losses), from the compiled loss."""
+    loss = model._get_compile_args().get("loss")
+    kinds = {}
+    for i, (name, tensor) in enumerate(zip(model.output_names, model.outputs)):
+        if isinstance(loss, dict):
+            this = loss.get(name)
+        elif isinstance(loss, (list, tuple)):
+            this = loss[i] if i < len(loss) else None
+        else:
+            this = loss
+        text = str(loss_name(this) or "").lower()
+        units = tensor.shape[-1] if tensor.shape.rank else 1
+        if "sparse_categorical" in text:
+            kinds[name] = ("sparse", units)
+        elif "categorical" in text:
+            kinds[name] = ("onehot", units)
+        elif "binary" in text and units == 1:
+            kinds[name] = ("binary", 2)
+        else:
+            kinds[name] = ("value", None)
+    return kinds
 
 
 # --------------------------------------------------------------------------- sources
@@ -84,7 +148,8 @@ def _format_of(path: str, declared: str) -> str:
                     "set format to csv, tfrecord or npz")
 
 
-def open_source(spec_field: str, files_spec, resolve, staging_dir: str) -> Source:
+def open_source(spec_field: str, files_spec, resolve, staging_dir: str,
+                na_values=()) -> Source:
     """Resolves globs, fetches remote files into `staging_dir`, and reads the columns."""
     urls = []
     for pattern in files_spec.files:
@@ -112,8 +177,11 @@ def open_source(spec_field: str, files_spec, resolve, staging_dir: str) -> Sourc
     for path in local:
         if os.path.getsize(path) == 0:
             raise SpecError(f"{spec_field}.files", f"{path} is empty", "point it at a file with data")
-    reader = {"csv": _csv_columns, "tfrecord": _tfrecord_columns, "npz": _npz_columns}[fmt]
-    columns, header = reader(spec_field, local[0])
+    if fmt == "csv":
+        columns, header = _csv_columns(spec_field, local[0], set(na_values))
+    else:
+        reader = {"tfrecord": _tfrecord_columns, "npz": _npz_columns}[fmt]
+        columns, header = reader(spec_field, local[0])
     return Source(field=spec_field, files=local, format=fmt, columns=columns, csv_header=header)
 
 
@@ -125,13 +193,13 @@ def fingerprint(source: Source) -> str:
     return digest.hexdigest()
 
 
-def _open_text(path):
+def open_text(path):
     import gzip
 
     return gzip.open(path, "rt", newline="") if path.endswith(".gz") else open(path, newline="")
 
 
-def _kind(text: str) -> str:
+def value_kind(text: str) -> str:
     for kind, cast in (("int", int), ("float", float)):
         try:
             cast(text)
@@ -141,46 +209,73 @@ def _kind(text: str) -> str:
     return "string"
 
 
-_KINDS = ("int", "float", "string")
+KINDS = ("int", "float", "string")
 #: Rows read to tell a column's type: a float column may start with whole numbers ("1").
 CSV_SAMPLE_ROWS = 1000
 
 
-def _csv_columns(spec_field, path):
-    with _open_text(path) as f:
+def _csv_columns(spec_field, path, na_values):
+    with open_text(path) as f:
         rows = csv.reader(f)
-        header = next(rows, None)
-        sample = [r for _, r in zip(range(CSV_SAMPLE_ROWS), rows)]
+        try:
+            header = next(rows, None)
+            sample = [(rows.line_num, r) for _, r in zip(range(CSV_SAMPLE_ROWS), rows)]
+        except csv.Error as err:
+            raise SpecError(f"{spec_field}.files", f"{path} line {rows.line_num}: {err}",
+                            "fix the row (an unclosed quote, or a field over 128 KB)") from None
     if not header or not sample:
         raise SpecError(f"{spec_field}.files", f"{path} has no data rows",
                         "CSV files need a header line and at least one row")
     kinds = ["int"] * len(header)
-    for r in sample:
+    text_at = [None] * len(header)
+    for line, r in sample:
         for i, value in enumerate(r[:len(header)]):
-            if value != "" and kinds[i] != "string":
-                kinds[i] = max(kinds[i], _kind(value), key=_KINDS.index)
-    return {name: Column(kind, ()) for name, kind in zip(header, kinds)}, header
+            if value in na_values or value == "" or kinds[i] == "string":
+                continue
+            kind = value_kind(value)
+            if kind == "string":
+                text_at[i] = (line, value)
+            kinds[i] = max(kinds[i], kind, key=KINDS.index)
+    return {name: Column(kind, (), text_at=at)
+            for name, kind, at in zip(header, kinds, text_at)}, header
 
 
 def _compression(path):
     return "GZIP" if path.endswith(".gz") else None
 
 
+#: Records read to tell a TFRecord feature's type and whether its length varies.
+TFRECORD_SAMPLE_RECORDS = 200
+
+
 def _tfrecord_columns(spec_field, path):
     try:
-        record = next(iter(tf.data.TFRecordDataset(path, _compression(path)).take(1)), None)
+        records = [r.numpy() for r in
+                   tf.data.TFRecordDataset(path, _compression(path)).take(TFRECORD_SAMPLE_RECORDS)]
     except tf.errors.OpError as err:
         raise SpecError(f"{spec_field}.files", f"{path} is not a TFRecord file ({err.message})",
                         "write tf.train.Example records with tf.io.TFRecordWriter") from None
-    if record is None:
+    if not records:
         raise SpecError(f"{spec_field}.files", f"{path} holds no records", "point it at a file with data")
-    example = tf.train.Example.FromString(record.numpy())
+    kinds, lengths = {}, {}
+    for i, record in enumerate(records):
+        try:
+            example = tf.train.Example.FromString(record)
+        except Exception:  # protobuf's DecodeError
+            raise SpecError(f"{spec_field}.files", f"{path} record {i + 1} is not a "
+                            "tf.train.Example", "write tf.train.Example records") from None
+        for name, feat in example.features.feature.items():
+            kind = feat.WhichOneof("kind")
+            if kind is None:
+                continue
+            kinds.setdefault(name, {"float_list": "float", "int64_list": "int",
+                                    "bytes_list": "string"}[kind])
+            lengths.setdefault(name, set()).add(len(getattr(feat, kind).value))
     columns = {}
-    for name, feat in example.features.feature.items():
-        kind = feat.WhichOneof("kind")
-        values = getattr(feat, kind).value
-        dtype = {"float_list": "float", "int64_list": "int", "bytes_list": "string"}[kind]
-        columns[name] = Column(dtype, (len(values),))
+    for name, kind in kinds.items():
+        counts = lengths[name]
+        varlen = len(counts) > 1
+        columns[name] = Column(kind, (None,) if varlen else (counts.pop(),), varlen=varlen)
     return columns, []
 
 
@@ -189,11 +284,17 @@ def _npz_columns(spec_field, path):
         with np.load(path) as arrays:
             columns = {k: Column(_np_kind(a.dtype), tuple(a.shape[1:])) for k, a in arrays.items()}
             rows = {len(a) for a in arrays.values()}
-    except (OSError, ValueError) as err:
-        raise SpecError(f"{spec_field}.files", f"{path} is not a NumPy .npz file ({err})",
-                        "write it with numpy.savez") from None
+    except (OSError, ValueError, EOFError) as err:
+        raise SpecError(f"{spec_field}.files", f"{path} is not a NumPy .npz file ({first_line(err)})",
+                        "write it with numpy.savez (text as str arrays, not objects)") from None
+    except Exception as err:  # a corrupt archive: zipfile.BadZipFile and friends
+        raise SpecError(f"{spec_field}.files", f"{path} is not a NumPy .npz file "
+                        f"({type(err).__name__}: {first_line(err)})", "write it with numpy.savez") from None
     if rows == {0} or not rows:
         raise SpecError(f"{spec_field}.files", f"{path} holds no rows", "point it at a file with data")
+    if len(rows) > 1:
+        raise SpecError(f"{spec_field}.files", f"{path} holds arrays of different lengths "
+                        f"{sorted(rows)}", "save one row per example in every array")
     return columns, []
 
 
@@ -211,8 +312,14 @@ def _as_list(value):
     return [value] if isinstance(value, str) else list(value)
 
 
-def plan(data_spec, io: ModelIO, sources) -> Plan:
-    """Maps model inputs and outputs to columns and checks them against every source."""
+def _kind_of_dtype(dtype) -> str:
+    dtype = tf.as_dtype(dtype)
+    return "string" if dtype == tf.string else "int" if dtype.is_integer or dtype.is_bool else "float"
+
+
+def plan(data_spec, io: ModelIO, sources, record: dict | None = None) -> Plan:
+    """Maps model inputs and outputs to columns and checks them against every source.
+    `record`: what an earlier step of the same model_dir resolved (vocabularies, fills)."""
     train = sources[0]
     inputs = list(io.inputs)
     if data_spec.features:
@@ -237,14 +344,41 @@ def plan(data_spec, io: ModelIO, sources) -> Plan:
         features = {i: [i] for i in inputs}
 
     labels = _label_columns(data_spec.labels, io, train)
-    result = Plan(features=features, labels=labels, sample_weight=data_spec.sample_weight, io=io)
+    result = Plan(features=features, labels=labels, sample_weight=data_spec.sample_weight, io=io,
+                  drop_missing=data_spec.missing == "drop", na_values=tuple(data_spec.na_values))
     if result.sample_weight and result.sample_weight not in train.columns:
         raise SpecError("data.sample_weight", f"column {result.sample_weight!r} is not in "
                         f"{train.field} files (they hold {sorted(train.columns)})",
                         "fix the column name")
+    _check_spec_columns(data_spec, result, train)
     for source in sources:
         _check_source(for_source(result, source), source)
+    result.types = _column_types(data_spec, result, sources)
+    result.decode = _image_columns(data_spec, result, sources)
+    result.varlen = frozenset(c for s in sources for c in result.columns()
+                              if c in s.columns and s.columns[c].varlen)
+    _check_varlen(result)
+    result.vocabulary = _vocabularies(data_spec, result, record)
+    result.fills = _fills(data_spec, result, record)
     return result
+
+
+def _check_spec_columns(data_spec, p: Plan, train: Source):
+    """Every column named by data.columns, data.missing and data.decode is a used column."""
+    used = p.columns()
+    named = [("data.columns", list(data_spec.columns)), ("data.decode", list(data_spec.decode))]
+    if isinstance(data_spec.missing, dict):
+        named.append(("data.missing", list(data_spec.missing)))
+    for where, columns in named:
+        for c in columns:
+            if c not in used:
+                raise SpecError(f"{where}.{c}", f"{c!r} is not a column the job reads "
+                                f"(it reads {used})", "fix the column name")
+    if isinstance(data_spec.missing, dict):
+        for c in data_spec.missing:
+            if c in p.label_columns():
+                raise SpecError(f"data.missing.{c}", "a missing label cannot be filled",
+                                "use data.missing: drop, or fix the file")
 
 
 def for_source(p: Plan, source: Source) -> Plan:
@@ -297,11 +431,10 @@ def _check_source(p: Plan, source: Source) -> None:
             if missing:
                 raise SpecError(f"{where}.{key}", f"columns {missing} are not in {source.field} files "
                                 f"(they hold {sorted(source.columns)})", "fix the column names")
-            if any(source.columns[c].dtype == "string" for c in cols) and where == "data.labels":
-                raise SpecError(f"{where}.{key}", f"label columns {cols} hold text",
-                                "encode labels as numbers (class ids or one-hot)")
     for name, cols in p.features.items():
         shape, _ = p.io.inputs[name]
+        if any(source.columns[c].varlen for c in cols) or len(shape) > 1:
+            continue  # padded to the input's width, or decoded images: checked later
         width = sum(int(np.prod(source.columns[c].shape)) for c in cols)
         expected = int(np.prod(shape)) if all(d is not None for d in shape) else None
         if expected is not None and width != expected:
@@ -310,15 +443,219 @@ def _check_source(p: Plan, source: Source) -> None:
                             f"{list(shape)} ({expected} values)", "map exactly that many values")
 
 
+def _column_types(data_spec, p: Plan, sources) -> dict:
+    """How each used column is read: declared, else what its input takes, else as it looks."""
+    types = {}
+    wants = {c: _kind_of_dtype(p.io.inputs[name][1]) for name, cols in p.features.items()
+             for c in cols}
+    for c in p.columns():
+        declared = data_spec.columns.get(c)
+        for source in sources:
+            if c not in source.columns:
+                continue
+            stored = source.columns[c]
+            if declared and source.format != "csv" and declared != stored.dtype and not (
+                    declared != "string" and stored.dtype != "string"):
+                raise SpecError(f"data.columns.{c}", f"{source.field} files store {c!r} as "
+                                f"{stored.dtype}, which cannot be read as {declared}",
+                                "remove the declaration, or write the column with that type")
+        stored = sources[0].columns[c]
+        kind = declared or wants.get(c) or stored.dtype
+        if c == p.sample_weight:
+            kind = "float"
+        if c in data_spec.decode:
+            kind = "string"
+        if kind != "string" and not declared:
+            for source in sources:
+                col = source.columns.get(c)
+                if col is not None and col.dtype == "string" and c not in data_spec.decode:
+                    where = _where_fed(p, c)
+                    seen = (f" (line {col.text_at[0]}: {col.text_at[1]!r})"
+                            if col.text_at else "")
+                    raise SpecError(where, f"column {c!r} of {source.field} files holds text{seen} "
+                                    f"but is read as {kind}",
+                                    f"feed it to a tf.string input, or declare data.columns.{c}: "
+                                    "string (or fix the file)")
+        if source_format(sources) != "csv" and stored.dtype == "string" and kind != "string" \
+                and c not in data_spec.decode:
+            kind = "string"
+        types[c] = kind
+    return types
+
+
+def source_format(sources) -> str:
+    return sources[0].format
+
+
+def _where_fed(p: Plan, column: str) -> str:
+    for name, cols in p.features.items():
+        if column in cols:
+            return f"data.features.{name}"
+    if column == p.sample_weight:
+        return "data.sample_weight"
+    for name, cols in p.labels.items():
+        if column in cols:
+            return f"data.labels.{name}" if len(p.labels) > 1 else "data.labels"
+    return f"data.columns.{column}"
+
+
+def _image_columns(data_spec, p: Plan, sources) -> dict:
+    decode = {}
+    for c, how in data_spec.decode.items():
+        inputs = [name for name, cols in p.features.items() if c in cols]
+        if not inputs or p.features[inputs[0]] != [c]:
+            raise SpecError(f"data.decode.{c}", "an image column must feed one model input "
+                            "on its own", f"map it alone, e.g. data.features.image: {c}")
+        shape, _ = p.io.inputs[inputs[0]]
+        if len(shape) != 3:
+            raise SpecError(f"data.decode.{c}", f"input {inputs[0]!r} has shape {list(shape)}, not "
+                            "[height, width, channels]", "decode images into an image input")
+        for source in sources:
+            if source.columns[c].dtype != "string":
+                raise SpecError(f"data.decode.{c}", f"{source.field} files hold {c!r} as "
+                                f"{source.columns[c].dtype}, not encoded image bytes",
+                                "store PNG/JPEG bytes in a bytes_list (or drop data.decode)")
+        if how.resize is None and any(d is None for d in shape[:2]):
+            raise SpecError(f"data.decode.{c}.resize", f"input {inputs[0]!r} has no fixed size "
+                            f"({list(shape)})", "give resize: [height, width]")
+        decode[c] = how
+    return decode
+
+
+def _check_varlen(p: Plan) -> None:
+    for name, cols in p.features.items():
+        if any(c in p.varlen for c in cols) and len(cols) > 1:
+            raise SpecError(f"data.features.{name}", f"column(s) {[c for c in cols if c in p.varlen]}"
+                            " vary in length between records and cannot be stacked with others",
+                            "feed a variable-length feature to an input of its own")
+        shape, _ = p.io.inputs[name]
+        if any(c in p.varlen for c in cols) and len(shape) != 1:
+            raise SpecError(f"data.features.{name}", f"{cols[0]!r} varies in length between "
+                            f"records but input {name!r} has shape {list(shape)}",
+                            "feed it to a 1-D input: Input(shape=(N,)) pads to N, "
+                            "Input(shape=(None,)) to the longest in each batch")
+    for c in p.label_columns():
+        if c in p.varlen:
+            raise SpecError(_where_fed(p, c), f"label {c!r} varies in length between records",
+                            "write labels of one length")
+
+
+def _vocabularies(data_spec, p: Plan, record: dict | None) -> dict:
+    """Text label columns -> class names: given, recorded in model_dir, or None (the scan of
+    the training data fills it in)."""
+    text = [c for c in p.label_columns() if p.types[c] == "string"]
+    given = data_spec.label_vocabulary
+    if isinstance(given, list):
+        if len(p.label_columns()) != 1:
+            raise SpecError("data.label_vocabulary", f"the job has label columns "
+                            f"{p.label_columns()}", "give label column -> class names")
+        given = {p.label_columns()[0]: given}
+    given = given or {}
+    for c in given:
+        if c not in p.label_columns():
+            raise SpecError(f"data.label_vocabulary.{c}", f"{c!r} is not a label column "
+                            f"(labels: {p.label_columns()})", "key it by the label column")
+        if c not in text:
+            p.types[c] = "string"
+            text.append(c)
+    recorded = (record or {}).get("label_vocabulary") or {}
+    vocabulary = {}
+    for c in text:
+        names = given.get(c) or recorded.get(c)
+        if names is not None and len(set(names)) != len(names):
+            raise SpecError(f"data.label_vocabulary.{c}", "lists a class twice", "list each once")
+        output = next(o for o, cols in p.labels.items() if c in cols)
+        kind, classes = p.io.label_kinds[output]
+        if kind == "value" or len(p.labels[output]) > 1:
+            raise SpecError(_where_fed(p, c), f"label column {c!r} holds text but output "
+                            f"{output!r} is not a classifier (its loss takes numbers)",
+                            "compile the output with a categorical or binary cross-entropy, or "
+                            "encode the labels as numbers")
+        if names is not None and classes and len(names) != classes:
+            raise SpecError(f"data.label_vocabulary.{c}", f"has {len(names)} classes but output "
+                            f"{output!r} has {classes}", "give one name per class")
+        vocabulary[c] = list(names) if names is not None else None
+    return vocabulary
+
+
+def _fills(data_spec, p: Plan, record: dict | None) -> dict:
+    recorded = (record or {}).get("fills") or {}
+    fills = {}
+    for c in p.columns():
+        fill = data_spec.fill_of(c)
+        if fill is None:
+            continue
+        how, value = fill
+        kind = p.types[c]
+        if how == "constant":
+            try:
+                fills[c] = cast_value(value, kind)
+            except ValueError:
+                raise SpecError(f"data.missing.{c}", f"fill {value!r} is not a {kind}",
+                                f"give a {kind} value") from None
+        elif how in ("mean", "median") and kind == "string":
+            raise SpecError(f"data.missing.{c}", f"{c!r} holds text; it has no {how}",
+                            "use most_frequent or a constant")
+        elif c in p.decode:
+            raise SpecError(f"data.missing.{c}", "an image column cannot be filled",
+                            "use data.missing: drop")
+        else:
+            fills[c] = recorded[c] if c in recorded else Statistic(how)
+    return fills
+
+
+def cast_value(value, kind):
+    if kind == "string":
+        return str(value)
+    if kind == "int":
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return int(value)
+    return float(value)
+
+
+class Statistic(str):
+    """A fill still to be computed from the training data: 'mean', 'median', 'most_frequent'."""
+
+
+def pending(p: Plan) -> list:
+    """Columns whose vocabulary or fill value waits for the training data's scan."""
+    return ([c for c, v in p.vocabulary.items() if v is None]
+            + [c for c, v in p.fills.items() if isinstance(v, Statistic)])
+
+
+def load_record(model_dir: str) -> dict | None:
+    import json
+
+    path = os.path.join(model_dir, "keras", RECORD_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def save_record(model_dir: str, p: Plan) -> None:
+    import json
+
+    os.makedirs(os.path.join(model_dir, "keras"), exist_ok=True)
+    with open(os.path.join(model_dir, "keras", RECORD_FILE), "w") as f:
+        json.dump(p.record(), f, indent=1, sort_keys=True)
+
+
 # --------------------------------------------------------------------------- pipelines
 
-def input_fn(p: Plan, source: Source, data_spec, training: bool, seed=None, batch_size=None):
-    """An Estimator input_fn over `source` following plan `p`."""
+def input_fn(p: Plan, source: Source, data_spec, training: bool, seed=None, batch_size=None,
+             shard: tuple[int, int] | None = None):
+    """An Estimator input_fn over `source` following plan `p`. `shard`: (index, count) of
+    this worker: it reads whole files when there are enough of them, else every count-th
+    record, and shuffles with a seed of its own."""
     batch = batch_size or data_spec.batch_size
     p = for_source(p, source)
+    if shard and seed is not None:
+        seed = seed + shard[0]
 
     def fn():
-        records, parse = _records(p, source, data_spec.parallel_reads)
+        records, parse = _records(p, source, data_spec.parallel_reads, shard)
         ds = records
         if data_spec.cache and training:
             ds = ds.cache()
@@ -327,46 +664,150 @@ def input_fn(p: Plan, source: Source, data_spec, training: bool, seed=None, batc
         if training:
             ds = ds.repeat()
         ds = ds.batch(batch, drop_remainder=False)
-        ds = ds.map(lambda r: _structure(p, parse(r)), num_parallel_calls=AUTOTUNE,
+        ds = ds.map(lambda r: _example(p, parse(r)), num_parallel_calls=AUTOTUNE,
                     deterministic=not training)
+        if p.drop_missing:
+            ds = ds.filter(lambda features, labels: tf.size(tf.nest.flatten(labels)[0]) > 0)
         prefetch = AUTOTUNE if data_spec.prefetch == "auto" else data_spec.prefetch
         return ds.prefetch(prefetch) if prefetch else ds
 
     return fn
 
 
-def _records(p: Plan, source: Source, parallel_reads: int):
+def shard_of(source: Source, shard):
+    """(files this worker reads, record shard or None)."""
+    if not shard or shard[1] <= 1:
+        return source.files, None
+    index, count = shard
+    if len(source.files) >= count:
+        return source.files[index::count], None
+    return source.files, (count, index)
+
+
+def _records(p: Plan, source: Source, parallel_reads: int, shard=None):
     """(record dataset, batched-records -> {column: tensor}) for the source's format."""
     wanted = p.columns()
+    files, record_shard = shard_of(source, shard)
     compression = _compression(source.files[0])
     if source.format == "csv":
-        header = source.csv_header
-        index = [header.index(c) for c in wanted]
-        defaults = [_tf_default(source.columns[c].dtype) for c in wanted]
-
-        def lines(path):
-            return tf.data.TextLineDataset(path, compression_type=compression).skip(1)
-
-        ds = _interleave(source.files, lines, parallel_reads).filter(lambda line: tf.strings.length(line) > 0)
-
-        def parse(batch):
-            values = tf.io.decode_csv(batch, record_defaults=defaults, select_cols=index)
-            return dict(zip(wanted, values))
-
-        return ds, parse
-    if source.format == "tfrecord":
-        spec = {c: tf.io.FixedLenFeature(source.columns[c].shape, _tf_dtype(source.columns[c].dtype))
-                for c in wanted}
-        ds = _interleave(source.files, lambda path: tf.data.TFRecordDataset(path, compression),
+        ds = _interleave(files, lambda path: tf.data.TextLineDataset(
+            path, compression_type=compression).skip(1), parallel_reads)
+        parse = _csv_parser(p, source)
+    elif source.format == "tfrecord":
+        ds = _interleave(files, lambda path: tf.data.TFRecordDataset(path, compression),
                          parallel_reads)
-        return ds, lambda batch: tf.io.parse_example(batch, spec)
+        parse = _tfrecord_parser(p, source)
+    else:
+        ds, parse = _npz_records(p, files, wanted)
+    if record_shard:
+        ds = ds.shard(*record_shard)
+    return ds, parse
+
+
+def _missing_default(p: Plan, column: str, kind: str):
+    """decode_csv / parse_example default for a `kind` column: none (a missing value is an
+    error), a value that marks the cell for dropping or filling, or the fill itself (ints
+    cannot be NaN)."""
+    if p.drop_missing:
+        return {"float": np.nan, "int": _INT_MISSING, "string": ""}[kind]
+    if column in p.fills:
+        return {"float": np.nan, "int": int(round(float(p.fills[column]))) if kind == "int"
+                else None, "string": ""}[kind]
+    return None
+
+
+def _csv_parser(p: Plan, source: Source):
+    wanted = p.columns()
+    header = source.csv_header
+    order = sorted(wanted, key=header.index)  # decode_csv wants select_cols in file order
+    defaults = []
+    for c in order:
+        default = _missing_default(p, c, p.types[c])
+        dtype = _tf_dtype(p.types[c])
+        defaults.append(tf.constant([], dtype) if default is None else tf.constant([default], dtype))
+    markers = [m for m in p.na_values if m != ""]
+    na_value = markers[0] if len(markers) == 1 else ""
+    # Several markers: each becomes an empty cell first (twice: adjacent cells share a comma).
+    pattern = "(^|,)(" + "|".join(re.escape(m) for m in markers) + ")(,|$)" if len(markers) > 1 else None
+
+    def parse(batch):
+        batch = tf.boolean_mask(batch, tf.strings.length(batch) > 0)
+        if pattern:
+            for _ in range(2):
+                batch = tf.strings.regex_replace(batch, pattern, r"\1\3")
+        values = tf.io.decode_csv(batch, record_defaults=defaults, na_value=na_value,
+                                  select_cols=[header.index(c) for c in order])
+        return dict(zip(order, values))
+
+    return parse
+
+
+def _tfrecord_parser(p: Plan, source: Source):
+    spec = {}
+    for c in p.columns():
+        stored = source.columns[c]
+        dtype = _tf_dtype(stored.dtype)
+        if c in p.varlen:
+            spec[c] = tf.io.VarLenFeature(dtype)
+            continue
+        default = _missing_default(p, c, stored.dtype)
+        shape = stored.shape
+        spec[c] = tf.io.FixedLenFeature(shape, dtype, default_value=None if default is None else
+                                        np.full(shape, default, dtype.as_numpy_dtype).tolist()
+                                        if dtype != tf.string else [default] * int(np.prod(shape)))
+    widths = {c: p.io.inputs[name][0][0] for name, cols in p.features.items() for c in cols
+              if c in p.varlen}
+
+    def parse(batch):
+        cols = tf.io.parse_example(batch, spec)
+        for c, width in widths.items():
+            cols[c] = pad_to(cols[c], width)
+        return cols
+
+    return parse
+
+
+def pad_to(sparse, width):
+    """A variable-length feature (SparseTensor) as a dense batch padded to `width` (None: to
+    the longest row of the batch); a longer row fails naming the width."""
+    default = "" if sparse.dtype == tf.string else 0
+    dense = tf.sparse.to_dense(sparse, default_value=tf.cast(default, sparse.dtype))
+    if width is None:
+        return dense
+    longest = tf.shape(dense)[1]
+    check = tf.debugging.assert_less_equal(
+        longest, width, message=f"k2e: a variable-length feature holds more values than the "
+        f"input's {width}")
+    with tf.control_dependencies([check]):
+        return tf.pad(dense, [[0, 0], [0, tf.maximum(width - longest, 0)]],
+                      constant_values=tf.cast(default, sparse.dtype))
+
+
+def _npz_records(p: Plan, files, wanted):
     arrays = {c: [] for c in wanted}
-    for path in source.files:
+    for path in files:
         with np.load(path) as data:
             for c in wanted:
                 arrays[c].append(data[c])
     arrays = {c: np.concatenate(v) for c, v in arrays.items()}
+    if p.drop_missing:
+        keep = ~missing_rows(arrays, p.na_values)
+        arrays = {c: a[keep] for c, a in arrays.items()}
     return tf.data.Dataset.from_tensor_slices(arrays), lambda batch: batch
+
+
+def missing_rows(arrays: dict, na_values) -> np.ndarray:
+    """Rows of `arrays` with a NaN float or a missing-marker text in any column."""
+    rows = len(next(iter(arrays.values())))
+    missing = np.zeros(rows, bool)
+    for a in arrays.values():
+        flat = a.reshape(rows, -1)
+        if np.issubdtype(a.dtype, np.floating):
+            missing |= np.isnan(flat).any(axis=1)
+        elif a.dtype.kind in "US":
+            markers = [m.encode() if a.dtype.kind == "S" else m for m in na_values]
+            missing |= np.isin(flat, markers).any(axis=1)
+    return missing
 
 
 def _interleave(files, make, parallel_reads):
@@ -381,25 +822,125 @@ def _tf_dtype(kind):
     return {"float": tf.float32, "int": tf.int64, "string": tf.string}[kind]
 
 
-def _tf_default(kind):
-    return tf.constant([], dtype=_tf_dtype(kind))
-
-
-def _structure(p: Plan, cols: dict):
-    features = {}
-    for name, columns in p.features.items():
-        shape, dtype = p.io.inputs[name]
-        tensor = _gather(cols, columns)
-        if tf.as_dtype(dtype) != tensor.dtype and tf.as_dtype(dtype) != tf.string:
-            tensor = tf.cast(tensor, dtype)
-        if all(d is not None for d in shape):
-            tensor = tf.reshape(tensor, [-1, *shape])
-        features[name] = tensor
-    labels = {name: _gather(cols, columns) for name, columns in p.labels.items()}
+def _example(p: Plan, cols: dict):
+    """One parsed batch of columns as (features, labels), missing rows dropped, model inputs
+    filled and decoded."""
+    if p.drop_missing:
+        cols = _drop_missing(p, cols)
+    features = model_inputs(p, stacked_inputs(p, cols))
+    labels = {name: _label(p, name, columns, cols) for name, columns in p.labels.items()}
     labels = labels[p.io.outputs[0]] if len(labels) == 1 else labels
     if p.sample_weight:
         return {"features": features, "sample_weights": tf.cast(cols[p.sample_weight], tf.float32)}, labels
     return features, labels
+
+
+def _drop_missing(p: Plan, cols: dict) -> dict:
+    rows = tf.shape(next(iter(cols.values())))[0]
+    missing = tf.zeros([rows], tf.bool)
+    for c, t in cols.items():
+        if t.dtype.is_floating:
+            marked = tf.math.is_nan(t)
+        elif t.dtype == tf.string:
+            marked = tf.reduce_any(tf.equal(t[..., None], list(p.na_values)), axis=-1) \
+                if p.na_values else tf.zeros_like(t, tf.bool)
+        else:
+            marked = tf.equal(t, _INT_MISSING)
+        while marked.shape.rank > 1:
+            marked = tf.reduce_any(marked, axis=-1)
+        missing = missing | marked
+    keep = tf.logical_not(missing)
+    return {c: tf.boolean_mask(t, keep) for c, t in cols.items()}
+
+
+def stacked_inputs(p: Plan, cols: dict) -> dict:
+    """Columns stacked into each model input, as a serving client sends them: in the input's
+    dtype, except encoded images (bytes) and values still to be filled (NaN, markers)."""
+    features = {}
+    for name, columns in p.features.items():
+        shape, dtype = p.io.inputs[name]
+        tensor = _gather(cols, columns)
+        if columns[0] in p.decode:
+            features[name] = tf.reshape(tensor, [-1])
+            continue
+        if tf.as_dtype(dtype) != tensor.dtype and tf.as_dtype(dtype) != tf.string \
+                and tensor.dtype != tf.string:
+            tensor = tf.cast(tensor, dtype)
+        if all(d is not None for d in shape):
+            tensor = tf.reshape(tensor, [-1, *shape])
+        features[name] = tensor
+    return features
+
+
+def model_inputs(p: Plan, features: dict) -> dict:
+    """What the model sees for what a client sends: missing values filled, images decoded.
+    The input pipeline and every exported serving signature run this same function."""
+    out = dict(features)
+    for name, columns in p.features.items():
+        tensor = features[name]
+        if columns[0] in p.decode:
+            shape, dtype = p.io.inputs[name]
+            out[name] = decode_images(tensor, p.decode[columns[0]], shape, dtype)
+            continue
+        fills = [p.fills.get(c) for c in columns]
+        if all(f is None for f in fills):
+            continue
+        if tensor.dtype == tf.string:
+            marked = tf.reduce_any(tf.equal(tensor[..., None], list(p.na_values)), axis=-1)
+            out[name] = tf.where(marked, tf.constant(str(fills[0]), tf.string), tensor)
+        elif tensor.dtype.is_floating:
+            if len(columns) == 1:
+                value = tf.constant(np.nan if fills[0] is None else fills[0], tensor.dtype)
+            else:
+                value = tf.constant([np.nan if f is None else f for f in fills], tensor.dtype)
+                value = tf.reshape(value, [1, *tensor.shape[1:]])
+            out[name] = tf.where(tf.math.is_nan(tensor), value + tf.zeros_like(tensor), tensor)
+    return out
+
+
+def decode_images(encoded, how, shape, dtype):
+    """A batch of PNG/JPEG bytes -> [batch, height, width, channels] in the input's dtype
+    (pixel values 0-255, as the files hold them: scale inside the model)."""
+    height, width, channels = shape
+    channels = how.channels or channels or 3
+    size = how.resize or [height, width]
+    decoder = {"jpeg": tf.io.decode_jpeg, "png": tf.io.decode_png}.get(how.format)
+
+    def one(data):
+        if decoder is not None:
+            image = decoder(data, channels=channels)
+        else:
+            image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        image = tf.image.resize(image, size)
+        return tf.ensure_shape(image, [*size, channels])
+
+    images = tf.map_fn(one, tf.reshape(encoded, [-1]),
+                       fn_output_signature=tf.TensorSpec([*size, channels], tf.float32))
+    return tf.cast(images, dtype)
+
+
+def _label(p: Plan, output: str, columns, cols):
+    tensor = _gather(cols, columns)
+    column = columns[0]
+    kind, classes = p.io.label_kinds[output]
+    if column not in p.vocabulary:
+        if kind != "sparse" and tensor.shape.rank == 1 and p.io.output_units.get(output) == 1:
+            return tensor[:, None]  # one unit (binary, regression): labels as [batch, 1]
+        return tensor
+    names = p.vocabulary[column]
+    text = tf.reshape(tensor, [-1])
+    hits = tf.equal(text[:, None], tf.constant(names))
+    check = tf.debugging.assert_equal(
+        tf.reduce_all(tf.reduce_any(hits, axis=1)), True,
+        message=f"k2e: label column {column!r} holds a value that is not in its vocabulary "
+        f"{names[:10]}")
+    with tf.control_dependencies([check]):
+        ids = tf.argmax(tf.cast(hits, tf.int32), axis=1)
+    if kind == "onehot":
+        return tf.one_hot(ids, len(names))
+    if kind == "binary":
+        return tf.cast(ids, tf.float32)[:, None]
+    return ids
 
 
 def _gather(cols, columns):
@@ -409,16 +950,23 @@ def _gather(cols, columns):
     return tf.concat([tf.cast(t, parts[0].dtype) for t in parts], axis=-1)
 
 
-def first_batch(p: Plan, source: Source, data_spec, rows: int):
-    """The first `rows` examples as numpy (features, labels), in file order."""
-    ds = input_fn(p, source, data_spec, training=False, batch_size=rows)()
-    features, labels = next(iter(ds.take(1)))
+def first_batch(p: Plan, source: Source, data_spec, rows: int, as_sent: bool = False):
+    """The first `rows` examples as numpy (features, labels), in file order. `as_sent`:
+    features as a serving client sends them (before fills and image decoding)."""
+    p = for_source(p, source)
+    records, parse = _records(p, source, data_spec.parallel_reads)
+    ds = records.batch(rows)
+
+    def example(batch):
+        cols = parse(batch)
+        if p.drop_missing:
+            cols = _drop_missing(p, cols)
+        if as_sent:
+            return stacked_inputs(p, cols), tf.constant(0)
+        return _example(p, cols)
+
+    features, labels = next(iter(ds.map(example).take(1)))
     return tf.nest.map_structure(lambda t: t.numpy(), (features, labels))
-
-
-def loss_name(loss):
-    """A compiled loss's name ('sparse_categorical_crossentropy'), or the loss itself."""
-    return getattr(loss, "name", None) or getattr(loss, "__name__", None) or loss
 
 
 def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:
@@ -426,7 +974,7 @@ def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:
     features, labels = first_batch(p, source, data_spec, min(data_spec.batch_size, 64))
     weights = None
     if for_source(p, source).sample_weight:
-        features, weights = features["features"], features["sample_weights"]
+        features, weights = features["features"], tf.convert_to_tensor(features["sample_weights"])
     try:
         predictions = model(features, training=False)
         model.compiled_loss(tf.nest.map_structure(tf.convert_to_tensor, labels), predictions,
@@ -442,3 +990,53 @@ def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:
             "use integer class ids with sparse_categorical_crossentropy, one-hot rows with "
             "categorical_crossentropy, or change data.labels",
         ) from None
+
+
+# --------------------------------------------------------------------------- errors
+
+_CSV_FIELD = re.compile(r"Field (\d+)")
+_DATA_PROBLEMS = ("k2e: ", "is required but missing", "fields but have", "is not a valid",
+                  "Can't parse serialized", "Number of ", "values size", "could not be found",
+                  "outside the valid range", "Unknown image file format", "Invalid PNG",
+                  "Invalid JPEG", "decode")
+
+
+def _data_message(err) -> str | None:
+    """The line of a TensorFlow error that says what is wrong with the data (TF puts it after
+    the stack of the graph's definition), or None."""
+    for line in str(getattr(err, "message", err)).splitlines():
+        line = line.strip()
+        if any(marker in line for marker in _DATA_PROBLEMS) and not line.startswith(("File ", "[[")):
+            return re.sub(r"\s+", " ", line)[:300]
+    return None
+_FEATURE = re.compile(r"(?:Feature|Key): ([^\s,(]+)")
+
+
+def explain(err: Exception, p: Plan, source: Source) -> SpecError | None:
+    """A TensorFlow data error from training or evaluation as one line naming the split's
+    files and the column; None for errors that are not about the data."""
+    text = _data_message(err)
+    if text is None:
+        return None
+    files = source.files[0] if len(source.files) == 1 else f"{len(source.files)} files ({source.files[0]}, ...)"
+    column = None
+    if "k2e: " in text:
+        problem = text[text.index("k2e: ") + 5:].rstrip("]' ")
+        return SpecError(f"{source.field}.files", f"{files}: {problem}",
+                         "check the data with `k2e validate --full`")
+    if source.format == "csv" and "record" in text and ("Field" in text or "fields" in text):
+        match = _CSV_FIELD.search(text)
+        if match:
+            order = sorted(p.columns(), key=source.csv_header.index)
+            index = int(match.group(1))
+            column = order[index] if index < len(order) else None
+    elif source.format == "tfrecord":
+        match = _FEATURE.search(text)
+        column = match.group(1).rstrip(".") if match else None
+    elif "label value of" in text and "outside the valid range" in text:
+        column = ", ".join(p.label_columns())
+    else:
+        return None
+    where = f" column {column!r}" if column else ""
+    return SpecError(f"{source.field}.files", f"{files}{where}: {text}",
+                     "check the data with `k2e validate --full` (it names file and line)")

@@ -29,37 +29,71 @@ def export_outputs_from_spec(heads_spec):
     return {name: (HEAD_KINDS[h.kind], h.output or name) for name, h in heads_spec.items()}
 
 
-def feature_spec(io) -> dict:
-    """tf.Example parsing spec for the model's inputs."""
+def feature_spec(io, plan=None) -> dict:
+    """tf.Example parsing spec for the model's inputs: encoded images as bytes, inputs fed
+    by variable-length features as VarLenFeatures, filled inputs with the fill as default."""
     spec = {}
     for name, (shape, dtype) in io.inputs.items():
+        columns = plan.features[name] if plan else [name]
+        dtype = tf.as_dtype(dtype)
+        base = tf.string if dtype == tf.string else tf.int64 if dtype.is_integer else tf.float32
+        if plan and columns[0] in plan.decode:
+            spec[name] = tf.io.FixedLenFeature([], tf.string)
+            continue
+        if plan and columns[0] in plan.varlen:
+            spec[name] = tf.io.VarLenFeature(base)
+            continue
         if any(d is None for d in shape):
             raise SpecError("export.serving_input", f"input {name!r} has shape {list(shape)} with "
                             "unknown dimensions", "use serving_input: raw for variable-size inputs")
-        dtype = tf.as_dtype(dtype)
-        base = tf.string if dtype == tf.string else tf.int64 if dtype.is_integer else tf.float32
-        spec[name] = tf.io.FixedLenFeature(shape, base)
+        fills = [plan.fills.get(c) for c in columns] if plan else [None]
+        default = None
+        if all(f is not None for f in fills) and int(np.prod(shape)) == len(fills):
+            default = np.reshape(np.asarray(fills, base.as_numpy_dtype if base != tf.string
+                                            else object), shape).tolist()
+        spec[name] = tf.io.FixedLenFeature(shape, base, default_value=default)
     return spec
 
 
-def serving_input_fn(io, kind: str):
+def serving_input_fn(io, kind: str, plan=None):
+    """The serving receiver: what a client sends (tf.Examples, or one tensor per input, with
+    encoded images as bytes) through the input pipeline's own `model_inputs`."""
+    from k2e_core.data import model_inputs, pad_to
+
+    def transform(features):
+        return model_inputs(plan, features) if plan is not None else features
+
     if kind == "tf_example":
-        return tf.estimator.export.build_parsing_serving_input_receiver_fn(feature_spec(io))
+        spec = feature_spec(io, plan)
+
+        def examples():
+            serialized = tf.compat.v1.placeholder(tf.string, [None], name="input_example_tensor")
+            features = tf.io.parse_example(serialized, spec)
+            for name, parsed in spec.items():
+                if isinstance(parsed, tf.io.VarLenFeature):
+                    features[name] = pad_to(features[name], io.inputs[name][0][0])
+            return tf.estimator.export.ServingInputReceiver(
+                transform(features), {"examples": serialized})
+
+        return examples
 
     def raw():
-        tensors = {
-            name: tf.compat.v1.placeholder(tf.as_dtype(dtype), [None, *shape], name=name)
-            for name, (shape, dtype) in io.inputs.items()
-        }
-        return tf.estimator.export.ServingInputReceiver(tensors, tensors)
+        tensors = {}
+        for name, (shape, dtype) in io.inputs.items():
+            if plan is not None and plan.features[name][0] in plan.decode:
+                tensors[name] = tf.compat.v1.placeholder(tf.string, [None], name=name)
+            else:
+                tensors[name] = tf.compat.v1.placeholder(tf.as_dtype(dtype), [None, *shape], name=name)
+        return tf.estimator.export.ServingInputReceiver(transform(dict(tensors)), tensors)
 
     return raw
 
 
 def export_verified(estimator, keras_model, io, export_spec, export_outputs, sample_features,
-                    checkpoint_format="checkpoint") -> tuple[str, dict]:
+                    checkpoint_format="checkpoint", plan=None) -> tuple[str, dict]:
     """Exports to a local staging directory and checks it predicts what Keras predicts.
 
+    `sample_features`: (rows as a client sends them, the same rows as the model sees them).
     Returns (local SavedModel dir, report). The caller publishes and removes the staging dir.
     """
     if not estimator.latest_checkpoint():
@@ -68,7 +102,7 @@ def export_verified(estimator, keras_model, io, export_spec, export_outputs, sam
     staging = tempfile.mkdtemp(prefix="k2e-export-")
     try:
         path = estimator.export_saved_model(
-            staging, serving_input_fn(io, export_spec.serving_input)
+            staging, serving_input_fn(io, export_spec.serving_input, plan)
         ).decode()
         loaded = tf.saved_model.load(path)
         report = {"signatures": sorted(loaded.signatures.keys())}
@@ -104,8 +138,10 @@ def _serialized_examples(io, features):
 
 
 def _verify(loaded, trained, io, heads, features, export_spec) -> dict:
-    rows = {k: v[: export_spec.verify_rows] for k, v in features.items()}
-    expected = trained.predict(rows, verbose=0)
+    sent, seen = features
+    rows = {k: v[: export_spec.verify_rows] for k, v in sent.items()}
+    expected = trained.predict({k: v[: export_spec.verify_rows] for k, v in seen.items()},
+                               verbose=0)
     if not isinstance(expected, dict):
         expected = expected if isinstance(expected, list) else [expected]
         expected = dict(zip(io.output_keys, expected))

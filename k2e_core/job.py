@@ -17,8 +17,8 @@ import shutil
 import tempfile
 import time
 
-from k2e_core import (cluster, conversion, data, export, gate, publish, registry, storage,
-                      training, warm_start)
+from k2e_core import (cluster, conversion, data, datacheck, export, gate, publish, registry,
+                      storage, training, warm_start)
 from k2e_core.checkpoints import RemoteModelDir
 from k2e_core._tensorflow import tf
 from k2e_core.errors import SpecError
@@ -63,6 +63,7 @@ class Job:
         self.export_outputs = export.export_outputs_from_spec(spec.model.export_outputs)
         self._sources = {}
         self._plan = None
+        self.scans = []
         self.estimator = None
         self.convert_seconds = None
 
@@ -98,7 +99,10 @@ class Job:
         return record
 
     def convert(self):
+        """The Estimator. Steps that read data build the plan first: then predictions carry
+        class names, and model_dir records what the data resolved to."""
         spec = self.spec
+        plan = self._plan
         began = time.perf_counter()
         try:
             self.estimator = conversion.convert(
@@ -109,6 +113,7 @@ class Job:
                 metric_names_map=spec.model.metric_names_map,
                 export_outputs=self.export_outputs,
                 optimizer_state_from=self.optimizer_state,
+                class_names=self.class_names() if plan else None,
             )
         except SpecError:
             raise
@@ -117,6 +122,8 @@ class Job:
             text = str(err).removeprefix("model_dir: ")
             raise SpecError(field, text) from None
         self.convert_seconds = time.perf_counter() - began
+        if plan and not self.read_only and (self.task is None or self.task.is_chief):
+            data.save_record(self.model_dir, plan)
         log.info("converted %s to an Estimator in %.2fs (model_dir %s)",
                  self.model.name, self.convert_seconds, storage.redact(self.model_dir_url))
         self.sync()
@@ -150,20 +157,54 @@ class Job:
         if split not in self._sources:
             self._sources[split] = data.open_source(
                 f"data.{split}", getattr(self.spec.data, split), self.spec.path,
-                os.path.join(self.staging_dir, split),
+                os.path.join(self.staging_dir, split), self.spec.data.na_values,
             )
         return self._sources[split]
 
-    def plan(self, splits=("train", "eval")) -> data.Plan:
+    def plan(self) -> data.Plan:
+        """The data plan, built once: columns mapped and typed, every split's rows checked,
+        vocabularies and fills taken from model_dir's record or the training data."""
         if self._plan is None:
-            sources = [self.source(s) for s in splits]
-            self._plan = data.plan(self.spec.data, self.io, sources)
+            sources = [self.source("train"), self.source("eval")]
+            record = data.load_record(self.model_dir)
+            plan = data.plan(self.spec.data, self.io, sources, record)
+            self._plan, self.scans = datacheck.check(plan, sources, self.spec.data)
             data.check_labels_fit(self.model, self._plan, sources[-1], self.spec.data)
+            datacheck.report(self._plan, self.scans, self.spec.data)
         return self._plan
+
+    def class_names(self) -> dict:
+        """{output key: class names} of outputs trained on text labels."""
+        plan = self.plan()
+        names = {}
+        for output, columns in plan.labels.items():
+            if columns[0] in plan.vocabulary:
+                names[self.io.output_keys[self.io.outputs.index(output)]] = plan.vocabulary[columns[0]]
+        return names
+
+    def shard(self):
+        """(index, count) of this task among the tasks that train, or None."""
+        task = self.task
+        if task is None or task.type not in ("chief", "worker"):
+            return None
+        count = len(task.cluster.get("chief", [])) + len(task.cluster.get("worker", []))
+        return (0 if task.is_chief else task.index + 1), count
 
     def input_fn(self, split: str):
         return data.input_fn(self.plan(), self.source(split), self.spec.data,
-                             training=split == "train", seed=self.spec.run_config.tf_random_seed)
+                             training=split == "train", seed=self.spec.run_config.tf_random_seed,
+                             shard=self.shard() if split == "train" else None)
+
+    @contextlib.contextmanager
+    def data_errors(self, split: str):
+        """A data error TensorFlow raises mid-run as one line naming the files and column."""
+        try:
+            yield
+        except tf.errors.OpError as err:
+            named = data.explain(err, self.plan(), self.source(split))
+            if named is None:
+                raise
+            raise named from None
 
 
 @contextlib.contextmanager
@@ -230,12 +271,14 @@ def _load_model(spec: JobSpec, custom_objects):
 
 
 def _sample_features(job: Job):
+    """(rows as a serving client sends them, the same rows as the model sees them)."""
     if not job.spec.export.verify_rows:
         return None
-    features, _ = data.first_batch(job.plan(), job.source("eval"), job.spec.data,
-                                   job.spec.export.verify_rows)
+    rows = job.spec.export.verify_rows
+    sent, _ = data.first_batch(job.plan(), job.source("eval"), job.spec.data, rows, as_sent=True)
+    seen, _ = data.first_batch(job.plan(), job.source("eval"), job.spec.data, rows)
     plan = data.for_source(job.plan(), job.source("eval"))
-    return features["features"] if plan.sample_weight else features
+    return sent, seen["features"] if plan.sample_weight else seen
 
 
 # --------------------------------------------------------------------------- steps
@@ -258,15 +301,16 @@ def convert_step(spec, overrides=None) -> dict:
 def _train(job: Job) -> dict:
     spec = job.spec
     est = job.estimator or job.convert()
-    if job.task is not None:
-        result = training.train_in_cluster(est, job.input_fn("train"), job.input_fn("eval"), spec,
-                                           job.task, spec.data.batch_size, job.listeners())
-    elif spec.train.early_stopping:
-        result = training.train_and_evaluate(est, job.input_fn("train"), job.input_fn("eval"), spec,
-                                             spec.data.batch_size, job.listeners())
-    else:
-        result = training.train(est, job.input_fn("train"), spec, spec.data.batch_size,
-                                job.listeners())
+    with job.data_errors("train"):
+        if job.task is not None:
+            result = training.train_in_cluster(est, job.input_fn("train"), job.input_fn("eval"),
+                                               spec, job.task, spec.data.batch_size, job.listeners())
+        elif spec.train.early_stopping:
+            result = training.train_and_evaluate(est, job.input_fn("train"), job.input_fn("eval"),
+                                                 spec, spec.data.batch_size, job.listeners())
+        else:
+            result = training.train(est, job.input_fn("train"), spec, spec.data.batch_size,
+                                    job.listeners())
     job.sync()
     if job.remote:
         result["model_dir"] = job.model_dir_url
@@ -295,7 +339,8 @@ def evaluate_step(spec, overrides=None, read_only=False) -> dict:
     with _job(spec, overrides, read_only) as job:
         plan = job.plan()
         est = job.convert()
-        result = training.evaluate(est, job.input_fn("eval"), job.spec)
+        with job.data_errors("eval"):
+            result = training.evaluate(est, job.input_fn("eval"), job.spec)
         job.sync()
         classes = training.classes_of(job.model)
         if classes:
@@ -304,7 +349,8 @@ def evaluate_step(spec, overrides=None, read_only=False) -> dict:
             result["confusion_matrix"] = training.confusion_matrix(
                 trained, job.input_fn("eval")(), classes,
                 weighted_features=data.for_source(plan, job.source("eval")).sample_weight,
-                steps=job.spec.eval.steps)
+                steps=job.spec.eval.steps,
+                names=next(iter(job.class_names().values()), None))
         if job.spec.export is not None:
             result["gate"] = _decide(job, result["metrics"])
         if job.remote:
@@ -329,7 +375,8 @@ def _decide(job: Job, metrics=None) -> dict:
                  "blessed" if earlier["blessed"] else "not blessed", earlier["reason"])
         return earlier
     if metrics is None:  # export without the evaluate step: measure only what the gate needs
-        metrics = training.evaluate(est, job.input_fn("eval"), spec)["metrics"] if spec.gate.metrics else {}
+        with job.data_errors("eval"):
+            metrics = training.evaluate(est, job.input_fn("eval"), spec)["metrics"] if spec.gate.metrics else {}
     baseline = None
     if gate.compares_with_baseline(spec.gate):
         gate.check_metric_names(spec.gate, metrics)
@@ -386,12 +433,12 @@ def _export(job: Job, metrics=None, copy_to=None) -> dict:
     decision = _decide(job, metrics)
     local, report = export.export_verified(
         est, job.model, job.io, spec.export, job.export_outputs, _sample_features(job),
-        spec.model.checkpoint_format,
+        spec.model.checkpoint_format, job.plan(),
     )
     source = {"model_dir": storage.redact(job.model_dir_url),
               "checkpoint": os.path.basename(est.latest_checkpoint()),
               "global_step": training.global_step(est),
-              "warm_start": job.warm_start}
+              "warm_start": job.warm_start, "data": job.plan().record()}
     base = spec.path(spec.export.base)
     metrics = decision["metrics"]
     record = registry.new_record(decision, source)
@@ -432,7 +479,8 @@ def run(spec, overrides=None, copy_to=None) -> dict:
         trained = _train(job)
         if job.task is not None and not job.task.is_chief:
             return _task_result(job, trained)  # the chief evaluates, exports and publishes
-        evaluated = training.evaluate(job.estimator, job.input_fn("eval"), job.spec)
+        with job.data_errors("eval"):
+            evaluated = training.evaluate(job.estimator, job.input_fn("eval"), job.spec)
         job.sync()
         exported = _export(job, evaluated["metrics"], copy_to)
         return {
@@ -464,7 +512,7 @@ def validate(spec, overrides=None) -> dict:
     with _job(spec, overrides) as job:
         plan = job.plan()
         if job.spec.export and job.spec.export.serving_input == "tf_example":
-            export.feature_spec(job.io)
+            export.feature_spec(job.io, plan)
         return {
             "valid": True,
             "inputs": {k: list(s) for k, (s, _) in job.io.inputs.items()},
@@ -473,6 +521,10 @@ def validate(spec, overrides=None) -> dict:
             "labels": plan.labels,
             "train_files": len(job.source("train").files),
             "eval_files": len(job.source("eval").files),
+            "column_types": plan.types,
+            "checked": {scan.field: {"rows": scan.rows, "complete": scan.complete,
+                                     "dropped": scan.dropped} for scan in job.scans},
+            **plan.record(),
         }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from typing import Any, Literal, Union
+from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -74,6 +74,21 @@ class DataFiles(_Section):
 
 
 Columns = Union[str, list[str]]
+ColumnType = Literal["float", "int", "string"]
+FILL_STATISTICS = ("mean", "median", "most_frequent")
+DEFAULT_NA_VALUES = ["", "NA", "NaN", "N/A", "null"]
+
+
+class ImageDecode(_Section):
+    """How a column of encoded images (PNG/JPEG bytes) becomes the image input's pixels."""
+
+    format: Literal["auto", "jpeg", "png"] = Field(
+        "auto", description="auto: JPEG or PNG, told from the bytes")
+    resize: list[int] | None = Field(
+        None, min_length=2, max_length=2,
+        description="[height, width]; default: the image input's own height and width")
+    channels: int | None = Field(
+        None, ge=1, le=4, description="default: the image input's last dimension")
 
 
 class DataSpec(_Section):
@@ -90,11 +105,69 @@ class DataSpec(_Section):
         "default: the output names",
     )
     sample_weight: str | None = Field(None, description="Column holding per-example weights")
+    columns: dict[str, ColumnType] = Field(
+        default_factory=dict,
+        description="column -> float, int or string where the file's own values would be read "
+        "as the wrong type (e.g. zip_code: string); default: the model input's type for "
+        "features, what the values look like otherwise",
+    )
+    na_values: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NA_VALUES),
+        description="Cells that mean 'missing' (and NaN floats)",
+    )
+    missing: Union[Literal["error", "drop"], dict[str, Union[float, str, dict[str, Any]]]] = Field(
+        "error",
+        description="What a missing value does: error (stop, naming column and line), drop "
+        "(skip the row; the count is logged), or column -> fill: a constant, or mean, median "
+        "or most_frequent of the training data (computed once, recorded with the version, and "
+        "applied by the exported signatures too); {constant: mean} fills the text 'mean'",
+    )
+    label_vocabulary: Union[list[str], dict[str, list[str]], None] = Field(
+        None,
+        description="Class names of a text label column, in class-id order (or label column "
+        "-> names); default: the sorted names found in the training data",
+    )
+    decode: dict[str, ImageDecode] = Field(
+        default_factory=dict,
+        description="column of encoded PNG/JPEG bytes -> how it becomes the image input, e.g. "
+        "image: {format: jpeg, resize: [224, 224]}; serving signatures take the same bytes",
+    )
+    scan_mb: Union[Annotated[float, Field(ge=0)], Literal["all"]] = Field(
+        64,
+        description="MB of each split checked row by row before training (ragged rows, text "
+        "in number columns, missing values, labels outside the classes); beyond it a sample "
+        "from every file; 'all' (or --full) checks everything, 0 nothing",
+    )
     batch_size: int = Field(32, gt=0)
     shuffle_buffer: int = Field(10_000, ge=0, description="0 turns shuffling off")
     prefetch: int | Literal["auto"] = "auto"
     parallel_reads: int = Field(4, gt=0)
     cache: bool = Field(False, description="Keep parsed training data in memory after one pass")
+
+    @field_validator("missing")
+    @classmethod
+    def _fills(cls, value):
+        if isinstance(value, str):
+            return value
+        for column, fill in value.items():
+            if isinstance(fill, dict) and set(fill) != {"constant"}:
+                raise ValueError(f"missing.{column}: {fill!r} is not a fill; use a constant, "
+                                 f"one of {list(FILL_STATISTICS)}, or {{constant: VALUE}}")
+            if isinstance(fill, bool):
+                raise ValueError(f"missing.{column}: a fill is a number, a text or one of "
+                                 f"{list(FILL_STATISTICS)}, got {fill!r}")
+        return value
+
+    def fill_of(self, column: str):
+        """('constant', value), ('mean'|'median'|'most_frequent', None), or None."""
+        if not isinstance(self.missing, dict) or column not in self.missing:
+            return None
+        fill = self.missing[column]
+        if isinstance(fill, dict):
+            return "constant", fill["constant"]
+        if fill in FILL_STATISTICS:
+            return fill, None
+        return "constant", fill
 
 
 class EarlyStopping(_Section):

@@ -127,7 +127,8 @@ def classes_of(model) -> int | None:
     return None
 
 
-def confusion_matrix(model, dataset, classes: int, weighted_features=False, steps=None) -> dict:
+def confusion_matrix(model, dataset, classes: int, weighted_features=False, steps=None,
+                     names=None) -> dict:
     """Rows: true class, columns: predicted class, counted over `dataset` (features, labels)."""
     matrix = np.zeros((classes, classes), dtype=np.int64)
     for features, labels in dataset.take(steps) if steps else dataset:
@@ -138,7 +139,8 @@ def confusion_matrix(model, dataset, classes: int, weighted_features=False, step
         if truth.ndim > 1 and truth.shape[-1] == classes:  # one-hot labels
             truth = truth.argmax(axis=-1)
         np.add.at(matrix, (truth.reshape(-1).astype(np.int64), predicted), 1)
-    return {"categories": [str(i) for i in range(classes)], "matrix": matrix.tolist()}
+    return {"categories": list(names) if names else [str(i) for i in range(classes)],
+            "matrix": matrix.tolist()}
 
 
 def plain_metrics(metrics: dict) -> dict:

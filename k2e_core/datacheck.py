@@ -1,0 +1,405 @@
+"""The data, row by row, before any training: every problem TensorFlow would meet mid-run
+(`Graph execution error`) is found here and named by file, line (or record), column and fix.
+
+Each split is read up to `data.scan_mb` (spread over its files: a sample of each when the
+split is larger), or whole with `scan_mb: all` / `--full`. The same pass collects what the
+training data decides: the classes of a text label and the fill statistics.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from k2e_core import data
+from k2e_core.errors import SpecError
+
+log = logging.getLogger("k2e.data")
+
+#: A cell larger than this is refused (Python's csv default; TensorFlow has none and slows).
+FIELD_LIMIT = 131072
+CHUNK_ROWS = 20_000  # CSV rows checked at once, column by column
+_IMAGE_MAGIC = {"png": (b"\x89PNG",), "jpeg": (b"\xff\xd8",),
+                "auto": (b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM")}
+
+
+@dataclass
+class Scan:
+    field: str
+    rows: int = 0
+    bytes: int = 0
+    complete: bool = True
+    dropped: int = 0  # rows with a missing value (data.missing: drop)
+    values: dict = field(default_factory=dict)  # column -> values the plan still needs
+
+    def summary(self) -> str:
+        part = "all" if self.complete else "a sample:"
+        size = f"{self.bytes / 1e6:.1f} MB" if self.bytes >= 1e5 else f"{self.bytes / 1e3:.1f} kB"
+        text = f"{self.field}: checked {part} {self.rows} rows ({size})"
+        return text + (f", {self.dropped} with missing values skipped" if self.dropped else "")
+
+
+def budget(data_spec) -> int | None:
+    """Bytes of each split to check; None: all of it."""
+    return None if data_spec.scan_mb == "all" else int(data_spec.scan_mb * 1e6)
+
+
+def check(p: data.Plan, sources: list, data_spec) -> tuple[data.Plan, list]:
+    """Scans the training split (resolving what the plan still needs from it), then every
+    other split. Returns the resolved plan and the scans."""
+    limit = budget(data_spec)
+    if limit == 0 and not data.pending(p):
+        return p, []
+    train = sources[0]
+    scans = [scan(p, train, limit)]
+    p = resolve(p, scans[0])
+    for source in sources[1:]:
+        if source is not train:
+            scans.append(scan(p, source, limit))
+    return p, scans
+
+
+def report(p: data.Plan, scans: list, data_spec) -> None:
+    """Logs what the checks found and what the training data decided (once all is valid)."""
+    for s in scans:
+        log.info("data %s", s.summary())
+    for c, names in p.vocabulary.items():
+        log.info("classes of %s: %s", c, names if len(names) <= 20 else f"{len(names)} classes")
+    for c, value in p.fills.items():
+        how, _ = data_spec.fill_of(c)
+        log.info("missing %s filled with %r%s", c, value,
+                 "" if how == "constant" else f" (the training data's {how})")
+
+
+def resolve(p: data.Plan, train: Scan) -> data.Plan:
+    """Vocabularies and fill statistics from the training data's values."""
+    vocabulary = dict(p.vocabulary)
+    for c, names in p.vocabulary.items():
+        if names is None:
+            vocabulary[c] = sorted(set(train.values.get(c, [])))
+            classes = next(k for o, cols in p.labels.items() if c in cols
+                           for k in [p.io.label_kinds[o][1]])
+            if classes and len(vocabulary[c]) != classes:
+                raise SpecError("data.label_vocabulary", f"label column {c!r} of {train.field} "
+                                f"holds {len(vocabulary[c])} classes {vocabulary[c][:10]} but the "
+                                f"model's output has {classes}",
+                                "give data.label_vocabulary with every class, or fix the output size")
+    fills = dict(p.fills)
+    for c, value in p.fills.items():
+        if isinstance(value, data.Statistic):
+            seen = train.values.get(c, [])
+            if not seen:
+                raise SpecError(f"data.missing.{c}", f"{train.field} holds no values of {c!r} to "
+                                f"compute its {value}", "give a constant fill")
+            if value == "mean":
+                fills[c] = float(np.mean(seen))
+            elif value == "median":
+                fills[c] = float(statistics.median(seen))
+            else:
+                counts = Counter(seen)
+                fills[c] = min(counts, key=lambda v: (-counts[v], v))
+            if p.types[c] == "int":
+                fills[c] = int(round(float(fills[c])))
+    return replace(p, vocabulary=vocabulary, fills=fills)
+
+
+def scan(p: data.Plan, source: data.Source, limit: int | None) -> Scan:
+    p = data.for_source(p, source)
+    result = Scan(source.field)
+    checker = _Rows(p, source, result)
+    per_file = None if limit is None else max(limit // len(source.files), 1)
+    read = {"csv": _scan_csv, "tfrecord": _scan_tfrecord, "npz": _scan_npz}[source.format]
+    for path in source.files:
+        if not read(path, source, checker, per_file):
+            result.complete = False
+    return result
+
+
+class _Rows:
+    """The checks of one row, whatever the format: `values` maps column -> list of values."""
+
+    def __init__(self, p: data.Plan, source: data.Source, result: Scan):
+        self.p, self.source, self.result = p, source, result
+        self.na = set(p.na_values)
+        self.labels = {c: o for o, cols in p.labels.items() for c in cols}
+        self.collect = set(data.pending(p))
+
+    def missing(self, value) -> bool:
+        if isinstance(value, float):
+            return value != value
+        return value == "" or value in self.na
+
+    def is_missing(self, c, value) -> bool:
+        if value is None:
+            return True
+        if not isinstance(value, list):
+            return self.missing(value)
+        if not value:
+            return c not in self.p.varlen  # an empty list is a valid variable-length value
+        if isinstance(value[0], float):
+            return bool(np.isnan(np.asarray(value, np.float64)).any())
+        return isinstance(value[0], str) and any(self.missing(x) for x in value)
+
+    def row(self, where: str, values: dict) -> None:
+        p = self.p
+        self.result.rows += 1
+        absent = [c for c, v in values.items() if self.is_missing(c, v)]
+        if absent:
+            if p.drop_missing:
+                self.result.dropped += 1
+                return
+            for c in absent:
+                if c not in p.fills:
+                    self.refuse_missing(where, c, values[c])
+        for c, value in values.items():
+            if c in absent:
+                continue
+            if isinstance(value, list):
+                if c in self.labels or c in self.collect or c in p.decode:
+                    for v in value:
+                        self.cell(where, c, v)
+            else:
+                self.cell(where, c, value)
+
+    def refuse_missing(self, where, c, value):
+        shown = value if not isinstance(value, list) else value[:3]
+        raise SpecError(
+            f"{self.source.field}.files", f"{where} column {c!r} is missing ({shown!r})",
+            f"set data.missing: drop, or a fill (data.missing: {{{c}: "
+            f"{'most_frequent' if self.p.types[c] == 'string' else 'median'}}}), or fix the file")
+
+    def chunk(self, path: str, lines: list, columns: dict) -> None:
+        """Many CSV rows at once: `columns` maps column -> list of cell texts."""
+        p = self.p
+        rows = len(lines)
+        self.result.rows += rows
+        na = np.array(sorted(self.na | {""}))
+        cells = {c: np.array(v, dtype=str) for c, v in columns.items()}
+        missing = {c: np.isin(a, na) for c, a in cells.items()}
+        any_missing = np.zeros(rows, bool)
+        for m in missing.values():
+            any_missing |= m
+        keep = np.ones(rows, bool)
+        if any_missing.any():
+            if p.drop_missing:
+                self.result.dropped += int(any_missing.sum())
+                keep = ~any_missing
+            else:
+                for c, m in missing.items():
+                    if c not in p.fills and m.any():
+                        i = int(np.argmax(m))
+                        self.refuse_missing(f"{path} line {lines[i]}", c, str(cells[c][i]))
+        for c, a in cells.items():
+            present = keep & ~missing[c]
+            kind = p.types[c]
+            values = a[present]
+            if kind != "string":
+                try:
+                    values = values.astype(np.float64 if kind == "float" else np.int64)
+                except ValueError:
+                    for i in np.flatnonzero(present):  # find the first bad cell to name it
+                        self.cell(f"{path} line {lines[i]}", c, str(a[i]))
+            if c in self.labels:
+                self.labels_chunk(path, lines, c, values, np.flatnonzero(present))
+            elif c in self.collect and c in p.fills:
+                self.result.values.setdefault(c, []).extend(values.tolist())
+
+    def labels_chunk(self, path, lines, c, values, index) -> None:
+        p = self.p
+        output = self.labels[c]
+        kind, classes = p.io.label_kinds[output]
+        if c in p.vocabulary:
+            names = p.vocabulary[c]
+            if names is None:
+                self.result.values.setdefault(c, set()).update(np.unique(values).tolist())
+                return
+            bad = ~np.isin(values, np.array(names, dtype=str))
+        elif kind in ("sparse", "binary") and classes and len(p.labels[output]) == 1:
+            bad = (values < 0) | (values >= classes) | (values != np.floor(values))
+        else:
+            return
+        if bad.any():
+            i = int(np.argmax(bad))
+            self.label(f"{path} line {lines[index[i]]}", c, values[i].item())
+
+    def cell(self, where: str, c: str, v) -> None:
+        p = self.p
+        kind = p.types[c]
+        if c in p.decode:
+            magic = _IMAGE_MAGIC[p.decode[c].format]
+            if not isinstance(v, bytes) or not v.startswith(magic):
+                raise SpecError(f"{self.source.field}.files", f"{where} column {c!r} is not "
+                                f"{p.decode[c].format if p.decode[c].format != 'auto' else 'PNG or JPEG'} "
+                                "image bytes", "store the encoded image file's bytes, or fix "
+                                "data.decode.format")
+            return
+        if kind != "string" and isinstance(v, str):
+            try:
+                number = float(v) if kind == "float" else int(v)
+            except ValueError:
+                raise SpecError(f"{self.source.field}.files", f"{where} column {c!r}: {v!r} is "
+                                f"not {'a number' if kind == 'float' else 'an integer'} "
+                                f"({c} is read as {kind})",
+                                f"fix the value, or declare data.columns.{c}: string and feed "
+                                "a tf.string input") from None
+            v = number
+        if c in self.labels:
+            self.label(where, c, v)
+        if c in self.collect and c in p.fills:
+            self.result.values.setdefault(c, []).append(v)
+
+    def label(self, where: str, c: str, v) -> None:
+        p = self.p
+        output = self.labels[c]
+        kind, classes = p.io.label_kinds[output]
+        if c in p.vocabulary:
+            text = v.decode() if isinstance(v, bytes) else str(v)
+            names = p.vocabulary[c]
+            if names is None:
+                self.result.values.setdefault(c, set()).add(text)
+            elif text not in names:
+                raise SpecError(f"{self.source.field}.files", f"{where} column {c!r}: label "
+                                f"{text!r} is not one of the classes {names[:10]}",
+                                "fix the row, or add the class to data.label_vocabulary")
+            return
+        if kind in ("sparse", "binary") and classes and len(p.labels[output]) == 1:
+            if float(v) != int(float(v)):
+                raise SpecError(f"{self.source.field}.files", f"{where} column {c!r}: label "
+                                f"{v!r} is not a class id (0..{classes - 1})", "fix the row")
+            if not 0 <= int(float(v)) < classes:
+                raise SpecError(f"{self.source.field}.files", f"{where} column {c!r}: label "
+                                f"{v!r} is outside the model's {classes} classes (0..{classes - 1})",
+                                "fix the row, or give the output as many units as classes")
+
+
+def _bounded_lines(f, limit, counter):
+    for line in f:
+        counter[0] += len(line)
+        yield line
+        if limit is not None and counter[0] >= limit:
+            counter[1] = True
+            return
+
+
+def _scan_csv(path, source, checker, limit) -> bool:
+    p = checker.p
+    header = source.csv_header
+    wanted = p.columns()
+    index = [(c, header.index(c)) for c in wanted]
+    counter = [0, False]
+    previous = csv.field_size_limit(FIELD_LIMIT)
+    try:
+        with data.open_text(path) as f:
+            rows = csv.reader(_bounded_lines(f, limit, counter))
+            try:
+                first = next(rows, None)
+                if first != header:
+                    raise SpecError(f"{source.field}.files", f"{path} has the header {first} but "
+                                    f"{source.files[0]} has {header}",
+                                    "write every file of a split with the same columns in the "
+                                    "same order")
+                lines, cells = [], {c: [] for c, _ in index}
+                for row in rows:
+                    if not row:
+                        continue
+                    if len(row) != len(header):
+                        raise SpecError(f"{source.field}.files", f"{path} line {rows.line_num} has "
+                                        f"{len(row)} fields, the header {len(header)}",
+                                        "fix the row (a stray or missing comma, or text with a "
+                                        "comma that needs quotes)")
+                    lines.append(rows.line_num)
+                    for c, i in index:
+                        cells[c].append(row[i])
+                    if len(lines) == CHUNK_ROWS:
+                        checker.chunk(path, lines, cells)
+                        lines, cells = [], {c: [] for c, _ in index}
+                if lines:
+                    checker.chunk(path, lines, cells)
+            except csv.Error as err:
+                raise SpecError(f"{source.field}.files", f"{path} line {rows.line_num + 1}: {err}",
+                                "fix the row: an unclosed quote, or a field over "
+                                f"{FIELD_LIMIT // 1024} KB (long text belongs in TFRecords)") from None
+    finally:
+        csv.field_size_limit(previous)
+    checker.result.bytes += counter[0]
+    return not counter[1]
+
+
+def _scan_tfrecord(path, source, checker, limit) -> bool:
+    from k2e_core._tensorflow import tf
+
+    p = checker.p
+    wanted = p.columns()
+    widths = {c: p.io.inputs[name][0][0] for name, cols in p.features.items() for c in cols
+              if c in p.varlen}
+    size = 0
+    complete = True
+    try:
+        for number, record in enumerate(tf.data.TFRecordDataset(path, data._compression(path)), 1):
+            raw = record.numpy()
+            size += len(raw)
+            where = f"{path} record {number}"
+            try:
+                example = tf.train.Example.FromString(raw)
+            except Exception:  # protobuf's DecodeError
+                raise SpecError(f"{source.field}.files", f"{where} is not a tf.train.Example",
+                                "write tf.train.Example records") from None
+            values = {}
+            for c in wanted:
+                feat = example.features.feature.get(c)
+                kind = feat.WhichOneof("kind") if feat is not None else None
+                if kind is None:
+                    values[c] = None
+                    continue
+                got = list(getattr(feat, kind).value)
+                stored = source.columns[c]
+                expected_kind = {"float": "float_list", "int": "int64_list",
+                                 "string": "bytes_list"}[stored.dtype]
+                if kind != expected_kind:
+                    raise SpecError(f"{source.field}.files", f"{where} feature {c!r} is a "
+                                    f"{kind}, earlier records hold a {expected_kind}",
+                                    "write the feature with one type in every record")
+                if c in p.varlen:
+                    if widths.get(c) is not None and len(got) > widths[c]:
+                        raise SpecError(f"{source.field}.files", f"{where} feature {c!r} holds "
+                                        f"{len(got)} values, more than the input's {widths[c]}",
+                                        "widen the input, or shorten the feature")
+                elif len(got) != stored.shape[0]:
+                    raise SpecError(f"{source.field}.files", f"{where} feature {c!r} holds "
+                                    f"{len(got)} values, earlier records {stored.shape[0]}",
+                                    "write the same number in every record, or feed it to an "
+                                    "input of shape (None,) or (N,) to pad")
+                if stored.dtype == "string" and c not in p.decode:
+                    got = [g.decode("utf-8", "replace") for g in got]
+                values[c] = got if len(got) != 1 or c in p.varlen else got[0]
+            checker.row(where, values)
+            if limit is not None and size >= limit:
+                complete = False
+                break
+    except tf.errors.OpError as err:
+        raise SpecError(f"{source.field}.files", f"{path} is damaged after {size} bytes "
+                        f"({err.message.splitlines()[0]})", "write the file again") from None
+    checker.result.bytes += size
+    return complete
+
+
+def _scan_npz(path, source, checker, limit) -> bool:
+    p = checker.p
+    with np.load(path) as arrays:
+        columns = {c: arrays[c] for c in p.columns()}
+    rows = len(next(iter(columns.values())))
+    size = sum(a.nbytes for a in columns.values())
+    take = rows if limit is None or size <= limit else max(int(rows * limit / size), 1)
+    for i in range(take):
+        values = {}
+        for c, a in columns.items():
+            v = a[i]
+            values[c] = v.tolist() if isinstance(v, np.ndarray) and v.ndim else v.item()
+        checker.row(f"{path} row {i + 1}", values)
+    checker.result.bytes += int(size * take / rows)
+    return take == rows
