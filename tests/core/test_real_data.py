@@ -1,0 +1,374 @@
+"""Data as users have it: public datasets that ship inside packages, written as pandas and
+TFRecord writers write them, with the Keras models people write for them. Numbers are
+compared with what Keras `fit`/`evaluate` give on the same rows."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests import real_data
+from tests.real_data import PENGUIN_MEASUREMENTS, factory
+
+
+def _spec(tmp_path, model, train, steps=200, eval_files=None, factory_kwargs=None, **data):
+    spec = {
+        "model": {"factory": factory(model), "factory_kwargs": factory_kwargs or {}},
+        "model_dir": str(tmp_path / "model"),
+        "data": {"train": {"files": str(train)}, "batch_size": 32, **data},
+        "train": {"steps": steps},
+        "run_config": {"tf_random_seed": 1, "log_every_secs": 1},
+        "export": {"base": str(tmp_path / "export")},
+    }
+    if eval_files:
+        spec["data"]["eval"] = {"files": str(eval_files)}
+    return spec
+
+
+def _trained_keras(spec):
+    """The Keras model holding the job's latest checkpoint, for Keras' own evaluate/predict."""
+    from k2e_core import conversion, job
+    from k2e_core._tensorflow import tf
+
+    with job._job(spec) as j:
+        model = conversion.keras_model_at(j.model, tf.train.latest_checkpoint(spec["model_dir"]))
+        model.compile(optimizer=tf.keras.optimizers.legacy.SGD(), loss=j.model.loss,
+                      metrics=["accuracy"])
+        return model
+
+
+# --------------------------------------------------------------------------- column order
+
+def test_columns_in_any_order_give_what_keras_gives_on_the_same_rows(tmp_path):
+    """wine as pandas writes it with the label first; features listed in another order than
+    the file's, and the weight column between them."""
+    from k2e_core import job
+
+    frame = real_data.sklearn_frame("wine")
+    frame.insert(3, "w", 1.0)
+    path = tmp_path / "wine.csv"
+    frame.to_csv(path, index=False)
+    features = [c for c in frame.columns if c not in ("target", "w")][::-1]
+    spec = _spec(tmp_path, "wine_model", path, steps=300, batch_size=256,
+                 features={"x": features}, labels="target", sample_weight="w")
+    assert job.validate(spec)["features"] == {"x": features}
+    result = job.run(spec)
+    assert result["metrics"]["accuracy"] > 0.9
+    keras = _trained_keras(spec)
+    loss, accuracy = keras.evaluate(frame[features].to_numpy(np.float32), frame["target"].to_numpy(),
+                                    batch_size=256, verbose=0)
+    assert result["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
+    assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+# --------------------------------------------------------------------------- sample weights
+
+def test_sample_weights_train_and_evaluate_as_keras_fit_does(tmp_path):
+    """breast_cancer, weight 0 on every malignant (class 0) row, the weight column first:
+    like Keras fit(sample_weight=...), the model stops predicting class 0; evaluation is
+    weighted as Keras evaluate weighs it."""
+    from k2e_core import job
+    from k2e_core._tensorflow import tf
+
+    frame = real_data.sklearn_frame("breast_cancer")
+    frame.insert(0, "weight", (frame["target"] == 1).astype(float))
+    path = tmp_path / "cancer.csv"
+    frame.to_csv(path, index=False)
+    features = [c for c in frame.columns if c not in ("target", "weight")]
+    x, y = frame[features].to_numpy(np.float32), frame["target"].to_numpy(np.float32)
+    weights = frame["weight"].to_numpy(np.float32)
+    spec = _spec(tmp_path, "cancer_model", path, steps=300, batch_size=1024,
+                 features={"x": features}, labels="target", sample_weight="weight")
+    weighted = job.run(spec)
+    recall_0 = float(((_trained_keras(spec).predict(x, verbose=0)[:, 0] < 0.5) & (y == 0)).sum() / (y == 0).sum())
+
+    fit = real_data.cancer_model()
+    ds = tf.data.Dataset.from_tensor_slices((x, y, weights)).shuffle(1024, seed=1).repeat().batch(1024)
+    fit.fit(ds, steps_per_epoch=300, epochs=1, verbose=0)
+    keras_recall_0 = float(((fit.predict(x, verbose=0)[:, 0] < 0.5) & (y == 0)).sum() / (y == 0).sum())
+
+    plain = job.run(dict(spec, model_dir=str(tmp_path / "plain"),
+                         export={"base": str(tmp_path / "plain-export")},
+                         data=dict(spec["data"], sample_weight=None)))
+    plain_spec = dict(spec, model_dir=str(tmp_path / "plain"))
+    plain_recall_0 = float(((_trained_keras(plain_spec).predict(x, verbose=0)[:, 0] < 0.5) & (y == 0)).sum()
+                           / (y == 0).sum())
+    assert recall_0 < 0.5 and abs(recall_0 - keras_recall_0) < 0.1 and plain_recall_0 > 0.9, (
+        recall_0, keras_recall_0, plain_recall_0)
+    loss, _ = _trained_keras(spec).evaluate(x, y, sample_weight=weights, batch_size=1024, verbose=0)
+    assert weighted["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
+    assert plain["metrics"]["loss"] != pytest.approx(weighted["metrics"]["loss"], rel=1e-2)
+
+
+def test_sample_weights_reach_every_output_of_a_multi_output_model(example_data, tmp_path):
+    from k2e_core import job
+    from tests.conftest import EXAMPLES
+
+    for split in ("train", "test"):
+        with np.load(example_data / f"two_io_{split}.npz") as arrays:
+            arrays = dict(arrays)
+        arrays["w"] = np.zeros(len(arrays["input_a"]), np.float32) if split == "test" else \
+            np.ones(len(arrays["input_a"]), np.float32)
+        np.savez(tmp_path / f"{split}.npz", **arrays)
+    spec = {"model": {"factory": os.path.join(EXAMPLES, "models.py") + ":two_input_two_output_model"},
+            "model_dir": str(tmp_path / "model"),
+            "data": {"train": {"files": str(tmp_path / "train.npz")},
+                     "eval": {"files": str(tmp_path / "test.npz")}, "sample_weight": "w"},
+            "train": {"steps": 20}}
+    job.train_step(spec)
+    metrics = job.evaluate_step(spec)["metrics"]
+    assert metrics["loss"] == 0.0  # every eval weight is 0: no output contributes
+    spec["data"]["eval"] = {"files": str(tmp_path / "train.npz")}
+    assert job.evaluate_step(spec)["metrics"]["loss"] > 0.1
+
+
+# --------------------------------------------------------------------------- missing values
+
+def test_missing_values_stop_validate_naming_column_file_and_line(tmp_path):
+    from k2e_core import cli
+
+    spec = _spec(tmp_path, "penguin_model", real_data.penguins_csv(),
+                 features={"measurements": PENGUIN_MEASUREMENTS}, labels="species")
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(spec))
+    assert cli.main(["validate", str(path)]) == 2
+    with pytest.raises(Exception) as caught:
+        from k2e_core import job
+
+        job.validate(spec)
+    text = str(caught.value)
+    assert "penguins.csv line 5 column 'bill_length_mm' is missing ('NA')" in text
+    assert "data.missing: drop" in text
+    assert not os.path.exists(spec["export"]["base"])
+
+
+def test_drop_skips_rows_with_missing_values_and_counts_them(tmp_path, caplog):
+    from k2e_core import job
+
+    spec = _spec(tmp_path, "penguin_model", real_data.penguins_csv(), missing="drop",
+                 features={"measurements": PENGUIN_MEASUREMENTS}, labels="species")
+    frame = real_data.penguins()[["species", *PENGUIN_MEASUREMENTS]]
+    dropped = int(frame.isna().any(axis=1).sum())
+    with caplog.at_level("INFO", logger="k2e"):
+        checked = job.validate(spec)
+    assert checked["checked"]["data.train"] == {"rows": len(frame), "complete": True,
+                                               "dropped": dropped}
+    assert f"{dropped} with missing values skipped" in caplog.text
+    result = job.run(dict(spec, data=dict(spec["data"], batch_size=512)))
+    assert result["metrics"]["accuracy"] > 0.9
+    clean = frame.dropna()
+    codes = clean["species"].map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}).to_numpy()
+    loss, accuracy = _trained_keras(spec).evaluate(
+        clean[PENGUIN_MEASUREMENTS].to_numpy(np.float32), codes, batch_size=512, verbose=0)
+    assert result["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
+    assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_fills_come_from_the_training_data_and_apply_in_the_serving_signature(tmp_path):
+    from k2e_core import job
+    from k2e_core._tensorflow import tf
+
+    frame = real_data.penguins()
+    spec = _spec(tmp_path, "penguin_model", real_data.penguins_csv(),
+                 features={"measurements": PENGUIN_MEASUREMENTS}, labels="species",
+                 missing={"bill_length_mm": "median", "bill_depth_mm": "mean",
+                          "flipper_length_mm": "most_frequent", "body_mass_g": 4000})
+    spec["export"]["serving_input"] = "tf_example"
+    result = job.run(spec)
+    fills = {"bill_length_mm": frame.bill_length_mm.median(),
+             "bill_depth_mm": frame.bill_depth_mm.mean(),
+             "flipper_length_mm": frame.flipper_length_mm.mode().min(), "body_mass_g": 4000.0}
+    with open(result["manifest"]) as f:
+        recorded = json.load(f)["source"]["data"]["fills"]
+    assert recorded == pytest.approx(fills)
+
+    signature = tf.saved_model.load(result["export_path"]).signatures["serving_default"]
+
+    def example(values):
+        feature = {"measurements": tf.train.Feature(float_list=tf.train.FloatList(value=values))}
+        return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+    row = [39.1, 18.7, 181.0, 3750.0]
+    filled = [fills["bill_length_mm"], 18.7, 181.0, 3750.0]
+    got = signature(examples=tf.constant([example([np.nan, *row[1:]]), example(filled)]))
+    np.testing.assert_allclose(got["species"][0], got["species"][1])
+    keras = _trained_keras(spec)
+    np.testing.assert_allclose(got["species"][1], keras.predict(np.array([filled], np.float32),
+                                                                verbose=0)[0], atol=1e-5)
+    absent = tf.train.Example().SerializeToString()  # no feature at all: every column's fill
+    every = [fills[c] for c in PENGUIN_MEASUREMENTS]
+    np.testing.assert_allclose(signature(examples=tf.constant([absent]))["species"][0],
+                               keras.predict(np.array([every], np.float32), verbose=0)[0], atol=1e-5)
+
+
+# --------------------------------------------------------------------------- text labels
+
+def test_text_labels_train_like_class_ids_and_serving_returns_class_names(tmp_path):
+    from k2e_core import job
+    from k2e_core._tensorflow import tf
+
+    frame = real_data.penguins().dropna(subset=PENGUIN_MEASUREMENTS)
+    text = tmp_path / "penguins.csv"
+    frame.to_csv(text, index=False)
+    ids = tmp_path / "penguins-ids.csv"
+    frame.assign(species=frame.species.map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2})).to_csv(ids, index=False)
+    common = dict(features={"measurements": PENGUIN_MEASUREMENTS}, labels="species")
+    spec = _spec(tmp_path, "penguin_model", text, **common)
+    spec["model"]["export_outputs"] = {"species": {"kind": "classification"}}
+    spec["export"]["serving_input"] = "tf_example"
+    spec["data"]["batch_size"] = 512
+    by_name = job.run(spec)
+    codes = frame.species.map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}).to_numpy()
+    loss, accuracy = _trained_keras(spec).evaluate(frame[PENGUIN_MEASUREMENTS].to_numpy(np.float32),
+                                                   codes, batch_size=512, verbose=0)
+    assert by_name["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
+    assert by_name["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6) and accuracy > 0.9
+    by_id = job.run(_spec(tmp_path / "ids", "penguin_model", ids, **common, batch_size=512))
+    assert by_id["metrics"]["accuracy"] == pytest.approx(accuracy, abs=0.02)
+    with open(by_name["manifest"]) as f:
+        assert json.load(f)["source"]["data"]["label_vocabulary"] == {
+            "species": ["Adelie", "Chinstrap", "Gentoo"]}
+    evaluated = job.evaluate_step(spec)
+    assert evaluated["confusion_matrix"]["categories"] == ["Adelie", "Chinstrap", "Gentoo"]
+
+    loaded = tf.saved_model.load(by_name["export_path"])
+    rows = frame.iloc[[0, 200, 300]]
+    examples = []
+    for _, row in rows.iterrows():
+        feature = {"measurements": tf.train.Feature(float_list=tf.train.FloatList(
+            value=row[PENGUIN_MEASUREMENTS].astype(float).tolist()))}
+        examples.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    classified = loaded.signatures["species"](inputs=tf.constant(examples))
+    assert classified["classes"].numpy()[0].tolist() == [b"Adelie", b"Chinstrap", b"Gentoo"]
+    predicted = loaded.signatures["serving_default"](examples=tf.constant(examples))
+    assert [c.decode() for c in predicted["class"].numpy()] == rows["species"].tolist()
+
+
+def test_a_label_outside_the_vocabulary_is_named_with_file_and_line(tmp_path):
+    from k2e_core import job
+    from k2e_core.errors import SpecError
+
+    frame = real_data.penguins().dropna(subset=PENGUIN_MEASUREMENTS)
+    frame.to_csv(tmp_path / "train.csv", index=False)
+    unseen = frame.copy()
+    unseen.iloc[6, 0] = "Emperor"
+    unseen.to_csv(tmp_path / "eval.csv", index=False)
+    spec = _spec(tmp_path, "penguin_model", tmp_path / "train.csv", eval_files=tmp_path / "eval.csv",
+                 features={"measurements": PENGUIN_MEASUREMENTS}, labels="species")
+    with pytest.raises(SpecError, match=r"eval.csv line 8 column 'species': label 'Emperor' is not "
+                       r"one of the classes \['Adelie', 'Chinstrap', 'Gentoo'\]"):
+        job.validate(spec)
+    spec["data"]["label_vocabulary"] = ["Adelie", "Chinstrap"]
+    with pytest.raises(SpecError, match="has 2 classes but output 'species' has 3"):
+        job.validate(spec)
+
+
+# --------------------------------------------------------------------------- text features
+
+def _mixed_frame():
+    frame = real_data.penguins().dropna(subset=PENGUIN_MEASUREMENTS)
+    return frame[["species", "island", "sex", "year", *PENGUIN_MEASUREMENTS]]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tfrecord", "npz"])
+def test_text_and_integer_categorical_features_feed_string_and_int_inputs(tmp_path, fmt):
+    from k2e_core import data, job
+
+    frame = _mixed_frame()
+    if fmt == "csv":
+        path = tmp_path / "penguins.csv"
+        frame.to_csv(path, index=False)  # sex: 9 empty cells
+        missing = {"sex": "most_frequent"}
+    else:
+        frame = frame.fillna({"sex": "NA"})  # what fillna leaves for text: a marker, missing too
+        path = tmp_path / f"penguins.{fmt}"
+        (real_data.write_frame_tfrecord if fmt == "tfrecord" else real_data.write_frame_npz)(frame, str(path))
+        missing = {"sex": "most_frequent"}
+    spec = _spec(tmp_path, "penguin_mixed_model", path, steps=300, labels="species", missing=missing,
+                 features={"island": "island", "sex": "sex", "year": "year",
+                           "measurements": PENGUIN_MEASUREMENTS})
+    checked = job.validate(spec)
+    assert checked["column_types"]["island"] == "string" and checked["column_types"]["year"] == "int"
+    assert checked["fills"] == {"sex": "male"}
+    with job._job(spec) as j:
+        features, labels = data.first_batch(j.plan(), j.source("train"), j.spec.data, 8)
+    assert [v.decode() for v in features["island"].reshape(-1)] == frame.island.iloc[:8].tolist()
+    assert features["year"].dtype == np.int64 and features["year"].reshape(-1).tolist() == frame.year.iloc[:8].tolist()
+    assert [v.decode() for v in features["sex"].reshape(-1)] == frame.sex.iloc[:8].replace("NA", "male").fillna("male").tolist()
+    result = job.run(spec)
+    assert result["metrics"]["accuracy"] > 0.9
+
+
+def test_declared_column_types_keep_a_zip_code_as_text(tmp_path):
+    from k2e_core import data, job
+    from k2e_core.errors import SpecError
+
+    rows = ["zip_code,bought"] + [f"{z},{int(z.startswith('0'))}" for z in
+                                  ["02139", "10001", "02140", "94103", "01002", "60601"] * 20]
+    path = tmp_path / "zips.csv"
+    path.write_text("\n".join(rows) + "\n")
+    spec = _spec(tmp_path, "zip_model", path, steps=50, labels="bought", columns={"zip_code": "string"})
+    with job._job(spec) as j:
+        features, _ = data.first_batch(j.plan(), j.source("train"), j.spec.data, 3)
+    assert features["zip_code"].reshape(-1).tolist() == [b"02139", b"10001", b"02140"]
+    assert job.run(spec)["metrics"]["accuracy"] == 1.0
+    spec["data"]["columns"] = {"zip_code": "sting"}
+    with pytest.raises(SpecError, match="data.columns.zip_code"):
+        job.validate(spec)
+
+
+# --------------------------------------------------------------------------- TFRecords
+
+@pytest.mark.parametrize("size", [8, 16])
+def test_encoded_images_in_tfrecords_are_decoded_and_served_from_the_same_bytes(tmp_path, size):
+    from k2e_core import job
+    from k2e_core._tensorflow import tf
+
+    images, labels = real_data.write_digits_tfrecord(str(tmp_path / "train.tfrecord"), rows=1500)
+    real_data.write_digits_tfrecord(str(tmp_path / "all.tfrecord"))
+    decode = {"image": {"format": "png", **({"resize": [size, size]} if size != 8 else {})}}
+    spec = _spec(tmp_path, "digits_model", tmp_path / "train.tfrecord", steps=300,
+                 eval_files=tmp_path / "all.tfrecord", factory_kwargs={"size": size},
+                 labels="digit", decode=decode)
+    spec["export"]["serving_input"] = "tf_example"
+    result = job.run(spec)
+    assert result["metrics"]["accuracy"] > 0.85
+    assert result["verified_rows"] == 8 if "verified_rows" in result else True
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / "all.tfrecord")).skip(1500).take(5)]
+    served = tf.saved_model.load(result["export_path"]).signatures["serving_default"](
+        examples=tf.constant(records))["digit"].numpy()
+    keras = _trained_keras(spec)
+    pixels = tf.image.resize(tf.constant(real_data.write_digits_tfrecord(
+        str(tmp_path / "again.tfrecord"))[0][1500:1505]), [size, size]).numpy()
+    np.testing.assert_allclose(served, keras.predict(pixels, verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("width", [64, None])
+def test_variable_length_features_are_padded_to_the_input(tmp_path, width):
+    from k2e_core import data, job
+
+    real_data.write_digits_tfrecord(str(tmp_path / "digits.tfrecord"))
+    spec = _spec(tmp_path, "ink_model", tmp_path / "digits.tfrecord", steps=300,
+                 factory_kwargs={"width": width}, labels="digit", features={"pixels": "pixels"})
+    with job._job(spec) as j:
+        features, _ = data.first_batch(j.plan(), j.source("train"), j.spec.data, 4)
+    lengths = (features["pixels"] > 0).sum(axis=1)
+    assert len(set(lengths.tolist())) > 1
+    assert features["pixels"].shape[1] == (width or lengths.max())
+    result = job.run(spec)
+    assert result["metrics"]["accuracy"] > 0.6
+
+
+def test_a_variable_length_feature_longer_than_its_input_is_named(tmp_path):
+    from k2e_core import job
+    from k2e_core.errors import SpecError
+
+    real_data.write_digits_tfrecord(str(tmp_path / "digits.tfrecord"), rows=50)
+    spec = _spec(tmp_path, "ink_model", tmp_path / "digits.tfrecord", factory_kwargs={"width": 10},
+                 labels="digit", features={"pixels": "pixels"})
+    with pytest.raises(SpecError, match=r"digits.tfrecord record 1 feature 'pixels' holds \d+ values, "
+                       "more than the input's 10"):
+        job.validate(spec)

@@ -1,0 +1,210 @@
+"""Public datasets that ship inside packages (scikit-learn, palmerpenguins), written to files
+the way pandas and TFRecord writers write them, and the Keras models people write for them.
+
+Factories are named by job specs as `<this file>:<function>`.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+
+import numpy as np
+
+HERE = os.path.abspath(__file__)
+
+
+def factory(name: str) -> str:
+    return f"{HERE}:{name}"
+
+
+def penguins_csv() -> str:
+    """palmerpenguins' penguins.csv as shipped: species as text first, `NA` cells."""
+    return str(importlib.resources.files("palmerpenguins") / "data" / "penguins.csv")
+
+
+def penguins():
+    import pandas as pd
+
+    return pd.read_csv(penguins_csv())
+
+
+def sklearn_frame(name: str):
+    """A scikit-learn dataset as a DataFrame with its `target` column first (as a frame that
+    had the label inserted first writes it)."""
+    import sklearn.datasets
+
+    frame = getattr(sklearn.datasets, f"load_{name}")(as_frame=True).frame
+    return frame[["target", *[c for c in frame.columns if c != "target"]]]
+
+
+PENGUIN_MEASUREMENTS = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", "body_mass_g"]
+
+
+# --------------------------------------------------------------------------- models
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def dense_classifier(inputs: int, classes: int, mean=None, variance=None, seed: int = 1,
+                     loss: str = "sparse_categorical_crossentropy", name: str = "x",
+                     output: str = "label"):
+    """Normalization -> Dense(16) -> softmax: what most tabular Keras models look like."""
+    tf = _tf()
+    tf.keras.utils.set_random_seed(seed)
+    x_in = tf.keras.Input(shape=(inputs,), name=name)
+    x = tf.keras.layers.Normalization(mean=mean, variance=variance)(x_in) if mean else x_in
+    x = tf.keras.layers.Dense(16, activation="relu")(x)
+    if classes == 1:
+        out = tf.keras.layers.Dense(1, activation="sigmoid", name=output)(x)
+    else:
+        out = tf.keras.layers.Dense(classes, activation="softmax", name=output)(x)
+    model = tf.keras.Model(x_in, out)
+    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.01), loss=loss,
+                  metrics=["accuracy"])
+    return model
+
+
+def wine_model(seed: int = 1):
+    frame = sklearn_frame("wine").drop(columns="target")
+    return dense_classifier(13, 3, frame.mean().tolist(), frame.var().tolist(), seed)
+
+
+def cancer_model(seed: int = 1):
+    frame = sklearn_frame("breast_cancer").drop(columns="target")
+    return dense_classifier(30, 1, frame.mean().tolist(), frame.var().tolist(), seed,
+                            loss="binary_crossentropy")
+
+
+def penguin_model(seed: int = 1, loss: str = "sparse_categorical_crossentropy"):
+    frame = penguins()[PENGUIN_MEASUREMENTS]
+    return dense_classifier(4, 3, frame.mean().tolist(), frame.var().tolist(), seed, loss=loss,
+                            name="measurements", output="species")
+
+
+def penguin_mixed_model(seed: int = 1):
+    """Text, integer-categorical and numeric inputs: StringLookup / IntegerLookup with their
+    vocabularies, one-hot, concatenated with the normalised measurements."""
+    tf = _tf()
+    tf.keras.utils.set_random_seed(seed)
+    frame = penguins()
+    island = tf.keras.Input(shape=(1,), dtype=tf.string, name="island")
+    sex = tf.keras.Input(shape=(1,), dtype=tf.string, name="sex")
+    year = tf.keras.Input(shape=(1,), dtype=tf.int64, name="year")
+    measurements = tf.keras.Input(shape=(4,), name="measurements")
+    def one_hot(lookup, tokens):
+        return tf.keras.layers.CategoryEncoding(tokens, output_mode="one_hot")(lookup)
+
+    parts = [
+        one_hot(tf.keras.layers.StringLookup(vocabulary=["Biscoe", "Dream", "Torgersen"])(island), 4),
+        one_hot(tf.keras.layers.StringLookup(vocabulary=["female", "male"])(sex), 3),
+        one_hot(tf.keras.layers.IntegerLookup(vocabulary=[2007, 2008, 2009])(year), 4),
+        tf.keras.layers.Normalization(mean=frame[PENGUIN_MEASUREMENTS].mean().tolist(),
+                                      variance=frame[PENGUIN_MEASUREMENTS].var().tolist())(measurements),
+    ]
+    x = tf.keras.layers.Concatenate()(parts)
+    x = tf.keras.layers.Dense(16, activation="relu")(x)
+    out = tf.keras.layers.Dense(3, activation="softmax", name="species")(x)
+    model = tf.keras.Model([island, sex, year, measurements], out)
+    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.01),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def zip_model(seed: int = 1):
+    """A zip code as text (its leading zero matters), hashed into buckets."""
+    tf = _tf()
+    tf.keras.utils.set_random_seed(seed)
+    zip_code = tf.keras.Input(shape=(1,), dtype=tf.string, name="zip_code")
+    x = tf.keras.layers.Hashing(num_bins=64, output_mode="one_hot")(zip_code)
+    out = tf.keras.layers.Dense(1, activation="sigmoid", name="bought")(x)
+    model = tf.keras.Model(zip_code, out)
+    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.05), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def digits_model(size: int = 8, seed: int = 1):
+    """scikit-learn's 8x8 digits as images: Rescaling -> Conv2D -> Dense."""
+    tf = _tf()
+    tf.keras.utils.set_random_seed(seed)
+    image = tf.keras.Input(shape=(size, size, 1), name="image")
+    x = tf.keras.layers.Rescaling(1 / 255)(image)
+    x = tf.keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = tf.keras.layers.Flatten()(x)
+    out = tf.keras.layers.Dense(10, activation="softmax", name="digit")(x)
+    model = tf.keras.Model(image, out)
+    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.01),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def ink_model(width=None, seed: int = 1):
+    """Which of the 64 pixels of a digit hold ink, as a variable-length list of pixel ids:
+    Embedding -> mean -> softmax (padding id 0 is masked)."""
+    tf = _tf()
+    tf.keras.utils.set_random_seed(seed)
+    pixels = tf.keras.Input(shape=(width,), dtype=tf.int64, name="pixels")
+    x = tf.keras.layers.Embedding(65, 16, mask_zero=True)(pixels)
+    x = tf.keras.layers.GlobalAveragePooling1D()(x)
+    out = tf.keras.layers.Dense(10, activation="softmax", name="digit")(x)
+    model = tf.keras.Model(pixels, out)
+    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.02),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+# --------------------------------------------------------------------------- files
+
+def write_digits_tfrecord(path: str, rows=None, size: int = 8) -> tuple:
+    """Digits as PNG bytes (pixel values 0-255) in `image`, the class in `digit`, and the
+    ids (1-64) of inked pixels as a variable-length `pixels` list. Returns (images, labels)."""
+    import sklearn.datasets
+    tf = _tf()
+
+    digits = sklearn.datasets.load_digits()
+    images = (digits.images[:rows] * 255 / 16).astype(np.uint8)[..., None]
+    labels = digits.target[:rows]
+    with tf.io.TFRecordWriter(path) as writer:
+        for image, label in zip(images, labels):
+            png = tf.io.encode_png(image).numpy()
+            ink = (np.flatnonzero(image.reshape(-1) > 64) + 1).tolist()
+            feature = {
+                "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[png])),
+                "digit": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+                "pixels": tf.train.Feature(int64_list=tf.train.Int64List(value=ink)),
+            }
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature))
+                         .SerializeToString())
+    return images, labels
+
+
+def write_frame_tfrecord(frame, path: str) -> None:
+    """A DataFrame as tf.train.Examples: text as bytes_list, ints as int64_list, floats as
+    float_list, one value each (as a TFRecord writer of tabular data does)."""
+    tf = _tf()
+    with tf.io.TFRecordWriter(path) as writer:
+        for row in frame.itertuples(index=False):
+            feature = {}
+            for name, value in zip(frame.columns, row):
+                if isinstance(value, str):
+                    feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+                elif isinstance(value, (int, np.integer)):
+                    feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+                else:
+                    feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
+            writer.write(tf.train.Example(features=tf.train.Features(feature=feature))
+                         .SerializeToString())
+
+
+def write_frame_npz(frame, path: str) -> None:
+    """A DataFrame as .npz: text columns as str arrays."""
+    arrays = {}
+    for name in frame.columns:
+        column = frame[name]
+        arrays[name] = column.to_numpy(dtype=str) if column.dtype == object or str(column.dtype) in (
+            "string", "str") else column.to_numpy()
+    np.savez(path, **arrays)
