@@ -60,6 +60,7 @@ class ModelIO:
     output_keys: list  # dict-output keys where outputs are a dict, else the names
     label_kinds: dict = field(default_factory=dict)  # output name -> (kind, classes)
     output_units: dict = field(default_factory=dict)  # output name -> last dimension
+    ragged: frozenset = frozenset()  # inputs declared Input(ragged=True)
 
 
 @dataclass
@@ -101,7 +102,9 @@ def model_io(model) -> ModelIO:
     return ModelIO(inputs=inputs, outputs=list(model.output_names),
                    output_keys=output_keys_of(model), label_kinds=label_kinds(model),
                    output_units={name: t.shape[-1] if t.shape.rank == 2 else None
-                                 for name, t in zip(model.output_names, model.outputs)})
+                                 for name, t in zip(model.output_names, model.outputs)},
+                   ragged=frozenset(name for name, t in zip(model.input_names, model.inputs)
+                                    if isinstance(t.type_spec, tf.RaggedTensorSpec)))
 
 
 def loss_name(loss):
@@ -454,8 +457,7 @@ def _column_types(data_spec, p: Plan, sources) -> dict:
             if c not in source.columns:
                 continue
             stored = source.columns[c]
-            if declared and source.format != "csv" and declared != stored.dtype and not (
-                    declared != "string" and stored.dtype != "string"):
+            if declared and source.format != "csv" and (declared == "string") != (stored.dtype == "string"):
                 raise SpecError(f"data.columns.{c}", f"{source.field} files store {c!r} as "
                                 f"{stored.dtype}, which cannot be read as {declared}",
                                 "remove the declaration, or write the column with that type")
@@ -476,15 +478,8 @@ def _column_types(data_spec, p: Plan, sources) -> dict:
                                     f"but is read as {kind}",
                                     f"feed it to a tf.string input, or declare data.columns.{c}: "
                                     "string (or fix the file)")
-        if source_format(sources) != "csv" and stored.dtype == "string" and kind != "string" \
-                and c not in data_spec.decode:
-            kind = "string"
         types[c] = kind
     return types
-
-
-def source_format(sources) -> str:
-    return sources[0].format
 
 
 def _where_fed(p: Plan, column: str) -> str:
@@ -533,7 +528,13 @@ def _check_varlen(p: Plan) -> None:
             raise SpecError(f"data.features.{name}", f"{cols[0]!r} varies in length between "
                             f"records but input {name!r} has shape {list(shape)}",
                             "feed it to a 1-D input: Input(shape=(N,)) pads to N, "
-                            "Input(shape=(None,)) to the longest in each batch")
+                            "Input(shape=(None,)) to the longest in each batch, "
+                            "Input(shape=(None,), ragged=True) keeps each row's length")
+    for name in p.io.ragged:
+        if not any(c in p.varlen for c in p.features[name]):
+            raise SpecError(f"data.features.{name}", f"input {name!r} is ragged but its column "
+                            f"{p.features[name][0]!r} has one length in every record",
+                            "feed a variable-length TFRecord feature, or use a dense input")
     for c in p.label_columns():
         if c in p.varlen:
             raise SpecError(_where_fed(p, c), f"label {c!r} varies in length between records",
@@ -748,7 +749,8 @@ def _tfrecord_parser(p: Plan, source: Source):
         stored = source.columns[c]
         dtype = _tf_dtype(stored.dtype)
         if c in p.varlen:
-            spec[c] = tf.io.VarLenFeature(dtype)
+            ragged = any(c in p.features[name] for name in p.io.ragged)
+            spec[c] = tf.io.RaggedFeature(dtype) if ragged else tf.io.VarLenFeature(dtype)
             continue
         default = _missing_default(p, c, stored.dtype)
         shape = stored.shape
@@ -756,7 +758,7 @@ def _tfrecord_parser(p: Plan, source: Source):
                                         np.full(shape, default, dtype.as_numpy_dtype).tolist()
                                         if dtype != tf.string else [default] * int(np.prod(shape)))
     widths = {c: p.io.inputs[name][0][0] for name, cols in p.features.items() for c in cols
-              if c in p.varlen}
+              if c in p.varlen and name not in p.io.ragged}
 
     def parse(batch):
         cols = tf.io.parse_example(batch, spec)
@@ -878,6 +880,8 @@ def model_inputs(p: Plan, features: dict) -> dict:
     out = dict(features)
     for name, columns in p.features.items():
         tensor = features[name]
+        if name in p.io.ragged:
+            continue
         if columns[0] in p.decode:
             shape, dtype = p.io.inputs[name]
             out[name] = decode_images(tensor, p.decode[columns[0]], shape, dtype)
@@ -966,7 +970,9 @@ def first_batch(p: Plan, source: Source, data_spec, rows: int, as_sent: bool = F
         return _example(p, cols)
 
     features, labels = next(iter(ds.map(example).take(1)))
-    return tf.nest.map_structure(lambda t: t.numpy(), (features, labels))
+    # ragged inputs stay RaggedTensors (Keras and the signatures take them as they are)
+    return tf.nest.map_structure(lambda t: t if isinstance(t, tf.RaggedTensor) else t.numpy(),
+                                 (features, labels), expand_composites=False)
 
 
 def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:

@@ -53,7 +53,11 @@ def check(p: data.Plan, sources: list, data_spec) -> tuple[data.Plan, list]:
     """Scans the training split (resolving what the plan still needs from it), then every
     other split. Returns the resolved plan and the scans."""
     limit = budget(data_spec)
-    if limit == 0 and not data.pending(p):
+    if limit == 0:
+        if data.pending(p):
+            raise SpecError("data.scan_mb", f"0 reads no training data, so {data.pending(p)} "
+                            "cannot be taken from it",
+                            "give data.label_vocabulary and constant fills, or scan the data")
         return p, []
     train = sources[0]
     scans = [scan(p, train, limit)]

@@ -41,7 +41,7 @@ def feature_spec(io, plan=None) -> dict:
             spec[name] = tf.io.FixedLenFeature([], tf.string)
             continue
         if plan and columns[0] in plan.varlen:
-            spec[name] = tf.io.VarLenFeature(base)
+            spec[name] = tf.io.RaggedFeature(base) if name in io.ragged else tf.io.VarLenFeature(base)
             continue
         if any(d is None for d in shape):
             raise SpecError("export.serving_input", f"input {name!r} has shape {list(shape)} with "
@@ -84,7 +84,11 @@ def serving_input_fn(io, kind: str, plan=None):
                 tensors[name] = tf.compat.v1.placeholder(tf.string, [None], name=name)
             else:
                 tensors[name] = tf.compat.v1.placeholder(tf.as_dtype(dtype), [None, *shape], name=name)
-        return tf.estimator.export.ServingInputReceiver(transform(dict(tensors)), tensors)
+        features = dict(tensors)
+        for name in io.ragged:  # a raw client sends ragged rows padded with 0 ("" for text)
+            padding = "" if features[name].dtype == tf.string else 0
+            features[name] = tf.RaggedTensor.from_tensor(features[name], padding=padding)
+        return tf.estimator.export.ServingInputReceiver(transform(features), tensors)
 
     return raw
 
@@ -120,8 +124,13 @@ def export_verified(estimator, keras_model, io, export_spec, export_outputs, sam
         raise
 
 
+def _row_count(features) -> int:
+    first = next(iter(features.values()))
+    return int(first.nrows()) if isinstance(first, tf.RaggedTensor) else len(first)
+
+
 def _serialized_examples(io, features):
-    rows = len(next(iter(features.values())))
+    rows = _row_count(features)
     out = []
     for i in range(rows):
         feats = {}
@@ -152,7 +161,8 @@ def _verify(loaded, trained, io, heads, features, export_spec) -> dict:
         if export_spec.serving_input == "tf_example":
             got = fn(**{arg_names[0]: _serialized_examples(io, rows)})
         else:
-            got = fn(**{k: tf.constant(rows[k]) for k in arg_names})
+            got = fn(**{k: rows[k].to_tensor() if isinstance(rows[k], tf.RaggedTensor)
+                        else tf.constant(rows[k]) for k in arg_names})
         pairs = _pairs(cls, key, got, expected)
         for out_name, actual, want in pairs:
             actual = np.asarray(actual).reshape(np.shape(want))
@@ -165,8 +175,8 @@ def _verify(loaded, trained, io, heads, features, export_spec) -> dict:
                     "nothing was published"
                 )
     log.info("verified %d rows on %d signature(s): max |SavedModel - Keras| = %.2e",
-             len(next(iter(rows.values()))), len(heads), worst)
-    return {"verified_rows": len(next(iter(rows.values()))), "max_abs_diff": worst}
+             _row_count(rows), len(heads), worst)
+    return {"verified_rows": _row_count(rows), "max_abs_diff": worst}
 
 
 def _pairs(cls, key, got, expected):

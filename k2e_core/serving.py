@@ -30,8 +30,15 @@ def predict_version(version_url: str, inputs, signature: str = "serving_default"
             inputs = {next(iter(specs)): inputs}
         feed = {name: tf.constant(np.asarray(inputs[name]), dtype=specs[name].dtype)
                 for name in specs}
-        outputs = {name: value.numpy().tolist() for name, value in fn(**feed).items()}
+        outputs = {name: _plain(value.numpy()) for name, value in fn(**feed).items()}
         return {"signature": signature, "outputs": outputs}
     finally:
         if staging:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _plain(array: np.ndarray):
+    """JSON-ready: class names (bytes) as text."""
+    if array.dtype == object:
+        return np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v, otypes=[object])(array).tolist()
+    return array.tolist()

@@ -49,6 +49,14 @@ def _tf():
     return tf
 
 
+def _compiled(inputs, output, learning_rate: float, loss="sparse_categorical_crossentropy"):
+    tf = _tf()
+    model = tf.keras.Model(inputs, output)
+    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(learning_rate), loss=loss,
+                  metrics=["accuracy"])
+    return model
+
+
 def dense_classifier(inputs: int, classes: int, mean=None, variance=None, seed: int = 1,
                      loss: str = "sparse_categorical_crossentropy", name: str = "x",
                      output: str = "label"):
@@ -62,10 +70,7 @@ def dense_classifier(inputs: int, classes: int, mean=None, variance=None, seed: 
         out = tf.keras.layers.Dense(1, activation="sigmoid", name=output)(x)
     else:
         out = tf.keras.layers.Dense(classes, activation="softmax", name=output)(x)
-    model = tf.keras.Model(x_in, out)
-    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.01), loss=loss,
-                  metrics=["accuracy"])
-    return model
+    return _compiled(x_in, out, 0.01, loss)
 
 
 def wine_model(seed: int = 1):
@@ -107,11 +112,8 @@ def penguin_mixed_model(seed: int = 1):
     ]
     x = tf.keras.layers.Concatenate()(parts)
     x = tf.keras.layers.Dense(16, activation="relu")(x)
-    out = tf.keras.layers.Dense(3, activation="softmax", name="species")(x)
-    model = tf.keras.Model([island, sex, year, measurements], out)
-    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.01),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
+    return _compiled([island, sex, year, measurements],
+                     tf.keras.layers.Dense(3, activation="softmax", name="species")(x), 0.01)
 
 
 def zip_model(seed: int = 1):
@@ -120,11 +122,8 @@ def zip_model(seed: int = 1):
     tf.keras.utils.set_random_seed(seed)
     zip_code = tf.keras.Input(shape=(1,), dtype=tf.string, name="zip_code")
     x = tf.keras.layers.Hashing(num_bins=64, output_mode="one_hot")(zip_code)
-    out = tf.keras.layers.Dense(1, activation="sigmoid", name="bought")(x)
-    model = tf.keras.Model(zip_code, out)
-    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.05), loss="binary_crossentropy",
-                  metrics=["accuracy"])
-    return model
+    return _compiled(zip_code, tf.keras.layers.Dense(1, activation="sigmoid", name="bought")(x),
+                     0.05, "binary_crossentropy")
 
 
 def digits_model(size: int = 8, seed: int = 1):
@@ -135,26 +134,21 @@ def digits_model(size: int = 8, seed: int = 1):
     x = tf.keras.layers.Rescaling(1 / 255)(image)
     x = tf.keras.layers.Conv2D(8, 3, activation="relu")(x)
     x = tf.keras.layers.Flatten()(x)
-    out = tf.keras.layers.Dense(10, activation="softmax", name="digit")(x)
-    model = tf.keras.Model(image, out)
-    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.01),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
+    return _compiled(image, tf.keras.layers.Dense(10, activation="softmax", name="digit")(x), 0.01)
 
 
-def ink_model(width=None, seed: int = 1):
+def ink_model(width=None, ragged: bool = False, seed: int = 1):
     """Which of the 64 pixels of a digit hold ink, as a variable-length list of pixel ids:
-    Embedding -> mean -> softmax (padding id 0 is masked)."""
+    Embedding -> mean -> softmax (padding id 0 is masked; a ragged input has none)."""
     tf = _tf()
     tf.keras.utils.set_random_seed(seed)
-    pixels = tf.keras.Input(shape=(width,), dtype=tf.int64, name="pixels")
-    x = tf.keras.layers.Embedding(65, 16, mask_zero=True)(pixels)
-    x = tf.keras.layers.GlobalAveragePooling1D()(x)
-    out = tf.keras.layers.Dense(10, activation="softmax", name="digit")(x)
-    model = tf.keras.Model(pixels, out)
-    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.02),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
+    pixels = tf.keras.Input(shape=(width,), dtype=tf.int64, name="pixels", ragged=ragged)
+    x = tf.keras.layers.Embedding(65, 16, mask_zero=not ragged)(pixels)
+    if ragged:
+        x = tf.keras.layers.Lambda(lambda t: tf.reduce_mean(t, axis=1))(x)
+    else:
+        x = tf.keras.layers.GlobalAveragePooling1D()(x)
+    return _compiled(pixels, tf.keras.layers.Dense(10, activation="softmax", name="digit")(x), 0.02)
 
 
 # --------------------------------------------------------------------------- files
