@@ -344,7 +344,7 @@ def _scan_tfrecord(path, source, checker, limit) -> bool:
     size = 0
     complete = True
     try:
-        for number, record in enumerate(tf.data.TFRecordDataset(path, data._compression(path)), 1):
+        for number, record in enumerate(tf.data.TFRecordDataset(path, data.compression_of(path)), 1):
             raw = record.numpy()
             size += len(raw)
             where = f"{path} record {number}"

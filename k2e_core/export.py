@@ -58,7 +58,7 @@ def feature_spec(io, plan=None) -> dict:
 def serving_input_fn(io, kind: str, plan=None):
     """The serving receiver: what a client sends (tf.Examples, or one tensor per input, with
     encoded images as bytes) through the input pipeline's own `model_inputs`."""
-    from k2e_core.data import model_inputs, pad_to
+    from k2e_core.pipeline import model_inputs, pad_to
 
     def transform(features):
         return model_inputs(plan, features) if plan is not None else features

@@ -17,8 +17,8 @@ import shutil
 import tempfile
 import time
 
-from k2e_core import (cluster, conversion, data, datacheck, export, gate, publish, registry,
-                      storage, training, warm_start)
+from k2e_core import (cluster, conversion, data, datacheck, export, gate, pipeline, publish,
+                      registry, storage, training, warm_start)
 from k2e_core.checkpoints import RemoteModelDir
 from k2e_core._tensorflow import tf
 from k2e_core.errors import SpecError
@@ -169,7 +169,7 @@ class Job:
             record = data.load_record(self.model_dir)
             plan = data.plan(self.spec.data, self.io, sources, record)
             self._plan, self.scans = datacheck.check(plan, sources, self.spec.data)
-            data.check_labels_fit(self.model, self._plan, sources[-1], self.spec.data)
+            pipeline.check_labels_fit(self.model, self._plan, sources[-1], self.spec.data)
             datacheck.report(self._plan, self.scans, self.spec.data)
         return self._plan
 
@@ -191,7 +191,7 @@ class Job:
         return (0 if task.is_chief else task.index + 1), count
 
     def input_fn(self, split: str):
-        return data.input_fn(self.plan(), self.source(split), self.spec.data,
+        return pipeline.input_fn(self.plan(), self.source(split), self.spec.data,
                              training=split == "train", seed=self.spec.run_config.tf_random_seed,
                              shard=self.shard() if split == "train" else None)
 
@@ -201,7 +201,7 @@ class Job:
         try:
             yield
         except tf.errors.OpError as err:
-            named = data.explain(err, self.plan(), self.source(split))
+            named = pipeline.explain(err, self.plan(), self.source(split))
             if named is None:
                 raise
             raise named from None
@@ -275,8 +275,8 @@ def _sample_features(job: Job):
     if not job.spec.export.verify_rows:
         return None
     rows = job.spec.export.verify_rows
-    sent, _ = data.first_batch(job.plan(), job.source("eval"), job.spec.data, rows, as_sent=True)
-    seen, _ = data.first_batch(job.plan(), job.source("eval"), job.spec.data, rows)
+    sent, _ = pipeline.first_batch(job.plan(), job.source("eval"), job.spec.data, rows, as_sent=True)
+    seen, _ = pipeline.first_batch(job.plan(), job.source("eval"), job.spec.data, rows)
     plan = data.for_source(job.plan(), job.source("eval"))
     return sent, seen["features"] if plan.sample_weight else seen
 

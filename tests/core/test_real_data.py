@@ -279,7 +279,7 @@ def _mixed_frame():
 
 @pytest.mark.parametrize("fmt", ["csv", "tfrecord", "npz"])
 def test_text_and_integer_categorical_features_feed_string_and_int_inputs(tmp_path, fmt):
-    from k2e_core import data, job
+    from k2e_core import job, pipeline
 
     frame = _mixed_frame()
     if fmt == "csv":
@@ -298,7 +298,7 @@ def test_text_and_integer_categorical_features_feed_string_and_int_inputs(tmp_pa
     assert checked["column_types"]["island"] == "string" and checked["column_types"]["year"] == "int"
     assert checked["fills"] == {"sex": "male"}
     with job._job(spec) as j:
-        features, labels = data.first_batch(j.plan(), j.source("train"), j.spec.data, 8)
+        features, labels = pipeline.first_batch(j.plan(), j.source("train"), j.spec.data, 8)
     assert [v.decode() for v in features["island"].reshape(-1)] == frame.island.iloc[:8].tolist()
     assert features["year"].dtype == np.int64 and features["year"].reshape(-1).tolist() == frame.year.iloc[:8].tolist()
     assert [v.decode() for v in features["sex"].reshape(-1)] == frame.sex.iloc[:8].replace("NA", "male").fillna("male").tolist()
@@ -307,7 +307,7 @@ def test_text_and_integer_categorical_features_feed_string_and_int_inputs(tmp_pa
 
 
 def test_declared_column_types_keep_a_zip_code_as_text(tmp_path):
-    from k2e_core import data, job
+    from k2e_core import job, pipeline
     from k2e_core.errors import SpecError
 
     rows = ["zip_code,bought"] + [f"{z},{int(z.startswith('0'))}" for z in
@@ -316,7 +316,7 @@ def test_declared_column_types_keep_a_zip_code_as_text(tmp_path):
     path.write_text("\n".join(rows) + "\n")
     spec = _spec(tmp_path, "zip_model", path, steps=50, labels="bought", columns={"zip_code": "string"})
     with job._job(spec) as j:
-        features, _ = data.first_batch(j.plan(), j.source("train"), j.spec.data, 3)
+        features, _ = pipeline.first_batch(j.plan(), j.source("train"), j.spec.data, 3)
     assert features["zip_code"].reshape(-1).tolist() == [b"02139", b"10001", b"02140"]
     assert job.run(spec)["metrics"]["accuracy"] == 1.0
     spec["data"]["columns"] = {"zip_code": "sting"}
@@ -351,13 +351,13 @@ def test_encoded_images_in_tfrecords_are_decoded_and_served_from_the_same_bytes(
 
 @pytest.mark.parametrize("width", [64, None])
 def test_variable_length_features_are_padded_to_the_input(tmp_path, width):
-    from k2e_core import data, job
+    from k2e_core import job, pipeline
 
     real_data.write_digits_tfrecord(str(tmp_path / "digits.tfrecord"))
     spec = _spec(tmp_path, "ink_model", tmp_path / "digits.tfrecord", steps=300,
                  factory_kwargs={"width": width}, labels="digit", features={"pixels": "pixels"})
     with job._job(spec) as j:
-        features, _ = data.first_batch(j.plan(), j.source("train"), j.spec.data, 4)
+        features, _ = pipeline.first_batch(j.plan(), j.source("train"), j.spec.data, 4)
     lengths = (features["pixels"] > 0).sum(axis=1)
     assert len(set(lengths.tolist())) > 1
     assert features["pixels"].shape[1] == (width or lengths.max())
@@ -379,7 +379,7 @@ def test_a_variable_length_feature_longer_than_its_input_is_named(tmp_path):
 
 @pytest.mark.parametrize("serving_input", ["raw", "tf_example"])
 def test_a_ragged_input_takes_each_row_at_its_own_length(tmp_path, serving_input):
-    from k2e_core import data, job
+    from k2e_core import job, pipeline
     from k2e_core._tensorflow import tf
 
     real_data.write_digits_tfrecord(str(tmp_path / "digits.tfrecord"))
@@ -387,7 +387,7 @@ def test_a_ragged_input_takes_each_row_at_its_own_length(tmp_path, serving_input
                  factory_kwargs={"ragged": True}, labels="digit", features={"pixels": "pixels"})
     spec["export"]["serving_input"] = serving_input
     with job._job(spec) as j:
-        features, _ = data.first_batch(j.plan(), j.source("train"), j.spec.data, 4)
+        features, _ = pipeline.first_batch(j.plan(), j.source("train"), j.spec.data, 4)
     assert isinstance(features["pixels"], tf.RaggedTensor)
     assert len(set(features["pixels"].row_lengths().numpy().tolist())) > 1
     assert 0 not in features["pixels"].flat_values.numpy()  # nothing padded

@@ -1,0 +1,423 @@
+"""Input pipelines over the files a data plan maps (k2e_core.data): every format runs
+
+    records -> [shard] -> [cache] -> [shuffle] -> repeat -> batch -> vectorised parse
+    -> [drop rows with missing values] -> columns -> (features, labels) -> model_inputs -> prefetch
+
+`model_inputs` (fills for missing values, image decoding) is the one step the exported
+serving signatures apply too, so training and serving never see different inputs.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from k2e_core._tensorflow import tf
+
+from k2e_core.data import INT_MISSING, Plan, Source, compression_of, for_source, loss_name
+from k2e_core.errors import SpecError, first_line
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def input_fn(p: Plan, source: Source, data_spec, training: bool, seed=None, batch_size=None,
+             shard: tuple[int, int] | None = None):
+    """An Estimator input_fn over `source` following plan `p`. `shard`: (index, count) of
+    this worker: it reads whole files when there are enough of them, else every count-th
+    record, and shuffles with a seed of its own."""
+    batch = batch_size or data_spec.batch_size
+    p = for_source(p, source)
+    if shard and seed is not None:
+        seed = seed + shard[0]
+
+    def fn():
+        records, parse = _records(p, source, data_spec.parallel_reads, shard)
+        ds = records
+        if data_spec.cache and training:
+            ds = ds.cache()
+        if training and data_spec.shuffle_buffer:
+            ds = ds.shuffle(data_spec.shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if training:
+            ds = ds.repeat()
+        ds = ds.batch(batch, drop_remainder=False)
+        ds = ds.map(lambda r: _example(p, parse(r)), num_parallel_calls=AUTOTUNE,
+                    deterministic=not training)
+        if p.drop_missing:
+            ds = ds.filter(lambda features, labels: tf.size(tf.nest.flatten(labels)[0]) > 0)
+        prefetch = AUTOTUNE if data_spec.prefetch == "auto" else data_spec.prefetch
+        return ds.prefetch(prefetch) if prefetch else ds
+
+    return fn
+
+
+def shard_of(source: Source, shard):
+    """(files this worker reads, record shard or None)."""
+    if not shard or shard[1] <= 1:
+        return source.files, None
+    index, count = shard
+    if len(source.files) >= count:
+        return source.files[index::count], None
+    return source.files, (count, index)
+
+
+def _records(p: Plan, source: Source, parallel_reads: int, shard=None):
+    """(record dataset, batched-records -> {column: tensor}) for the source's format."""
+    wanted = p.columns()
+    files, record_shard = shard_of(source, shard)
+    compression = compression_of(source.files[0])
+    if source.format == "csv":
+        ds = _interleave(files, lambda path: tf.data.TextLineDataset(
+            path, compression_type=compression).skip(1), parallel_reads)
+        parse = _csv_parser(p, source)
+    elif source.format == "tfrecord":
+        ds = _interleave(files, lambda path: tf.data.TFRecordDataset(path, compression),
+                         parallel_reads)
+        parse = _tfrecord_parser(p, source)
+    else:
+        ds, parse = _npz_records(p, files, wanted)
+    if record_shard:
+        ds = ds.shard(*record_shard)
+    return ds, parse
+
+
+def _missing_default(p: Plan, column: str, kind: str):
+    """decode_csv / parse_example default for a `kind` column: none (a missing value is an
+    error), a value that marks the cell for dropping or filling, or the fill itself (ints
+    cannot be NaN)."""
+    if p.drop_missing:
+        return {"float": np.nan, "int": INT_MISSING, "string": ""}[kind]
+    if column in p.fills:
+        return {"float": np.nan, "int": int(round(float(p.fills[column]))) if kind == "int"
+                else None, "string": ""}[kind]
+    return None
+
+
+def _csv_parser(p: Plan, source: Source):
+    wanted = p.columns()
+    header = source.csv_header
+    order = sorted(wanted, key=header.index)  # decode_csv wants select_cols in file order
+    defaults = []
+    for c in order:
+        default = _missing_default(p, c, p.types[c])
+        dtype = _tf_dtype(p.types[c])
+        defaults.append(tf.constant([], dtype) if default is None else tf.constant([default], dtype))
+    markers = [m for m in p.na_values if m != ""]
+    na_value = markers[0] if len(markers) == 1 else ""
+    # Several markers: each becomes an empty cell first (twice: adjacent cells share a comma).
+    pattern = "(^|,)(" + "|".join(re.escape(m) for m in markers) + ")(,|$)" if len(markers) > 1 else None
+
+    def parse(batch):
+        batch = tf.boolean_mask(batch, tf.strings.length(batch) > 0)
+        if pattern:
+            for _ in range(2):
+                batch = tf.strings.regex_replace(batch, pattern, r"\1\3")
+        values = tf.io.decode_csv(batch, record_defaults=defaults, na_value=na_value,
+                                  select_cols=[header.index(c) for c in order])
+        return dict(zip(order, values))
+
+    return parse
+
+
+def _tfrecord_parser(p: Plan, source: Source):
+    spec = {}
+    for c in p.columns():
+        stored = source.columns[c]
+        dtype = _tf_dtype(stored.dtype)
+        if c in p.varlen:
+            ragged = any(c in p.features[name] for name in p.io.ragged)
+            spec[c] = tf.io.RaggedFeature(dtype) if ragged else tf.io.VarLenFeature(dtype)
+            continue
+        default = _missing_default(p, c, stored.dtype)
+        shape = stored.shape
+        spec[c] = tf.io.FixedLenFeature(shape, dtype, default_value=None if default is None else
+                                        np.full(shape, default, dtype.as_numpy_dtype).tolist()
+                                        if dtype != tf.string else [default] * int(np.prod(shape)))
+    widths = {c: p.io.inputs[name][0][0] for name, cols in p.features.items() for c in cols
+              if c in p.varlen and name not in p.io.ragged}
+
+    def parse(batch):
+        cols = tf.io.parse_example(batch, spec)
+        for c, width in widths.items():
+            cols[c] = pad_to(cols[c], width)
+        return cols
+
+    return parse
+
+
+def pad_to(sparse, width):
+    """A variable-length feature (SparseTensor) as a dense batch padded to `width` (None: to
+    the longest row of the batch); a longer row fails naming the width."""
+    default = "" if sparse.dtype == tf.string else 0
+    dense = tf.sparse.to_dense(sparse, default_value=tf.cast(default, sparse.dtype))
+    if width is None:
+        return dense
+    longest = tf.shape(dense)[1]
+    check = tf.debugging.assert_less_equal(
+        longest, width, message=f"k2e: a variable-length feature holds more values than the "
+        f"input's {width}")
+    with tf.control_dependencies([check]):
+        return tf.pad(dense, [[0, 0], [0, tf.maximum(width - longest, 0)]],
+                      constant_values=tf.cast(default, sparse.dtype))
+
+
+def _npz_records(p: Plan, files, wanted):
+    arrays = {c: [] for c in wanted}
+    for path in files:
+        with np.load(path) as data:
+            for c in wanted:
+                arrays[c].append(data[c])
+    arrays = {c: np.concatenate(v) for c, v in arrays.items()}
+    if p.drop_missing:
+        keep = ~missing_rows(arrays, p.na_values)
+        arrays = {c: a[keep] for c, a in arrays.items()}
+    return tf.data.Dataset.from_tensor_slices(arrays), lambda batch: batch
+
+
+def missing_rows(arrays: dict, na_values) -> np.ndarray:
+    """Rows of `arrays` with a NaN float or a missing-marker text in any column."""
+    rows = len(next(iter(arrays.values())))
+    missing = np.zeros(rows, bool)
+    for a in arrays.values():
+        flat = a.reshape(rows, -1)
+        if np.issubdtype(a.dtype, np.floating):
+            missing |= np.isnan(flat).any(axis=1)
+        elif a.dtype.kind in "US":
+            markers = [m.encode() if a.dtype.kind == "S" else m for m in na_values]
+            missing |= np.isin(flat, markers).any(axis=1)
+    return missing
+
+
+def _interleave(files, make, parallel_reads):
+    if len(files) == 1:
+        return make(files[0])
+    return tf.data.Dataset.from_tensor_slices(files).interleave(
+        make, cycle_length=min(len(files), parallel_reads), num_parallel_calls=AUTOTUNE,
+    )
+
+
+def _tf_dtype(kind):
+    return {"float": tf.float32, "int": tf.int64, "string": tf.string}[kind]
+
+
+def _example(p: Plan, cols: dict):
+    """One parsed batch of columns as (features, labels), missing rows dropped, model inputs
+    filled and decoded."""
+    if p.drop_missing:
+        cols = _drop_missing(p, cols)
+    features = model_inputs(p, stacked_inputs(p, cols))
+    labels = {name: _label(p, name, columns, cols) for name, columns in p.labels.items()}
+    labels = labels[p.io.outputs[0]] if len(labels) == 1 else labels
+    if p.sample_weight:
+        return {"features": features, "sample_weights": tf.cast(cols[p.sample_weight], tf.float32)}, labels
+    return features, labels
+
+
+def _drop_missing(p: Plan, cols: dict) -> dict:
+    rows = tf.shape(next(iter(cols.values())))[0]
+    missing = tf.zeros([rows], tf.bool)
+    for c, t in cols.items():
+        if t.dtype.is_floating:
+            marked = tf.math.is_nan(t)
+        elif t.dtype == tf.string:
+            marked = tf.reduce_any(tf.equal(t[..., None], list(p.na_values)), axis=-1) \
+                if p.na_values else tf.zeros_like(t, tf.bool)
+        else:
+            marked = tf.equal(t, INT_MISSING)
+        while marked.shape.rank > 1:
+            marked = tf.reduce_any(marked, axis=-1)
+        missing = missing | marked
+    keep = tf.logical_not(missing)
+    return {c: tf.boolean_mask(t, keep) for c, t in cols.items()}
+
+
+def stacked_inputs(p: Plan, cols: dict) -> dict:
+    """Columns stacked into each model input, as a serving client sends them: in the input's
+    dtype, except encoded images (bytes) and values still to be filled (NaN, markers)."""
+    features = {}
+    for name, columns in p.features.items():
+        shape, dtype = p.io.inputs[name]
+        tensor = _gather(cols, columns)
+        if columns[0] in p.decode:
+            features[name] = tf.reshape(tensor, [-1])
+            continue
+        if tf.as_dtype(dtype) != tensor.dtype and tf.as_dtype(dtype) != tf.string \
+                and tensor.dtype != tf.string:
+            tensor = tf.cast(tensor, dtype)
+        if all(d is not None for d in shape):
+            tensor = tf.reshape(tensor, [-1, *shape])
+        features[name] = tensor
+    return features
+
+
+def model_inputs(p: Plan, features: dict) -> dict:
+    """What the model sees for what a client sends: missing values filled, images decoded.
+    The input pipeline and every exported serving signature run this same function."""
+    out = dict(features)
+    for name, columns in p.features.items():
+        tensor = features[name]
+        if name in p.io.ragged:
+            continue
+        if columns[0] in p.decode:
+            shape, dtype = p.io.inputs[name]
+            out[name] = decode_images(tensor, p.decode[columns[0]], shape, dtype)
+            continue
+        fills = [p.fills.get(c) for c in columns]
+        if all(f is None for f in fills):
+            continue
+        if tensor.dtype == tf.string:
+            marked = tf.reduce_any(tf.equal(tensor[..., None], list(p.na_values)), axis=-1)
+            out[name] = tf.where(marked, tf.constant(str(fills[0]), tf.string), tensor)
+        elif tensor.dtype.is_floating:
+            if len(columns) == 1:
+                value = tf.constant(np.nan if fills[0] is None else fills[0], tensor.dtype)
+            else:
+                value = tf.constant([np.nan if f is None else f for f in fills], tensor.dtype)
+                value = tf.reshape(value, [1, *tensor.shape[1:]])
+            out[name] = tf.where(tf.math.is_nan(tensor), value + tf.zeros_like(tensor), tensor)
+    return out
+
+
+def decode_images(encoded, how, shape, dtype):
+    """A batch of PNG/JPEG bytes -> [batch, height, width, channels] in the input's dtype
+    (pixel values 0-255, as the files hold them: scale inside the model)."""
+    height, width, channels = shape
+    channels = how.channels or channels or 3
+    size = how.resize or [height, width]
+    decoder = {"jpeg": tf.io.decode_jpeg, "png": tf.io.decode_png}.get(how.format)
+
+    def one(data):
+        if decoder is not None:
+            image = decoder(data, channels=channels)
+        else:
+            image = tf.io.decode_image(data, channels=channels, expand_animations=False)
+        image = tf.image.resize(image, size)
+        return tf.ensure_shape(image, [*size, channels])
+
+    images = tf.map_fn(one, tf.reshape(encoded, [-1]),
+                       fn_output_signature=tf.TensorSpec([*size, channels], tf.float32))
+    return tf.cast(images, dtype)
+
+
+def _label(p: Plan, output: str, columns, cols):
+    tensor = _gather(cols, columns)
+    column = columns[0]
+    kind, classes = p.io.label_kinds[output]
+    if column not in p.vocabulary:
+        if kind != "sparse" and tensor.shape.rank == 1 and p.io.output_units.get(output) == 1:
+            return tensor[:, None]  # one unit (binary, regression): labels as [batch, 1]
+        return tensor
+    names = p.vocabulary[column]
+    text = tf.reshape(tensor, [-1])
+    hits = tf.equal(text[:, None], tf.constant(names))
+    check = tf.debugging.assert_equal(
+        tf.reduce_all(tf.reduce_any(hits, axis=1)), True,
+        message=f"k2e: label column {column!r} holds a value that is not in its vocabulary "
+        f"{names[:10]}")
+    with tf.control_dependencies([check]):
+        ids = tf.argmax(tf.cast(hits, tf.int32), axis=1)
+    if kind == "onehot":
+        return tf.one_hot(ids, len(names))
+    if kind == "binary":
+        return tf.cast(ids, tf.float32)[:, None]
+    return ids
+
+
+def _gather(cols, columns):
+    if len(columns) == 1:
+        return cols[columns[0]]
+    parts = [cols[c] if cols[c].shape.rank > 1 else cols[c][:, None] for c in columns]
+    return tf.concat([tf.cast(t, parts[0].dtype) for t in parts], axis=-1)
+
+
+def first_batch(p: Plan, source: Source, data_spec, rows: int, as_sent: bool = False):
+    """The first `rows` examples as numpy (features, labels), in file order. `as_sent`:
+    features as a serving client sends them (before fills and image decoding)."""
+    p = for_source(p, source)
+    records, parse = _records(p, source, data_spec.parallel_reads)
+    ds = records.batch(rows)
+
+    def example(batch):
+        cols = parse(batch)
+        if p.drop_missing:
+            cols = _drop_missing(p, cols)
+        if as_sent:
+            return stacked_inputs(p, cols), tf.constant(0)
+        return _example(p, cols)
+
+    features, labels = next(iter(ds.map(example).take(1)))
+    # ragged inputs stay RaggedTensors (Keras and the signatures take them as they are)
+    return tf.nest.map_structure(lambda t: t if isinstance(t, tf.RaggedTensor) else t.numpy(),
+                                 (features, labels), expand_composites=False)
+
+
+def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:
+    """Runs the compiled loss on one batch so that a label/loss mismatch fails here, clearly."""
+    features, labels = first_batch(p, source, data_spec, min(data_spec.batch_size, 64))
+    weights = None
+    if for_source(p, source).sample_weight:
+        features, weights = features["features"], tf.convert_to_tensor(features["sample_weights"])
+    try:
+        predictions = model(features, training=False)
+        model.compiled_loss(tf.nest.map_structure(tf.convert_to_tensor, labels), predictions,
+                            sample_weight=weights)
+    except (ValueError, tf.errors.InvalidArgumentError, TypeError) as err:
+        label_shapes = tf.nest.map_structure(lambda a: list(a.shape), labels)
+        output_shapes = [list(t.shape) for t in model.outputs]
+        loss = loss_name(model._get_compile_args().get("loss"))
+        raise SpecError(
+            "data.labels",
+            f"labels of shape {label_shapes} do not fit loss {loss!r} for outputs of shape "
+            f"{output_shapes} ({first_line(err, 200)})",
+            "use integer class ids with sparse_categorical_crossentropy, one-hot rows with "
+            "categorical_crossentropy, or change data.labels",
+        ) from None
+
+
+# --------------------------------------------------------------------------- errors
+
+_CSV_FIELD = re.compile(r"Field (\d+)")
+_DATA_PROBLEMS = ("k2e: ", "is required but missing", "fields but have", "is not a valid",
+                  "Can't parse serialized", "Number of ", "values size", "could not be found",
+                  "outside the valid range", "Unknown image file format", "Invalid PNG",
+                  "Invalid JPEG", "decode")
+
+
+def _data_message(err) -> str | None:
+    """The line of a TensorFlow error that says what is wrong with the data (TF puts it after
+    the stack of the graph's definition), or None."""
+    for line in str(getattr(err, "message", err)).splitlines():
+        line = line.strip()
+        if any(marker in line for marker in _DATA_PROBLEMS) and not line.startswith(("File ", "[[")):
+            return re.sub(r"\s+", " ", line)[:300]
+    return None
+_FEATURE = re.compile(r"(?:Feature|Key): ([^\s,(]+)")
+
+
+def explain(err: Exception, p: Plan, source: Source) -> SpecError | None:
+    """A TensorFlow data error from training or evaluation as one line naming the split's
+    files and the column; None for errors that are not about the data."""
+    text = _data_message(err)
+    if text is None:
+        return None
+    files = source.files[0] if len(source.files) == 1 else f"{len(source.files)} files ({source.files[0]}, ...)"
+    column = None
+    if "k2e: " in text:
+        problem = text[text.index("k2e: ") + 5:].rstrip("]' ")
+        return SpecError(f"{source.field}.files", f"{files}: {problem}",
+                         "check the data with `k2e validate --full`")
+    if source.format == "csv" and "record" in text and ("Field" in text or "fields" in text):
+        match = _CSV_FIELD.search(text)
+        if match:
+            order = sorted(p.columns(), key=source.csv_header.index)
+            index = int(match.group(1))
+            column = order[index] if index < len(order) else None
+    elif source.format == "tfrecord":
+        match = _FEATURE.search(text)
+        column = match.group(1).rstrip(".") if match else None
+    elif "label value of" in text and "outside the valid range" in text:
+        column = ", ".join(p.label_columns())
+    else:
+        return None
+    where = f" column {column!r}" if column else ""
+    return SpecError(f"{source.field}.files", f"{files}{where}: {text}",
+                     "check the data with `k2e validate --full` (it names file and line)")
