@@ -24,6 +24,18 @@ def _load(name, path):
     return module
 
 
+@pytest.fixture(autouse=True)
+def _k2e_logging():
+    """`cli.main` points k2e's log handler at the calling test's captured stderr, which is
+    closed after that test: every test gets k2e's logging back as it found it."""
+    logger = logging.getLogger("k2e")
+    saved = logger.handlers[:], logger.propagate, logger.level
+    yield
+    logger.handlers[:] = saved[0]
+    logger.propagate = saved[1]
+    logger.setLevel(saved[2])
+
+
 @pytest.fixture(scope="session")
 def tf():
     from k2e_core._tensorflow import tf

@@ -13,18 +13,6 @@ import pytest
 from k2e_core import cli
 
 
-@pytest.fixture(autouse=True)
-def _k2e_logging():
-    """cli.main points k2e's log handler at this test's captured stderr; put it back after."""
-    import logging
-
-    logger = logging.getLogger("k2e")
-    saved = logger.handlers[:], logger.propagate, logger.level
-    yield
-    logger.handlers[:], logger.propagate = saved[0], saved[1]
-    logger.setLevel(saved[2])
-
-
 def _iris_rows(example_data, copies=1):
     with open(example_data / "iris_train.csv") as f:
         header, *rows = f.read().splitlines()
