@@ -1,7 +1,7 @@
 """The data, row by row, before any training: every problem TensorFlow would meet mid-run
 (`Graph execution error`) is found here and named by file, line (or record), column and fix.
 
-Each split is read up to `data.scan_mb` (spread over its files: a sample of each when the
+Each split is read up to `data.scan_mb` (spread over its files: the start of each when the
 split is larger), or whole with `scan_mb: all` / `--full`. The same pass collects what the
 training data decides: the classes of a text label and the fill statistics.
 """
@@ -38,7 +38,7 @@ class Scan:
     values: dict = field(default_factory=dict)  # column -> values the plan still needs
 
     def summary(self) -> str:
-        part = "all" if self.complete else "a sample:"
+        part = "all" if self.complete else "the first"
         size = f"{self.bytes / 1e6:.1f} MB" if self.bytes >= 1e5 else f"{self.bytes / 1e3:.1f} kB"
         text = f"{self.field}: checked {part} {self.rows} rows ({size})"
         return text + (f", {self.dropped} with missing values skipped" if self.dropped else "")
