@@ -419,5 +419,6 @@ def explain(err: Exception, p: Plan, source: Source) -> SpecError | None:
     else:
         return None
     where = f" column {column!r}" if column else ""
+    text = re.sub(r" in record \d+", "", text)  # TensorFlow counts within a batch, not the file
     return SpecError(f"{source.field}.files", f"{files}{where}: {text}",
                      "check the data with `k2e validate --full` (it names file and line)")
