@@ -351,7 +351,7 @@ def plan(data_spec, io: ModelIO, sources, record: dict | None = None) -> Plan:
     result.types = _column_types(data_spec, result, sources)
     result.decode = _image_columns(data_spec, result, sources)
     result.varlen = frozenset(c for s in sources for c in result.columns()
-                              if c in s.columns and s.columns[c].varlen)
+                              if c in s.columns and s.columns[c].varlen) | _variable_inputs(result, sources)
     _check_varlen(result)
     result.vocabulary = _vocabularies(data_spec, result, record)
     result.fills = _fills(data_spec, result, record)
@@ -507,6 +507,18 @@ def _image_columns(data_spec, p: Plan, sources) -> dict:
                             f"({list(shape)})", "give resize: [height, width]")
         decode[c] = how
     return decode
+
+
+def _variable_inputs(p: Plan, sources) -> frozenset:
+    """TFRecord columns that feed a ragged or (None,) input alone: read as variable-length
+    even where the records read to tell the types happen to have one length."""
+    columns = set()
+    for name, cols in p.features.items():
+        shape, _ = p.io.inputs[name]
+        if len(cols) == 1 and len(shape) == 1 and (shape[0] is None or name in p.io.ragged) \
+                and all(s.format == "tfrecord" for s in sources):
+            columns.add(cols[0])
+    return frozenset(columns)
 
 
 def _check_varlen(p: Plan) -> None:

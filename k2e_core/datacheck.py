@@ -377,7 +377,7 @@ def _scan_tfrecord(path, source, checker, limit) -> bool:
                     raise SpecError(f"{source.field}.files", f"{where} feature {c!r} holds "
                                     f"{len(got)} values, earlier records {stored.shape[0]}",
                                     "write the same number in every record, or feed it to an "
-                                    "input of shape (None,) or (N,) to pad")
+                                    "input of shape (None,) to pad each batch to its longest")
                 if stored.dtype == "string" and c not in p.decode:
                     got = [g.decode("utf-8", "replace") for g in got]
                 values[c] = got if len(got) != 1 or c in p.varlen else got[0]
