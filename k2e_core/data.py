@@ -68,6 +68,7 @@ class Plan:
     fills: dict = field(default_factory=dict)  # column -> fill value (or statistic to compute)
     drop_missing: bool = False
     na_values: tuple = ()
+    na_in_files: tuple | None = None  # the markers the checks met in CSV files; None: unknown
     decode: dict = field(default_factory=dict)  # column -> spec.ImageDecode
     varlen: frozenset = frozenset()  # columns padded to their input's width
 

@@ -35,6 +35,7 @@ class Scan:
     bytes: int = 0
     complete: bool = True
     dropped: int = 0  # rows with a missing value (data.missing: drop)
+    markers: set = field(default_factory=set)  # missing-value markers met in CSV cells
     values: dict = field(default_factory=dict)  # column -> values the plan still needs
 
     def summary(self) -> str:
@@ -65,6 +66,8 @@ def check(p: data.Plan, sources: list, data_spec) -> tuple[data.Plan, list]:
     for source in sources[1:]:
         if source is not train:
             scans.append(scan(p, source, limit))
+    if all(s.complete for s in scans):  # else a marker may lie beyond what was read
+        p = replace(p, na_in_files=tuple(sorted(set().union(*(s.markers for s in scans)))))
     return p, scans
 
 
@@ -186,8 +189,10 @@ class _Rows:
         cells = {c: np.array(v, dtype=str) for c, v in columns.items()}
         missing = {c: np.isin(a, na) for c, a in cells.items()}
         any_missing = np.zeros(rows, bool)
-        for m in missing.values():
+        for c, m in missing.items():
             any_missing |= m
+            if m.any():
+                self.result.markers.update(np.unique(cells[c][m]).tolist())
         keep = np.ones(rows, bool)
         if any_missing.any():
             if p.drop_missing:

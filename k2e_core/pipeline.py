@@ -101,7 +101,7 @@ def _csv_parser(p: Plan, source: Source):
         default = _missing_default(p, c, p.types[c])
         dtype = _tf_dtype(p.types[c])
         defaults.append(tf.constant([], dtype) if default is None else tf.constant([default], dtype))
-    markers = [m for m in p.na_values if m != ""]
+    markers = [m for m in (p.na_values if p.na_in_files is None else p.na_in_files) if m != ""]
     na_value = markers[0] if len(markers) == 1 else ""
     # Several markers: each becomes an empty cell first (twice: adjacent cells share a comma).
     pattern = "(^|,)(" + "|".join(re.escape(m) for m in markers) + ")(,|$)" if len(markers) > 1 else None

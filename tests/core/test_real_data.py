@@ -393,3 +393,27 @@ def test_a_ragged_input_takes_each_row_at_its_own_length(tmp_path, serving_input
     assert 0 not in features["pixels"].flat_values.numpy()  # nothing padded
     result = job.run(spec)  # the export is verified against Keras on the same rows
     assert result["metrics"]["accuracy"] > 0.6
+
+
+def test_every_missing_marker_counts_whichever_ones_a_file_uses(tmp_path):
+    """One file, three markers (what several writers appended to one CSV leave): each is
+    missing, in the checks and in the pipeline."""
+    from k2e_core import job, pipeline
+
+    frame = real_data.penguins()[["species", *PENGUIN_MEASUREMENTS]]
+    text = frame.to_csv(index=False, na_rep="NA").splitlines()
+    text[4] = text[4].replace("NA", "null", 2)  # line 5: the first row without measurements
+    text[-1] = "Gentoo,N/A,14.0,210,4600"
+    path = tmp_path / "penguins.csv"
+    path.write_text("\n".join(text) + "\n")
+    spec = _spec(tmp_path, "penguin_model", path, missing={c: "median" for c in PENGUIN_MEASUREMENTS},
+                 features={"measurements": PENGUIN_MEASUREMENTS}, labels="species", batch_size=400)
+    with job._job(spec) as j:
+        features, _ = pipeline.first_batch(j.plan(), j.source("train"), j.spec.data, 400)
+        fills = j.plan().fills
+    measurements = features["measurements"]
+    assert len(measurements) == len(frame) and not np.isnan(measurements).any()
+    assert measurements[3].tolist() == pytest.approx([fills[c] for c in PENGUIN_MEASUREMENTS])
+    assert measurements[-1][0] == pytest.approx(fills["bill_length_mm"])
+    spec["data"]["missing"] = "drop"
+    assert job.validate(spec)["checked"]["data.train"]["dropped"] == 3
