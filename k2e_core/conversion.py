@@ -58,6 +58,7 @@ def convert(
     export_outputs=None,
     optimizer_state_from=None,
     class_names=None,
+    allow_unsafe_deserialization=False,
 ):
     """Constructs an `Estimator` from a compiled Keras model (or a saved one at any URL).
 
@@ -65,7 +66,9 @@ def convert(
     optimizer slots (Adam's moments...) seed training when model_dir holds no checkpoint yet;
     `class_names`, {output key: class names} of classifier outputs trained on text labels:
     predictions then carry the predicted name (`<key>_class`, or `class` for one output)
-    and classification signatures return the names as their classes.
+    and classification signatures return the names as their classes;
+    `allow_unsafe_deserialization`, load a `keras_model_path` whose Lambda layers hold
+    bytecode (refused by default: loading runs it).
     """
     if keras_model is None and not keras_model_path:
         raise ValueError("Either `keras_model` or `keras_model_path` needs to be provided.")
@@ -83,7 +86,8 @@ def convert(
     custom_objects = resolve_custom_objects(custom_objects)
 
     if keras_model_path:
-        keras_model = load_keras_model(keras_model_path, custom_objects)
+        keras_model = load_keras_model(keras_model_path, custom_objects,
+                                       allow_unsafe_deserialization)
     else:
         keras_lib._assert_valid_model(keras_model, custom_objects)
     if not getattr(keras_model, "optimizer", None):
@@ -162,15 +166,30 @@ def restore_eager_classes(classes):
 
 # --------------------------------------------------------------------------- model source
 
-def load_keras_model(url: str, custom_objects=None):
-    """Loads a compiled Keras model from any fsspec URL (.keras, .h5 or SavedModel dir)."""
+class UnsafeModelFile(ValueError):
+    """A saved model holds Python bytecode (a Lambda layer's function) that loading would run."""
+
+
+def load_keras_model(url: str, custom_objects=None, allow_unsafe_deserialization=False):
+    """Loads a compiled Keras model from any fsspec URL (.keras, .h5 or SavedModel dir).
+
+    Lambda layers built from a `lambda` are stored as marshalled bytecode, which Keras runs
+    while loading; Keras' `safe_mode` refuses them in `.keras` files only. Here every format
+    is refused unless `allow_unsafe_deserialization` (for files you trust)."""
     if not storage.exists(url):
         raise FileNotFoundError(f"no Keras model at {storage.redact(url)}")
     with tempfile.TemporaryDirectory(prefix="k2e-model-") as tmp:
         local = storage.fetch(url, tmp)
+        if not allow_unsafe_deserialization:
+            found = bytecode_layers(local)
+            if found:
+                raise UnsafeModelFile(
+                    f"{storage.redact(url)} holds Lambda layer(s) {found} whose Python bytecode "
+                    "would run while the file loads")
         try:
             model = tf.keras.models.load_model(
-                local, custom_objects=resolve_custom_objects(custom_objects), compile=True
+                local, custom_objects=resolve_custom_objects(custom_objects), compile=True,
+                **({"safe_mode": False} if allow_unsafe_deserialization else {})
             )
         except (OSError, ValueError, TypeError, KeyError) as err:
             raise ValueError(
@@ -178,6 +197,52 @@ def load_keras_model(url: str, custom_objects=None):
                 f"{first_line(err)}"
             ) from err
     return model
+
+
+def bytecode_layers(local_path: str) -> list:
+    """Names of the Lambda layers a saved model stores as bytecode (read from its config,
+    nothing loaded): `.h5` model_config, `.keras` config.json, SavedModel keras_metadata.pb."""
+    configs = []
+    if os.path.isdir(local_path):
+        metadata = os.path.join(local_path, "keras_metadata.pb")
+        if os.path.exists(metadata):
+            from keras.protobuf import saved_metadata_pb2
+
+            saved = saved_metadata_pb2.SavedMetadata()
+            with open(metadata, "rb") as f:
+                saved.ParseFromString(f.read())
+            configs = [node.metadata for node in saved.nodes]
+    elif local_path.endswith((".h5", ".hdf5")):
+        import h5py
+
+        with h5py.File(local_path, "r") as f:
+            configs = [f.attrs.get("model_config") or "{}"]
+    elif local_path.endswith(".keras"):
+        import zipfile
+
+        with zipfile.ZipFile(local_path) as archive:
+            configs = [archive.read("config.json")]
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            config = node.get("config")
+            if node.get("class_name") == "Lambda" and isinstance(config, dict) and (
+                    config.get("function_type") == "lambda"
+                    or isinstance(config.get("function"), (list, tuple))):
+                found.append(config.get("name", "lambda"))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    for text in configs:
+        try:
+            walk(json.loads(text))
+        except ValueError:
+            continue
+    return sorted(set(found))
 
 
 def _fresh_metrics(metrics, output_names):

@@ -240,9 +240,14 @@ def _load_model(spec: JobSpec, custom_objects):
     if spec.model.path:
         url = spec.path(spec.model.path)
         try:
-            model = conversion.load_keras_model(url, custom_objects)
+            model = conversion.load_keras_model(url, custom_objects,
+                                                spec.model.allow_unsafe_deserialization)
         except FileNotFoundError as err:
             raise SpecError("model.path", str(err), "check the URL or save the model first") from None
+        except conversion.UnsafeModelFile as err:
+            raise SpecError("model.path", str(err),
+                            "load only files you trust: set model.allow_unsafe_deserialization: "
+                            "true, or build the model with model.factory") from None
         except ValueError as err:
             raise SpecError("model.path", str(err),
                             "save the model with model.save('model.keras') and pass custom_objects") from None

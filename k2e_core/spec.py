@@ -43,6 +43,12 @@ class ModelSpec(_Section):
     custom_objects: dict[str, str] = Field(
         default_factory=dict, description="name -> 'package.module:Name'"
     )
+    allow_unsafe_deserialization: bool = Field(
+        False,
+        description="Load a model.path whose Lambda layers are stored as Python bytecode. "
+        "Loading runs that code with this process's rights and credentials: only for files "
+        "you trust",
+    )
     checkpoint_format: Literal["checkpoint", "saver"] = "checkpoint"
     metric_names_map: dict[str, str] | None = None
     export_outputs: dict[str, ExportHead] | None = None
