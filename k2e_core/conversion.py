@@ -202,26 +202,10 @@ def load_keras_model(url: str, custom_objects=None, allow_unsafe_deserialization
 def bytecode_layers(local_path: str) -> list:
     """Names of the Lambda layers a saved model stores as bytecode (read from its config,
     nothing loaded): `.h5` model_config, `.keras` config.json, SavedModel keras_metadata.pb."""
-    configs = []
-    if os.path.isdir(local_path):
-        metadata = os.path.join(local_path, "keras_metadata.pb")
-        if os.path.exists(metadata):
-            from keras.protobuf import saved_metadata_pb2
-
-            saved = saved_metadata_pb2.SavedMetadata()
-            with open(metadata, "rb") as f:
-                saved.ParseFromString(f.read())
-            configs = [node.metadata for node in saved.nodes]
-    elif local_path.endswith((".h5", ".hdf5")):
-        import h5py
-
-        with h5py.File(local_path, "r") as f:
-            configs = [f.attrs.get("model_config") or "{}"]
-    elif local_path.endswith(".keras"):
-        import zipfile
-
-        with zipfile.ZipFile(local_path) as archive:
-            configs = [archive.read("config.json")]
+    try:
+        configs = _saved_configs(local_path)
+    except Exception:  # an unreadable file: loading it fails with its own error
+        return []
     found = []
 
     def walk(node):
@@ -243,6 +227,30 @@ def bytecode_layers(local_path: str) -> list:
         except ValueError:
             continue
     return sorted(set(found))
+
+
+def _saved_configs(local_path: str) -> list:
+    configs = []
+    if os.path.isdir(local_path):
+        metadata = os.path.join(local_path, "keras_metadata.pb")
+        if os.path.exists(metadata):
+            from keras.protobuf import saved_metadata_pb2
+
+            saved = saved_metadata_pb2.SavedMetadata()
+            with open(metadata, "rb") as f:
+                saved.ParseFromString(f.read())
+            configs = [node.metadata for node in saved.nodes]
+    elif local_path.endswith((".h5", ".hdf5")):
+        import h5py
+
+        with h5py.File(local_path, "r") as f:
+            configs = [f.attrs.get("model_config") or "{}"]
+    elif local_path.endswith(".keras"):
+        import zipfile
+
+        with zipfile.ZipFile(local_path) as archive:
+            configs = [archive.read("config.json")]
+    return configs
 
 
 def _fresh_metrics(metrics, output_names):
