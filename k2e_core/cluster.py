@@ -42,6 +42,15 @@ class Task:
     def name(self) -> str:
         return f"{self.type}{self.index}" if self.type in ("worker", "ps") else self.type
 
+    @property
+    def data_share(self) -> tuple[int, int] | None:
+        """(index, count) of this task among those that train (chief 0, worker i at i + 1):
+        which share of the training data it reads. None for ps and evaluator."""
+        if self.type not in ("chief", "worker"):
+            return None
+        count = len(self.cluster.get("chief", [])) + len(self.cluster.get("worker", []))
+        return (0 if self.is_chief else self.index + 1), count
+
 
 def tf_config(addresses: dict[str, list[str]], role: str, index: int) -> str:
     """The TF_CONFIG of one task, as the training operator writes it. `addresses`: the

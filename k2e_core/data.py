@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field, replace
 
@@ -18,6 +19,7 @@ import numpy as np
 from k2e_core._tensorflow import tf
 
 from k2e_core import storage
+from k2e_core.conversion import KERAS_DIR, output_keys_of
 from k2e_core.errors import SpecError, first_line
 
 #: Where a model_dir keeps what the data resolved to (vocabularies, fill values), so that
@@ -81,14 +83,15 @@ class Plan:
     def label_columns(self):
         return [c for cs in self.labels.values() for c in cs]
 
+    def output_of(self, label_column: str) -> str:
+        return next(o for o, cols in self.labels.items() if label_column in cols)
+
     def record(self) -> dict:
         """What this plan resolved from the training data, as model_dir keeps it."""
         return {"label_vocabulary": self.vocabulary, "fills": self.fills}
 
 
 def model_io(model) -> ModelIO:
-    from k2e_core.conversion import output_keys_of
-
     inputs = {}
     for name, tensor in zip(model.input_names, model.inputs):
         inputs[name] = (tuple(tensor.shape[1:]), tensor.dtype.name)
@@ -570,7 +573,7 @@ def _vocabularies(data_spec, p: Plan, record: dict | None) -> dict:
         names = given.get(c) or recorded.get(c)
         if names is not None and len(set(names)) != len(names):
             raise SpecError(f"data.label_vocabulary.{c}", "lists a class twice", "list each once")
-        output = next(o for o, cols in p.labels.items() if c in cols)
+        output = p.output_of(c)
         kind, classes = p.io.label_kinds[output]
         if kind == "value" or len(p.labels[output]) > 1:
             raise SpecError(_where_fed(p, c), f"label column {c!r} holds text but output "
@@ -631,9 +634,7 @@ def pending(p: Plan) -> list:
 
 
 def load_record(model_dir: str) -> dict | None:
-    import json
-
-    path = os.path.join(model_dir, "keras", RECORD_FILE)
+    path = os.path.join(model_dir, KERAS_DIR, RECORD_FILE)
     if not os.path.exists(path):
         return None
     with open(path) as f:
@@ -641,8 +642,6 @@ def load_record(model_dir: str) -> dict | None:
 
 
 def save_record(model_dir: str, p: Plan) -> None:
-    import json
-
-    os.makedirs(os.path.join(model_dir, "keras"), exist_ok=True)
-    with open(os.path.join(model_dir, "keras", RECORD_FILE), "w") as f:
+    os.makedirs(os.path.join(model_dir, KERAS_DIR), exist_ok=True)
+    with open(os.path.join(model_dir, KERAS_DIR, RECORD_FILE), "w") as f:
         json.dump(p.record(), f, indent=1, sort_keys=True)

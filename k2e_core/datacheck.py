@@ -89,8 +89,7 @@ def resolve(p: data.Plan, train: Scan) -> data.Plan:
     for c, names in p.vocabulary.items():
         if names is None:
             vocabulary[c] = sorted(set(train.values.get(c, [])))
-            classes = next(k for o, cols in p.labels.items() if c in cols
-                           for k in [p.io.label_kinds[o][1]])
+            _, classes = p.io.label_kinds[p.output_of(c)]
             if classes and len(vocabulary[c]) != classes:
                 raise SpecError("data.label_vocabulary", f"label column {c!r} of {train.field} "
                                 f"holds {len(vocabulary[c])} classes {vocabulary[c][:10]} but the "
@@ -133,7 +132,7 @@ class _Rows:
     def __init__(self, p: data.Plan, source: data.Source, result: Scan):
         self.p, self.source, self.result = p, source, result
         self.na = set(p.na_values)
-        self.labels = {c: o for o, cols in p.labels.items() for c in cols}
+        self.labels = {c: p.output_of(c) for c in p.label_columns()}
         self.collect = set(data.pending(p))
 
     def missing(self, value) -> bool:

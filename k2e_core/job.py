@@ -182,18 +182,10 @@ class Job:
                 names[self.io.output_keys[self.io.outputs.index(output)]] = plan.vocabulary[columns[0]]
         return names
 
-    def shard(self):
-        """(index, count) of this task among the tasks that train, or None."""
-        task = self.task
-        if task is None or task.type not in ("chief", "worker"):
-            return None
-        count = len(task.cluster.get("chief", [])) + len(task.cluster.get("worker", []))
-        return (0 if task.is_chief else task.index + 1), count
-
     def input_fn(self, split: str):
         return pipeline.input_fn(self.plan(), self.source(split), self.spec.data,
                              training=split == "train", seed=self.spec.run_config.tf_random_seed,
-                             shard=self.shard() if split == "train" else None)
+                             shard=self.task.data_share if self.task and split == "train" else None)
 
     @contextlib.contextmanager
     def data_errors(self, split: str):
@@ -279,9 +271,8 @@ def _sample_features(job: Job):
     """(rows as a serving client sends them, the same rows as the model sees them)."""
     if not job.spec.export.verify_rows:
         return None
-    rows = job.spec.export.verify_rows
-    sent, _ = pipeline.first_batch(job.plan(), job.source("eval"), job.spec.data, rows, as_sent=True)
-    seen, _ = pipeline.first_batch(job.plan(), job.source("eval"), job.spec.data, rows)
+    sent, (seen, _) = pipeline.serving_rows(job.plan(), job.source("eval"), job.spec.data,
+                                            job.spec.export.verify_rows)
     plan = data.for_source(job.plan(), job.source("eval"))
     return sent, seen["features"] if plan.sample_weight else seen
 

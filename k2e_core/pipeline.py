@@ -40,7 +40,7 @@ def input_fn(p: Plan, source: Source, data_spec, training: bool, seed=None, batc
         if training:
             ds = ds.repeat()
         ds = ds.batch(batch, drop_remainder=False)
-        ds = ds.map(lambda r: _example(p, parse(r)), num_parallel_calls=AUTOTUNE,
+        ds = ds.map(lambda r: _example(p, _columns(p, parse, r)), num_parallel_calls=AUTOTUNE,
                     deterministic=not training)
         if p.drop_missing:
             ds = ds.filter(lambda features, labels: tf.size(tf.nest.flatten(labels)[0]) > 0)
@@ -167,24 +167,7 @@ def _npz_records(p: Plan, files, wanted):
             for c in wanted:
                 arrays[c].append(data[c])
     arrays = {c: np.concatenate(v) for c, v in arrays.items()}
-    if p.drop_missing:
-        keep = ~missing_rows(arrays, p.na_values)
-        arrays = {c: a[keep] for c, a in arrays.items()}
     return tf.data.Dataset.from_tensor_slices(arrays), lambda batch: batch
-
-
-def missing_rows(arrays: dict, na_values) -> np.ndarray:
-    """Rows of `arrays` with a NaN float or a missing-marker text in any column."""
-    rows = len(next(iter(arrays.values())))
-    missing = np.zeros(rows, bool)
-    for a in arrays.values():
-        flat = a.reshape(rows, -1)
-        if np.issubdtype(a.dtype, np.floating):
-            missing |= np.isnan(flat).any(axis=1)
-        elif a.dtype.kind in "US":
-            markers = [m.encode() if a.dtype.kind == "S" else m for m in na_values]
-            missing |= np.isin(flat, markers).any(axis=1)
-    return missing
 
 
 def _interleave(files, make, parallel_reads):
@@ -199,11 +182,14 @@ def _tf_dtype(kind):
     return {"float": tf.float32, "int": tf.int64, "string": tf.string}[kind]
 
 
+def _columns(p: Plan, parse, batch) -> dict:
+    """A batch of records as columns, without the rows that miss a value (missing: drop)."""
+    cols = parse(batch)
+    return _drop_missing(p, cols) if p.drop_missing else cols
+
+
 def _example(p: Plan, cols: dict):
-    """One parsed batch of columns as (features, labels), missing rows dropped, model inputs
-    filled and decoded."""
-    if p.drop_missing:
-        cols = _drop_missing(p, cols)
+    """One batch of columns as (features, labels), model inputs filled and decoded."""
     features = model_inputs(p, stacked_inputs(p, cols))
     labels = {name: _label(p, name, columns, cols) for name, columns in p.labels.items()}
     labels = labels[p.io.outputs[0]] if len(labels) == 1 else labels
@@ -329,25 +315,24 @@ def _gather(cols, columns):
     return tf.concat([tf.cast(t, parts[0].dtype) for t in parts], axis=-1)
 
 
-def first_batch(p: Plan, source: Source, data_spec, rows: int, as_sent: bool = False):
-    """The first `rows` examples as numpy (features, labels), in file order. `as_sent`:
-    features as a serving client sends them (before fills and image decoding)."""
+def first_batch(p: Plan, source: Source, data_spec, rows: int):
+    """The first `rows` examples as numpy (features, labels), in file order."""
+    return serving_rows(p, source, data_spec, rows)[1]
+
+
+def serving_rows(p: Plan, source: Source, data_spec, rows: int):
+    """The first `rows` examples, read once, as (features as a serving client sends them:
+    before fills and image decoding, (features, labels) as the model sees them)."""
     p = for_source(p, source)
     records, parse = _records(p, source, data_spec.parallel_reads)
-    ds = records.batch(rows)
 
-    def example(batch):
-        cols = parse(batch)
-        if p.drop_missing:
-            cols = _drop_missing(p, cols)
-        if as_sent:
-            return stacked_inputs(p, cols), tf.constant(0)
-        return _example(p, cols)
+    def both(batch):
+        cols = _columns(p, parse, batch)
+        return stacked_inputs(p, cols), _example(p, cols)
 
-    features, labels = next(iter(ds.map(example).take(1)))
+    batch = next(iter(records.batch(rows).map(both).take(1)))
     # ragged inputs stay RaggedTensors (Keras and the signatures take them as they are)
-    return tf.nest.map_structure(lambda t: t if isinstance(t, tf.RaggedTensor) else t.numpy(),
-                                 (features, labels), expand_composites=False)
+    return tf.nest.map_structure(lambda t: t if isinstance(t, tf.RaggedTensor) else t.numpy(), batch)
 
 
 def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:
