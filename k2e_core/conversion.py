@@ -21,12 +21,13 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import re
 import tempfile
 
 import numpy as np
 from k2e_core._tensorflow import tf
 from keras.src.engine import base_layer, base_layer_v1, training, training_v1
+from keras.src.optimizers import optimizer_v1
 from keras.src.utils import version_utils
 from tensorflow_estimator.python.estimator import estimator as estimator_lib
 from tensorflow_estimator.python.estimator import keras_lib
@@ -36,6 +37,7 @@ from tensorflow_estimator.python.estimator.mode_keys import ModeKeys
 from k2e_core import storage
 from k2e_core.errors import first_line
 from k2e_core.objects import resolve_custom_objects
+from k2e_core.preprocessing import clone_layer, copy_weights
 
 log = logging.getLogger("k2e.conversion")
 
@@ -44,6 +46,8 @@ KERAS_DIR = "keras"
 FINGERPRINT_FILE = "k2e-model.json"
 
 # Optimizers whose legacy twin trains identically when the new-only options are unset.
+_MODEL_VARIABLES = r"^(?!training/)(?!.*/replica_\d+:)"
+
 _LEGACY_TWINS = {"SGD", "Adam", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Ftrl"}
 
 
@@ -107,8 +111,11 @@ def convert(
     optimizer = legacy_optimizer(keras_model.optimizer)
     model = private_copy(keras_model, optimizer, custom_objects)
     output_keys = output_keys_of(model)
-    _check_metric_names_map(model, metric_names_map)
-    heads = export_heads(model, output_keys, export_outputs)
+    heads = None
+    if not is_subclassed(model):  # a subclassed model's outputs are known once built
+        if metric_names_map:
+            _check_metric_names_map(compiled_metric_names(model), metric_names_map)
+        heads = export_heads(model, output_keys, export_outputs)
 
     if config is not None and model_dir and config.model_dir and config.model_dir != model_dir:
         config = config.replace(model_dir=model_dir)  # the argument wins, as documented
@@ -117,21 +124,20 @@ def convert(
                          output_keys, heads, classes, optimizer_state_from, class_names or {})
 
     warm_start = None
-    keras_ckpt = None
+    keras_ckpt = variables = None
     if model._is_graph_network and config.is_chief:
-        keras_ckpt = _keras_checkpoint(model, custom_objects, config, save_object_ckpt)
+        keras_ckpt, variables = _keras_checkpoint(model, custom_objects, config,
+                                                  save_object_ckpt)
     if keras_ckpt:
         warm_start = tf.estimator.WarmStartSettings(
             ckpt_to_initialize_from=keras_ckpt,
             # A list (not the string ".*") selects every global variable, moving
-            # statistics and optimizer slots included, not only trainable ones. Slots come
-            # from `optimizer_state_from` instead when it is given.
-            vars_to_warm_start=[r"^(?!training/)"] if optimizer_state_from else [".*"],
-        )
-    elif not model._is_graph_network and model.built:
-        log.warning(
-            "Subclassed Keras models cannot carry their current weights into the "
-            "Estimator; it starts from freshly initialised weights."
+            # statistics included, not only trainable ones. The Keras checkpoint's optimizer
+            # variables (`training/...`) are freshly initialised ones: they are left out, and
+            # slots come from `optimizer_state_from` when it is given. Under a
+            # MirroredStrategy each variable's replica copies (`.../replica_1`) are
+            # initialised from the first, which is what the checkpoint holds.
+            vars_to_warm_start=variables or [_MODEL_VARIABLES],
         )
     restore_eager_classes(classes)
     return tf.estimator.Estimator(model_fn, config=config, warm_start_from=warm_start)
@@ -287,6 +293,10 @@ def legacy_optimizer(optimizer):
         return [legacy_optimizer(o) for o in optimizer]
     if isinstance(optimizer, tf.keras.optimizers.legacy.Optimizer):
         return optimizer
+    if isinstance(optimizer, optimizer_v1.TFOptimizer):
+        # A tf.compat.v1.train optimizer, which compile() wraps itself; every graph-mode
+        # clone wraps the same one again, as upstream's do.
+        return optimizer.optimizer
     if not isinstance(optimizer, tf.keras.optimizers.Optimizer):
         return optimizer
     name = type(optimizer).__name__
@@ -313,15 +323,16 @@ def private_copy(keras_model, optimizer, custom_objects=None):
     args = keras_model._get_compile_args()
     args["optimizer"] = optimizer
     with tf.keras.utils.custom_object_scope(custom_objects or {}):
-        if keras_model._is_graph_network or isinstance(keras_model, tf.keras.Sequential):
-            copy = tf.keras.models.clone_model(keras_model)
-        else:
+        if is_subclassed(keras_model):
+            # Built in each Estimator graph from the features (upstream's in-place reset);
+            # a built model's weights seed the first session instead of a warm start.
             copy = type(keras_model).from_config(keras_model.get_config())
-            if keras_model.built:
-                copy.build(keras_model.inputs[0].shape if keras_model.inputs else None)
+            copy._k2e_initial_weights = keras_model.get_weights() if keras_model.built else None
+        else:
+            copy = tf.keras.models.clone_model(keras_model, clone_function=clone_layer)
     if keras_model.built and copy.built:
-        copy.set_weights(keras_model.get_weights())
-    names = keras_model.output_names
+        copy_weights(keras_model, copy)
+    names = keras_model.output_names or []
 
     def compile_args(user_metrics=True):
         return {**args, "metrics": _fresh_metrics(args.get("metrics"), names),
@@ -329,7 +340,13 @@ def private_copy(keras_model, optimizer, custom_objects=None):
 
     copy.compile(**compile_args())
     copy._k2e_compile_args = compile_args
+    copy._k2e_optimizer = copy.optimizer
     return copy
+
+
+def is_subclassed(model) -> bool:
+    """A `Model` subclass with its own `call` (premade LinearModel, WideDeepModel too)."""
+    return not (model._is_graph_network or isinstance(model, tf.keras.Sequential))
 
 
 def _fresh_compile_args(model):
@@ -349,7 +366,10 @@ def clone_for(mode, model, custom_objects=None, **kwargs):
 
 
 def output_keys_of(model):
-    """Prediction keys aligned with `model.output_names`: dict keys where outputs are a dict."""
+    """Prediction keys aligned with `model.output_names`: dict keys where outputs are a dict.
+    None for a subclassed model, whose outputs are known once it is built in a graph."""
+    if model.output_names is None:
+        return None
     nested = getattr(model, "_nested_outputs", None)
     if isinstance(nested, dict) and len(nested) == len(model.output_names):
         return sorted(nested)  # Keras flattens dict outputs in sorted-key order
@@ -358,7 +378,7 @@ def output_keys_of(model):
 
 def keras_model_at(keras_model, checkpoint: str, checkpoint_format: str = "checkpoint"):
     """A copy of `keras_model` holding the weights of an Estimator checkpoint."""
-    model = tf.keras.models.clone_model(keras_model)
+    model = tf.keras.models.clone_model(keras_model, clone_function=clone_layer)
     if checkpoint_format == "checkpoint":
         model.load_weights(checkpoint).expect_partial().assert_existing_objects_matched()
     else:
@@ -369,11 +389,10 @@ def keras_model_at(keras_model, checkpoint: str, checkpoint_format: str = "check
 
 # --------------------------------------------------------------------------- model_fn
 
-def _check_metric_names_map(model, metric_names_map):
+def _check_metric_names_map(known, metric_names_map):
     if not metric_names_map:
         return
-    known = set(compiled_metric_names(model))
-    unknown = set(metric_names_map) - known
+    unknown = set(metric_names_map) - set(known)
     if unknown:
         raise ValueError(
             f"metric_names_map: unknown Keras metric names {sorted(unknown)}; "
@@ -398,6 +417,14 @@ def keeping_classes_eager(model):
         restore_eager_classes(keras_classes(model))
 
 
+class UnknownExportOutput(ValueError, keras_lib.FormattedKeyError):
+    """An export_outputs key that names no output (upstream raises FormattedKeyError)."""
+
+    def __init__(self, message):
+        ValueError.__init__(self, message)
+        self.message = message
+
+
 def export_heads(model, output_keys, export_outputs):
     """[(signature name, ExportOutput class, output key or None for all outputs)]."""
     if not export_outputs:
@@ -417,9 +444,10 @@ def export_heads(model, output_keys, export_outputs):
         elif name == SERVING_DEFAULT and cls is tf.estimator.export.PredictOutput:
             key = None
         else:
-            raise ValueError(
-                f"export_outputs[{name!r}]: {key!r} is not an output of the model; use one "
-                f"of {output_keys}, or give (ExportOutput class, output name) as the value"
+            raise UnknownExportOutput(
+                f"export_outputs[{name!r}]: {key!r} is not an output of the model (Missed "
+                f"keys: {{{key!r}}}); use one of {output_keys}, or give (ExportOutput class, "
+                "output name) as the value"
             )
         if not (isinstance(cls, type) and issubclass(cls, export_lib.ExportOutput)):
             raise ValueError(
@@ -498,17 +526,18 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
         optimizer_config = None
 
     def model_fn(features, labels, mode, config):
-        features = _weights_per_output(features, keras_model.output_names)
-        if isinstance(labels, dict):
+        features = _weights_per_output(features, keras_model.output_names or [])
+        if isinstance(labels, dict) and output_keys:
             labels = {
                 keras_model.output_names[output_keys.index(k)] if k in output_keys else k: v
                 for k, v in labels.items()
             }
         model = clone_for(mode, keras_model, custom_objects, features=features, labels=labels,
                           optimizer_config=optimizer_config)
-        predictions = dict(zip(output_keys, model.outputs))
+        keys = output_keys or output_keys_of(model)
+        predictions = dict(zip(keys, model.outputs))
         for key, names in (class_names or {}).items():
-            predictions[predicted_class_key(key, output_keys)] = _predicted_classes(
+            predictions[predicted_class_key(key, keys)] = _predicted_classes(
                 predictions[key], names)
         loss = train_op = eval_metric_ops = None
         if mode != ModeKeys.PREDICT:
@@ -521,24 +550,31 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
                 model._make_test_function()
             loss = model.total_loss
             metrics = {m.name: m for m in model._compile_metric_functions}
+            if is_subclassed(keras_model):
+                _check_metric_names_map(metrics, metric_names_map)
             names = metric_names_map or {}
             eval_metric_ops = {names.get(k, k): v for k, v in metrics.items()} or None
 
         scaffold = None
+        init_fn = _initial_weights_fn(model, getattr(keras_model, "_k2e_initial_weights", None))
+        if init_fn:
+            scaffold = tf.compat.v1.train.Scaffold(init_fn=init_fn)
         if save_object_ckpt:
             model._track_trackable(tf.compat.v1.train.get_global_step(), "estimator_global_step")
             graph_view = tf.compat.v2.__internal__.tracking.ObjectGraphView(model)
+            # Training checkpoints also hold the step under its usual name, for
+            # get_variable_value and tools; other modes may restore the Keras warm-start
+            # checkpoint (export before training), which has it under its object key only.
+            by_name = [tf.compat.v1.train.get_global_step()] if mode == ModeKeys.TRAIN else []
             saver = tf.compat.v1.train.Saver(
-                # The step is also saved under its usual name, for get_variable_value and tools.
-                var_list=[*graph_view.frozen_saveable_objects(),
-                          tf.compat.v1.train.get_global_step()],
+                var_list=[*graph_view.frozen_saveable_objects(), *by_name],
                 sharded=True,
                 max_to_keep=config.keep_checkpoint_max,
                 keep_checkpoint_every_n_hours=config.keep_checkpoint_every_n_hours,
                 save_relative_paths=True,  # the model_dir may be synced to another place
             )
             saver._object_restore_saver = keras_lib.trackable_util.frozen_saver(model)
-            scaffold = tf.compat.v1.train.Scaffold(saver=saver)
+            scaffold = tf.compat.v1.train.Scaffold(saver=saver, init_fn=init_fn)
 
         export = None
         if mode == ModeKeys.PREDICT:
@@ -547,17 +583,54 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
                 name: _export_output(cls, predictions if key is None else predictions[key],
                                      name if key is None else key, examples,
                                      (class_names or {}).get(key))
-                for name, cls, key in heads
+                for name, cls, key in heads or export_heads(model, keys, export_outputs)
             }
+        # Under a MirroredStrategy each replica's thread builds its own copy: the classes
+        # stay swapped until all are built, when the first replica's hooks begin.
+        in_replica = tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context()
+        hooks = [_RestoreEagerClasses(classes)] if in_replica else []
         spec = tf.estimator.EstimatorSpec(
             mode=mode, predictions=predictions, loss=loss, train_op=train_op,
             eval_metric_ops=eval_metric_ops, export_outputs=export, scaffold=scaffold,
+            training_hooks=hooks, evaluation_hooks=hooks, prediction_hooks=hooks,
         )
         # The spec holds plain tensors and ops now; nothing Keras runs after this point.
-        restore_eager_classes(classes)
+        if is_subclassed(keras_model):
+            tf.keras.__internal__.models.in_place_subclassed_model_state_restoration(
+                keras_model)
+            keras_model.optimizer = keras_model._k2e_optimizer  # unbuilt: restoration drops it
+        if not in_replica:
+            restore_eager_classes(classes)
         return spec
 
     return model_fn
+
+
+class _RestoreEagerClasses(tf.compat.v1.train.SessionRunHook):
+    def __init__(self, classes):
+        self._classes = classes
+
+    def begin(self):
+        restore_eager_classes(self._classes)
+
+
+def _initial_weights_fn(model, weights):
+    """A Scaffold init_fn that gives a fresh session a subclassed model's Keras weights
+    (an Estimator starts from a checkpoint instead whenever model_dir holds one)."""
+    if weights is None:
+        return None
+    variables = model.weights
+    if [tuple(v.shape) for v in variables] != [np.shape(w) for w in weights]:
+        log.warning("the subclassed model's weights do not match the variables it builds "
+                    "from the features; training starts from freshly initialised weights")
+        return None
+    feeds = [tf.compat.v1.placeholder(v.dtype.base_dtype, v.shape) for v in variables]
+    assign = tf.group(*[v.assign(f) for v, f in zip(variables, feeds)])
+
+    def init_fn(scaffold, session):
+        session.run(assign, feed_dict=dict(zip(feeds, weights)))
+
+    return init_fn
 
 
 # --------------------------------------------------------------------------- warm start
@@ -612,9 +685,36 @@ def fingerprint(model):
     }
 
 
+def checkpoint_fit(model, reader) -> dict:
+    """How a checkpoint's variables fit `model`'s (by name and shape): the model's variables
+    it lacks (`missing`), holds with another shape (`reshaped`), and its others (`extra`,
+    optimizer state and the step not counted)."""
+    found = {name: shape for name, (_, shape) in checkpoint_variables(reader).items()
+             if not name.startswith("training/") and name != "global_step"}
+    ours = {w.name.split(":")[0]: w.shape.as_list() for w in model.weights}
+    return {
+        "reshaped": [f"{name} {shape} vs {list(found[name])}" for name, shape in ours.items()
+                     if name in found and list(found[name]) != shape],
+        "missing": [name for name in ours if name not in found],
+        "extra": [name for name in found if name not in ours],
+    }
+
+
+def _remove_checkpoints(directory):
+    """Deletes the checkpoints a `checkpoint` state file lists, and the state file."""
+    state = tf.train.get_checkpoint_state(directory)
+    for prefix in state.all_model_checkpoint_paths if state else []:
+        prefix = prefix if os.path.isabs(prefix) else os.path.join(directory, prefix)
+        for path in tf.io.gfile.glob(prefix + ".*"):
+            tf.io.gfile.remove(path)
+    tf.io.gfile.remove(os.path.join(directory, "checkpoint"))
+
+
 def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
-    """Writes (or reuses) `model_dir/keras/keras_model.ckpt` for exactly this model; None
-    when model_dir already holds a training checkpoint of it."""
+    """(checkpoint, variables) to warm-start from: `model_dir/keras/keras_model.ckpt` written
+    (or reused) for exactly this model, or a checkpoint the user saved there that fits the
+    model (only the model's variables are taken from it); (None, None) when model_dir
+    already holds a training checkpoint of the model."""
     keras_dir = os.path.join(config.model_dir, KERAS_DIR)
     marker = os.path.join(keras_dir, FINGERPRINT_FILE)
     current = dict(fingerprint(model), checkpoint_format=
@@ -624,7 +724,6 @@ def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
         with tf.io.gfile.GFile(marker) as f:
             previous = json.load(f)
     trained = tf.train.latest_checkpoint(config.model_dir)
-    stale = tf.train.latest_checkpoint(keras_dir) and previous != current
     if trained and (previous is None or
                     previous["architecture"] != current["architecture"] or
                     previous.get("checkpoint_format") != current["checkpoint_format"]):
@@ -638,15 +737,29 @@ def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
                      "instead of the Keras model's current weights", os.path.basename(trained))
         # Training restores from its own checkpoint and never reads the warm-start one,
         # so a resumed remote model_dir need not download it.
-        return None
-    if stale and not trained:
-        shutil.rmtree(keras_dir)
+        return None, None
+    existing = tf.train.latest_checkpoint(keras_dir)
+    if existing and (previous is None or "user_checkpoint" in previous):
+        fit = checkpoint_fit(model, tf.train.load_checkpoint(existing))
+        if not (fit["missing"] or fit["reshaped"]):
+            log.info("warm start from %s, the Keras checkpoint in model_dir/keras (it holds "
+                     "every variable of the model)", os.path.basename(existing))
+            with tf.io.gfile.GFile(marker, "w") as f:
+                json.dump({**current, "user_checkpoint": os.path.basename(existing)}, f)
+            return existing, [re.escape(w.name.split(":")[0]) + ":" for w in model.weights]
+        problems = "; ".join(f"{k}: {', '.join(v[:4])}" for k, v in fit.items()
+                             if v and k != "extra")
+        log.warning("replacing %s in model_dir/keras, a checkpoint of another model (%s), "
+                    "with this model's weights", os.path.basename(existing), problems)
+        _remove_checkpoints(keras_dir)
+    elif existing and previous != current:
+        _remove_checkpoints(keras_dir)  # written for an earlier version of the model
     # Upstream builds its own graph; it must be called outside any graph so that it sees
     # the model's weights as initialised and copies them.
     with keeping_classes_eager(model):
         _fresh_compile_args(model)
         path = keras_lib._save_first_checkpoint(model, custom_objects, config, save_object_ckpt)
-    if previous != current and not trained:
+    if previous != current:
         with tf.io.gfile.GFile(marker, "w") as f:
             json.dump(current, f)
-    return path
+    return path, None

@@ -75,15 +75,11 @@ def apply(model, prefix: str, record: dict, field: str = "warm_start") -> None:
 
 def mismatch(model, reader) -> str:
     """Which of the model's variables the checkpoint lacks or holds with another shape."""
-    found = {name: shape for name, (_, shape) in conversion.checkpoint_variables(reader).items()
-             if not name.startswith("training/") and name != "global_step"}
-    ours = {w.name.split(":")[0]: w.shape.as_list() for w in model.weights}
-    reshaped = [f"{name} {shape} vs {list(found[name])}" for name, shape in ours.items()
-                if name in found and list(found[name]) != shape]
+    fit = conversion.checkpoint_fit(model, reader)
     parts = []
-    for label, names in [("shape (model vs checkpoint)", reshaped),
-                         ("not in the checkpoint", [n for n in ours if n not in found]),
-                         ("only in the checkpoint", [n for n in found if n not in ours])]:
+    for label, names in [("shape (model vs checkpoint)", fit["reshaped"]),
+                         ("not in the checkpoint", fit["missing"]),
+                         ("only in the checkpoint", fit["extra"])]:
         if names:
             parts.append(f"{label}: {', '.join(names[:6])}" + (" ..." if len(names) > 6 else ""))
     return "; ".join(parts)
