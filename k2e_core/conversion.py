@@ -532,6 +532,7 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
                 keras_model.output_names[output_keys.index(k)] if k in output_keys else k: v
                 for k, v in labels.items()
             }
+        labels = _labels_like_outputs(labels, keras_model)
         model = clone_for(mode, keras_model, custom_objects, features=features, labels=labels,
                           optimizer_config=optimizer_config)
         keys = output_keys or output_keys_of(model)
@@ -549,6 +550,8 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
             else:
                 model._make_test_function()
             loss = model.total_loss
+            if mode == ModeKeys.EVAL:
+                loss = _loss_per_example(loss, model.outputs)
             metrics = {m.name: m for m in model._compile_metric_functions}
             if is_subclassed(keras_model):
                 _check_metric_names_map(metrics, metric_names_map)
@@ -604,6 +607,38 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
         return spec
 
     return model_fn
+
+
+def _labels_like_outputs(labels, model):
+    """Rank-1 labels as [batch, 1] where the output is [batch, 1], as Keras does for arrays.
+
+    Otherwise Keras' graph-mode losses and metrics broadcast them against the output to
+    [batch, batch], and the numbers depend on the batch size."""
+    outputs = dict(zip(model.output_names, model.outputs)) if model.outputs else {}
+
+    def fix(label, output=None):
+        if not tf.is_tensor(label) or label.shape.rank != 1:
+            return label
+        if output is not None and output.shape.rank == 1:
+            return label
+        return tf.expand_dims(label, -1)
+
+    if isinstance(labels, dict):
+        return {key: fix(value, outputs.get(key)) for key, value in labels.items()}
+    if len(outputs) == 1:
+        return fix(labels, next(iter(outputs.values())))
+    return fix(labels) if not outputs else labels
+
+
+def _loss_per_example(loss, outputs):
+    """The evaluation loss as Keras' `evaluate` reports it: the mean over examples.
+
+    The Estimator reports `tf.compat.v1.metrics.mean(loss)`, the mean of batch means,
+    which moves with the batch size when the last batch is smaller. The batch's loss
+    repeated once per example gives that metric the mean over examples; its rank is left
+    unknown, which is what EstimatorSpec accepts for a loss that is not a scalar."""
+    rows = tf.shape(tf.nest.flatten(outputs)[0])[0]
+    return tf.compat.v1.placeholder_with_default(tf.fill([rows], loss), shape=None)
 
 
 class _RestoreEagerClasses(tf.compat.v1.train.SessionRunHook):
