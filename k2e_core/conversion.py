@@ -42,6 +42,7 @@ from k2e_core.preprocessing import clone_layer, copy_weights
 log = logging.getLogger("k2e.conversion")
 
 SERVING_DEFAULT = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+SINGLE_FEATURE = "feature"  # where ServingInputReceiver puts a single features tensor
 KERAS_DIR = "keras"
 FINGERPRINT_FILE = "k2e-model.json"
 
@@ -121,7 +122,8 @@ def convert(
         config = config.replace(model_dir=model_dir)  # the argument wins, as documented
     config = estimator_lib.maybe_overwrite_model_dir_and_session_config(config, model_dir)
     model_fn = _model_fn(model, custom_objects, save_object_ckpt, metric_names_map,
-                         output_keys, heads, classes, optimizer_state_from, class_names or {})
+                         output_keys, heads, classes, optimizer_state_from, class_names or {},
+                         export_outputs)
 
     warm_start = None
     keras_ckpt = variables = None
@@ -519,7 +521,8 @@ def _weights_per_output(features, output_names):
 
 
 def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
-              output_keys, heads, classes, optimizer_state_from=None, class_names=None):
+              output_keys, heads, classes, optimizer_state_from=None, class_names=None,
+              export_outputs=None):
     try:
         optimizer_config = keras_model.optimizer.get_config()
     except (NotImplementedError, AttributeError):
@@ -527,6 +530,9 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
 
     def model_fn(features, labels, mode, config):
         features = _weights_per_output(features, keras_model.output_names or [])
+        if (isinstance(features, dict) and list(features) == [SINGLE_FEATURE]
+                and (is_subclassed(keras_model) or keras_model.input_names != [SINGLE_FEATURE])):
+            features = features[SINGLE_FEATURE]  # a receiver's single tensor, wrapped by TF
         if isinstance(labels, dict) and output_keys:
             labels = {
                 keras_model.output_names[output_keys.index(k)] if k in output_keys else k: v
@@ -551,6 +557,8 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
                 model._make_test_function()
             loss = model.total_loss
             if mode == ModeKeys.EVAL:
+                if tf.distribute.has_strategy():  # Keras divides it among the replicas
+                    loss = loss * tf.distribute.get_strategy().num_replicas_in_sync
                 loss = _loss_per_example(loss, model.outputs)
             metrics = {m.name: m for m in model._compile_metric_functions}
             if is_subclassed(keras_model):
