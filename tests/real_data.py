@@ -116,6 +116,50 @@ def penguin_mixed_model(seed: int = 1):
                      tf.keras.layers.Dense(3, activation="softmax", name="species")(x), 0.01)
 
 
+def penguin_notes():
+    """Penguins with a free-text column, as a survey export has one: "Biscoe island, male, 2007"."""
+    frame = penguins().dropna()
+    notes = frame.island + " island, " + frame.sex + ", " + frame.year.astype(str)
+    return frame.assign(notes=notes)[["species", "notes", "island", "sex", "year",
+                                       *PENGUIN_MEASUREMENTS]]
+
+
+def penguin_adapted_model(seed: int = 1):
+    """Every input through a preprocessing layer adapted on the data, as tabular and text
+    models are written today: StringLookup, IntegerLookup, TextVectorization (tf-idf),
+    Normalization, Discretization, Hashing."""
+    tf = _tf()
+    tf.keras.utils.set_random_seed(seed)
+    frame = penguin_notes()
+    inputs = {
+        "island": tf.keras.Input(shape=(1,), dtype=tf.string, name="island"),
+        "sex": tf.keras.Input(shape=(1,), dtype=tf.string, name="sex"),
+        "year": tf.keras.Input(shape=(1,), dtype=tf.int64, name="year"),
+        "notes": tf.keras.Input(shape=(1,), dtype=tf.string, name="notes"),
+        "measurements": tf.keras.Input(shape=(3,), name="measurements"),
+        "body_mass_g": tf.keras.Input(shape=(1,), name="body_mass_g"),
+    }
+
+    def adapted(layer, values):
+        layer.adapt(values)
+        return layer
+
+    measurements = frame[PENGUIN_MEASUREMENTS[:3]].to_numpy(np.float32)
+    parts = [
+        adapted(tf.keras.layers.StringLookup(output_mode="one_hot"), frame.island)(inputs["island"]),
+        tf.keras.layers.Hashing(4, output_mode="one_hot")(inputs["sex"]),
+        adapted(tf.keras.layers.IntegerLookup(output_mode="one_hot"), frame.year)(inputs["year"]),
+        adapted(tf.keras.layers.TextVectorization(output_mode="tf_idf"), frame.notes)(inputs["notes"]),
+        adapted(tf.keras.layers.Normalization(), measurements)(inputs["measurements"]),
+        tf.keras.layers.CategoryEncoding(5, output_mode="one_hot")(
+            adapted(tf.keras.layers.Discretization(num_bins=5), frame[["body_mass_g"]].to_numpy(np.float32))(
+                inputs["body_mass_g"])),
+    ]
+    x = tf.keras.layers.Concatenate()([tf.cast(p, tf.float32) for p in parts])
+    x = tf.keras.layers.Dense(16, activation="relu")(x)
+    return _compiled(inputs, tf.keras.layers.Dense(3, activation="softmax", name="species")(x), 0.01)
+
+
 def zip_model(seed: int = 1):
     """A zip code as text (its leading zero matters), hashed into buckets."""
     tf = _tf()

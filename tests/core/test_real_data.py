@@ -417,3 +417,65 @@ def test_every_missing_marker_counts_whichever_ones_a_file_uses(tmp_path):
     assert measurements[-1][0] == pytest.approx(fills["bill_length_mm"])
     spec["data"]["missing"] = "drop"
     assert job.validate(spec)["checked"]["data.train"]["dropped"] == 3
+
+
+# --------------------------------------------------------------------------- preprocessing layers
+
+@pytest.mark.parametrize("fmt,serving_input", [("csv", "raw"), ("tfrecord", "tf_example")])
+def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(tmp_path, capsys, fmt,
+                                                                       serving_input):
+    """StringLookup, IntegerLookup, TextVectorization, Normalization, Discretization and
+    Hashing, adapted on the penguins: `k2e run` trains them from the file, its evaluation
+    equals Keras `evaluate`, and the published SavedModel predicts what the user's own Keras
+    model predicts with the trained weights."""
+    from k2e_core import cli, conversion
+    from k2e_core._tensorflow import tf
+
+    frame = real_data.penguin_notes()
+    path = tmp_path / f"penguins.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        real_data.write_frame_tfrecord(frame, str(path))
+    features = {"island": "island", "sex": "sex", "year": "year", "notes": "notes",
+                "measurements": PENGUIN_MEASUREMENTS[:3], "body_mass_g": "body_mass_g"}
+    spec = _spec(tmp_path, "penguin_adapted_model", path, steps=300, labels="species",
+                 features=features)
+    spec["export"]["serving_input"] = serving_input
+    (tmp_path / "job.json").write_text(json.dumps(spec))
+    capsys.readouterr()
+    assert cli.main(["run", str(tmp_path / "job.json")]) == 0
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    result = done["metrics"]
+    assert result["accuracy"] > 0.95
+
+    model = real_data.penguin_adapted_model()  # the user's model, adapted as they adapt it
+    reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(spec["model_dir"]))
+    trained = {tuple(shape): key for name, (key, shape) in conversion.checkpoint_variables(reader).items()
+               if not name.startswith("training/") and name.endswith(("kernel", "bias"))}
+    assert len(trained) == len(model.trainable_weights) == 4  # each shape is unique here
+    for weight in model.trainable_weights:
+        weight.assign(reader.get_tensor(trained[tuple(weight.shape)]))
+    columns = {name: frame[cols].to_numpy() if isinstance(cols, list) else frame[[cols]].to_numpy()
+               for name, cols in features.items()}
+    columns["measurements"] = columns["measurements"].astype(np.float32)
+    columns["body_mass_g"] = columns["body_mass_g"].astype(np.float32)
+    columns = {k: v.astype(object) if v.dtype == object else v for k, v in columns.items()}
+    codes = frame.species.map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}).to_numpy()
+    loss, accuracy = model.evaluate(columns, codes, verbose=0)
+    assert result["loss"] == pytest.approx(loss, rel=1e-5)
+    assert result["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+    signature = tf.saved_model.load(done["export_path"]).signatures["serving_default"]
+    rows = slice(0, 40)
+    if serving_input == "raw":
+        served = signature(**{k: tf.constant(v[rows]) for k, v in columns.items()})
+    else:
+        from k2e_core import export, data
+
+        as_bytes = {k: np.vectorize(str.encode, otypes=[object])(v[rows]) if v.dtype == object
+                    else v[rows] for k, v in columns.items()}
+        examples = export._serialized_examples(data.model_io(model), as_bytes)
+        served = signature(examples=examples)
+    np.testing.assert_allclose(served["species"].numpy(), model.predict(
+        {k: v[rows] for k, v in columns.items()}, verbose=0), atol=1e-5)
