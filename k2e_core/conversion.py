@@ -351,6 +351,27 @@ def is_subclassed(model) -> bool:
     return not (model._is_graph_network or isinstance(model, tf.keras.Sequential))
 
 
+def functional_view(model, input_name: str | None = None):
+    """A built subclassed model as a compiled functional model that calls it, with named
+    inputs (from the shapes it was called with) for input pipelines and serving signatures.
+    None when the model was never called, so its inputs are unknown."""
+    spec = model._get_save_spec(dynamic_batch=True)
+    if spec is None:
+        return None
+    def keras_input(tensor_spec, name):
+        return tf.keras.Input(shape=tensor_spec.shape[1:], dtype=tensor_spec.dtype, name=name)
+
+    if isinstance(spec, dict) and all(isinstance(s, tf.TensorSpec) for s in spec.values()):
+        inputs = {name: keras_input(s, name) for name, s in spec.items()}
+    elif isinstance(spec, tf.TensorSpec):
+        inputs = keras_input(spec, input_name or spec.name)
+    else:
+        return None
+    view = tf.keras.Model(inputs, model(inputs), name=model.name)
+    view.compile(**model._get_compile_args())
+    return view
+
+
 def _fresh_compile_args(model):
     """Undoes upstream's caching before it clones `model` again.
 

@@ -260,10 +260,23 @@ def _load_model(spec: JobSpec, custom_objects):
         if not isinstance(model, tf.keras.Model):
             raise SpecError("model.factory", f"{spec.model.factory} returned {type(model).__name__}",
                             "return a compiled tf.keras.Model")
+    where = "model.factory" if spec.model.factory else "model.path"
     if not getattr(model, "optimizer", None):
-        where = "model.factory" if spec.model.factory else "model.path"
         raise SpecError(where, "the Keras model is not compiled",
                         "call model.compile(optimizer, loss, metrics) before returning/saving it")
+    if conversion.is_subclassed(model):
+        groups = list(spec.data.features or {})
+        view = conversion.functional_view(model, groups[0] if len(groups) == 1 else None)
+        if view is None:
+            raise SpecError(where, f"the subclassed model {type(model).__name__} was never "
+                            "called, so its inputs are unknown",
+                            "call it once on a batch (model(x)) or fit it before returning it")
+        if spec.model.checkpoint_format == "saver":
+            raise SpecError("model.checkpoint_format", "saver checkpoints name variables by "
+                            "layer names, which the layers inside a subclassed model do not "
+                            "keep between copies", "leave checkpoint_format at checkpoint: k2e "
+                            "calls the model from a functional model, which supports it")
+        model = view
     return model
 
 

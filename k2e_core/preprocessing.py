@@ -55,7 +55,8 @@ _GRAPH_READY = {tf.keras.layers.StringLookup: StringLookup,
 
 
 def clone_layer(layer):
-    """A fresh layer from `layer`'s config, with what `adapt` learnt written into it."""
+    """A fresh layer from `layer`'s config, with what `adapt` learnt written into it, under
+    the same name."""
     config = layer.get_config()
     lookup = getattr(layer, "_lookup_layer", layer)  # TextVectorization wraps a StringLookup
     cls = type(layer)
@@ -72,7 +73,10 @@ def clone_layer(layer):
         boundaries = getattr(layer, "bin_boundaries", None)
         if boundaries is not None and len(boundaries):
             config.update(bin_boundaries=[float(b) for b in boundaries], num_bins=None)
-    return cls.from_config(config)
+    clone = cls.from_config(config)
+    if clone.name != layer.name:  # a subclassed model's config may leave its name out
+        clone._name = layer.name
+    return clone
 
 
 def copy_weights(source, target):

@@ -160,6 +160,35 @@ def penguin_adapted_model(seed: int = 1):
     return _compiled(inputs, tf.keras.layers.Dense(3, activation="softmax", name="species")(x), 0.01)
 
 
+def wine_subclassed_model(seed: int = 1, called: bool = True):
+    """A `tf.keras.Model` subclass, called once on a batch as its author tried it out."""
+    tf = _tf()
+    tf.keras.utils.set_random_seed(seed)
+
+    class WineNet(tf.keras.Model):
+        def __init__(self, units=16, **kwargs):
+            super().__init__(**kwargs)
+            self.units = units
+            self.normalize = tf.keras.layers.Normalization(
+                mean=frame.mean().tolist(), variance=frame.var().tolist())
+            self.hidden = tf.keras.layers.Dense(units, activation="relu")
+            self.classes = tf.keras.layers.Dense(3, activation="softmax")
+
+        def call(self, inputs):
+            return self.classes(self.hidden(self.normalize(inputs)))
+
+        def get_config(self):
+            return {"units": self.units}
+
+    frame = sklearn_frame("wine").drop(columns="target")
+    model = WineNet()
+    if called:
+        model(frame.to_numpy(np.float32)[:2])
+    model.compile(tf.keras.optimizers.legacy.Adam(0.01), "sparse_categorical_crossentropy",
+                  ["accuracy"])
+    return model
+
+
 def zip_model(seed: int = 1):
     """A zip code as text (its leading zero matters), hashed into buckets."""
     tf = _tf()

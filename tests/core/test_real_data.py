@@ -479,3 +479,54 @@ def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(tmp_path
         served = signature(examples=examples)
     np.testing.assert_allclose(served["species"].numpy(), model.predict(
         {k: v[rows] for k, v in columns.items()}, verbose=0), atol=1e-5)
+
+
+# --------------------------------------------------------------------------- subclassed models
+
+def test_a_subclassed_model_trains_evaluates_and_publishes_through_k2e_run(tmp_path, capsys):
+    from k2e_core import cli, conversion
+    from k2e_core._tensorflow import tf
+
+    frame = real_data.sklearn_frame("wine")
+    frame.to_csv(tmp_path / "wine.csv", index=False)
+    columns = [c for c in frame.columns if c != "target"]
+    spec = _spec(tmp_path, "wine_subclassed_model", tmp_path / "wine.csv", steps=300,
+                 labels="target", features={"x": columns})
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(spec))
+    capsys.readouterr()
+    assert cli.main(["run", str(path)]) == 0
+    done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert done["metrics"]["accuracy"] > 0.95
+
+    from k2e_core import job
+
+    with job._job(spec) as j:
+        trained = conversion.keras_model_at(j.model, tf.train.latest_checkpoint(spec["model_dir"]))
+    trained.compile(optimizer=tf.keras.optimizers.legacy.SGD(),
+                    loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    x, y = frame[columns].to_numpy(np.float32), frame["target"].to_numpy()
+    loss, accuracy = trained.evaluate(x, y, verbose=0)
+    assert done["metrics"]["loss"] == pytest.approx(loss, rel=1e-5)
+    signature = tf.saved_model.load(done["export_path"]).signatures["serving_default"]
+    np.testing.assert_allclose(list(signature(x=tf.constant(x[:10])).values())[0],
+                               trained.predict(x[:10], verbose=0), atol=1e-5)
+
+
+@pytest.mark.parametrize("change,field", [
+    ({"factory_kwargs": {"called": False}}, "model.factory: the subclassed model WineNet was never called"),
+    ({"checkpoint_format": "saver"}, "model.checkpoint_format: saver checkpoints name variables"),
+])
+def test_subclassed_models_the_job_cannot_take_are_named(tmp_path, capsys, change, field):
+    from k2e_core import cli
+
+    frame = real_data.sklearn_frame("wine")
+    frame.to_csv(tmp_path / "wine.csv", index=False)
+    spec = _spec(tmp_path, "wine_subclassed_model", tmp_path / "wine.csv", labels="target",
+                 features={"x": [c for c in frame.columns if c != "target"]})
+    spec["model"].update(change)
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(spec))
+    assert cli.main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and field in err[0]
