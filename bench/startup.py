@@ -52,20 +52,69 @@ quiet_tensorflow()
 import tensorflow as tf
 import models
 from k2e_core import conversion
-factory = getattr(models, sys.argv[1])
+
+
+class Subclassed(tf.keras.Model):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = tf.keras.layers.Dense(64, activation="relu")
+        self.out = tf.keras.layers.Dense(3, activation="softmax")
+
+    def call(self, inputs):
+        return self.out(self.hidden(inputs))
+
+    def get_config(self):
+        return {{}}
+
+
+def subclassed_model():
+    model = Subclassed()
+    model(tf.zeros([1, 4]))
+    model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    return model
+
+
+def preprocessing_model():  # what upstream can convert (it fails later, at training)
+    words = [f"w{{i}}" for i in range(2000)]
+    text = tf.keras.Input((1,), dtype=tf.string, name="word")
+    year = tf.keras.Input((1,), dtype=tf.int64, name="year")
+    size = tf.keras.Input((2,), name="size")
+    lookup = tf.keras.layers.StringLookup(output_mode="one_hot")
+    lookup.adapt(words)
+    years = tf.keras.layers.IntegerLookup(output_mode="one_hot")
+    years.adapt(list(range(1990, 2030)))
+    norm = tf.keras.layers.Normalization()
+    norm.adapt([[float(i), float(i % 7)] for i in range(1000)])
+    bins = tf.keras.layers.Discretization(num_bins=8)
+    bins.adapt([[float(i)] for i in range(1000)])
+    x = tf.keras.layers.Concatenate()([
+        lookup(text), years(year), norm(size),
+        tf.keras.layers.CategoryEncoding(8, output_mode="one_hot")(bins(size[:, :1]))])
+    x = tf.keras.layers.Dense(32, activation="relu")(x)
+    model = tf.keras.Model([text, year, size], tf.keras.layers.Dense(3, activation="softmax")(x))
+    model.compile("adam", "sparse_categorical_crossentropy", ["accuracy"])
+    return model
+
+
+factory = getattr(models, sys.argv[1], None) or globals()[sys.argv[1]]
+checkpoint_format = sys.argv[3]
 out = {{"k2e": [], "upstream": []}}
 for rep in range(int(sys.argv[2])):
     for side in ("k2e", "upstream") if rep % 2 == 0 else ("upstream", "k2e"):
         model = factory()
         convert = conversion.convert if side == "k2e" else tf.keras.estimator.model_to_estimator
         began = time.perf_counter()
-        convert(keras_model=model, model_dir=tempfile.mkdtemp())
+        convert(keras_model=model, model_dir=tempfile.mkdtemp(), checkpoint_format=checkpoint_format)
         out[side].append(time.perf_counter() - began)
         tf.keras.backend.clear_session()
 print(json.dumps(out))
 """
-MODELS = {"iris": "iris_model", "bag_of_words": "bag_of_words_model",
-          "two_io": "two_input_two_output_model"}
+# name: (factory in examples/models.py or above, checkpoint format; subclassed models need saver)
+MODELS = {"iris": ("iris_model", "checkpoint"), "bag_of_words": ("bag_of_words_model", "checkpoint"),
+          "two_io": ("two_input_two_output_model", "checkpoint"),
+          "subclassed": ("subclassed_model", "saver"),
+          "preprocessing (adapted StringLookup of 2,000 words, IntegerLookup, Normalization, Discretization)":
+              ("preprocessing_model", "checkpoint")}
 
 
 def _python(code: str, *args) -> str:
@@ -108,8 +157,8 @@ def measure(reps: int) -> list:
         helps.append(time.perf_counter() - began)
     s = spread(helps)
     rows.append(row(PART, "k2e --help", s, "s", target="< 0.5 s", met=s["median"] < 0.5))
-    for name, factory in MODELS.items():
-        out = json.loads(_python(_CONVERT.format(repo=REPO), factory, str(reps)))
+    for name, (factory, checkpoint_format) in MODELS.items():
+        out = json.loads(_python(_CONVERT.format(repo=REPO), factory, str(reps), checkpoint_format))
         rows.append(row(PART, f"conversion alone: {name}", spread(out["k2e"]), "s",
                         baseline=spread(out["upstream"]), baseline_name="upstream model_to_estimator",
                         ratio=spread(ratios(out["k2e"], out["upstream"]), 2)))

@@ -46,9 +46,11 @@ SINGLE_FEATURE = "feature"  # where ServingInputReceiver puts a single features 
 KERAS_DIR = "keras"
 FINGERPRINT_FILE = "k2e-model.json"
 
-# Optimizers whose legacy twin trains identically when the new-only options are unset.
+# What warm-starts from the Keras checkpoint: not the optimizer's variables, not the replica
+# copies a MirroredStrategy makes of each variable.
 _MODEL_VARIABLES = r"^(?!training/)(?!.*/replica_\d+:)"
 
+# Optimizers whose legacy twin trains identically when the new-only options are unset.
 _LEGACY_TWINS = {"SGD", "Adam", "RMSprop", "Adagrad", "Adadelta", "Adamax", "Nadam", "Ftrl"}
 
 
@@ -358,6 +360,7 @@ def functional_view(model, input_name: str | None = None):
     spec = model._get_save_spec(dynamic_batch=True)
     if spec is None:
         return None
+
     def keras_input(tensor_spec, name):
         return tf.keras.Input(shape=tensor_spec.shape[1:], dtype=tensor_spec.dtype, name=name)
 
@@ -654,9 +657,9 @@ def _labels_like_outputs(labels, model):
 
     if isinstance(labels, dict):
         return {key: fix(value, outputs.get(key)) for key, value in labels.items()}
-    if len(outputs) == 1:
-        return fix(labels, next(iter(outputs.values())))
-    return fix(labels) if not outputs else labels
+    if len(outputs) <= 1:  # one output, or a subclassed model's, unknown until it is built
+        return fix(labels, next(iter(outputs.values()), None))
+    return labels
 
 
 def _loss_per_example(loss, outputs):
