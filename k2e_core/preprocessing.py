@@ -33,14 +33,18 @@ class _StaticSize:
         return super().vocabulary_size() if size is None else size
 
 
+# Registered so that a functional model nested in the model rebuilds them from its config.
+@tf.keras.utils.register_keras_serializable(package="k2e")
 class StringLookup(_StaticSize, tf.keras.layers.StringLookup):
     pass
 
 
+@tf.keras.utils.register_keras_serializable(package="k2e")
 class IntegerLookup(_StaticSize, tf.keras.layers.IntegerLookup):
     pass
 
 
+@tf.keras.utils.register_keras_serializable(package="k2e")
 class TextVectorization(tf.keras.layers.TextVectorization):
     def __init__(self, *args, vocabulary_size=None, **kwargs):
         # Checked against the table's size, a graph tensor, while the inner lookup builds.
@@ -56,7 +60,10 @@ _GRAPH_READY = {tf.keras.layers.StringLookup: StringLookup,
 
 def clone_layer(layer):
     """A fresh layer from `layer`'s config, with what `adapt` learnt written into it, under
-    the same name."""
+    the same name; a functional or Sequential model inside the model, layer by layer."""
+    if isinstance(layer, tf.keras.Model) and (
+            layer._is_graph_network or isinstance(layer, tf.keras.Sequential)):
+        return tf.keras.models.clone_model(layer, clone_function=clone_layer)
     config = layer.get_config()
     lookup = getattr(layer, "_lookup_layer", layer)  # TextVectorization wraps a StringLookup
     cls = type(layer)
@@ -84,6 +91,9 @@ def copy_weights(source, target):
     weights its clone does not have (its lookup table, adapt's running state), which
     `clone_layer` put into the clone's config instead."""
     for src, dst in zip(source.layers, target.layers):
+        if isinstance(src, tf.keras.Model) and hasattr(dst, "layers") and len(src.layers) == len(dst.layers):
+            copy_weights(src, dst)
+            continue
         theirs = src.get_weights()
         if len(theirs) == len(dst.weights):
             dst.set_weights(theirs)

@@ -70,7 +70,7 @@ def apply(model, prefix: str, record: dict, field: str = "warm_start") -> None:
             tf.errors.InvalidArgumentError) as err:
         raise SpecError(field, f"{record['url']} does not fit this model "
                         f"({mismatch(model, reader) or first_line(err)})", _FIX) from None
-    model.set_weights(source.get_weights())
+    conversion.copy_weights(source, model)  # layer by layer: adapted layers keep their state
 
 
 def mismatch(model, reader) -> str:

@@ -375,3 +375,24 @@ def test_evaluation_equals_keras_evaluate_at_any_batch_size(converter, tf, tmp_p
         metrics = est.evaluate(_fn(tf, x, labels, batch=batch))
         for name, value in keras.items():
             assert metrics[name] == pytest.approx(value, rel=1e-5), (batch, name)
+
+
+def test_adapted_layers_inside_a_nested_model(tf, tmp_path):
+    """A Sequential preprocessing block inside the model, as Keras' guides write it."""
+    import k2e_core
+
+    frame, _ = _penguin_rows()
+    tf.keras.utils.set_random_seed(7)
+    values = frame[["island"]].to_numpy(object)
+    labels = frame.species.map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}).to_numpy(np.int64)
+    lookup = tf.keras.layers.StringLookup(output_mode="one_hot")
+    lookup.adapt(values)
+    block = tf.keras.Sequential([tf.keras.Input((1,), dtype=tf.string), lookup,
+                                 tf.keras.layers.Dense(4, activation="relu")], name="block")
+    inp = tf.keras.Input((1,), dtype=tf.string, name="x")
+    model = tf.keras.Model(inp, tf.keras.layers.Dense(3, activation="softmax")(block(inp)))
+    model.compile(tf.keras.optimizers.legacy.Adam(0.05), "sparse_categorical_crossentropy")
+    model.fit(values, labels, epochs=3, verbose=0)
+    est = k2e_core.convert(keras_model=model, model_dir=str(tmp_path))
+    assert est.evaluate(_fn(tf, values, labels))["loss"] == pytest.approx(
+        model.evaluate(values, labels, verbose=0), rel=1e-5)

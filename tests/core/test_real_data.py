@@ -481,6 +481,24 @@ def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(tmp_path
         {k: v[rows] for k, v in columns.items()}, verbose=0), atol=1e-5)
 
 
+def test_a_warm_start_into_a_model_with_adapted_layers_takes_the_trained_weights(tmp_path):
+    from k2e_core import job
+
+    frame = real_data.penguin_notes()
+    frame.to_csv(tmp_path / "penguins.csv", index=False)
+    features = {"island": "island", "sex": "sex", "year": "year", "notes": "notes",
+                "measurements": PENGUIN_MEASUREMENTS[:3], "body_mass_g": "body_mass_g"}
+    first = _spec(tmp_path / "first", "penguin_adapted_model", tmp_path / "penguins.csv",
+                  steps=300, labels="species", features=features, eval_files=tmp_path / "penguins.csv")
+    trained = job.run(first)
+    second = dict(first, model_dir=str(tmp_path / "second"), warm_start=first["model_dir"])
+    second["model"] = dict(first["model"], factory_kwargs={"seed": 9})  # other initial weights
+    with job._job(second) as j:
+        j.plan()
+        warm = j.convert().evaluate(j.input_fn("eval"))  # before any training of its own
+    assert warm["loss"] == pytest.approx(trained["metrics"]["loss"], rel=1e-5)
+
+
 # --------------------------------------------------------------------------- subclassed models
 
 def test_a_subclassed_model_trains_evaluates_and_publishes_through_k2e_run(tmp_path, capsys):
