@@ -47,7 +47,8 @@ class IntegerLookup(_StaticSize, tf.keras.layers.IntegerLookup):
 @tf.keras.utils.register_keras_serializable(package="k2e")
 class TextVectorization(tf.keras.layers.TextVectorization):
     def __init__(self, *args, vocabulary_size=None, **kwargs):
-        # Checked against the table's size, a graph tensor, while the inner lookup builds.
+        # Left out while the inner lookup builds: in a graph it is checked against the
+        # table's size, a tensor there. Set once the lookup has its vocabulary.
         super().__init__(*args, **kwargs)
         self._lookup_layer.__class__ = StringLookup
         self._lookup_layer._frozen_vocab_size = _static_size(self._lookup_layer) or vocabulary_size
