@@ -396,3 +396,30 @@ def test_adapted_layers_inside_a_nested_model(tf, tmp_path):
     est = k2e_core.convert(keras_model=model, model_dir=str(tmp_path))
     assert est.evaluate(_fn(tf, values, labels))["loss"] == pytest.approx(
         model.evaluate(values, labels, verbose=0), rel=1e-5)
+
+
+# --------------------------------------------------------------------------- Keras applications
+
+@pytest.mark.parametrize("application", ["MobileNetV3Small"])  # EfficientNetB0, ResNet50 pass too (30-60 s each)
+def test_keras_applications_evaluate_as_keras_and_train(tf, tmp_path, application):
+    """Keras' own architectures (BatchNorm, Rescaling, hard-swish, depthwise convolutions),
+    on scikit-learn's digits scaled to 32x32 RGB."""
+    import k2e_core
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = np.repeat(np.repeat(digits.images[:64, :, :, None] * 16, 4, 1), 4, 2)
+    x, y = np.repeat(x, 3, -1).astype(np.float32), digits.target[:64]
+    tf.keras.utils.set_random_seed(8)
+    model = getattr(tf.keras.applications, application)(input_shape=(32, 32, 3), weights=None,
+                                                        classes=10)
+    model.compile(tf.keras.optimizers.legacy.Adam(1e-3), "sparse_categorical_crossentropy",
+                  ["accuracy"])
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0)
+    keras_loss, keras_accuracy = model.evaluate(x, y, verbose=0)
+    est = k2e_core.convert(keras_model=model, model_dir=str(tmp_path))
+    metrics = est.evaluate(_fn(tf, x, y, batch=24, key=model.input_names[0]))
+    assert metrics["loss"] == pytest.approx(keras_loss, rel=1e-5)
+    assert metrics["accuracy"] == pytest.approx(keras_accuracy, abs=1e-6)
+    est.train(_fn(tf, x, y, repeat=True, key=model.input_names[0]), steps=2)
+    assert est.latest_checkpoint().endswith("model.ckpt-2")
