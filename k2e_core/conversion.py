@@ -10,8 +10,13 @@ ValueErrors) built on the upstream model_fn pieces, without their defects:
 * `export_outputs` accepts `serving_default` and every head becomes a signature;
 * `keras_model_path` is any fsspec URL, in `.keras`, `.h5` or SavedModel format;
 * optimizers that cannot be converted faithfully are refused with a clear error;
-* a reused `model_dir` never warm-starts from a different model;
-* a partial `metric_names_map` is allowed and predictions use dict-output keys.
+* a reused `model_dir` never warm-starts from a different model; a fitting Keras checkpoint
+  the user saved in `model_dir/keras` is the warm start;
+* a partial `metric_names_map` is allowed and predictions use dict-output keys;
+* adapted preprocessing layers carry what they learnt into every graph (preprocessing.py);
+* evaluation numbers equal Keras `evaluate` whatever the batch size;
+* a fitted subclassed model keeps its weights; tf.compat.v1 optimizers and MirroredStrategy
+  train.
 """
 
 from __future__ import annotations
