@@ -107,7 +107,8 @@ def _overrides_from_file(path):
         with open(path) as f:
             overrides = yaml.safe_load(f)
     except (OSError, yaml.YAMLError) as err:
-        raise SpecError("--overrides", f"cannot read {path} ({err})", "pass a JSON/YAML file") from None
+        raise SpecError("--overrides", f"cannot read {path} ({str(err).splitlines()[0]})",
+                        "pass a JSON/YAML file") from None
     if not isinstance(overrides, dict):
         raise SpecError("--overrides", f"{path} is not a mapping", 'write {"train.steps": 200, ...}')
     return overrides

@@ -22,7 +22,7 @@ from k2e_core import (cluster, conversion, data, datacheck, export, gate, pipeli
 from k2e_core.checkpoints import RemoteModelDir
 from k2e_core._tensorflow import tf
 from k2e_core.errors import SpecError
-from k2e_core.objects import import_object, resolve_custom_objects
+from k2e_core.objects import ImportFailed, import_object, resolve_custom_objects
 from k2e_core.spec import JobSpec, load_spec
 
 log = logging.getLogger("k2e.job")
@@ -246,6 +246,8 @@ def _load_model(spec: JobSpec, custom_objects):
     else:
         try:
             factory = import_object(spec.model.factory, spec.base_dir)
+        except ImportFailed as err:
+            raise SpecError("model.factory", str(err), "fix the module") from None
         except ValueError as err:
             raise SpecError("model.factory", str(err), "fix the import path") from None
         # Fresh layer-name counters: the factory names inputs as in a fresh process

@@ -8,6 +8,15 @@ import os
 import sys
 
 
+class ImportFailed(ValueError):
+    """The module named by an import path raised while it was imported."""
+
+    def __init__(self, module: str, err: BaseException):
+        where = f" (line {err.lineno})" if isinstance(err, SyntaxError) and err.lineno else ""
+        text = err.msg if isinstance(err, SyntaxError) else str(err).strip().splitlines()[0] if str(err).strip() else ""
+        super().__init__(f"importing {module} raised {type(err).__name__}{where}: {text}")
+
+
 def import_object(ref: str, base_dir: str | None = None):
     """Resolves `"package.module:Name"` or `"path/to/file.py:Name"` to the object."""
     module_name, sep, attr = ref.partition(":")
@@ -23,12 +32,18 @@ def import_object(ref: str, base_dir: str | None = None):
             spec = importlib.util.spec_from_file_location(name, path)
             module = importlib.util.module_from_spec(spec)
             sys.modules[name] = module
-            spec.loader.exec_module(module)
+            try:
+                spec.loader.exec_module(module)
+            except Exception as err:  # user code: a syntax error, or what it raises
+                del sys.modules[name]
+                raise ImportFailed(path, err) from None
     else:
         try:
             module = importlib.import_module(module_name)
         except ImportError as err:
             raise ValueError(f"{ref!r}: cannot import {module_name} ({err})") from err
+        except Exception as err:
+            raise ImportFailed(module_name, err) from None
     obj = module
     for part in attr.split("."):
         try:

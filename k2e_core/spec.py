@@ -21,6 +21,32 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def unknown_protocol(url: str) -> str | None:
+    """The protocol of `url` when fsspec has no filesystem for it (a typo such as `s4://`)."""
+    protocol = url.split("://", 1)[0] if "://" in url else None
+    if not protocol:
+        return None
+    import fsspec
+
+    return None if protocol in fsspec.available_protocols() else protocol
+
+
+def protocol_error(url: str, field: str) -> None:
+    protocol = unknown_protocol(url)
+    if protocol:
+        raise SpecError(field, f"unknown protocol {protocol!r} in {url}", _PROTOCOL_FIX)
+
+
+_PROTOCOL_FIX = "use a local path or a URL fsspec knows (file://, memory://, s3://, gs://...)"
+
+
+def _known_protocol(url):
+    protocol = unknown_protocol(url) if isinstance(url, str) else None
+    if protocol:
+        raise ValueError(f"unknown protocol {protocol!r} in {url}; {_PROTOCOL_FIX}")
+    return url
+
+
 class ExportHead(_Section):
     """One serving signature: `kind` of output and which model output feeds it."""
 
@@ -222,6 +248,7 @@ class RunConfigSpec(_Section):
 
 class ExportSpec(_Section):
     base: str = Field(description="Export base URL; versions go to numbered subdirectories")
+    _base_protocol = field_validator("base")(classmethod(lambda cls, v: _known_protocol(v)))
     serving_input: Literal["raw", "tf_example"] = "raw"
     verify_rows: int = Field(8, ge=0, description="Rows compared between SavedModel and Keras")
     atol: float = Field(1e-5, ge=0)
@@ -370,6 +397,8 @@ class JobSpec(_Section):
         None, description="Directory relative paths resolve against (set by the loader)"
     )
 
+    _model_dir_protocol = field_validator("model_dir")(classmethod(lambda cls, v: _known_protocol(v)))
+
     @field_validator("warm_start", mode="before")
     @classmethod
     def _warm_start_text(cls, value):
@@ -410,7 +439,12 @@ def parse_override(item: str) -> tuple[str, Any]:
     dotted, sep, text = item.partition("=")
     if not sep or not dotted:
         raise SpecError("--set", f"{item!r} is not KEY=VALUE", "write it as --set train.steps=200")
-    return dotted.strip(), yaml.safe_load(text) if text.strip() else None
+    try:
+        return dotted.strip(), yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as err:
+        raise SpecError("--set", f"{item!r}: the value is not valid YAML "
+                        f"({str(err).splitlines()[0]})",
+                        "quote text values: --set 'key=\"text\"'") from None
 
 
 def load_spec(source, overrides=None) -> JobSpec:
@@ -423,7 +457,11 @@ def load_spec(source, overrides=None) -> JobSpec:
     if isinstance(source, dict):
         raw = source
     elif isinstance(source, str) and source.lstrip().startswith("{"):
-        raw = json.loads(source)
+        try:
+            raw = json.loads(source)
+        except json.JSONDecodeError as err:
+            raise SpecError("spec", f"the inline JSON spec is not valid JSON ({err})",
+                            "fix the syntax, or pass the path of a spec file") from None
     else:
         raw, base_dir = _read_file(str(source))
     if not isinstance(raw, dict):
@@ -440,11 +478,14 @@ def load_spec(source, overrides=None) -> JobSpec:
 def _read_file(location: str):
     import fsspec
 
+    protocol_error(location, "spec")
     try:
         with fsspec.open(location, "r") as f:
             text = f.read()
     except FileNotFoundError:
         raise SpecError("spec", f"no spec file at {location}", "pass the path of a YAML or JSON job spec") from None
+    except IsADirectoryError:
+        raise SpecError("spec", f"{location} is a directory", "pass the path of a YAML or JSON job spec") from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
