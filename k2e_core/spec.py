@@ -248,7 +248,6 @@ class RunConfigSpec(_Section):
 
 class ExportSpec(_Section):
     base: str = Field(description="Export base URL; versions go to numbered subdirectories")
-    _base_protocol = field_validator("base")(classmethod(lambda cls, v: _known_protocol(v)))
     serving_input: Literal["raw", "tf_example"] = "raw"
     verify_rows: int = Field(8, ge=0, description="Rows compared between SavedModel and Keras")
     atol: float = Field(1e-5, ge=0)
@@ -258,6 +257,11 @@ class ExportSpec(_Section):
         description="Retention: keep the newest N versions (and N kept candidates); the latest "
         "blessed version and pinned ones are never deleted. Default: keep all",
     )
+
+    @field_validator("base")
+    @classmethod
+    def _base_protocol(cls, value):
+        return _known_protocol(value)
 
 
 class GateMetric(_Section):
@@ -397,7 +401,10 @@ class JobSpec(_Section):
         None, description="Directory relative paths resolve against (set by the loader)"
     )
 
-    _model_dir_protocol = field_validator("model_dir")(classmethod(lambda cls, v: _known_protocol(v)))
+    @field_validator("model_dir")
+    @classmethod
+    def _model_dir_protocol(cls, value):
+        return _known_protocol(value)
 
     @field_validator("warm_start", mode="before")
     @classmethod
