@@ -4,24 +4,10 @@ fix, nothing published, before any training."""
 from __future__ import annotations
 
 import copy
-import os
 
 import pytest
-import yaml
 
-
-def _main(args, capsys):
-    from k2e_core.cli import main
-
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def _write(tmp_path, spec, name="job.yaml"):
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(spec))
-    return str(path)
+from tests.core.test_cli import _main, _write, assert_refused
 
 
 def _cases(tmp_path, iris_spec):
@@ -55,14 +41,8 @@ def test_bad_input_exits_2_with_one_line_naming_the_field(case, iris_spec, tmp_p
     spec = copy.deepcopy(iris_spec)
     spec.update(change)
     spec["data"] = {k: v for k, v in spec["data"].items() if v is not None}
-    code, out, err = _main(["validate", _write(tmp_path, spec), *args], capsys)
-    lines = [line for line in err.strip().splitlines() if not line[9:14] == " k2e "]
-    assert code == 2, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("k2e: error: " + expected), lines[0]
-    assert ";" in lines[0]  # the fix follows the problem
-    assert not os.path.exists(iris_spec["export"]["base"])
-    assert out == ""
+    assert_refused(*_main(["validate", _write(tmp_path, spec), *args], capsys), expected,
+                   iris_spec["export"]["base"])
 
 
 @pytest.mark.parametrize("source,expected", [

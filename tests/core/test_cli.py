@@ -137,13 +137,19 @@ def test_bad_input_gets_one_line_exit_2_and_nothing_published(case, iris_spec, e
     spec = copy.deepcopy(iris_spec)
     spec.update(change)
     spec = {k: v for k, v in spec.items() if v is not None}
-    code, out, err = _main(["run", _write(tmp_path, spec)], capsys)
+    assert_refused(*_main(["run", _write(tmp_path, spec)], capsys), expected,
+                   iris_spec["export"]["base"])
+
+
+def assert_refused(code, out, err, expected, export_base):
+    """Exit 2, one line (besides k2e's progress log) naming `expected`, then the fix;
+    nothing published, nothing on stdout."""
     lines = [line for line in err.strip().splitlines() if not line[9:14] == " k2e "]
     assert code == 2, err
     assert len(lines) == 1, err
     assert lines[0].startswith("k2e: error: " + expected), lines[0]
     assert ";" in lines[0]  # the fix follows the problem
-    assert not os.path.exists(iris_spec["export"]["base"])
+    assert not os.path.exists(export_base)
     assert out == ""
 
 
