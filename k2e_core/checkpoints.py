@@ -1,6 +1,12 @@
-"""A remote `model_dir`: TensorFlow trains in a local directory that k2e keeps in sync.
+"""Checkpoints in `model_dir`: the one a step resumes from, and a remote `model_dir`.
 
-On start only what resuming needs comes down: the `checkpoint` state file and the checkpoint
+Every step starts from a checkpoint that reads (`recover`): the one the `checkpoint` state
+file names, or, when that file is gone or garbled or names a checkpoint that is missing or
+damaged, the newest complete checkpoint that reads, with a warning naming both and the state
+file written again. A model_dir whose checkpoints all fail to read is an error, never a
+silent start from step 0.
+
+A remote model_dir: TensorFlow trains in a local directory that k2e keeps in sync. On start only what resuming needs comes down: the `checkpoint` state file and the checkpoint
 it names (or, before the first one, the Keras warm-start checkpoint). Each checkpoint saved
 during training goes up at once (a saver listener): its data and index files first, event
 files next, the state file last, so a reader never sees a state file that names missing
@@ -9,23 +15,133 @@ files.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 
 from k2e_core import storage
 from k2e_core._tensorflow import tf
+from k2e_core.errors import SpecError, first_line
 
 log = logging.getLogger("k2e.checkpoints")
 
 STATE = "checkpoint"
-_CKPT = re.compile(r"^(?P<prefix>model\.ckpt-\d+)\.(index|meta|data-\d+-of-\d+)$")
+_CKPT = re.compile(r"^(?P<prefix>model\.ckpt-(?P<step>\d+))\.(index|meta|data-\d+-of-\d+)$")
+_SHARD = re.compile(r"^model\.ckpt-\d+\.data-(\d+)-of-(\d+)$")
 
 
 def latest_checkpoint_name(state: str) -> str | None:
     """The basename of the checkpoint a `checkpoint` state file's text names."""
     latest = re.search(r'^model_checkpoint_path:\s*"([^"]+)"', state, re.M)
     return os.path.basename(latest.group(1)) if latest else None
+
+
+def step_of(prefix: str) -> int:
+    return int(prefix.rsplit("-", 1)[1])
+
+
+def complete_checkpoints(names) -> list[str]:
+    """Prefixes among file `names` whose index and every data shard are there, newest first."""
+    files = {}
+    for name in names:
+        match = _CKPT.match(name)
+        if match:
+            files.setdefault(match.group("prefix"), set()).add(name)
+    complete = []
+    for prefix, present in files.items():
+        shards = [_SHARD.match(n) for n in present if _SHARD.match(n)]
+        if f"{prefix}.index" in present and shards and all(
+                f"{prefix}.data-{i:05d}-of-{shards[0].group(2)}" in present
+                for i in range(int(shards[0].group(2)))):
+            complete.append(prefix)
+    return sorted(complete, key=step_of, reverse=True)
+
+
+def unreadable(path_prefix: str) -> str | None:
+    """Why the checkpoint at `path_prefix` cannot be restored (every tensor is read, so its
+    checksums are checked), or None when it reads."""
+    try:
+        reader = tf.train.load_checkpoint(path_prefix)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except Exception as err:  # noqa: BLE001 - the reader raises OpError, IndexError, ValueError...
+        text = first_line(err, 200)
+        if "Checksum does not match" in text:
+            return "its data fails its checksum"
+        return re.sub(r"^.*?: (?=[A-Z])", "", text, count=1)[:120]
+    return None
+
+
+def recover(local_dir: str, names, state: bytes | None, fetch=None,
+            where: str | None = None) -> str | None:
+    """The checkpoint (prefix) to resume from in `local_dir`, after making its `checkpoint`
+    state file name it. `names`: the files model_dir holds; `state`: its state file's bytes
+    (None: absent); `fetch(prefix)`: brings a checkpoint's files into `local_dir` (a remote
+    model_dir). `where`: model_dir as the user wrote it, for messages."""
+    where = where or local_dir
+    named = latest_checkpoint_name(state.decode("utf-8", "replace")) if state is not None else None
+    complete = complete_checkpoints(names)
+    if named in complete:
+        candidates = [named] + [p for p in complete if step_of(p) < step_of(named)]
+    else:
+        candidates = complete
+    failures = []
+    for prefix in candidates:
+        if fetch is not None:
+            fetch(prefix)
+        problem = unreadable(os.path.join(local_dir, prefix))
+        if problem is None:
+            break
+        failures.append((prefix, problem))
+    else:
+        prefix = None
+    if prefix is not None and prefix == named and not failures:
+        return prefix
+    if prefix is None:
+        if failures:
+            raise SpecError("model_dir", f"no checkpoint in {where} reads "
+                            f"({', '.join(p for p, _ in failures)}: {failures[0][1]})",
+                            "restore the files from a copy, or remove model.ckpt-* and the "
+                            "checkpoint file to train again from the start")
+        stray = sorted({_CKPT.match(n).group("prefix") for n in names if _CKPT.match(n)})
+        if stray:
+            raise SpecError("model_dir", f"{where} holds only incomplete checkpoints "
+                            f"({', '.join(stray)}: index or data files missing)",
+                            "restore the missing files, or remove model.ckpt-* and the "
+                            "checkpoint file to train again from the start")
+        if state is not None:
+            log.warning("%s/checkpoint names %s, but no checkpoint files are there; "
+                        "starting from the Keras model", where, named or "nothing readable")
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(local_dir, STATE))
+        return None
+    if failures:
+        why = f"{failures[0][0]} in {where} does not read ({failures[0][1]})" + (
+            f", nor {', '.join(p for p, _ in failures[1:])}" if failures[1:] else "")
+    elif state is None:
+        why = f"{where} has no checkpoint state file"
+    elif named is None:
+        why = f"{where}/checkpoint is unreadable"
+    else:
+        why = f"{where}/checkpoint names {named}, which is missing or incomplete"
+    log.warning("%s; resuming from %s, the newest checkpoint that reads (state file written "
+                "again)", why, prefix)
+    failed = {p for p, _ in failures}
+    older = sorted((p for p in complete if step_of(p) < step_of(prefix) and p not in failed),
+                   key=step_of)
+    tf.compat.v1.train.update_checkpoint_state(local_dir, prefix, older + [prefix])
+    return prefix
+
+
+def recover_local(model_dir: str, where: str | None = None) -> str | None:
+    """`recover` for a model_dir on this machine's file system."""
+    path = os.path.join(model_dir, STATE)
+    state = None
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            state = f.read()
+    return recover(model_dir, os.listdir(model_dir), state, where=where)
 
 
 class RemoteModelDir:
@@ -36,31 +152,45 @@ class RemoteModelDir:
 
     # ------------------------------------------------------------------ down
     def pull_for_resume(self, purpose: str = "resume") -> dict:
-        """Downloads the latest checkpoint (data and index: its graph is built anew) and
-        the Keras warm-start records; the warm-start checkpoint only while no training
-        checkpoint exists, as nothing reads it after that. Returns stats."""
+        """Downloads the checkpoint to resume from (data and index: its graph is built anew;
+        see `recover`) and the Keras warm-start records; the warm-start checkpoint only while
+        no training checkpoint exists, as nothing reads it after that. Returns stats."""
         remote = storage.find(self.url)
-        prefix = None
-        if STATE in remote:
-            prefix = latest_checkpoint_name(
-                storage.read_bytes(storage.join(self.url, STATE)).decode())
-        wanted = [rel for rel in remote if rel.startswith("keras/")
-                  and (prefix is None or rel.endswith(".json"))]
-        if prefix:
-            wanted += [rel for rel in remote
-                       if "/" not in rel and _CKPT.match(rel) and
-                       _CKPT.match(rel).group("prefix") == prefix and not rel.endswith(".meta")]
-            wanted.append(STATE)
-        pairs = [(storage.join(self.url, rel), os.path.join(self.local, rel)) for rel in wanted]
-        stats = storage.download(pairs, f"{purpose} from {storage.redact(self.url)}",
-                                 sizes={storage.join(self.url, r): remote[r] for r in wanted})
-        for rel in wanted:
-            self._sent[rel] = self._stamp(rel)
-        stats["model_dir_bytes"] = sum(remote.values())
-        if wanted:
+        state = storage.read_bytes(storage.join(self.url, STATE)) if STATE in remote else None
+        top = [rel for rel in remote if "/" not in rel]
+        fetched = []
+
+        def fetch(prefix):
+            wanted = [rel for rel in top if _CKPT.match(rel) and not rel.endswith(".meta")
+                      and _CKPT.match(rel).group("prefix") == prefix]
+            fetched.append(self._download(wanted, remote, purpose))
+
+        if state is not None:
+            with open(os.path.join(self.local, STATE), "wb") as f:
+                f.write(state)
+        prefix = recover(self.local, top, state, fetch, where=storage.redact(self.url))
+        keras = [rel for rel in remote if rel.startswith("keras/")
+                 and (prefix is None or rel.endswith(".json"))]
+        fetched.append(self._download(keras, remote, purpose))
+        if state is not None and os.path.exists(os.path.join(self.local, STATE)):
+            with open(os.path.join(self.local, STATE), "rb") as f:
+                if f.read() == state:  # as the store holds it; else the next push repairs it
+                    self._sent[STATE] = self._stamp(STATE)
+        stats = {"files": sum(f["files"] for f in fetched), "bytes": sum(f["bytes"] for f in fetched),
+                 "seconds": round(sum(f["seconds"] for f in fetched), 3),
+                 "model_dir_bytes": sum(remote.values())}
+        if stats["files"]:
             log.info("%s: fetched %d of %d files (%.1f of %.1f MB) from %s", purpose, stats["files"],
                      len(remote), stats["bytes"] / 1e6, stats["model_dir_bytes"] / 1e6,
                      storage.redact(self.url))
+        return stats
+
+    def _download(self, rels, remote, purpose) -> dict:
+        pairs = [(storage.join(self.url, rel), os.path.join(self.local, rel)) for rel in rels]
+        stats = storage.download(pairs, f"{purpose} from {storage.redact(self.url)}",
+                                 sizes={storage.join(self.url, r): remote[r] for r in rels})
+        for rel in rels:
+            self._sent[rel] = self._stamp(rel)
         return stats
 
     # ------------------------------------------------------------------ up

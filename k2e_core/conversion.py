@@ -192,7 +192,7 @@ def load_keras_model(url: str, custom_objects=None, allow_unsafe_deserialization
     while loading; Keras' `safe_mode` refuses them in `.keras` files only. Here every format
     is refused unless `allow_unsafe_deserialization` (for files you trust)."""
     if not storage.exists(url):
-        raise FileNotFoundError(f"no Keras model at {storage.redact(url)}")
+        raise FileNotFoundError(f"no Keras model at {storage.redact(url)}{storage.why_missing(url)}")
     with tempfile.TemporaryDirectory(prefix="k2e-model-") as tmp:
         local = storage.fetch(url, tmp)
         if not allow_unsafe_deserialization:

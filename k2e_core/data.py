@@ -159,7 +159,8 @@ def open_source(spec_field: str, files_spec, resolve, staging_dir: str,
             raise SpecError(f"{spec_field}.files", f"cannot list {storage.redact(url)} ({err})",
                             "check the URL and its credentials") from None
         if not found:
-            raise SpecError(f"{spec_field}.files", f"no file matches {storage.redact(url)}",
+            raise SpecError(f"{spec_field}.files", f"no file matches {storage.redact(url)}"
+                            f"{storage.why_missing(url)}",
                             "check the path, or generate the data first")
         urls.extend(found)
     try:

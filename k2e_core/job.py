@@ -17,11 +17,10 @@ import shutil
 import tempfile
 import time
 
-from k2e_core import (cluster, conversion, data, datacheck, export, gate, pipeline, publish,
+from k2e_core import (checkpoints, cluster, conversion, data, datacheck, export, gate, pipeline, publish,
                       registry, storage, training, warm_start)
-from k2e_core.checkpoints import RemoteModelDir
 from k2e_core._tensorflow import tf
-from k2e_core.errors import SpecError
+from k2e_core.errors import K2eError, SpecError
 from k2e_core.objects import ImportFailed, import_object, resolve_custom_objects
 from k2e_core.spec import JobSpec, load_spec
 
@@ -44,16 +43,18 @@ class Job:
         if storage.is_local(self.model_dir_url) and not read_only:
             self.model_dir = storage.local_path(self.model_dir_url)
             os.makedirs(self.model_dir, exist_ok=True)
+            if leads:
+                checkpoints.recover_local(self.model_dir, where=storage.redact(self.model_dir_url))
         elif task is not None:
             self.model_dir = cluster.shared_dir(self.model_dir_url)
             if leads:  # a fresh copy: nothing a killed earlier run left behind gets uploaded
                 shutil.rmtree(self.model_dir, ignore_errors=True)
-                self.remote = RemoteModelDir(self.model_dir_url, self.model_dir)
+                self.remote = checkpoints.RemoteModelDir(self.model_dir_url, self.model_dir)
                 self.resume = self.remote.pull_for_resume("resume")
             os.makedirs(self.model_dir, exist_ok=True)
         else:
             self.model_dir = os.path.join(staging_dir, "model_dir")
-            self.remote = RemoteModelDir(self.model_dir_url, self.model_dir)
+            self.remote = checkpoints.RemoteModelDir(self.model_dir_url, self.model_dir)
             self.resume = self.remote.pull_for_resume("read" if read_only else "resume")
         self.custom_objects = _custom_objects(spec)
         self.model = _load_model(spec, self.custom_objects)
@@ -215,10 +216,28 @@ def _job(spec, overrides=None, read_only=False, in_cluster=False):
     staging = tempfile.mkdtemp(prefix="k2e-job-")
     settings = spec.storage
     try:
-        with storage.configured(settings.options, settings.retries, settings.concurrency):
+        with storage.configured(settings.options, settings.retries, settings.concurrency,
+                                settings.retry_seconds):
+            _preflight(spec, read_only)
             yield Job(spec, staging, read_only, task)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _preflight(spec: JobSpec, read_only: bool) -> None:
+    """Every location the job writes can be written, checked before any work is done."""
+    places = [] if read_only else [("model_dir", spec.path(spec.model_dir), ())]
+    if spec.export is not None:  # versions, candidates, claims and gate decisions
+        places.append(("export.base", spec.path(spec.export.base), (publish.CANDIDATES, ".k2e")))
+    for field, url, below in places:
+        try:
+            problem = storage.unwritable(url, *below)
+        except storage.StorageError as err:
+            raise K2eError(f"{field}: cannot reach {storage.redact(url)}: {err}") from None
+        if problem:
+            fix = ("create the bucket, or fix the URL" if storage.bucket_of(url) else
+                   f"point {field} at a directory this user can write")
+            raise SpecError(field, f"cannot write to {storage.redact(url)}: {problem}", fix)
 
 
 def _custom_objects(spec: JobSpec):

@@ -301,6 +301,8 @@ class StorageSpec(_Section):
         description="protocol -> fsspec options, e.g. s3: {endpoint_url: ..., key: ..., secret: ...}",
     )
     retries: int = Field(5, ge=1, description="Attempts for transient storage errors")
+    retry_seconds: float = Field(60.0, gt=0, description="Most seconds one storage operation "
+                                 "spends on its attempts, waits included")
     concurrency: int = Field(16, ge=1, description="Files transferred at once")
 
 
@@ -470,7 +472,7 @@ def load_spec(source, overrides=None) -> JobSpec:
             raise SpecError("spec", f"the inline JSON spec is not valid JSON ({err})",
                             "fix the syntax, or pass the path of a spec file") from None
     else:
-        raw, base_dir = _read_file(str(source))
+        raw, base_dir = _read_file(str(source), _storage_options(overrides))
     if not isinstance(raw, dict):
         raise SpecError("spec", "is not a mapping", "write the job spec as a YAML/JSON object")
     raw = apply_overrides(raw, overrides)
@@ -482,17 +484,40 @@ def load_spec(source, overrides=None) -> JobSpec:
         raise spec_error(err) from None
 
 
-def _read_file(location: str):
-    import fsspec
+def _storage_options(overrides) -> dict | None:
+    """The storage options that overrides set (to read the spec itself from a store)."""
+    try:
+        return apply_overrides({}, overrides).get("storage", {}).get("options")
+    except (SpecError, AttributeError):
+        return None
+
+
+def _read_file(location: str, storage_options=None):
+    """The spec file's text; a URL is read with the storage options the overrides give."""
+    from k2e_core import storage
 
     protocol_error(location, "spec")
+    fix = "pass the path of a YAML or JSON job spec"
+    with storage.configured(storage_options):
+        try:
+            if storage.is_local(location):
+                with open(storage.local_path(location), "rb") as f:
+                    data = f.read()
+            else:
+                data = storage.read_bytes(location)
+        except FileNotFoundError:
+            raise SpecError("spec", f"no spec file at {storage.redact(location)}"
+                            f"{storage.why_missing(location)}", fix) from None
+        except IsADirectoryError:
+            raise SpecError("spec", f"{location} is a directory", fix) from None
+        except OSError as err:
+            raise SpecError("spec", f"cannot read {storage.redact(location)} "
+                            f"({str(err).splitlines()[0]})", "check the URL and its credentials "
+                            "(the environment's, or storage.options in an --overrides file)") from None
     try:
-        with fsspec.open(location, "r") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise SpecError("spec", f"no spec file at {location}", "pass the path of a YAML or JSON job spec") from None
-    except IsADirectoryError:
-        raise SpecError("spec", f"{location} is a directory", "pass the path of a YAML or JSON job spec") from None
+        text = data.decode()
+    except UnicodeDecodeError:
+        raise SpecError("spec", f"{storage.redact(location)} is not a text file", fix) from None
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -2,8 +2,10 @@
 
 Options per protocol (endpoint, credentials, region) come from the job spec's `storage`
 section or from the environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, ...); they are never
-logged or returned. Transient errors are retried with backoff; permanent ones (missing
-bucket or object, access denied) raise at once. Many-file transfers run concurrently and log
+logged or returned. Transient errors are retried with backoff, for at most `retries` attempts
+and `retry_seconds` in all (k2e is the one layer that retries: S3 clients are given one
+attempt each and a 10 s connect timeout unless the options say otherwise); permanent ones
+(missing bucket or object, access denied) raise at once. Many-file transfers run concurrently and log
 files, bytes and MB/s.
 """
 
@@ -29,7 +31,11 @@ _CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
 _settings = contextvars.ContextVar("k2e_storage", default=None)
 
 DEFAULT_RETRIES = 5
+DEFAULT_RETRY_SECONDS = 60.0
 DEFAULT_CONCURRENCY = 16
+#: Under the user's own options: botocore and s3fs would otherwise retry inside each of
+#: k2e's attempts (5 x 5 tries), so that a refused connection took 18 s to fail.
+S3_CLIENT_DEFAULTS = {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 10}}
 
 
 class StorageError(OSError):
@@ -43,10 +49,10 @@ def redact(url: str) -> str:
 
 @contextlib.contextmanager
 def configured(options: dict | None = None, retries: int = DEFAULT_RETRIES,
-               concurrency: int = DEFAULT_CONCURRENCY):
+               concurrency: int = DEFAULT_CONCURRENCY, retry_seconds: float = DEFAULT_RETRY_SECONDS):
     """Storage options per protocol (`{"s3": {...}}`) for the code inside."""
     token = _settings.set({"options": options or {}, "retries": retries,
-                           "concurrency": concurrency})
+                           "concurrency": concurrency, "retry_seconds": retry_seconds})
     try:
         yield
     finally:
@@ -64,7 +70,21 @@ def filesystem(url: str):
     options = _setting("options", {})
     aliases = {"gs": "gcs", "gcs": "gs", "s3a": "s3", "file": "local"}
     opts = options.get(protocol) or options.get(aliases.get(protocol, ""), {}) or {}
-    return url_to_fs(str(url), **opts)
+    if protocol not in ("s3", "s3a"):
+        return url_to_fs(str(url), **opts)
+    fs, path = url_to_fs(str(url), **_with_defaults(opts, S3_CLIENT_DEFAULTS))
+    fs.retries = 1  # s3fs' own retry loop (a class attribute, not an option)
+    return fs, path
+
+
+def _with_defaults(options: dict, defaults: dict) -> dict:
+    merged = dict(options)
+    for key, value in defaults.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key] = _with_defaults(merged[key], value)
+    return merged
 
 
 def is_local(url: str) -> bool:
@@ -86,6 +106,12 @@ def _url(fs, path: str, like: str) -> str:
 
 # --------------------------------------------------------------------------- retries
 
+#: Errors of the client's configuration, which no retry can mend.
+_CONFIGURATION_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "NoRegionError",
+                         "ParamValidationError", "InvalidEndpointError", "UnknownSignatureVersionError",
+                         "DefaultCredentialsError", "RefreshError"}
+
+
 def is_transient(exc: BaseException) -> bool:
     """Timeouts, connection failures, 5xx and throttling: worth another try."""
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError,
@@ -93,6 +119,8 @@ def is_transient(exc: BaseException) -> bool:
         return False
     if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
         return True
+    if type(exc).__name__ in _CONFIGURATION_ERRORS:
+        return False
     module = type(exc).__module__
     if module.startswith(("botocore", "aiohttp", "urllib3", "requests", "google.api_core")):
         text = str(exc)
@@ -101,8 +129,10 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def retrying(operation: str):
-    """A tenacity retrier for one storage operation, with the configured attempts."""
+    """A tenacity retrier for one storage operation: the configured attempts, within the
+    configured seconds."""
     attempts = max(1, int(_setting("retries", DEFAULT_RETRIES)))
+    seconds = float(_setting("retry_seconds", DEFAULT_RETRY_SECONDS))
 
     def before_sleep(state):
         log.warning("%s failed (%s); retry %d of %d in %.1fs", operation,
@@ -111,7 +141,7 @@ def retrying(operation: str):
 
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
-        stop=tenacity.stop_after_attempt(attempts),
+        stop=tenacity.stop_after_attempt(attempts) | tenacity.stop_before_delay(seconds),
         wait=tenacity.wait_exponential_jitter(initial=0.2, max=5.0),
         before_sleep=before_sleep,
         reraise=True,
@@ -119,13 +149,19 @@ def retrying(operation: str):
 
 
 def call(operation: str, fn, *args, **kwargs):
-    """`fn(*args, **kwargs)` with retries; failures become one-line StorageErrors."""
+    """`fn(*args, **kwargs)` with retries; failures become one-line StorageErrors that say
+    how long was spent on them."""
+    retrier = retrying(operation)
+    began = time.perf_counter()
     try:
-        return retrying(operation)(fn, *args, **kwargs)
+        return retrier(fn, *args, **kwargs)
     except (FileNotFoundError, PermissionError):
         raise
     except Exception as exc:  # noqa: BLE001 - every storage backend raises its own types
-        raise StorageError(f"{operation} failed: {_short(exc)}") from exc
+        tries = retrier.statistics.get("attempt_number", 1)
+        spent = (f"; gave up after {tries} attempts in {time.perf_counter() - began:.1f}s "
+                 "(storage.retries, storage.retry_seconds)" if tries > 1 else "")
+        raise StorageError(f"{operation} failed: {_short(exc)}{spent}") from exc
 
 
 def _short(exc: BaseException) -> str:
@@ -204,6 +240,63 @@ def stored_md5(info: dict) -> str | None:
         import base64
 
         return base64.b64decode(info["md5Hash"]).hex()
+    return None
+
+
+_BUCKET_PROTOCOLS = ("s3", "s3a", "gs", "gcs")
+
+
+def bucket_of(url: str) -> str | None:
+    """The bucket of an object-store URL (`s3://bucket/...`), else None."""
+    protocol, _, rest = str(url).partition("://")
+    if protocol not in _BUCKET_PROTOCOLS or not rest:
+        return None
+    return rest.split("@")[-1].split("/")[0] or None
+
+
+def missing_bucket(url: str) -> str | None:
+    """"bucket 'b' does not exist" when `url` is in a bucket the store does not have."""
+    bucket = bucket_of(url)
+    if bucket is None:
+        return None
+    fs, _ = filesystem(url)
+    fs.invalidate_cache(bucket)
+    try:
+        call(f"checking bucket {bucket}", fs.info, bucket)
+    except FileNotFoundError:
+        return f"bucket {bucket!r} does not exist"
+    except PermissionError:
+        return f"access to bucket {bucket!r} is denied"
+    return None
+
+
+def why_missing(url: str) -> str:
+    """' (bucket 'b' does not exist)' when that is why nothing is at `url`, else ''."""
+    try:
+        problem = missing_bucket(url)
+    except StorageError:
+        return ""
+    return f" ({problem})" if problem else ""
+
+
+def unwritable(url: str, *below: str) -> str | None:
+    """Why nothing can be written at `url` (and the paths `below` it), checked without
+    writing anything; None when it looks writable. Local paths: every path must be a
+    directory or not exist yet, under a directory this user may write. Object stores: the
+    bucket must exist."""
+    if not is_local(url):
+        return missing_bucket(url)
+    root = os.path.abspath(local_path(url))
+    for path in [root, *(os.path.join(root, b) for b in below)]:
+        if os.path.exists(path) and not os.path.isdir(path):
+            return f"{path} is a file, not a directory"
+    existing = root
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        return f"{existing} is a file, so nothing can be created under it"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing} is not writable by this user"
     return None
 
 

@@ -206,7 +206,8 @@ def published(spec, run_id: str) -> dict:
     from k2e_core import registry
 
     base = spec.path(spec.export.base)
-    with storage.configured(spec.storage.options, spec.storage.retries):
+    with storage.configured(spec.storage.options, spec.storage.retries,
+                            retry_seconds=spec.storage.retry_seconds):
         found = [r for r in registry.entries(base) if r.get("run_id") == run_id]
     if not found:
         raise K2eError(f"the TFJob succeeded but nothing under {storage.redact(base)} was "

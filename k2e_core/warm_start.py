@@ -17,7 +17,7 @@ import os
 
 from k2e_core import conversion, publish, registry, storage
 from k2e_core._tensorflow import tf
-from k2e_core.checkpoints import STATE, latest_checkpoint_name
+from k2e_core.checkpoints import STATE, latest_checkpoint_name, unreadable
 from k2e_core.errors import SpecError, first_line
 
 log = logging.getLogger("k2e.warm_start")
@@ -61,6 +61,10 @@ def resolve(spec, staging_dir: str) -> tuple[str, dict] | None:
 
 def apply(model, prefix: str, record: dict, field: str = "warm_start") -> None:
     """Copies the checkpoint's model variables into `model`, or says which do not fit."""
+    damaged = unreadable(prefix)
+    if damaged:
+        raise SpecError(field, f"{record['url']} does not read ({damaged})",
+                        "restore its files, or " + _FIX)
     reader = tf.train.load_checkpoint(prefix)
     object_based = "_CHECKPOINTABLE_OBJECT_GRAPH" in reader.get_variable_to_shape_map()
     try:
@@ -149,12 +153,13 @@ def version_checkpoint(version_url: str, staging_dir: str) -> str:
 def _checkpoint_prefix(url: str) -> str:
     """A checkpoint prefix from a prefix itself or from a model_dir (its latest checkpoint)."""
     state = storage.join(url, STATE)
-    latest = storage.exists(state) and latest_checkpoint_name(storage.read_bytes(state).decode())
+    latest = storage.exists(state) and latest_checkpoint_name(
+        storage.read_bytes(state).decode("utf-8", "replace"))
     if latest:
         return storage.join(url, latest)
     if storage.exists(url + ".index"):
         return url
-    raise SpecError("warm_start", f"no checkpoint at {storage.redact(url)}",
+    raise SpecError("warm_start", f"no checkpoint at {storage.redact(url)}{storage.why_missing(url)}",
                     "give a checkpoint prefix (.../model.ckpt-1000), a model_dir, a published "
                     "version's URL, 'latest' or 'none'")
 
