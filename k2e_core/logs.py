@@ -30,6 +30,7 @@ def quiet_tensorflow() -> None:
 
     deprecation._PRINT_DEPRECATION_WARNINGS = False
     tf.get_logger().setLevel(logging.ERROR)
+    tf.get_logger().addFilter(_said_by_k2e)
     tf.autograph.set_verbosity(0)
     try:
         import absl.logging
@@ -37,6 +38,11 @@ def quiet_tensorflow() -> None:
         absl.logging.set_verbosity(absl.logging.ERROR)
     except ImportError:  # pragma: no cover - absl ships with TF
         pass
+
+
+def _said_by_k2e(record: logging.LogRecord) -> bool:
+    """Drops TensorFlow's ERROR lines that k2e reports in its own words (a NaN loss)."""
+    return not str(record.msg).startswith("Model diverged with loss")
 
 
 def configure_cli_logging(verbose: bool = False) -> None:
@@ -58,7 +64,7 @@ def progress_hook(total_steps: int, every_secs: float):
         steady-state steps/s: from the end of the first step (which also optimises the graph
         and fills the input pipeline) to the end; None after fewer than two steps."""
 
-        steps, rate, final_step = 0, None, None
+        steps, rate, final_step, last_step = 0, None, None, None
 
         def begin(self):
             self._global_step = tf.compat.v1.train.get_global_step()
@@ -82,6 +88,7 @@ def progress_hook(total_steps: int, every_secs: float):
 
         def after_run(self, run_context, run_values):
             self._loss = run_values.results.get("loss")
+            self.last_step = int(run_values.results["step"]) + 1
             if self._start_step is None:
                 self._start_step = int(run_values.results["step"]) + 1
                 self._start_time = time.perf_counter()

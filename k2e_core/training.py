@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import threading
 import time
 
@@ -38,6 +40,23 @@ class _StopOnRequest(tf.estimator.SessionRunHook):
     def after_run(self, run_context, run_values):
         if _stop_requested.is_set():
             run_context.request_stop()  # the checkpoint saver's end() saves this step
+
+
+class Diverged(K2eError):
+    """The loss became NaN: TensorFlow stopped training before saving anything after it."""
+
+
+@contextlib.contextmanager
+def _diverged_as_error(estimator, progress):
+    try:
+        yield
+    except tf.compat.v1.train.NanLossDuringTrainingError:
+        step = progress.last_step or global_step(estimator) + 1
+        kept = estimator.latest_checkpoint()
+        raise Diverged(
+            f"training diverged: the loss is NaN at step {step} (nothing was saved after it"
+            f"{'; ' + os.path.basename(kept) + ' is kept' if kept else ''}); lower the learning "
+            "rate, or look for NaN/inf in the data (k2e validate --full)") from None
 
 
 def _raise_if_stopped(estimator):
@@ -84,8 +103,9 @@ def train(estimator, train_input_fn, spec, examples_per_step: int, listeners=())
     log.info("training from step %d to %d", start_step, target)
     hook = progress_hook(target, spec.run_config.log_every_secs)
     began = time.perf_counter()
-    estimator.train(train_input_fn, max_steps=target, hooks=[hook, _StopOnRequest()],
-                    saving_listeners=list(listeners))
+    with _diverged_as_error(estimator, hook):
+        estimator.train(train_input_fn, max_steps=target, hooks=[hook, _StopOnRequest()],
+                        saving_listeners=list(listeners))
     _raise_if_stopped(estimator)
     return _train_result(estimator, time.perf_counter() - began, hook, examples_per_step)
 
@@ -172,7 +192,8 @@ def train_and_evaluate(estimator, train_input_fn, eval_input_fn, spec, examples_
     eval_spec = tf.estimator.EvalSpec(eval_input_fn, steps=spec.eval.steps,
                                       throttle_secs=spec.eval.throttle_secs, start_delay_secs=0)
     began = time.perf_counter()
-    tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+    with _diverged_as_error(estimator, progress):
+        tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
     _raise_if_stopped(estimator)
     result = _train_result(estimator, time.perf_counter() - began, progress, examples_per_step)
     result["stopped_early"] = result["global_step"] < spec.train.steps
@@ -207,8 +228,9 @@ def train_in_cluster(estimator, train_input_fn, eval_input_fn, spec, task, examp
                                    "worker": "training", "ps": "serving variables",
                                    "evaluator": "evaluating new checkpoints"}[task.type])
     began = time.perf_counter()
-    estimator_training._TrainingExecutor(estimator, train_spec, eval_spec,
-                                         continuous_eval_listener=listener).run()
+    with _diverged_as_error(estimator, progress):
+        estimator_training._TrainingExecutor(estimator, train_spec, eval_spec,
+                                             continuous_eval_listener=listener).run()
     _raise_if_stopped(estimator)
     if task.type == "evaluator":
         step, metrics = listener.last or (None, {})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -75,14 +76,33 @@ def test_help_is_fast_and_does_not_import_tensorflow():
     assert proc.stdout.strip() == "False", proc.stderr
 
 
-def test_failure_during_the_run_exits_1_with_one_line(iris_spec, tmp_path, capsys):
-    blocker = tmp_path / "export-is-a-file"
-    blocker.write_text("not a directory")
-    spec = _write(tmp_path, dict(iris_spec, export={"base": str(blocker)}))
+DIVERGING = (
+    "import tensorflow as tf\n"
+    "def build():\n"
+    "    tf.keras.utils.set_random_seed(1)\n"
+    "    model = tf.keras.Sequential([tf.keras.layers.Dense(16, activation='relu', input_shape=(4,)),\n"
+    "                                 tf.keras.layers.Dense(3)])\n"
+    "    model.compile(optimizer=tf.keras.optimizers.SGD(1e12), metrics=['accuracy'],\n"
+    "                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))\n"
+    "    return model\n"
+)
+
+
+def test_a_diverging_run_exits_1_with_one_line_naming_the_step_and_causes(iris_spec, tmp_path,
+                                                                            capsys):
+    (tmp_path / "diverging.py").write_text(DIVERGING)
+    spec = _write(tmp_path, dict(iris_spec, model={"factory": str(tmp_path / "diverging.py") + ":build"}))
     code, out, err = _main(["run", spec], capsys)
     assert code == 1
-    assert err.strip().splitlines()[-1].startswith("k2e: failed: ")
-    assert "Traceback" not in err
+    problems = problem_lines(err)
+    assert len(problems) == 1, err
+    assert re.match(r"k2e: failed: training diverged: the loss is NaN at step \d+ .*lower the "
+                    r"learning rate, or look for NaN/inf in the data", problems[0]), problems[0]
+    assert "Model diverged" not in err and "Traceback" not in err
+    assert not os.path.exists(iris_spec["export"]["base"])
+    # Nothing trained on NaN was saved: the step-0 checkpoint is the latest.
+    assert open(os.path.join(iris_spec["model_dir"], "checkpoint")).readline().strip() == \
+        'model_checkpoint_path: "model.ckpt-0"'
 
 
 UNCOMPILED = (
@@ -141,10 +161,18 @@ def test_bad_input_gets_one_line_exit_2_and_nothing_published(case, iris_spec, e
                    iris_spec["export"]["base"])
 
 
+LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d k2e [DIWE] ")
+
+
+def problem_lines(err: str) -> list[str]:
+    """stderr without k2e's own log lines (progress, warnings): what the user must read."""
+    return [line for line in err.strip().splitlines() if not LOG_LINE.match(line)]
+
+
 def assert_refused(code, out, err, expected, export_base):
     """Exit 2, one line (besides k2e's progress log) naming `expected`, then the fix;
     nothing published, nothing on stdout."""
-    lines = [line for line in err.strip().splitlines() if not line[9:14] == " k2e "]
+    lines = problem_lines(err)
     assert code == 2, err
     assert len(lines) == 1, err
     assert lines[0].startswith("k2e: error: " + expected), lines[0]
