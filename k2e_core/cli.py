@@ -56,8 +56,9 @@ def parser() -> argparse.ArgumentParser:
                            help="train as a local cluster on this machine, e.g. "
                            "workers=2,ps=1,evaluator=1 (one process per task, TF_CONFIG each)")
         if name == "export":
-            s.add_argument("--metrics", type=json.loads, metavar="JSON",
-                           help="evaluation metrics to record in the version's manifest")
+            s.add_argument("--metrics", metavar="JSON",
+                           help="evaluation metrics to record in the version's manifest, "
+                           "e.g. '{\"accuracy\": 0.93}' (default: measured on the eval data)")
         s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
     s = sub.add_parser("registry", help="list, bless, unbless, pin and prune published versions",
                        description="The export base as a registry: versions and kept "
@@ -114,6 +115,22 @@ def _overrides_from_file(path):
     return overrides
 
 
+def _metrics_argument(text):
+    if text is None:
+        return None
+    from k2e_core.errors import SpecError
+
+    from k2e_core.job import check_metrics
+
+    try:
+        metrics = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SpecError("--metrics", f"{text!r} is not JSON ({err})",
+                        'pass a JSON object, e.g. --metrics \'{"accuracy": 0.93}\'') from None
+    check_metrics(metrics, "--metrics")
+    return metrics
+
+
 def _stop_training_on_sigterm():
     """SIGTERM (an orchestrator stopping the task): save a checkpoint, stop, exit 1."""
     import signal
@@ -163,8 +180,9 @@ def _registry(args) -> int:
         elif args.action in ("pin", "unpin"):
             result = registry.pin(base, args.name, args.action == "pin", args.reason)
         else:
-            if not args.keep:
-                raise SpecError("--keep", "is required for prune", "e.g. --keep 10")
+            if args.keep is None or args.keep < 1:
+                raise SpecError("--keep", "is required for prune" if args.keep is None else
+                                f"must be at least 1, got {args.keep}", "e.g. --keep 10")
             result = {"removed": registry.prune(base, args.keep)}
     _emit(result)
     return 0
@@ -216,7 +234,7 @@ def main(argv=None) -> int:
             return 0
         _stop_training_on_sigterm()
         if args.command == "export":
-            result = STEPS["export"](spec, metrics=args.metrics)
+            result = STEPS["export"](spec, metrics=_metrics_argument(args.metrics))
         else:
             result = STEPS[args.command](spec)
     except SpecError as err:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -23,7 +24,9 @@ log = logging.getLogger("k2e.data")
 
 #: A cell larger than this is refused (Python's csv default; TensorFlow has none and slows).
 FIELD_LIMIT = 131072
-CHUNK_ROWS = 20_000  # CSV rows checked at once, column by column
+CHUNK_ROWS = 20_000
+#: Number texts that are not finite numbers (case and sign aside): missing values, like NaN.
+NON_FINITE = ["nan", "inf", "infinity"]  # CSV rows checked at once, column by column
 _IMAGE_MAGIC = {"png": (b"\x89PNG",), "jpeg": (b"\xff\xd8",),
                 "auto": (b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM")}
 
@@ -137,7 +140,7 @@ class _Rows:
 
     def missing(self, value) -> bool:
         if isinstance(value, float):
-            return value != value
+            return not math.isfinite(value)
         return value == "" or value in self.na
 
     def is_missing(self, c, value) -> bool:
@@ -148,7 +151,7 @@ class _Rows:
         if not value:
             return c not in self.p.varlen  # an empty list is a valid variable-length value
         if isinstance(value[0], float):
-            return bool(np.isnan(np.asarray(value, np.float64)).any())
+            return not np.isfinite(np.asarray(value, np.float64)).all()
         return isinstance(value[0], str) and any(self.missing(x) for x in value)
 
     def row(self, where: str, values: dict) -> None:
@@ -174,8 +177,11 @@ class _Rows:
 
     def refuse_missing(self, where, c, value):
         shown = value if not isinstance(value, list) else value[:3]
+        infinite = (str(shown).strip().lower().lstrip("+-") in ("inf", "infinity")
+                    or (isinstance(value, (float, list)) and np.isinf(np.asarray(value, float)).any()))
+        what = f"is {shown!r}, not a finite number" if infinite else f"is missing ({shown!r})"
         raise SpecError(
-            f"{self.source.field}.files", f"{where} column {c!r} is missing ({shown!r})",
+            f"{self.source.field}.files", f"{where} column {c!r} {what}",
             f"set data.missing: drop, or a fill (data.missing: {{{c}: "
             f"{'most_frequent' if self.p.types[c] == 'string' else 'median'}}}), or fix the file")
 
@@ -187,11 +193,16 @@ class _Rows:
         na = np.array(sorted(self.na | {""}))
         cells = {c: np.array(v, dtype=str) for c, v in columns.items()}
         missing = {c: np.isin(a, na) for c, a in cells.items()}
-        any_missing = np.zeros(rows, bool)
         for c, m in missing.items():
-            any_missing |= m
             if m.any():
                 self.result.markers.update(np.unique(cells[c][m]).tolist())
+        for c, a in cells.items():  # TensorFlow reads these as NaN and inf: missing too
+            if p.types[c] == "float":
+                missing[c] |= np.isin(np.char.lstrip(np.char.lower(np.char.strip(a)), "+-"),
+                                      NON_FINITE)
+        any_missing = np.zeros(rows, bool)
+        for m in missing.values():
+            any_missing |= m
         keep = np.ones(rows, bool)
         if any_missing.any():
             if p.drop_missing:

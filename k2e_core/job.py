@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -493,9 +495,26 @@ def export_step(spec, overrides=None, metrics=None, read_only=False, copy_to=Non
     """Exports the latest checkpoint as a verified SavedModel; the gate decides whether it
     becomes the next version or a kept candidate. `metrics`: the evaluate step's (not
     measured again); `copy_to`: a local directory that also receives the SavedModel."""
+    check_metrics(metrics)
     with _job(spec, overrides, read_only) as job:
         job.plan()
         return _export(job, metrics, copy_to)
+
+
+def check_metrics(metrics, field: str = "metrics") -> None:
+    """Metrics given to export (the evaluate step's): {name: number or null}."""
+    if metrics is None:
+        return
+    bad = (not isinstance(metrics, dict) or not metrics
+           or any(not isinstance(k, str) or isinstance(v, bool)
+                  or not (v is None or (isinstance(v, (int, float)) and math.isfinite(v)))
+                  for k, v in metrics.items()))
+    if bad:
+        shown = json.dumps(metrics, default=str)
+        raise SpecError(field,
+                        f"expected a JSON object of metric name -> finite number, got "
+                        f"{shown[:80]}", 'pass e.g. {"accuracy": 0.93, "loss": 0.21}, or leave it '
+                        "out to measure them on the eval data")
 
 
 def run(spec, overrides=None, copy_to=None) -> dict:

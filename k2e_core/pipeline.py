@@ -203,7 +203,7 @@ def _drop_missing(p: Plan, cols: dict) -> dict:
     missing = tf.zeros([rows], tf.bool)
     for c, t in cols.items():
         if t.dtype.is_floating:
-            marked = tf.math.is_nan(t)
+            marked = tf.logical_not(tf.math.is_finite(t))
         elif t.dtype == tf.string:
             marked = tf.reduce_any(tf.equal(t[..., None], list(p.na_values)), axis=-1) \
                 if p.na_values else tf.zeros_like(t, tf.bool)
@@ -259,7 +259,7 @@ def model_inputs(p: Plan, features: dict) -> dict:
             else:
                 value = tf.constant([np.nan if f is None else f for f in fills], tensor.dtype)
                 value = tf.reshape(value, [1, *tensor.shape[1:]])
-            out[name] = tf.where(tf.math.is_nan(tensor), value + tf.zeros_like(tensor), tensor)
+            out[name] = tf.where(tf.math.is_finite(tensor), tensor, value + tf.zeros_like(tensor))
     return out
 
 

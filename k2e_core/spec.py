@@ -474,7 +474,10 @@ def load_spec(source, overrides=None) -> JobSpec:
     else:
         raw, base_dir = _read_file(str(source), _storage_options(overrides))
     if not isinstance(raw, dict):
-        raise SpecError("spec", "is not a mapping", "write the job spec as a YAML/JSON object")
+        where = str(source) if isinstance(source, str) and not source.lstrip().startswith("{") \
+            else "the spec"
+        raise SpecError("spec", f"{where} is not a mapping of fields",
+                        "write the job spec as a YAML/JSON object")
     raw = apply_overrides(raw, overrides)
     if base_dir and not raw.get("base_dir"):
         raw["base_dir"] = base_dir
