@@ -431,6 +431,13 @@ def _check_metric_names_map(known, metric_names_map):
         )
 
 
+def evaluation_metric_names(keras_model, metric_names_map=None, custom_objects=None):
+    """The metrics (besides global_step) that the converted Estimator's evaluation reports."""
+    copy = private_copy(keras_model, legacy_optimizer(keras_model.optimizer), custom_objects)
+    names = metric_names_map or {}
+    return ["loss", *(names.get(m, m) for m in compiled_metric_names(copy))]
+
+
 def compiled_metric_names(model):
     """Metric names as the Estimator reports them before renaming (no losses)."""
     with keeping_classes_eager(model), tf.Graph().as_default():

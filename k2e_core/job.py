@@ -303,6 +303,16 @@ def _load_model(spec: JobSpec, custom_objects):
     return model
 
 
+def _check_gate_metrics(job: Job) -> None:
+    """The gate's metric names against those evaluation will report, before any training."""
+    spec = job.spec
+    if spec.export is None or not spec.gate.metrics:
+        return
+    reported = conversion.evaluation_metric_names(job.model, spec.model.metric_names_map,
+                                                  job.custom_objects)
+    gate.check_metric_names(spec.gate, dict.fromkeys([*reported, "global_step"], 0.0))
+
+
 def _sample_features(job: Job):
     """(rows as a serving client sends them, the same rows as the model sees them)."""
     if not job.spec.export.verify_rows:
@@ -524,6 +534,7 @@ def run(spec, overrides=None, copy_to=None) -> dict:
         if job.spec.export is None:
             raise SpecError("export", "no export section", "add export.base (where versions go)")
         job.plan()
+        _check_gate_metrics(job)
         job.convert()
         trained = _train(job)
         if job.task is not None and not job.task.is_chief:
@@ -560,6 +571,7 @@ def validate(spec, overrides=None) -> dict:
     """Checks the spec, the files, and model/data compatibility without training."""
     with _job(spec, overrides) as job:
         plan = job.plan()
+        _check_gate_metrics(job)
         if job.spec.export and job.spec.export.serving_input == "tf_example":
             export.feature_spec(job.io, plan)
         return {
