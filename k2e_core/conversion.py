@@ -764,6 +764,12 @@ def fingerprint(model):
     }
 
 
+def _optimizer_names(model) -> str:
+    """The optimizer class(es) a model is compiled with: their variables are checkpointed."""
+    optimizers = model.optimizer if isinstance(model.optimizer, (list, tuple)) else [model.optimizer]
+    return "+".join(type(o).__name__ for o in optimizers)
+
+
 def checkpoint_fit(model, reader) -> dict:
     """How a checkpoint's variables fit `model`'s (by name and shape): the model's variables
     it lacks (`missing`), holds with another shape (`reshaped`), and its others (`extra`,
@@ -797,7 +803,8 @@ def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
     keras_dir = os.path.join(config.model_dir, KERAS_DIR)
     marker = os.path.join(keras_dir, FINGERPRINT_FILE)
     current = dict(fingerprint(model), checkpoint_format=
-                   "checkpoint" if save_object_ckpt else "saver")
+                   "checkpoint" if save_object_ckpt else "saver",
+                   optimizer=_optimizer_names(model))
     previous = None
     if tf.io.gfile.exists(marker):
         with tf.io.gfile.GFile(marker) as f:
@@ -810,6 +817,12 @@ def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
             f"model_dir: {config.model_dir} holds checkpoints of a different model "
             f"({os.path.basename(trained)}); use a new model_dir or delete the old one"
         )
+    if trained and previous.get("optimizer", current["optimizer"]) != current["optimizer"]:
+        raise ValueError(
+            f"model_dir: {config.model_dir} holds checkpoints trained with "
+            f"{previous['optimizer']}, not {current['optimizer']} "
+            f"({os.path.basename(trained)}); use a new model_dir (warm_start: {config.model_dir} "
+            "keeps its weights), or compile the model with the optimizer it was trained with")
     if trained:
         if previous["weights"] != current["weights"]:
             log.info("model_dir holds training checkpoint %s of this model; resuming from it "

@@ -214,12 +214,24 @@ KINDS = ("int", "float", "string")
 CSV_SAMPLE_ROWS = 1000
 
 
+def line_break_error(spec_field, path, line, lines) -> SpecError:
+    """A CSV row over several lines: TensorFlow reads CSV line by line."""
+    return SpecError(f"{spec_field}.files", f"{path} line {line}: a quoted field runs over "
+                     f"{lines} lines (an unclosed quote?)", "close the quote, or replace the line "
+                     "breaks inside quoted text (CSV is read line by line; TFRecords hold any text)")
+
+
 def _csv_columns(spec_field, path, na_values):
     with open_text(path) as f:
         rows = csv.reader(f)
         try:
             header = next(rows, None)
-            sample = [(rows.line_num, r) for _, r in zip(range(CSV_SAMPLE_ROWS), rows)]
+            sample, last = [], rows.line_num
+            for _, r in zip(range(CSV_SAMPLE_ROWS), rows):
+                if r and rows.line_num - last > 1:
+                    raise line_break_error(spec_field, path, last + 1, rows.line_num - last)
+                last = rows.line_num
+                sample.append((rows.line_num, r))
         except csv.Error as err:
             raise SpecError(f"{spec_field}.files", f"{path} line {rows.line_num}: {err}",
                             "fix the row (an unclosed quote, or a field over 128 KB)") from None
@@ -253,7 +265,7 @@ def _tfrecord_columns(spec_field, path):
         records = [r.numpy() for r in
                    tf.data.TFRecordDataset(path, compression_of(path)).take(TFRECORD_SAMPLE_RECORDS)]
     except tf.errors.OpError as err:
-        raise SpecError(f"{spec_field}.files", f"{path} is not a TFRecord file ({err.message})",
+        raise SpecError(f"{spec_field}.files", f"{path} is not a TFRecord file ({first_line(err)})",
                         "write tf.train.Example records with tf.io.TFRecordWriter") from None
     if not records:
         raise SpecError(f"{spec_field}.files", f"{path} holds no records", "point it at a file with data")

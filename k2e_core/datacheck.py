@@ -323,9 +323,13 @@ def _scan_csv(path, source, checker, limit) -> bool:
                                     "write every file of a split with the same columns in the "
                                     "same order")
                 lines, cells = [], {c: [] for c, _ in index}
+                last = rows.line_num
                 for row in rows:
+                    spanned, last = rows.line_num - last, rows.line_num
                     if not row:
                         continue
+                    if spanned > 1:
+                        raise data.line_break_error(source.field, path, last - spanned + 1, spanned)
                     if len(row) != len(header):
                         raise SpecError(f"{source.field}.files", f"{path} line {rows.line_num} has "
                                         f"{len(row)} fields, the header {len(header)}",

@@ -25,7 +25,12 @@ class ExportMismatch(K2eError):
     """The exported SavedModel does not predict what the Keras model predicts."""
 
 
+#: What TensorFlow adds to an op's message: the function and device it ran in, the op.
+_TF_NOISE = re.compile(r"\{\{function_node [^}]*\}\}\s*|\s*\[Op:[^\]]*\].*$")
+
+
 def first_line(err: BaseException, limit: int = 300) -> str:
-    """An exception's first line of text (TensorFlow's messages run to pages), or its type."""
+    """An exception's first line of text (TensorFlow's messages run to pages, wrapped in
+    function and op names), or its type."""
     text = str(getattr(err, "message", None) or err).strip().splitlines()
-    return re.sub(r"\s+", " ", text[0])[:limit] if text else type(err).__name__
+    return _TF_NOISE.sub("", re.sub(r"\s+", " ", text[0]))[:limit] if text else type(err).__name__

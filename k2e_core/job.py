@@ -120,10 +120,12 @@ class Job:
             )
         except SpecError:
             raise
-        except ValueError as err:
-            field = "model_dir" if str(err).startswith("model_dir") else "model"
-            text = str(err).removeprefix("model_dir: ")
-            raise SpecError(field, text) from None
+        except ValueError as err:  # conversion's own messages start with the argument
+            field, _, text = str(err).partition(": ")
+            if field not in ("model_dir", "metric_names_map"):
+                field, text = "model", str(err)
+            raise SpecError("model.metric_names_map" if field == "metric_names_map" else field,
+                            text) from None
         self.convert_seconds = time.perf_counter() - began
         if plan and not self.read_only and (self.task is None or self.task.is_chief):
             data.save_record(self.model_dir, plan)

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
 import subprocess
 import sys
 
-import pytest
 import yaml
 
-from tests.conftest import REPO
 
 K2E = os.path.join(os.path.dirname(sys.executable), "k2e")
 
@@ -81,11 +78,11 @@ DIVERGING = (
     "def build():\n"
     "    tf.keras.utils.set_random_seed(1)\n"
     "    model = tf.keras.Sequential([tf.keras.layers.Dense(16, activation='relu', input_shape=(4,)),\n"
-    "                                 tf.keras.layers.Dense(3)])\n"
-    "    model.compile(optimizer=tf.keras.optimizers.SGD(1e12), metrics=['accuracy'],\n"
+    "                                 tf.keras.layers.Dropout(0.2), tf.keras.layers.Dense(3)])\n"
+    "    model.compile(optimizer=tf.keras.optimizers.OPTIMIZER, metrics=['accuracy'],\n"
     "                  loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True))\n"
     "    return model\n"
-)
+).replace("OPTIMIZER", "Adam(1e30)")
 
 
 def test_a_diverging_run_exits_1_with_one_line_naming_the_step_and_causes(iris_spec, tmp_path,
@@ -105,80 +102,12 @@ def test_a_diverging_run_exits_1_with_one_line_naming_the_step_and_causes(iris_s
         'model_checkpoint_path: "model.ckpt-0"'
 
 
-UNCOMPILED = (
-    "import tensorflow as tf\n"
-    "def build():\n"
-    "    return tf.keras.Sequential([tf.keras.layers.Dense(3, input_shape=(4,))])\n"
-)
-
-
-def _bad_inputs(tmp_path, iris_spec, example_data):
-    (tmp_path / "uncompiled.py").write_text(UNCOMPILED)
-    (tmp_path / "corrupt.keras").write_bytes(b"this is not a model")
-    (tmp_path / "empty.csv").write_text("")
-    cases = {
-        "no model": ({"model": {}}, "model: no model source; set model.factory or model.path"),
-        "both sources": ({"model": {"factory": "m.py:f", "path": "m.keras"}},
-                         "model: both model.factory and model.path are set"),
-        "uncompiled model": ({"model": {"factory": str(tmp_path / "uncompiled.py") + ":build"}},
-                             "model.factory: the Keras model is not compiled"),
-        "checkpoint format": ({"model": dict(iris_spec["model"], checkpoint_format="pickle")},
-                              "model.checkpoint_format:"),
-        "missing model file": ({"model": {"path": str(tmp_path / "nope.keras")}},
-                               "model.path: no Keras model at"),
-        "corrupt model file": ({"model": {"path": str(tmp_path / "corrupt.keras")}},
-                               "model.path: cannot load a Keras model"),
-        "missing data file": ({"data": dict(iris_spec["data"], train={"files": str(tmp_path / "x.csv")})},
-                              "data.train.files: no file matches"),
-        "empty data file": ({"data": dict(iris_spec["data"], train={"files": str(tmp_path / "empty.csv")})},
-                            "data.train.files:"),
-        "feature names": ({"data": dict(iris_spec["data"], features=None)},
-                          "data.features: the model expects inputs ['dense_input'] but data.train files provide"),
-        "label shape": ({"data": dict(iris_spec["data"], labels=["sepal_length", "sepal_width", "species"])},
-                        "data.labels: labels of shape"),
-        "wrong type": ({"train": {"steps": "many"}}, "train.steps:"),
-        "unknown field": ({"train": {"steps": 10, "epochs": 3}}, "train.epochs: unknown field"),
-        "steps <= 0": ({"train": {"steps": 0}}, "train.steps: Input should be greater than 0"),
-        "checkpoint steps and secs": (
-            {"run_config": {"save_checkpoints_steps": 100, "save_checkpoints_secs": 30}},
-            "run_config: save_checkpoints_steps and save_checkpoints_secs are both set; keep one"),
-    }
-    return cases
-
-
-@pytest.mark.parametrize("case", [
-    "no model", "both sources", "uncompiled model", "checkpoint format", "missing model file",
-    "corrupt model file", "missing data file", "empty data file", "feature names", "label shape",
-    "wrong type", "unknown field", "steps <= 0", "checkpoint steps and secs",
-])
-def test_bad_input_gets_one_line_exit_2_and_nothing_published(case, iris_spec, example_data,
-                                                               tmp_path, capsys):
-    change, expected = _bad_inputs(tmp_path, iris_spec, example_data)[case]
-    spec = copy.deepcopy(iris_spec)
-    spec.update(change)
-    spec = {k: v for k, v in spec.items() if v is not None}
-    assert_refused(*_main(["run", _write(tmp_path, spec)], capsys), expected,
-                   iris_spec["export"]["base"])
-
-
 LOG_LINE = re.compile(r"^\d\d:\d\d:\d\d k2e [DIWE] ")
 
 
 def problem_lines(err: str) -> list[str]:
     """stderr without k2e's own log lines (progress, warnings): what the user must read."""
     return [line for line in err.strip().splitlines() if not LOG_LINE.match(line)]
-
-
-def assert_refused(code, out, err, expected, export_base):
-    """Exit 2, one line (besides k2e's progress log) naming `expected`, then the fix;
-    nothing published, nothing on stdout."""
-    lines = problem_lines(err)
-    assert code == 2, err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("k2e: error: " + expected), lines[0]
-    assert ";" in lines[0]  # the fix follows the problem
-    assert not os.path.exists(export_base)
-    assert out == ""
 
 
 def test_set_a_field_whose_sibling_has_a_default(iris_spec, tmp_path, capsys):
