@@ -125,7 +125,7 @@ def recover(local_dir: str, names, state: bytes | None, fetch=None,
         why = f"{where}/checkpoint is unreadable"
     else:
         why = f"{where}/checkpoint names {named}, which is missing or incomplete"
-    log.warning("%s; resuming from %s, the newest checkpoint that reads (state file written "
+    log.warning("%s; continuing from %s, the newest checkpoint that reads (state file written "
                 "again)", why, prefix)
     failed = {p for p, _ in failures}
     older = sorted((p for p in complete if step_of(p) < step_of(prefix) and p not in failed),

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from k2e_core import publish, storage
-from tests.conftest import BUCKET
+from tests.conftest import BUCKET, free_port
 from tests.storage.test_publish import make_savedmodel_like
 
 K2E = os.path.join(os.path.dirname(sys.executable), "k2e")
@@ -86,6 +86,23 @@ def test_transient_errors_are_retried_and_permanent_ones_are_not(tmp_path, caplo
         with pytest.raises(FileNotFoundError):
             storage.read_bytes("memory://k2e-retry/missing.bin")
     assert time.perf_counter() - began < 1.0
+
+
+def test_retrying_an_unreachable_store_is_bounded_and_says_how_long():
+    """A refused connection used to take 17.6 s with storage.retries: 2 (the S3 client and
+    s3fs retried inside each attempt); storage.retry_seconds bounds the total."""
+    refused = {"s3": {"endpoint_url": f"http://127.0.0.1:{free_port()}", "key": "k", "secret": "s"}}
+    began = time.perf_counter()
+    with storage.configured(refused, retries=2):
+        with pytest.raises(storage.StorageError, match=r"gave up after 2 attempts in \d+\.\ds "
+                           r"\(storage.retries, storage.retry_seconds\)"):
+            storage.read_bytes("s3://bucket/x")
+    assert time.perf_counter() - began < 6
+    began = time.perf_counter()
+    with storage.configured(refused, retries=1000, retry_seconds=3):
+        with pytest.raises(storage.StorageError, match=r"gave up after \d+ attempts"):
+            storage.read_bytes("s3://bucket/x")
+    assert time.perf_counter() - began < 8
 
 
 def test_missing_bucket_fails_at_once_and_says_so(s3):
