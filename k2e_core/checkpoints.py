@@ -6,8 +6,9 @@ damaged, the newest complete checkpoint that reads, with a warning naming both a
 file written again. A model_dir whose checkpoints all fail to read is an error, never a
 silent start from step 0.
 
-A remote model_dir: TensorFlow trains in a local directory that k2e keeps in sync. On start only what resuming needs comes down: the `checkpoint` state file and the checkpoint
-it names (or, before the first one, the Keras warm-start checkpoint). Each checkpoint saved
+A remote model_dir: TensorFlow trains in a local directory that k2e keeps in sync. On start
+only what resuming needs comes down: the `checkpoint` state file and the checkpoint it
+continues from (or, before the first one, the Keras warm-start checkpoint). Each checkpoint saved
 during training goes up at once (a saver listener): its data and index files first, event
 files next, the state file last, so a reader never sees a state file that names missing
 files.

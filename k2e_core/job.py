@@ -19,8 +19,8 @@ import shutil
 import tempfile
 import time
 
-from k2e_core import (checkpoints, cluster, conversion, data, datacheck, export, gate, pipeline, publish,
-                      registry, storage, training, warm_start)
+from k2e_core import (checkpoints, cluster, conversion, data, datacheck, export, gate, pipeline,
+                      publish, registry, storage, training, warm_start)
 from k2e_core._tensorflow import tf
 from k2e_core.errors import K2eError, SpecError
 from k2e_core.objects import ImportFailed, import_object, resolve_custom_objects
@@ -120,12 +120,10 @@ class Job:
             )
         except SpecError:
             raise
-        except ValueError as err:  # conversion's own messages start with the argument
-            field, _, text = str(err).partition(": ")
-            if field not in ("model_dir", "metric_names_map"):
-                field, text = "model", str(err)
-            raise SpecError("model.metric_names_map" if field == "metric_names_map" else field,
-                            text) from None
+        except ValueError as err:  # conversion's messages start with the argument they name
+            argument, _, text = str(err).partition(": ")
+            field = {"model_dir": "model_dir", "metric_names_map": "model.metric_names_map"}.get(argument)
+            raise SpecError(field or "model", text if field else str(err)) from None
         self.convert_seconds = time.perf_counter() - began
         if plan and not self.read_only and (self.task is None or self.task.is_chief):
             data.save_record(self.model_dir, plan)
