@@ -161,6 +161,10 @@ def _registry(args) -> int:
         raise SpecError("name", f"registry {args.action} needs a version or candidate name",
                         f"k2e registry {args.action} BASE 3 --reason ...")
     with storage.configured(settings.options if settings else None):
+        missing = storage.missing_bucket(base)
+        if missing:
+            raise SpecError("base", f"{storage.redact(base)}: {missing}", "fix the URL, or the "
+                            "storage options (endpoint) that reach the bucket")
         if args.action == "list":
             records = registry.entries(base)
             if args.json:

@@ -246,6 +246,9 @@ CASES = {
         k: v for k, v in spec.items() if k != "export"}, command="export"),
     "--metrics not JSON": Case("--metrics: '{acc' is not JSON", command="export", args=("--metrics", "{acc")),
     "--metrics a list": Case("--metrics: expected a JSON object", command="export", args=("--metrics", "[1, 2]")),
+    "registry on a missing bucket": Case("base: s3://no-such-bucket/e: bucket 'no-such-bucket' does "
+                                         "not exist", {"export": {"base": "s3://no-such-bucket/e"}},
+                                         command="registry", s3=True),
     "--metrics NaN": Case("--metrics: expected a JSON object", command="export", args=("--metrics", '{"a": NaN}')),
 }
 
@@ -296,7 +299,8 @@ def test_bad_input_or_fault(name, trained, tmp_path, capsys, monkeypatch, reques
     source = case.source(ws) if case.source else _write(tmp_path, spec, "job-under-test.yaml")
     args = [a.replace("{tmp}", str(tmp_path)) for a in case.args]
 
-    code, out, err = _main([case.command, source, *args], capsys)
+    command = [case.command, "list", source] if case.command == "registry" else [case.command, source]
+    code, out, err = _main([*command, *args], capsys)
 
     lines = problem_lines(err)
     assert code == case.code, err
