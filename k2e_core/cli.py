@@ -1,7 +1,8 @@
 """`k2e`: run a job or one of its steps from a job spec.
 
 The last line on stdout is the step's result as one JSON object. Exit codes: 0 success,
-2 bad input (the message names the field and the fix), 1 failure during the run.
+2 bad input (the message names the field and the fix), 1 a failure during the run, 3 one
+that a rerun would repeat (see k2e_core.errors).
 Progress and errors go to stderr. TensorFlow is imported only by commands that need it.
 """
 
@@ -212,7 +213,7 @@ def main(argv=None) -> int:
         sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
         return 0
 
-    from k2e_core.errors import K2eError, SpecError, first_line
+    from k2e_core.errors import describe
     from k2e_core.logs import configure_cli_logging
 
     configure_cli_logging(args.verbose)
@@ -241,24 +242,15 @@ def main(argv=None) -> int:
             result = STEPS["export"](spec, metrics=_metrics_argument(args.metrics))
         else:
             result = STEPS[args.command](spec)
-    except SpecError as err:
-        print(f"k2e: error: {err}", file=sys.stderr)
-        return 2
-    except K2eError as err:
-        print(f"k2e: failed: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("k2e: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # TensorFlow and storage errors: one line unless --verbose
-        if args.verbose or os.environ.get("K2E_DEBUG"):
+    except (Exception, KeyboardInterrupt) as err:  # TensorFlow's and storage's too: one line
+        failure = describe(err)
+        if not failure.expected and (args.verbose or os.environ.get("K2E_DEBUG")):
             import traceback
 
             traceback.print_exc()
-        print(f"k2e: failed: {type(err).__name__}: {first_line(err)} "
-              "(rerun with -v for the traceback)",
-              file=sys.stderr)
-        return 1
+        hint = "" if failure.expected else " (rerun with -v for the traceback)"
+        print(f"k2e: {failure.line}{hint}", file=sys.stderr)
+        return failure.exit_code
     _emit(result)
     return 0
 

@@ -43,7 +43,10 @@ class _StopOnRequest(tf.estimator.SessionRunHook):
 
 
 class Diverged(K2eError):
-    """The loss became NaN: TensorFlow stopped training before saving anything after it."""
+    """The loss became NaN: TensorFlow stopped training before saving anything after it.
+    A rerun of the same job diverges the same way."""
+
+    retryable = False
 
 
 @contextlib.contextmanager

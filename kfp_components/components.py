@@ -28,7 +28,8 @@ def convert(spec: str, model_dir: Output[Artifact], overrides: str = "{}",
     model's own weights."""
     from kfp_components import runtime
 
-    result = runtime.convert(spec, overrides, warm_start, export_base, model_dir)
+    result = runtime.convert(spec=spec, spec_overrides=overrides, warm_start=warm_start,
+                             export_base=export_base, model_dir=model_dir)
     return (str((result["warm_start"] or {}).get("url", "")),)
 
 
@@ -39,8 +40,9 @@ def train(spec: str, converted: Input[Artifact], checkpoints: Output[Artifact],
     """Trains to train.steps; `checkpoints` is the training run's model_dir."""
     from kfp_components import runtime
 
-    result = runtime.train(spec, overrides, train_files, eval_files, train_steps, converted,
-                           checkpoints)
+    result = runtime.train(spec=spec, spec_overrides=overrides, train_files=train_files,
+                           eval_files=eval_files, train_steps=train_steps, converted=converted,
+                           checkpoints=checkpoints)
     return (int(result["global_step"]),)
 
 
@@ -53,7 +55,9 @@ def evaluate(spec: str, checkpoints: Input[Artifact], metrics: Output[Metrics],
 
     from kfp_components import runtime
 
-    result = runtime.evaluate(spec, overrides, eval_files, checkpoints, metrics, classification)
+    result = runtime.evaluate(spec=spec, spec_overrides=overrides, eval_files=eval_files,
+                              checkpoints=checkpoints, metrics=metrics,
+                              classification=classification)
     return (json.dumps(result["metrics"]),)
 
 
@@ -69,8 +73,9 @@ def export(spec: str, checkpoints: Input[Artifact], model: Output[Model],
     the pipeline run's id, so a retried task gets the same decision and version."""
     from kfp_components import runtime
 
-    result = runtime.export(spec, overrides, eval_files, export_base, metrics_json, run_id,
-                            checkpoints, model)
+    result = runtime.export(spec=spec, spec_overrides=overrides, eval_files=eval_files,
+                            export_base=export_base, metrics_json=metrics_json, run_id=run_id,
+                            checkpoints=checkpoints, model=model)
     return runtime.published_outputs(result, export_base)
 
 
@@ -85,8 +90,10 @@ def run_job(spec: str, checkpoints: Output[Artifact], metrics: Output[Metrics],
     to run a job that needs no step of its own. Outputs and the gate as in `export`."""
     from kfp_components import runtime
 
-    result = runtime.run_job(spec, overrides, train_files, eval_files, train_steps, warm_start,
-                             export_base, run_id, checkpoints, metrics, model)
+    result = runtime.run_job(spec=spec, spec_overrides=overrides, train_files=train_files,
+                             eval_files=eval_files, train_steps=train_steps,
+                             warm_start=warm_start, export_base=export_base, run_id=run_id,
+                             checkpoints=checkpoints, metrics=metrics, model=model)
     return runtime.published_outputs(result, export_base)
 
 
@@ -102,6 +109,7 @@ def run_tfjob(spec: str, metrics: Output[Metrics], overrides: str = "{}", train_
     re-attaches to it."""
     from kfp_components import runtime
 
-    result = runtime.run_tfjob(spec, overrides, train_files, eval_files, train_steps,
-                               export_base, run_id, metrics)
+    result = runtime.run_tfjob(spec=spec, spec_overrides=overrides, train_files=train_files,
+                               eval_files=eval_files, train_steps=train_steps,
+                               export_base=export_base, run_id=run_id, metrics=metrics)
     return runtime.published_outputs(result, result["export_base"])

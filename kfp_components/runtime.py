@@ -2,8 +2,9 @@
 
 The component functions (kfp_components.components) only forward their arguments here.
 Every `model_dir` is the `path` of a KFP artifact, which KFP syncs with the artifact's URI.
-Bad input (and any k2e error) ends the component with one line that names the field and
-the fix, and a non-zero exit code: KFP marks the task failed, with no traceback.
+Any failure ends the component with one line (for bad input: the field and the fix) and
+the CLI's exit code (k2e_core.errors.describe): KFP marks the task failed, with no
+traceback unless K2E_DEBUG is set.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -52,20 +54,26 @@ def step(name: str, spec: str, spec_overrides: str, fields: dict, fixed: dict | 
 
 def _reported(name: str, call, spec_overrides: str, fields: dict, fixed: dict | None = None) -> dict:
     """`call(merged overrides)` with k2e's logs on stderr and any k2e error as one line."""
-    from k2e_core.errors import K2eError
+    from k2e_core.errors import describe
     from k2e_core.logs import configure_cli_logging
 
     configure_cli_logging()
     try:
         result = call({**overrides(spec_overrides, **fields), **(fixed or {})})
-    except K2eError as err:  # the message is the whole story: no traceback under it
-        print(f"k2e {name}: error: {err}", file=sys.stderr, flush=True)
-        raise SystemExit(err.exit_code) from None
+    except Exception as err:  # one line, the CLI's exit code; a traceback only with K2E_DEBUG
+        failure = describe(err)
+        if os.environ.get("K2E_DEBUG"):
+            import traceback
+
+            traceback.print_exc()
+        print(f"k2e {name}: {failure.line}", file=sys.stderr, flush=True)
+        raise SystemExit(failure.exit_code) from None
     logging.getLogger("k2e").info("k2e %s: %s", name, json.dumps(result, default=str))
     return result
 
 
-def convert(spec: str, spec_overrides: str, warm_start: str, export_base: str, model_dir) -> dict:
+def convert(*, spec: str, spec_overrides: str, warm_start: str, export_base: str,
+            model_dir) -> dict:
     result = step("convert", spec, spec_overrides,
                   {"model_dir": model_dir.path, "warm_start": warm_start,
                    "export.base": export_base})
@@ -73,8 +81,8 @@ def convert(spec: str, spec_overrides: str, warm_start: str, export_base: str, m
     return result
 
 
-def train(spec: str, spec_overrides: str, train_files: str, eval_files: str, train_steps: int,
-          converted, checkpoints) -> dict:
+def train(*, spec: str, spec_overrides: str, train_files: str, eval_files: str,
+          train_steps: int, converted, checkpoints) -> dict:
     """Trains in a copy of the converted model_dir: an input artifact is never modified."""
     shutil.copytree(converted.path, checkpoints.path, dirs_exist_ok=True)
     result = step("train", spec, spec_overrides,
@@ -84,7 +92,7 @@ def train(spec: str, spec_overrides: str, train_files: str, eval_files: str, tra
     return result
 
 
-def evaluate(spec: str, spec_overrides: str, eval_files: str, checkpoints, metrics,
+def evaluate(*, spec: str, spec_overrides: str, eval_files: str, checkpoints, metrics,
              classification) -> dict:
     """Metrics only: the gate decides in the export component, against its export base."""
     result = step("evaluate", spec, spec_overrides,
@@ -97,8 +105,8 @@ def evaluate(spec: str, spec_overrides: str, eval_files: str, checkpoints, metri
     return result
 
 
-def export(spec: str, spec_overrides: str, eval_files: str, export_base: str, metrics_json: str,
-           run_id: str, checkpoints, model) -> dict:
+def export(*, spec: str, spec_overrides: str, eval_files: str, export_base: str,
+           metrics_json: str, run_id: str, checkpoints, model) -> dict:
     """Writes the verified SavedModel into `model`; the gate decides whether it becomes the
     next version under `export_base` or a kept candidate there. Without `export_base`, the
     registry is a scratch one, removed afterwards: the gate has thresholds only."""
@@ -112,8 +120,9 @@ def export(spec: str, spec_overrides: str, eval_files: str, export_base: str, me
     return result
 
 
-def run_job(spec: str, spec_overrides: str, train_files: str, eval_files: str, train_steps: int,
-            warm_start: str, export_base: str, run_id: str, checkpoints, metrics, model) -> dict:
+def run_job(*, spec: str, spec_overrides: str, train_files: str, eval_files: str,
+            train_steps: int, warm_start: str, export_base: str, run_id: str, checkpoints,
+            metrics, model) -> dict:
     """The whole job in one process (TensorFlow is imported once): `checkpoints` is its
     model_dir, `metrics` the evaluation, `model` the verified SavedModel; the gate publishes
     it under `export_base` as in `export`."""
@@ -129,7 +138,7 @@ def run_job(spec: str, spec_overrides: str, train_files: str, eval_files: str, t
     return result
 
 
-def run_tfjob(spec: str, spec_overrides: str, train_files: str, eval_files: str,
+def run_tfjob(*, spec: str, spec_overrides: str, train_files: str, eval_files: str,
               train_steps: int, export_base: str, run_id: str, metrics) -> dict:
     """The job as the spec's Kubeflow TFJob (its `cluster` section), named after the KFP run:
     submitted from this pod, awaited; returns what its chief published. No TensorFlow here."""

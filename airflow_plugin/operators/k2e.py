@@ -127,17 +127,15 @@ class K2eBaseOperator(BaseOperator):
 
     # ------------------------------------------------------------------ running
     def _run_here(self, overrides: dict) -> dict:
-        from k2e_core.errors import K2eError, SpecError, first_line
+        from k2e_core.errors import describe
 
         try:
             return self._run_step(overrides)
-        except SpecError as err:  # bad input: retrying cannot help
-            raise self._failure(AirflowFailException, f"k2e {self.step}: {err}") from None
-        except K2eError as err:
-            raise self._failure(AirflowException, f"k2e {self.step}: {err}") from None
         except Exception as err:
-            raise self._failure(AirflowException, f"k2e {self.step} failed: "
-                                f"{type(err).__name__}: {first_line(err)}") from err
+            failure = describe(err)  # bad input and repeatable failures are not retried
+            kind = AirflowException if failure.retryable else AirflowFailException
+            raise self._failure(kind, f"k2e {self.step}: {failure.line}") from (
+                None if failure.expected else err)
 
     def _run_step(self, overrides: dict) -> dict:
         from k2e_core.job import STEPS
@@ -168,8 +166,11 @@ class K2eBaseOperator(BaseOperator):
                 lines = f.read().strip().splitlines()
         if rc == 0 and lines:
             return json.loads(lines[-1])
+        from k2e_core.errors import NOT_RETRYABLE
+
         message = last_line or f"k2e {self.step} exited with code {rc}"
-        raise self._failure(AirflowFailException if rc == 2 else AirflowException, message)
+        raise self._failure(AirflowFailException if rc in NOT_RETRYABLE else AirflowException,
+                            message)
 
     def _stream(self, command: list[str], stdout) -> str:
         """Runs `command`, its stderr (k2e's progress and errors) into the task log."""

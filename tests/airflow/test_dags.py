@@ -119,6 +119,6 @@ def test_missing_spec_fails_the_task_with_one_clear_line(airflow_db, tmp_path):
     conf = {"spec": str(tmp_path / "nowhere.yaml"), "root": str(tmp_path / "iris")}
     proc = dags_test("k2e_iris_retraining", "2026-11-03", conf)
     assert proc.returncode != 0
-    expected = f"k2e convert: spec: no spec file at {tmp_path / 'nowhere.yaml'}"
+    expected = f"k2e convert: error: spec: no spec file at {tmp_path / 'nowhere.yaml'}"
     assert expected in proc.output
     assert not (tmp_path / "iris" / "models").exists()

@@ -157,6 +157,19 @@ def test_bad_input_fails_the_task_with_one_clear_line(iris_spec, python, overrid
     assert expected in capfd.readouterr().out.replace("\n", " ")  # logged ahead of the traceback
 
 
+@pytest.mark.parametrize("python", [None, sys.executable], ids=["here", "interpreter"])
+def test_a_diverging_job_fails_the_task_without_retries(iris_spec, python, tmp_path):
+    """A rerun diverges the same way: like bad input, the failure is not retried."""
+    from tests.core.test_cli import DIVERGING
+
+    (tmp_path / "diverging.py").write_text(DIVERGING)
+    op = K2eJobOperator(task_id="job", spec=iris_spec, python=python,
+                        overrides={"model.factory": str(tmp_path / "diverging.py") + ":build"})
+    with pytest.raises(AirflowFailException, match=r"training diverged: the loss is NaN at step "):
+        op.execute(task_context())
+    assert not os.path.exists(iris_spec["export"]["base"])
+
+
 def test_overrides_that_are_not_key_value_are_named(iris_spec):
     op = K2eValidateOperator(task_id="validate", spec=iris_spec, overrides=["train.steps 5"])
     with pytest.raises(AirflowFailException, match="overrides: 'train.steps 5' is not KEY=VALUE"):

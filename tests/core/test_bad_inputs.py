@@ -3,9 +3,10 @@
 Every case starts from a job that has trained (checkpoints at steps 0, 10, 20, 30) and
 published version 1, breaks one thing (the spec, an argument, the model, a data file, a
 storage location, a checkpoint) and runs one command. What the user sees is checked the
-same way each time: the exit code (2: bad input, 1: a failure), one line naming the field
-or file and then the fix (k2e's own log lines aside), nothing on stdout, no traceback, and
-model_dir and the export base exactly as they were: nothing published, nothing lost.
+same way each time: the exit code (2: bad input, 1: a failure, 3: one a rerun would
+repeat), one line naming the field or file and then the fix (k2e's own log lines aside),
+nothing on stdout, no traceback, and model_dir and the export base exactly as they were:
+nothing published, nothing lost.
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ CASES = {
     "only incomplete checkpoints": Case("model_dir: {tmp}/model holds only incomplete checkpoints", setup=_damage_checkpoints([0, 10, 20, 30], "remove")),
     "loss diverges": Case("training diverged: the loss is NaN at step", lambda spec, ws: {
         **spec, "model_dir": str(ws.tmp / "fresh"),
-        "model": {"factory": ws.write("diverging.py", DIVERGING) + ":build"}}, code=1),
+        "model": {"factory": ws.write("diverging.py", DIVERGING) + ":build"}}, code=3),
     "optimizer changed": Case("model_dir: {tmp}/model holds checkpoints trained with Adam, not SGD", lambda spec, ws: {
         **spec, "train": {"steps": 60}, "model": {"factory": ws.write(
             "sgd.py", DIVERGING.replace("Adam(1e30)", "SGD(0.1)")) + ":build"}}),
@@ -278,7 +279,7 @@ def trained(example_data, tmp_path_factory):
 def test_the_catalogue_is_large_and_covers_every_stage():
     assert len(CASES) >= 60
     assert {c.command for c in CASES.values()} >= {"run", "train", "evaluate", "export"}
-    assert {c.code for c in CASES.values()} == {1, 2}
+    assert {c.code for c in CASES.values()} == {1, 2, 3}
 
 
 @pytest.mark.parametrize("name", list(CASES))

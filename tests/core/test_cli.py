@@ -85,12 +85,13 @@ DIVERGING = (
 ).replace("OPTIMIZER", "Adam(1e30)")
 
 
-def test_a_diverging_run_exits_1_with_one_line_naming_the_step_and_causes(iris_spec, tmp_path,
+def test_a_diverging_run_exits_3_with_one_line_naming_the_step_and_causes(iris_spec, tmp_path,
                                                                             capsys):
+    """3: a failure that a rerun would repeat (orchestrators do not retry it)."""
     (tmp_path / "diverging.py").write_text(DIVERGING)
     spec = _write(tmp_path, dict(iris_spec, model={"factory": str(tmp_path / "diverging.py") + ":build"}))
     code, out, err = _main(["run", spec], capsys)
-    assert code == 1
+    assert code == 3
     problems = problem_lines(err)
     assert len(problems) == 1, err
     assert re.match(r"k2e: failed: training diverged: the loss is NaN at step \d+ .*lower the "

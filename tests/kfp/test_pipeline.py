@@ -146,7 +146,9 @@ def test_three_scheduled_runs_publish_only_blessed_versions(local_runner, retrai
 
     # What a retried export task runs (the local runner takes no input artifacts alone).
     retry_model = SimpleNamespace(path=str(tmp_path / "retry-model"), metadata={})
-    retried = runtime.export(spec, "{}", "", base, "", run_id, runs[2]["checkpoints"], retry_model)
+    retried = runtime.export(spec=spec, spec_overrides="{}", eval_files="", export_base=base,
+                             metrics_json="", run_id=run_id, checkpoints=runs[2]["checkpoints"],
+                             model=retry_model)
     assert retried["blessed"] is False and retried["reason"] == third["reason"]
     assert retry_model.metadata["candidate"] == third["candidate"]
     assert sorted(n for n in os.listdir(base) if not n.startswith(".")) == ["1", "2", "candidates"]
@@ -197,6 +199,23 @@ def test_malformed_overrides_fail_the_component_with_one_line(local_runner, iris
         training_pipeline(spec=json.dumps(iris_spec), overrides="train.steps=5")
     text = "".join(capfd.readouterr())
     assert "k2e convert: error: overrides: is not JSON" in text and "Traceback" not in text
+
+
+def test_any_failure_ends_a_component_with_one_line_and_the_clis_exit_code(iris_spec, tmp_path,
+                                                                          capfd):
+    """As the CLI: a diverging job exits 3 (a rerun would diverge too), with one line."""
+    from kfp_components import runtime
+    from tests.core.test_cli import DIVERGING
+
+    (tmp_path / "diverging.py").write_text(DIVERGING)
+    with pytest.raises(SystemExit) as exited:
+        runtime.step("run", json.dumps(iris_spec), json.dumps(
+            {"model.factory": str(tmp_path / "diverging.py") + ":build"}), {})
+    assert exited.value.code == 3
+    problems = [line for line in capfd.readouterr().err.splitlines() if " k2e " not in line[:14]]
+    assert len(problems) == 1 and problems[0].startswith(
+        "k2e run: failed: training diverged: the loss is NaN at step "), problems
+    assert not os.path.exists(iris_spec["export"]["base"])
 
 
 def test_overrides_must_be_a_json_object():
