@@ -10,8 +10,11 @@ EXTRAS := airflow,kfp,kubernetes,s3,gcs,dev
 run: $(VENV)/.installed examples/data/.generated
 	$(BIN)/k2e run examples/iris.yaml
 
-# The test suite. pytest exits 5 when a selection (PYTEST_ARGS) collects no test: said, not failed.
+# Lint and format checks (ruff, configured in pyproject.toml), then the test suite. pytest
+# exits 5 when a selection (PYTEST_ARGS) collects no test: said, not failed.
 test: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	@rc=0; $(BIN)/python -m pytest -ra $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)"; rc=0; fi; \
 	exit $$rc
