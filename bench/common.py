@@ -16,23 +16,54 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
-PACKAGES = ("tensorflow-cpu", "tensorflow-estimator", "keras", "apache-airflow", "kfp", "fsspec",
-            "s3fs", "moto")
+PACKAGES = (
+    "tensorflow-cpu",
+    "tensorflow-estimator",
+    "keras",
+    "apache-airflow",
+    "kfp",
+    "fsspec",
+    "s3fs",
+    "moto",
+)
 
 
 def spread(values, digits=3) -> dict:
     values = [v for v in values if v is not None]
     if not values:
         return {"median": None, "min": None, "max": None, "n": 0}
-    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
-            "max": round(max(values), digits), "n": len(values)}
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "n": len(values),
+    }
 
 
-def row(part: str, measure: str, value: dict, unit: str, baseline: dict | None = None,
-        baseline_name: str | None = None, ratio: dict | None = None, target: str | None = None,
-        met: bool | None = None, **extra) -> dict:
-    return {"part": part, "measure": measure, "value": value, "unit": unit, "baseline": baseline,
-            "baseline_name": baseline_name, "ratio": ratio, "target": target, "met": met, **extra}
+def row(
+    part: str,
+    measure: str,
+    value: dict,
+    unit: str,
+    baseline: dict | None = None,
+    baseline_name: str | None = None,
+    ratio: dict | None = None,
+    target: str | None = None,
+    met: bool | None = None,
+    **extra,
+) -> dict:
+    return {
+        "part": part,
+        "measure": measure,
+        "value": value,
+        "unit": unit,
+        "baseline": baseline,
+        "baseline_name": baseline_name,
+        "ratio": ratio,
+        "target": target,
+        "met": met,
+        **extra,
+    }
 
 
 def ratios(values, baselines) -> list:
@@ -54,9 +85,14 @@ def machine() -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {"cores": os.cpu_count(), "memory_gib": memory, "cpu": _cpu_model(),
-            "python": platform.python_version(), "system": platform.platform(terse=True),
-            "versions": versions}
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": memory,
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "system": platform.platform(terse=True),
+        "versions": versions,
+    }
 
 
 def _cpu_model() -> str | None:

@@ -25,7 +25,15 @@ import yaml
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import (  # noqa: E402
-    BIN, REPO, finish, fmt_spread, met_cell, part_parser, ratios, row, spread,
+    BIN,
+    REPO,
+    finish,
+    fmt_spread,
+    met_cell,
+    part_parser,
+    ratios,
+    row,
+    spread,
 )
 
 PART = "orchestration"
@@ -112,74 +120,162 @@ def measure(reps: int, steps: int) -> list:
     kfp_script = os.path.join(workdir, "kfp_bench.py")
     with open(kfp_script, "w") as f:
         f.write(_KFP)
-    env = {**os.environ, "AIRFLOW_HOME": os.path.join(workdir, "airflow"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "PYTHONWARNINGS": "ignore"}
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": os.path.join(workdir, "airflow"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PYTHONWARNINGS": "ignore",
+    }
     dags_env = {**env, "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(REPO, "dags")}
     floor_env = {**env, "AIRFLOW__CORE__DAGS_FOLDER": floors}
     airflow = os.path.join(BIN, "airflow")
-    times = {k: [] for k in ("cli", "dag_1", "dag_4", "floor_dag_1", "floor_dag_4", "kfp_1",
-                             "kfp_4", "floor_kfp_1", "floor_kfp_4")}
+    times = {
+        k: []
+        for k in (
+            "cli",
+            "dag_1",
+            "dag_4",
+            "floor_dag_1",
+            "floor_dag_4",
+            "kfp_1",
+            "kfp_4",
+            "floor_kfp_1",
+            "floor_kfp_4",
+        )
+    }
     try:
-        subprocess.run([airflow, "db", "migrate"], env=dags_env, check=True, capture_output=True,
-                       timeout=300)
+        subprocess.run(
+            [airflow, "db", "migrate"], env=dags_env, check=True, capture_output=True, timeout=300
+        )
         spec, train_files = _spec_file(workdir)
         for rep in range(reps):
             root = os.path.join(workdir, f"rep{rep}")
             date = f"2026-01-{rep + 1:02d}"
             commands = {
-                "cli": ([os.path.join(BIN, "k2e"), "run", spec, "--set", f"model_dir={root}/cli/model",
-                         "--set", f"export.base={root}/cli/models", "--set", f"train.steps={steps}"],
-                        env),
-                "dag_1": ([airflow, "dags", "test", "k2e_iris", date, "--conf", json.dumps(
-                    {"spec": spec, "root": f"{root}/dag1", "train_steps": steps})], dags_env),
-                "dag_4": ([airflow, "dags", "test", "k2e_iris_retraining", date, "--conf", json.dumps(
-                    {"spec": spec, "root": f"{root}/dag4", "train_steps": steps,
-                     "train_files": train_files})], dags_env),
+                "cli": (
+                    [
+                        os.path.join(BIN, "k2e"),
+                        "run",
+                        spec,
+                        "--set",
+                        f"model_dir={root}/cli/model",
+                        "--set",
+                        f"export.base={root}/cli/models",
+                        "--set",
+                        f"train.steps={steps}",
+                    ],
+                    env,
+                ),
+                "dag_1": (
+                    [
+                        airflow,
+                        "dags",
+                        "test",
+                        "k2e_iris",
+                        date,
+                        "--conf",
+                        json.dumps({"spec": spec, "root": f"{root}/dag1", "train_steps": steps}),
+                    ],
+                    dags_env,
+                ),
+                "dag_4": (
+                    [
+                        airflow,
+                        "dags",
+                        "test",
+                        "k2e_iris_retraining",
+                        date,
+                        "--conf",
+                        json.dumps(
+                            {
+                                "spec": spec,
+                                "root": f"{root}/dag4",
+                                "train_steps": steps,
+                                "train_files": train_files,
+                            }
+                        ),
+                    ],
+                    dags_env,
+                ),
                 "floor_dag_1": ([airflow, "dags", "test", "k2e_bench_floor_1", date], floor_env),
                 "floor_dag_4": ([airflow, "dags", "test", "k2e_bench_floor_4", date], floor_env),
-                "kfp_1": ([sys.executable, kfp_script, "job", f"{root}/kfp1", spec, str(steps)], env),
-                "kfp_4": ([sys.executable, kfp_script, "training", f"{root}/kfp4", spec, str(steps)],
-                          env),
-                "floor_kfp_1": ([sys.executable, kfp_script, "floor_1", f"{root}/f1", "", "0"], env),
-                "floor_kfp_4": ([sys.executable, kfp_script, "floor_4", f"{root}/f4", "", "0"], env),
+                "kfp_1": (
+                    [sys.executable, kfp_script, "job", f"{root}/kfp1", spec, str(steps)],
+                    env,
+                ),
+                "kfp_4": (
+                    [sys.executable, kfp_script, "training", f"{root}/kfp4", spec, str(steps)],
+                    env,
+                ),
+                "floor_kfp_1": (
+                    [sys.executable, kfp_script, "floor_1", f"{root}/f1", "", "0"],
+                    env,
+                ),
+                "floor_kfp_4": (
+                    [sys.executable, kfp_script, "floor_4", f"{root}/f4", "", "0"],
+                    env,
+                ),
             }
             order = list(commands) if rep % 2 == 0 else list(commands)[::-1]
             for name in order:
                 times[name].append(_timed(*commands[name]))
-            print(f"rep {rep}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()),
-                  file=sys.stderr, flush=True)
+            print(
+                f"rep {rep}: " + ", ".join(f"{k} {v[-1]:.2f}s" for k, v in times.items()),
+                file=sys.stderr,
+                flush=True,
+            )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     cli = spread(times["cli"], 2)
     rows = [row(PART, f"k2e run (iris, {steps} steps)", cli, "s")]
-    for key, name, tasks in (("dag_1", "Airflow DAG k2e_iris (airflow dags test)", 1),
-                             ("dag_4", "Airflow DAG k2e_iris_retraining (airflow dags test)", 4),
-                             ("kfp_1", "KFP job_pipeline (local runner)", 1),
-                             ("kfp_4", "KFP training_pipeline (local runner)", 4)):
+    for key, name, tasks in (
+        ("dag_1", "Airflow DAG k2e_iris (airflow dags test)", 1),
+        ("dag_4", "Airflow DAG k2e_iris_retraining (airflow dags test)", 4),
+        ("kfp_1", "KFP job_pipeline (local runner)", 1),
+        ("kfp_4", "KFP training_pipeline (local runner)", 4),
+    ):
         floor = times[f"floor_{key}"]
         own = [t - f for t, f in zip(times[key], floor)]
         ratio = spread(ratios(times[key], times["cli"]), 2)
-        rows.append(row(
-            PART, f"{name}, {tasks} task{'s' if tasks > 1 else ''}", spread(times[key], 2), "s",
-            baseline=cli, baseline_name="k2e run", ratio=ratio, target=f"<= {TARGET}x k2e run",
-            met=ratio["median"] <= TARGET, tasks=tasks, floor=spread(floor, 2),
-            without_floor=spread(own, 2),
-            without_floor_ratio=spread(ratios(own, times["cli"]), 2)))
+        rows.append(
+            row(
+                PART,
+                f"{name}, {tasks} task{'s' if tasks > 1 else ''}",
+                spread(times[key], 2),
+                "s",
+                baseline=cli,
+                baseline_name="k2e run",
+                ratio=ratio,
+                target=f"<= {TARGET}x k2e run",
+                met=ratio["median"] <= TARGET,
+                tasks=tasks,
+                floor=spread(floor, 2),
+                without_floor=spread(own, 2),
+                without_floor_ratio=spread(ratios(own, times["cli"]), 2),
+            )
+        )
     return rows
 
 
 def table(rows) -> list:
-    lines = ["| how the iris job runs | wall | / k2e run | target | met | no-op floor "
-             "| wall - floor | (wall - floor) / k2e run |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| how the iris job runs | wall | / k2e run | target | met | no-op floor "
+        "| wall - floor | (wall - floor) / k2e run |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r.get("baseline") is None:
-            lines.append(f"| {r['measure']} | {fmt_spread(r['value'], 2, ' s')} | 1.00x | | | | | |")
+            lines.append(
+                f"| {r['measure']} | {fmt_spread(r['value'], 2, ' s')} | 1.00x | | | | | |"
+            )
             continue
         lines.append(
-            f"| {r['measure']} | {fmt_spread(r['value'], 2, ' s')} | {fmt_spread(r['ratio'], 2, 'x')} "
+            f"| {r['measure']} | {fmt_spread(r['value'], 2, ' s')} "
+            f"| {fmt_spread(r['ratio'], 2, 'x')} "
             f"| {r['target']} | {met_cell(r)} | {fmt_spread(r['floor'], 2, ' s')} "
             f"| {fmt_spread(r['without_floor'], 2, ' s')} "
-            f"| {fmt_spread(r['without_floor_ratio'], 2, 'x')} |")
+            f"| {fmt_spread(r['without_floor_ratio'], 2, 'x')} |"
+        )
     return lines
 
 

@@ -60,15 +60,21 @@ def run_part(name: str, reps: int | None, quick: bool) -> list:
 def markdown(report: dict) -> str:
     m = report["machine"]
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v)
-    lines = [f"Measured {report['date']} on {m['cores']} cores, {m['memory_gib']} GiB "
-             f"({m['cpu'] or 'unknown CPU'}), Python {m['python']}; {versions}. "
-             f"`{report['command']}`, {report['wall_seconds'] / 60:.0f} min."]
+    lines = [
+        f"Measured {report['date']} on {m['cores']} cores, {m['memory_gib']} GiB "
+        f"({m['cpu'] or 'unknown CPU'}), Python {m['python']}; {versions}. "
+        f"`{report['command']}`, {report['wall_seconds'] / 60:.0f} min."
+    ]
     if report["quick"]:
-        lines.append("Smoke mode (--quick): tiny sizes, one repetition; these figures mean nothing.")
+        lines.append(
+            "Smoke mode (--quick): tiny sizes, one repetition; these figures mean nothing."
+        )
     for name, rows in report["parts"].items():
         module = importlib.import_module(f"bench.{name}")
         lines += ["", f"#### {PARTS[name]}", "", *module.table(rows)]
-    missed = [r["measure"] for rows in report["parts"].values() for r in rows if r.get("met") is False]
+    missed = [
+        r["measure"] for rows in report["parts"].values() for r in rows if r.get("met") is False
+    ]
     lines += ["", f"Targets missed: {'; '.join(missed)}." if missed else "Every target met."]
     return "\n".join(lines) + "\n"
 
@@ -98,9 +104,13 @@ def main(argv=None) -> dict:
     if unknown:
         parser.error(f"--parts: unknown {unknown}; choose from {list(PARTS)}")
     began = time.perf_counter()
-    report = {"date": datetime.date.today().isoformat(), "machine": machine(),
-              "command": " ".join(["bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
-              "quick": args.quick, "parts": {}}
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "machine": machine(),
+        "command": " ".join(["bench/run.py", *(sys.argv[1:] if argv is None else argv)]),
+        "quick": args.quick,
+        "parts": {},
+    }
     for name in parts:
         report["parts"][name] = run_part(name, args.reps, args.quick)
     report["wall_seconds"] = round(time.perf_counter() - began, 1)

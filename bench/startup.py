@@ -21,7 +21,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import (  # noqa: E402
-    BIN, REPO, finish, fmt_spread, met_cell, part_parser, ratios, row, spread,
+    BIN,
+    REPO,
+    finish,
+    fmt_spread,
+    met_cell,
+    part_parser,
+    ratios,
+    row,
+    spread,
 )
 
 PART = "startup"
@@ -104,25 +112,41 @@ for rep in range(int(sys.argv[2])):
         model = factory()
         convert = conversion.convert if side == "k2e" else tf.keras.estimator.model_to_estimator
         began = time.perf_counter()
-        convert(keras_model=model, model_dir=tempfile.mkdtemp(), checkpoint_format=checkpoint_format)
+        convert(keras_model=model, model_dir=tempfile.mkdtemp(),
+                checkpoint_format=checkpoint_format)
         out[side].append(time.perf_counter() - began)
         tf.keras.backend.clear_session()
 print(json.dumps(out))
 """
 # name: (factory in examples/models.py or above, checkpoint format; subclassed models need saver)
-MODELS = {"iris": ("iris_model", "checkpoint"), "bag_of_words": ("bag_of_words_model", "checkpoint"),
-          "two_io": ("two_input_two_output_model", "checkpoint"),
-          "subclassed": ("subclassed_model", "saver"),
-          "preprocessing (adapted StringLookup of 2,000 words, IntegerLookup, Normalization, Discretization)":
-              ("preprocessing_model", "checkpoint")}
+MODELS = {
+    "iris": ("iris_model", "checkpoint"),
+    "bag_of_words": ("bag_of_words_model", "checkpoint"),
+    "two_io": ("two_input_two_output_model", "checkpoint"),
+    "subclassed": ("subclassed_model", "saver"),
+    "preprocessing (adapted StringLookup of 2,000 words, IntegerLookup, Normalization, "
+    "Discretization)": (
+        "preprocessing_model",
+        "checkpoint",
+    ),
+}
 
 
 def _python(code: str, *args) -> str:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore",
-           "AIRFLOW_HOME": os.environ.get("AIRFLOW_HOME") or tempfile.mkdtemp(prefix="k2e-bench-af-"),
-           "AIRFLOW__CORE__LOAD_EXAMPLES": "False"}
-    proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=REPO)
+    env = {
+        **os.environ,
+        "PYTHONWARNINGS": "ignore",
+        "AIRFLOW_HOME": os.environ.get("AIRFLOW_HOME") or tempfile.mkdtemp(prefix="k2e-bench-af-"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=REPO,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"bench startup failed:\n{proc.stderr[-3000:]}")
     return proc.stdout.strip().splitlines()[-1]
@@ -141,27 +165,52 @@ def measure(reps: int) -> list:
     rows = []
     ms, tf_imported = _timed_lines(_IMPORT, reps)
     s = spread(ms, 1)
-    rows.append(row(PART, "import airflow_plugin and its operators (after airflow.sdk)", s, "ms",
-                    target="< 150 ms, no TensorFlow", tensorflow=tf_imported,
-                    met=s["median"] < 150 and not tf_imported))
+    rows.append(
+        row(
+            PART,
+            "import airflow_plugin and its operators (after airflow.sdk)",
+            s,
+            "ms",
+            target="< 150 ms, no TensorFlow",
+            tensorflow=tf_imported,
+            met=s["median"] < 150 and not tf_imported,
+        )
+    )
     ms, tf_imported = _timed_lines(_PARSE.format(dags=os.path.join(REPO, "dags")), reps)
     s = spread(ms, 1)
-    rows.append(row(PART, f"parse dags/ ({len(_dag_files())} files, after airflow.sdk)", s, "ms",
-                    target="< 150 ms, no TensorFlow", tensorflow=tf_imported,
-                    met=s["median"] < 150 and not tf_imported))
+    rows.append(
+        row(
+            PART,
+            f"parse dags/ ({len(_dag_files())} files, after airflow.sdk)",
+            s,
+            "ms",
+            target="< 150 ms, no TensorFlow",
+            tensorflow=tf_imported,
+            met=s["median"] < 150 and not tf_imported,
+        )
+    )
     helps = []
     for _ in range(reps):
         began = time.perf_counter()
-        subprocess.run([os.path.join(BIN, "k2e"), "--help"], check=True, capture_output=True,
-                       timeout=60)
+        subprocess.run(
+            [os.path.join(BIN, "k2e"), "--help"], check=True, capture_output=True, timeout=60
+        )
         helps.append(time.perf_counter() - began)
     s = spread(helps)
     rows.append(row(PART, "k2e --help", s, "s", target="< 0.5 s", met=s["median"] < 0.5))
     for name, (factory, checkpoint_format) in MODELS.items():
         out = json.loads(_python(_CONVERT.format(repo=REPO), factory, str(reps), checkpoint_format))
-        rows.append(row(PART, f"conversion alone: {name}", spread(out["k2e"]), "s",
-                        baseline=spread(out["upstream"]), baseline_name="upstream model_to_estimator",
-                        ratio=spread(ratios(out["k2e"], out["upstream"]), 2)))
+        rows.append(
+            row(
+                PART,
+                f"conversion alone: {name}",
+                spread(out["k2e"]),
+                "s",
+                baseline=spread(out["upstream"]),
+                baseline_name="upstream model_to_estimator",
+                ratio=spread(ratios(out["k2e"], out["upstream"]), 2),
+            )
+        )
     return rows
 
 
@@ -173,11 +222,16 @@ def table(rows) -> list:
     lines = ["| measure | k2e | baseline | ratio | target | met |", "|---|---|---|---|---|---|"]
     for r in rows:
         unit = " " + r["unit"]
-        baseline = (f"{fmt_spread(r['baseline'], None, unit)} ({r['baseline_name']})"
-                    if r.get("baseline") else "")
+        baseline = (
+            f"{fmt_spread(r['baseline'], None, unit)} ({r['baseline_name']})"
+            if r.get("baseline")
+            else ""
+        )
         ratio = fmt_spread(r["ratio"], 2, "x") if r.get("ratio") else ""
-        lines.append(f"| {r['measure']} | {fmt_spread(r['value'], None, unit)} | {baseline} "
-                     f"| {ratio} | {r['target'] or ''} | {met_cell(r)} |")
+        lines.append(
+            f"| {r['measure']} | {fmt_spread(r['value'], None, unit)} | {baseline} "
+            f"| {ratio} | {r['target'] or ''} | {met_cell(r)} |"
+        )
     return lines
 
 

@@ -29,7 +29,16 @@ import uuid
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import (  # noqa: E402
-    BIN, REPO, finish, fmt, fmt_spread, met_cell, part_parser, ratios, row, spread,
+    BIN,
+    REPO,
+    finish,
+    fmt,
+    fmt_spread,
+    met_cell,
+    part_parser,
+    ratios,
+    row,
+    spread,
 )
 
 PART = "storage"
@@ -38,6 +47,7 @@ CONCURRENCY = 16
 
 
 # --------------------------------------------------------------------------- latency proxy
+
 
 async def _pump(reader, writer, delay):
     """Forwards bytes in order, each chunk `delay` seconds after it arrived."""
@@ -69,8 +79,11 @@ async def _proxy(listen_port, target_port, delay):
         except OSError:
             client_writer.close()
             return
-        await asyncio.gather(_pump(client_reader, server_writer, delay),
-                             _pump(server_reader, client_writer, delay), return_exceptions=True)
+        await asyncio.gather(
+            _pump(client_reader, server_writer, delay),
+            _pump(server_reader, client_writer, delay),
+            return_exceptions=True,
+        )
 
     server = await asyncio.start_server(handle, "127.0.0.1", listen_port)
     async with server:
@@ -78,6 +91,7 @@ async def _proxy(listen_port, target_port, delay):
 
 
 # --------------------------------------------------------------------------- helpers
+
 
 def _start(command, port):
     import requests
@@ -112,8 +126,11 @@ def publish_once(src, options, concurrency, server_pid) -> dict:
         publish.publish(src, f"s3://{BUCKET}/bench/{uuid.uuid4().hex}", run_id="bench")
     wall = time.perf_counter() - began
     server = _cpu_seconds(server_pid)
-    return {"wall": wall, "client_cpu": time.process_time() - cpu,
-            "server_cpu": None if server is None else server - server_cpu}
+    return {
+        "wall": wall,
+        "client_cpu": time.process_time() - cpu,
+        "server_cpu": None if server is None else server - server_cpu,
+    }
 
 
 def publish_rows(src, options, reps, server_pid, label, met_required) -> list:
@@ -129,43 +146,69 @@ def publish_rows(src, options, reps, server_pid, label, met_required) -> list:
     # The sequential wall time over the least CPU time any overlap still needs.
     cpu_bound = None
     if client["median"] and server["median"]:
-        least = max(client["median"], server["median"],
-                    (client["median"] + server["median"]) / os.cpu_count())
+        least = max(
+            client["median"],
+            server["median"],
+            (client["median"] + server["median"]) / os.cpu_count(),
+        )
         cpu_bound = round(statistics.median(seq) / least, 2)
-    return [row(PART, f"publish, {label}: {CONCURRENCY} concurrent transfers",
-                spread(conc, 2), "s", baseline=spread(seq, 2), baseline_name="one at a time",
-                ratio=speedup, target=">= 3x faster" if met_required is not None else None,
-                met=None if met_required is None else speedup["median"] >= 3,
-                sequential_client_cpu=client, sequential_server_cpu=server, cpu_bound=cpu_bound)]
+    return [
+        row(
+            PART,
+            f"publish, {label}: {CONCURRENCY} concurrent transfers",
+            spread(conc, 2),
+            "s",
+            baseline=spread(seq, 2),
+            baseline_name="one at a time",
+            ratio=speedup,
+            target=">= 3x faster" if met_required is not None else None,
+            met=None if met_required is None else speedup["median"] >= 3,
+            sequential_client_cpu=client,
+            sequential_server_cpu=server,
+            cpu_bound=cpu_bound,
+        )
+    ]
 
 
 def resume_row(options, steps) -> dict:
     from k2e_core import job, storage
 
-    spec = job.load_spec(os.path.join(REPO, "examples", "bag_of_words.yaml"), {
-        "model_dir": f"s3://{BUCKET}/bench-resume/model_dir",
-        "data.train.files": _bow_data(),
-        "data.eval": None,
-        "train.steps": steps,
-        "run_config.save_checkpoints_steps": max(steps // 5, 1),
-        "storage.options": options,
-        "export": None,
-    })
+    spec = job.load_spec(
+        os.path.join(REPO, "examples", "bag_of_words.yaml"),
+        {
+            "model_dir": f"s3://{BUCKET}/bench-resume/model_dir",
+            "data.train.files": _bow_data(),
+            "data.eval": None,
+            "train.steps": steps,
+            "run_config.save_checkpoints_steps": max(steps // 5, 1),
+            "storage.options": options,
+            "export": None,
+        },
+    )
     job.train_step(spec)
     again = job.train_step(spec, {"train.steps": steps + 10})
     with storage.configured(options):
         files = storage.find(f"s3://{BUCKET}/bench-resume/model_dir")
-    checkpoint = sum(v for k, v in files.items()
-                     if k.startswith(f"model.ckpt-{steps}.") and not k.endswith(".meta"))
+    checkpoint = sum(
+        v
+        for k, v in files.items()
+        if k.startswith(f"model.ckpt-{steps}.") and not k.endswith(".meta")
+    )
     downloaded = again["resume_download_bytes"]
     ratio = downloaded / checkpoint
-    return row(PART, "resume bag_of_words from S3: bytes downloaded",
-               {"median": downloaded, "min": downloaded, "max": downloaded, "n": 1}, "bytes",
-               baseline={"median": checkpoint, "min": checkpoint, "max": checkpoint, "n": 1},
-               baseline_name="checkpoint resumed from",
-               ratio={"median": round(ratio, 4), "min": round(ratio, 4), "max": round(ratio, 4), "n": 1},
-               target="<= 1.05x the checkpoint", met=ratio <= 1.05,
-               model_dir_bytes=sum(files.values()), model_dir_files=len(files))
+    return row(
+        PART,
+        "resume bag_of_words from S3: bytes downloaded",
+        {"median": downloaded, "min": downloaded, "max": downloaded, "n": 1},
+        "bytes",
+        baseline={"median": checkpoint, "min": checkpoint, "max": checkpoint, "n": 1},
+        baseline_name="checkpoint resumed from",
+        ratio={"median": round(ratio, 4), "min": round(ratio, 4), "max": round(ratio, 4), "n": 1},
+        target="<= 1.05x the checkpoint",
+        met=ratio <= 1.05,
+        model_dir_bytes=sum(files.values()),
+        model_dir_files=len(files),
+    )
 
 
 def _bow_data() -> str:
@@ -187,21 +230,24 @@ def measure(reps: int, quick: bool, rtt_ms: float) -> list:
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     port, proxy_port = free_port(), free_port()
     server = _start([os.path.join(BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)], port)
-    proxy = _start([sys.executable, __file__, "--proxy", str(proxy_port), str(port), str(rtt_ms)],
-                   proxy_port)
+    proxy = _start(
+        [sys.executable, __file__, "--proxy", str(proxy_port), str(port), str(rtt_ms)], proxy_port
+    )
     try:
         import s3fs
 
-        direct = {"s3": {"endpoint_url": f"http://127.0.0.1:{port}", "key": "bench",
-                         "secret": "bench"}}
+        direct = {
+            "s3": {"endpoint_url": f"http://127.0.0.1:{port}", "key": "bench", "secret": "bench"}
+        }
         delayed = {"s3": {**direct["s3"], "endpoint_url": f"http://127.0.0.1:{proxy_port}"}}
         s3fs.S3FileSystem(**direct["s3"]).mkdir(BUCKET)
         files, size = (20, 50_000) if quick else (198, 500_000)
         src = make_savedmodel_like(tempfile.mkdtemp() + "/sm", files=files, size=size)
         label = f"{files + 2} files / {files * size / 1e6:.0f} MB"
         rows = publish_rows(src, direct, reps, server.pid, f"{label}, loopback", True)
-        rows += publish_rows(src, delayed, reps, server.pid,
-                             f"{label}, {rtt_ms:g} ms round trip", True)
+        rows += publish_rows(
+            src, delayed, reps, server.pid, f"{label}, {rtt_ms:g} ms round trip", True
+        )
         rows.append(resume_row(direct, 20 if quick else 200))
         return rows
     finally:
@@ -211,33 +257,45 @@ def measure(reps: int, quick: bool, rtt_ms: float) -> list:
 
 
 def table(rows) -> list:
-    lines = ["| measure | k2e | baseline | ratio | target | met | note |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| measure | k2e | baseline | ratio | target | met | note |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r["unit"] == "bytes":
             note = f"model_dir: {r['model_dir_bytes'] / 1e6:.1f} MB in {r['model_dir_files']} files"
-            lines.append(f"| {r['measure']} | {r['value']['median'] / 1e6:.3f} MB "
-                         f"| {r['baseline']['median'] / 1e6:.3f} MB ({r['baseline_name']}) "
-                         f"| {fmt(r['ratio']['median'], 4)}x | {r['target']} | {met_cell(r)} | {note} |")
+            lines.append(
+                f"| {r['measure']} | {r['value']['median'] / 1e6:.3f} MB "
+                f"| {r['baseline']['median'] / 1e6:.3f} MB ({r['baseline_name']}) "
+                f"| {fmt(r['ratio']['median'], 4)}x | {r['target']} | {met_cell(r)} | {note} |"
+            )
             continue
         client, server = r["sequential_client_cpu"], r["sequential_server_cpu"]
-        note = (f"one at a time: client CPU {fmt(client['median'], 2)} s, "
-                f"server CPU {fmt(server['median'], 2)} s")
+        note = (
+            f"one at a time: client CPU {fmt(client['median'], 2)} s, "
+            f"server CPU {fmt(server['median'], 2)} s"
+        )
         if r.get("cpu_bound"):
-            note += f"; CPU alone allows at most {fmt(r['cpu_bound'], 2)}x on {os.cpu_count()} cores"
-        lines.append(f"| {r['measure']} | {fmt_spread(r['value'], 2, ' s')} "
-                     f"| {fmt_spread(r['baseline'], 2, ' s')} ({r['baseline_name']}) "
-                     f"| {fmt_spread(r['ratio'], 2, 'x')} | {r['target'] or ''} | {met_cell(r)} "
-                     f"| {note} |")
+            note += (
+                f"; CPU alone allows at most {fmt(r['cpu_bound'], 2)}x on {os.cpu_count()} cores"
+            )
+        lines.append(
+            f"| {r['measure']} | {fmt_spread(r['value'], 2, ' s')} "
+            f"| {fmt_spread(r['baseline'], 2, ' s')} ({r['baseline_name']}) "
+            f"| {fmt_spread(r['ratio'], 2, 'x')} | {r['target'] or ''} | {met_cell(r)} "
+            f"| {note} |"
+        )
     return lines
 
 
 def main(argv=None):
     parser = part_parser(__doc__, reps=3, quick="22 small files, one rep")
-    parser.add_argument("--rtt-ms", type=float, default=20.0,
-                        help="round trip the proxy adds (default 20 ms)")
-    parser.add_argument("--proxy", nargs=3, metavar=("LISTEN", "TARGET", "RTT_MS"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rtt-ms", type=float, default=20.0, help="round trip the proxy adds (default 20 ms)"
+    )
+    parser.add_argument(
+        "--proxy", nargs=3, metavar=("LISTEN", "TARGET", "RTT_MS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     if args.proxy:
         listen, target, rtt = args.proxy

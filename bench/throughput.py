@@ -25,7 +25,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import (  # noqa: E402
-    REPO, finish, fmt, fmt_spread, met_cell, part_parser, ratios, row, spread,
+    REPO,
+    finish,
+    fmt,
+    fmt_spread,
+    met_cell,
+    part_parser,
+    ratios,
+    row,
+    spread,
 )
 
 PART = "throughput"
@@ -46,6 +54,7 @@ WARMUP_STEPS = 50
 
 # --------------------------------------------------------------------------- data
 
+
 def _columns(model: str, rows: int) -> dict:
     """{column or input name: (rows, width) array}, as the example generator makes them."""
     sys.path.insert(0, os.path.join(REPO, "examples"))
@@ -55,8 +64,10 @@ def _columns(model: str, rows: int) -> dict:
     if model == "iris":
         x, y = generate_data.iris(rows, seed=1)
         names = generate_data.IRIS_COLUMNS[:4]
-        return {**{n: x[:, i:i + 1] for i, n in enumerate(names)},
-                "species": y[:, None].astype(np.int64)}
+        return {
+            **{n: x[:, i : i + 1] for i, n in enumerate(names)},
+            "species": y[:, None].astype(np.int64),
+        }
     if model == "bag_of_words":
         x, y = generate_data.bag_of_words(rows, seed=1)
         return {"posts_input": x, "labels": y}
@@ -93,7 +104,11 @@ def write_data(model: str, rows: int, fmt_: str, out_dir: str) -> tuple[str, dic
                         feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=a[i]))
                     else:
                         feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=a[i]))
-                w.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+                w.write(
+                    tf.train.Example(
+                        features=tf.train.Features(feature=feature)
+                    ).SerializeToString()
+                )
     return path, _mapping(model, cols, fmt_)
 
 
@@ -102,25 +117,40 @@ def _mapping(model: str, cols: dict, fmt_: str) -> dict:
         return _expanded(name, cols[name]) if fmt_ == "csv" else [name]
 
     if model == "iris":
-        return {"data.features": {"dense_input": [c for n in list(cols)[:4] for c in columns(n)]},
-                "data.labels": "species"}
+        return {
+            "data.features": {"dense_input": [c for n in list(cols)[:4] for c in columns(n)]},
+            "data.labels": "species",
+        }
     if model == "bag_of_words":
-        return {"data.features": {"posts_input": columns("posts_input")},
-                "data.labels": columns("labels")}
-    return {"data.features": {"input_a": columns("input_a"), "input_b": columns("input_b")},
-            "data.labels": {"dense_2": columns("dense_2"), "dense_3": columns("dense_3")}}
+        return {
+            "data.features": {"posts_input": columns("posts_input")},
+            "data.labels": columns("labels"),
+        }
+    return {
+        "data.features": {"input_a": columns("input_a"), "input_b": columns("input_b")},
+        "data.labels": {"dense_2": columns("dense_2"), "dense_3": columns("dense_3")},
+    }
 
 
 # --------------------------------------------------------------------------- one cell
 
+
 def _spec(model, train_file, mapping, batch, steps, model_dir):
     from k2e_core import job
 
-    return job.load_spec(os.path.join(REPO, "examples", MODELS[model][0]), {
-        "data.train.files": train_file, "data.eval": None, "data.cache": False,
-        "data.batch_size": batch, "train.steps": steps, "model_dir": model_dir, "export": None,
-        **mapping,
-    })
+    return job.load_spec(
+        os.path.join(REPO, "examples", MODELS[model][0]),
+        {
+            "data.train.files": train_file,
+            "data.eval": None,
+            "data.cache": False,
+            "data.batch_size": batch,
+            "train.steps": steps,
+            "model_dir": model_dir,
+            "export": None,
+            **mapping,
+        },
+    )
 
 
 def k2e_rate(spec) -> float:
@@ -176,15 +206,30 @@ def measure_cell(model, fmt_, batch, steps, reps, work) -> dict:
             samples[side].append(rate * batch if rate else None)
             shutil.rmtree(model_dir, ignore_errors=True)
             tf.keras.backend.clear_session()
-    print(f"{model} {fmt_} b{batch}: keras {samples['keras']}, k2e {samples['k2e']}, "
-          f"upstream {samples['upstream']}", file=sys.stderr, flush=True)
+    print(
+        f"{model} {fmt_} b{batch}: keras {samples['keras']}, k2e {samples['k2e']}, "
+        f"upstream {samples['upstream']}",
+        file=sys.stderr,
+        flush=True,
+    )
     ratio = spread(ratios(samples["k2e"], samples["keras"]), 2)
-    return row(PART, f"{model} {fmt_} b{batch}", spread(samples["k2e"], 1), "examples/s",
-               baseline=spread(samples["keras"], 1), baseline_name="Keras fit", ratio=ratio,
-               target=">= 1.0x Keras fit", met=ratio["median"] is not None and ratio["median"] >= 1.0,
-               model=model, format=fmt_, batch=batch, steps=steps,
-               upstream=spread(samples["upstream"], 1),
-               upstream_ratio=spread(ratios(samples["upstream"], samples["keras"]), 2))
+    return row(
+        PART,
+        f"{model} {fmt_} b{batch}",
+        spread(samples["k2e"], 1),
+        "examples/s",
+        baseline=spread(samples["keras"], 1),
+        baseline_name="Keras fit",
+        ratio=ratio,
+        target=">= 1.0x Keras fit",
+        met=ratio["median"] is not None and ratio["median"] >= 1.0,
+        model=model,
+        format=fmt_,
+        batch=batch,
+        steps=steps,
+        upstream=spread(samples["upstream"], 1),
+        upstream_ratio=spread(ratios(samples["upstream"], samples["keras"]), 2),
+    )
 
 
 def measure(reps: int, quick: bool, models) -> list:
@@ -207,15 +252,18 @@ def measure(reps: int, quick: bool, models) -> list:
 
 
 def table(rows) -> list:
-    lines = ["| model | data | batch | steps | Keras fit | upstream model_to_estimator "
-             "| k2e | k2e / Keras fit | >= 1.0x |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | data | batch | steps | Keras fit | upstream model_to_estimator "
+        "| k2e | k2e / Keras fit | >= 1.0x |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['model']} | {r['format']} | {r['batch']} | {r['steps']} "
             f"| {fmt_spread(r['baseline'], 0)} "
             f"| {fmt_spread(r['upstream'], 0)} ({fmt(r['upstream_ratio']['median'], 2)}x) "
-            f"| {fmt_spread(r['value'], 0)} | {fmt_spread(r['ratio'], 2, 'x')} | {met_cell(r)} |")
+            f"| {fmt_spread(r['value'], 0)} | {fmt_spread(r['ratio'], 2, 'x')} | {met_cell(r)} |"
+        )
     return lines
 
 

@@ -26,10 +26,16 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     params={
-        "spec": Param(os.path.join(REPO, "examples", "iris.yaml"), type="string",
-                      description="k2e job spec (path or URL)"),
-        "root": Param(os.path.join(REPO, "out", "airflow", "iris-job"), type="string",
-                      description="model/ and export/ go here (path or URL)"),
+        "spec": Param(
+            os.path.join(REPO, "examples", "iris.yaml"),
+            type="string",
+            description="k2e job spec (path or URL)",
+        ),
+        "root": Param(
+            os.path.join(REPO, "out", "airflow", "iris-job"),
+            type="string",
+            description="model/ and export/ go here (path or URL)",
+        ),
         "train_steps": Param(1000, type="integer", minimum=1),
     },
     tags=["k2e", "example"],

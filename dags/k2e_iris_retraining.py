@@ -39,13 +39,22 @@ with DAG(
     max_active_runs=1,
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
     params={
-        "spec": Param(os.path.join(REPO, "examples", "iris_retraining.yaml"), type="string",
-                      description="k2e job spec with a gate (path or URL)"),
-        "root": Param(os.environ.get("K2E_IRIS_ROOT", os.path.join(REPO, "out", "airflow", "iris")),
-                      type="string", description="runs/ and models/ go here (path or URL)"),
-        "train_files": Param(os.path.join(REPO, "examples", "data", "retraining", "day1.csv"),
-                             type="string", description="this run's training data (URL or glob), "
-                             "e.g. s3://bucket/iris/{{ ds }}/*.csv"),
+        "spec": Param(
+            os.path.join(REPO, "examples", "iris_retraining.yaml"),
+            type="string",
+            description="k2e job spec with a gate (path or URL)",
+        ),
+        "root": Param(
+            os.environ.get("K2E_IRIS_ROOT", os.path.join(REPO, "out", "airflow", "iris")),
+            type="string",
+            description="runs/ and models/ go here (path or URL)",
+        ),
+        "train_files": Param(
+            os.path.join(REPO, "examples", "data", "retraining", "day1.csv"),
+            type="string",
+            description="this run's training data (URL or glob), "
+            "e.g. s3://bucket/iris/{{ ds }}/*.csv",
+        ),
         "train_steps": Param(300, type="integer", minimum=1),
     },
     tags=["k2e", "example"],

@@ -17,7 +17,9 @@ import numpy as np
 
 IRIS_COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width", "species"]
 # Per-species means and standard deviations of Fisher's iris measurements.
-IRIS_MEANS = np.array([[5.01, 3.43, 1.46, 0.25], [5.94, 2.77, 4.26, 1.33], [6.59, 2.97, 5.55, 2.03]])
+IRIS_MEANS = np.array(
+    [[5.01, 3.43, 1.46, 0.25], [5.94, 2.77, 4.26, 1.33], [6.59, 2.97, 5.55, 2.03]]
+)
 IRIS_STDS = np.array([[0.35, 0.38, 0.17, 0.11], [0.52, 0.31, 0.47, 0.20], [0.64, 0.32, 0.55, 0.27]])
 
 
@@ -30,8 +32,9 @@ def iris(rows: int, seed: int, shift: float = 0.0, mislabeled: float = 0.0):
     return x.astype(np.float32), species
 
 
-def write_iris_csv(path: str, rows: int, seed: int, shift: float = 0.0,
-                   mislabeled: float = 0.0) -> None:
+def write_iris_csv(
+    path: str, rows: int, seed: int, shift: float = 0.0, mislabeled: float = 0.0
+) -> None:
     x, y = iris(rows, seed, shift, mislabeled)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -58,10 +61,16 @@ def write_bag_of_words_tfrecord(path: str, rows: int, seed: int) -> None:
     x, y = bag_of_words(rows, seed)
     with tf.io.TFRecordWriter(path) as w:
         for features, label in zip(x, y):
-            example = tf.train.Example(features=tf.train.Features(feature={
-                "posts_input": tf.train.Feature(float_list=tf.train.FloatList(value=features)),
-                "labels": tf.train.Feature(float_list=tf.train.FloatList(value=label)),
-            }))
+            example = tf.train.Example(
+                features=tf.train.Features(
+                    feature={
+                        "posts_input": tf.train.Feature(
+                            float_list=tf.train.FloatList(value=features)
+                        ),
+                        "labels": tf.train.Feature(float_list=tf.train.FloatList(value=label)),
+                    }
+                )
+            )
             w.write(example.SerializeToString())
 
 
@@ -71,8 +80,12 @@ def two_io(rows: int, seed: int):
     b = rng.normal(size=(rows, 16)).astype(np.float32)
     y2 = (a[:, :3] + b[:, :3]).argmax(1)
     y3 = (a[:, 3] - b[:, 3] > 0).astype(int)
-    return {"input_a": a, "input_b": b,
-            "dense_2": np.eye(3, dtype=np.float32)[y2], "dense_3": np.eye(2, dtype=np.float32)[y3]}
+    return {
+        "input_a": a,
+        "input_b": b,
+        "dense_2": np.eye(3, dtype=np.float32)[y2],
+        "dense_3": np.eye(2, dtype=np.float32)[y3],
+    }
 
 
 def main(out_dir: str = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")) -> None:

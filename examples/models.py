@@ -6,13 +6,18 @@ import tensorflow as tf
 def iris_model(seed: int = 42):
     """The Estimator tutorial's model: 4 measurements -> 3 iris species (logits)."""
     tf.keras.utils.set_random_seed(seed)
-    model = tf.keras.models.Sequential([
-        tf.keras.layers.Dense(16, activation="relu", input_shape=(4,)),
-        tf.keras.layers.Dropout(0.2),
-        tf.keras.layers.Dense(3),
-    ])
-    model.compile(loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  optimizer="adam", metrics=["accuracy"])
+    model = tf.keras.models.Sequential(
+        [
+            tf.keras.layers.Dense(16, activation="relu", input_shape=(4,)),
+            tf.keras.layers.Dropout(0.2),
+            tf.keras.layers.Dense(3),
+        ]
+    )
+    model.compile(
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer="adam",
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -20,7 +25,9 @@ def bag_of_words_model(vocab_size: int = 1000, num_labels: int = 20, seed: int =
     """The blog's Stack Overflow tagger: a bag-of-words vector -> one of 20 tags."""
     tf.keras.utils.set_random_seed(seed)
     model = tf.keras.models.Sequential()
-    model.add(tf.keras.layers.Dense(512, input_shape=(vocab_size,), activation="relu", name="posts"))
+    model.add(
+        tf.keras.layers.Dense(512, input_shape=(vocab_size,), activation="relu", name="posts")
+    )
     model.add(tf.keras.layers.Dense(num_labels, activation="softmax", name="labels"))
     model.compile(loss="categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
     return model
@@ -36,6 +43,9 @@ def two_input_two_output_model(seed: int = 42):
     output_a = tf.keras.layers.Dense(3, activation="softmax", name="dense_2")(merged)
     output_b = tf.keras.layers.Dense(2, activation="softmax", name="dense_3")(merged)
     model = tf.keras.models.Model(inputs=[input_a, input_b], outputs=[output_a, output_b])
-    model.compile(loss="categorical_crossentropy", optimizer="rmsprop",
-                  metrics={"dense_2": "categorical_accuracy", "dense_3": "categorical_accuracy"})
+    model.compile(
+        loss="categorical_crossentropy",
+        optimizer="rmsprop",
+        metrics={"dense_2": "categorical_accuracy", "dense_3": "categorical_accuracy"},
+    )
     return model

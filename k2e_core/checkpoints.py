@@ -52,9 +52,14 @@ def complete_checkpoints(names) -> list[str]:
     complete = []
     for prefix, present in files.items():
         shards = [_SHARD.match(n) for n in present if _SHARD.match(n)]
-        if f"{prefix}.index" in present and shards and all(
+        if (
+            f"{prefix}.index" in present
+            and shards
+            and all(
                 f"{prefix}.data-{i:05d}-of-{shards[0].group(2)}" in present
-                for i in range(int(shards[0].group(2)))):
+                for i in range(int(shards[0].group(2)))
+            )
+        ):
             complete.append(prefix)
     return sorted(complete, key=step_of, reverse=True)
 
@@ -74,8 +79,9 @@ def unreadable(path_prefix: str) -> str | None:
     return None
 
 
-def recover(local_dir: str, names, state: bytes | None, fetch=None,
-            where: str | None = None) -> str | None:
+def recover(
+    local_dir: str, names, state: bytes | None, fetch=None, where: str | None = None
+) -> str | None:
     """The checkpoint (prefix) to resume from in `local_dir`, after making its `checkpoint`
     state file name it. `names`: the files model_dir holds; `state`: its state file's bytes
     (None: absent); `fetch(prefix)`: brings a checkpoint's files into `local_dir` (a remote
@@ -101,36 +107,51 @@ def recover(local_dir: str, names, state: bytes | None, fetch=None,
         return prefix
     if prefix is None:
         if failures:
-            raise SpecError("model_dir", f"no checkpoint in {where} reads "
-                            f"({', '.join(p for p, _ in failures)}: {failures[0][1]})",
-                            "restore the files from a copy, or remove model.ckpt-* and the "
-                            "checkpoint file to train again from the start")
+            raise SpecError(
+                "model_dir",
+                f"no checkpoint in {where} reads "
+                f"({', '.join(p for p, _ in failures)}: {failures[0][1]})",
+                "restore the files from a copy, or remove model.ckpt-* and the "
+                "checkpoint file to train again from the start",
+            )
         stray = sorted({_CKPT.match(n).group("prefix") for n in names if _CKPT.match(n)})
         if stray:
-            raise SpecError("model_dir", f"{where} holds only incomplete checkpoints "
-                            f"({', '.join(stray)}: index or data files missing)",
-                            "restore the missing files, or remove model.ckpt-* and the "
-                            "checkpoint file to train again from the start")
+            raise SpecError(
+                "model_dir",
+                f"{where} holds only incomplete checkpoints "
+                f"({', '.join(stray)}: index or data files missing)",
+                "restore the missing files, or remove model.ckpt-* and the "
+                "checkpoint file to train again from the start",
+            )
         if state is not None:
-            log.warning("%s/checkpoint names %s, but no checkpoint files are there; "
-                        "starting from the Keras model", where, named or "nothing readable")
+            log.warning(
+                "%s/checkpoint names %s, but no checkpoint files are there; "
+                "starting from the Keras model",
+                where,
+                named or "nothing readable",
+            )
             with contextlib.suppress(FileNotFoundError):
                 os.remove(os.path.join(local_dir, STATE))
         return None
     if failures:
         why = f"{failures[0][0]} in {where} does not read ({failures[0][1]})" + (
-            f", nor {', '.join(p for p, _ in failures[1:])}" if failures[1:] else "")
+            f", nor {', '.join(p for p, _ in failures[1:])}" if failures[1:] else ""
+        )
     elif state is None:
         why = f"{where} has no checkpoint state file"
     elif named is None:
         why = f"{where}/checkpoint is unreadable"
     else:
         why = f"{where}/checkpoint names {named}, which is missing or incomplete"
-    log.warning("%s; continuing from %s, the newest checkpoint that reads (state file written "
-                "again)", why, prefix)
+    log.warning(
+        "%s; continuing from %s, the newest checkpoint that reads (state file written again)",
+        why,
+        prefix,
+    )
     failed = {p for p, _ in failures}
-    older = sorted((p for p in complete if step_of(p) < step_of(prefix) and p not in failed),
-                   key=step_of)
+    older = sorted(
+        (p for p in complete if step_of(p) < step_of(prefix) and p not in failed), key=step_of
+    )
     tf.compat.v1.train.update_checkpoint_state(local_dir, prefix, older + [prefix])
     return prefix
 
@@ -162,34 +183,54 @@ class RemoteModelDir:
         fetched = []
 
         def fetch(prefix):
-            wanted = [rel for rel in top if _CKPT.match(rel) and not rel.endswith(".meta")
-                      and _CKPT.match(rel).group("prefix") == prefix]
+            wanted = [
+                rel
+                for rel in top
+                if _CKPT.match(rel)
+                and not rel.endswith(".meta")
+                and _CKPT.match(rel).group("prefix") == prefix
+            ]
             fetched.append(self._download(wanted, remote, purpose))
 
         if state is not None:
             with open(os.path.join(self.local, STATE), "wb") as f:
                 f.write(state)
         prefix = recover(self.local, top, state, fetch, where=storage.redact(self.url))
-        keras = [rel for rel in remote if rel.startswith("keras/")
-                 and (prefix is None or rel.endswith(".json"))]
+        keras = [
+            rel
+            for rel in remote
+            if rel.startswith("keras/") and (prefix is None or rel.endswith(".json"))
+        ]
         fetched.append(self._download(keras, remote, purpose))
         if state is not None and os.path.exists(os.path.join(self.local, STATE)):
             with open(os.path.join(self.local, STATE), "rb") as f:
                 if f.read() == state:  # as the store holds it; else the next push repairs it
                     self._sent[STATE] = self._stamp(STATE)
-        stats = {"files": sum(f["files"] for f in fetched), "bytes": sum(f["bytes"] for f in fetched),
-                 "seconds": round(sum(f["seconds"] for f in fetched), 3),
-                 "model_dir_bytes": sum(remote.values())}
+        stats = {
+            "files": sum(f["files"] for f in fetched),
+            "bytes": sum(f["bytes"] for f in fetched),
+            "seconds": round(sum(f["seconds"] for f in fetched), 3),
+            "model_dir_bytes": sum(remote.values()),
+        }
         if stats["files"]:
-            log.info("%s: fetched %d of %d files (%.1f of %.1f MB) from %s", purpose, stats["files"],
-                     len(remote), stats["bytes"] / 1e6, stats["model_dir_bytes"] / 1e6,
-                     storage.redact(self.url))
+            log.info(
+                "%s: fetched %d of %d files (%.1f of %.1f MB) from %s",
+                purpose,
+                stats["files"],
+                len(remote),
+                stats["bytes"] / 1e6,
+                stats["model_dir_bytes"] / 1e6,
+                storage.redact(self.url),
+            )
         return stats
 
     def _download(self, rels, remote, purpose) -> dict:
         pairs = [(storage.join(self.url, rel), os.path.join(self.local, rel)) for rel in rels]
-        stats = storage.download(pairs, f"{purpose} from {storage.redact(self.url)}",
-                                 sizes={storage.join(self.url, r): remote[r] for r in rels})
+        stats = storage.download(
+            pairs,
+            f"{purpose} from {storage.redact(self.url)}",
+            sizes={storage.join(self.url, r): remote[r] for r in rels},
+        )
         for rel in rels:
             self._sent[rel] = self._stamp(rel)
         return stats
@@ -201,8 +242,11 @@ class RemoteModelDir:
 
     def push(self) -> dict:
         """Uploads what changed locally: checkpoints first, then the rest, the state file last."""
-        changed = [rel for rel in storage.local_files(self.local)
-                   if self._sent.get(rel) != self._stamp(rel)]
+        changed = [
+            rel
+            for rel in storage.local_files(self.local)
+            if self._sent.get(rel) != self._stamp(rel)
+        ]
         ckpt = [r for r in changed if _CKPT.match(os.path.basename(r))]
         other = [r for r in changed if r not in ckpt and os.path.basename(r) != STATE]
         state = [r for r in changed if os.path.basename(r) == STATE]
@@ -211,8 +255,10 @@ class RemoteModelDir:
             if not group:
                 continue
             stamps = {rel: self._stamp(rel) for rel in group}
-            done = storage.upload([(os.path.join(self.local, r), storage.join(self.url, r))
-                                   for r in group], f"sync to {storage.redact(self.url)}")
+            done = storage.upload(
+                [(os.path.join(self.local, r), storage.join(self.url, r)) for r in group],
+                f"sync to {storage.redact(self.url)}",
+            )
             self._sent.update(stamps)
             stats["files"] += done["files"]
             stats["bytes"] += done["bytes"]

@@ -43,49 +43,94 @@ def parser() -> argparse.ArgumentParser:
     for name, text in STEP_HELP.items():
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("spec", help="job spec: YAML/JSON file path or URL")
-        s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a spec field, e.g. --set train.steps=200 (repeatable)")
-        s.add_argument("--overrides", dest="overrides_file", metavar="FILE",
-                       help="JSON/YAML file of {KEY: VALUE} overrides, applied before --set "
-                       "(keeps secrets such as storage.options off the command line)")
+        s.add_argument(
+            "--set",
+            dest="overrides",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a spec field, e.g. --set train.steps=200 (repeatable)",
+        )
+        s.add_argument(
+            "--overrides",
+            dest="overrides_file",
+            metavar="FILE",
+            help="JSON/YAML file of {KEY: VALUE} overrides, applied before --set "
+            "(keeps secrets such as storage.options off the command line)",
+        )
         if name in ("run", "train", "validate"):
-            s.add_argument("--full", action="store_true",
-                           help="check every row of the data before training, not only "
-                           "data.scan_mb of each split (same as --set data.scan_mb=all)")
+            s.add_argument(
+                "--full",
+                action="store_true",
+                help="check every row of the data before training, not only "
+                "data.scan_mb of each split (same as --set data.scan_mb=all)",
+            )
         if name in ("run", "train"):
-            s.add_argument("--cluster", metavar="LAYOUT",
-                           help="train as a local cluster on this machine, e.g. "
-                           "workers=2,ps=1,evaluator=1 (one process per task, TF_CONFIG each)")
+            s.add_argument(
+                "--cluster",
+                metavar="LAYOUT",
+                help="train as a local cluster on this machine, e.g. "
+                "workers=2,ps=1,evaluator=1 (one process per task, TF_CONFIG each)",
+            )
         if name == "export":
-            s.add_argument("--metrics", metavar="JSON",
-                           help="evaluation metrics to record in the version's manifest, "
-                           "e.g. '{\"accuracy\": 0.93}' (default: measured on the eval data)")
+            s.add_argument(
+                "--metrics",
+                metavar="JSON",
+                help="evaluation metrics to record in the version's manifest, "
+                "e.g. '{\"accuracy\": 0.93}' (default: measured on the eval data)",
+            )
         s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
-    s = sub.add_parser("registry", help="list, bless, unbless, pin and prune published versions",
-                       description="The export base as a registry: versions and kept "
-                       "candidates with their records.")
-    s.add_argument("action", choices=REGISTRY_ACTIONS, help=", ".join(
-        f"{k}: {v}" for k, v in REGISTRY_ACTIONS.items()))
-    s.add_argument("base", help="export base URL, or a job spec file (its export.base and "
-                   "storage options)")
-    s.add_argument("name", nargs="?", help="version number or candidate name (bless, unbless, "
-                   "pin, unpin)")
+    s = sub.add_parser(
+        "registry",
+        help="list, bless, unbless, pin and prune published versions",
+        description="The export base as a registry: versions and kept "
+        "candidates with their records.",
+    )
+    s.add_argument(
+        "action",
+        choices=REGISTRY_ACTIONS,
+        help=", ".join(f"{k}: {v}" for k, v in REGISTRY_ACTIONS.items()),
+    )
+    s.add_argument(
+        "base", help="export base URL, or a job spec file (its export.base and storage options)"
+    )
+    s.add_argument(
+        "name", nargs="?", help="version number or candidate name (bless, unbless, pin, unpin)"
+    )
     s.add_argument("--reason", default="", help="why (bless, unbless, pin): kept in the record")
     s.add_argument("--keep", type=int, help="prune: how many versions and candidates to keep")
     s.add_argument("--json", action="store_true", help="list: one JSON object instead of a table")
     s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
-    s = sub.add_parser("tfjob", help="write the spec's cluster as a Kubeflow TFJob, or submit it",
-                       description="The job spec's cluster section as a Kubeflow TFJob "
-                       "(kubeflow.org/v1): YAML on stdout, or --submit to create it and wait.")
+    s = sub.add_parser(
+        "tfjob",
+        help="write the spec's cluster as a Kubeflow TFJob, or submit it",
+        description="The job spec's cluster section as a Kubeflow TFJob "
+        "(kubeflow.org/v1): YAML on stdout, or --submit to create it and wait.",
+    )
     s.add_argument("spec", help="job spec: YAML/JSON file path or URL")
-    s.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a spec field, e.g. --set cluster.workers=4 (repeatable)")
-    s.add_argument("--overrides", dest="overrides_file", metavar="FILE",
-                   help="JSON/YAML file of {KEY: VALUE} overrides, applied before --set")
+    s.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field, e.g. --set cluster.workers=4 (repeatable)",
+    )
+    s.add_argument(
+        "--overrides",
+        dest="overrides_file",
+        metavar="FILE",
+        help="JSON/YAML file of {KEY: VALUE} overrides, applied before --set",
+    )
     s.add_argument("--name", help="TFJob name, also the run id (default: from the spec)")
-    s.add_argument("--submit", action="store_true",
-                   help="create the TFJob, wait for it, print the published version as JSON")
-    s.add_argument("--kube-config", help="kubeconfig file (default: in-cluster, then ~/.kube/config)")
+    s.add_argument(
+        "--submit",
+        action="store_true",
+        help="create the TFJob, wait for it, print the published version as JSON",
+    )
+    s.add_argument(
+        "--kube-config", help="kubeconfig file (default: in-cluster, then ~/.kube/config)"
+    )
     s.add_argument("--context", help="kubeconfig context")
     s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
     s = sub.add_parser("schema", help="print the job spec's JSON Schema")
@@ -109,10 +154,15 @@ def _overrides_from_file(path):
         with open(path) as f:
             overrides = yaml.safe_load(f)
     except (OSError, yaml.YAMLError) as err:
-        raise SpecError("--overrides", f"cannot read {path} ({str(err).splitlines()[0]})",
-                        "pass a JSON/YAML file") from None
+        raise SpecError(
+            "--overrides",
+            f"cannot read {path} ({str(err).splitlines()[0]})",
+            "pass a JSON/YAML file",
+        ) from None
     if not isinstance(overrides, dict):
-        raise SpecError("--overrides", f"{path} is not a mapping", 'write {"train.steps": 200, ...}')
+        raise SpecError(
+            "--overrides", f"{path} is not a mapping", 'write {"train.steps": 200, ...}'
+        )
     return overrides
 
 
@@ -120,14 +170,16 @@ def _metrics_argument(text):
     if text is None:
         return None
     from k2e_core.errors import SpecError
-
     from k2e_core.job import check_metrics
 
     try:
         metrics = json.loads(text)
     except json.JSONDecodeError as err:
-        raise SpecError("--metrics", f"{text!r} is not JSON ({err})",
-                        'pass a JSON object, e.g. --metrics \'{"accuracy": 0.93}\'') from None
+        raise SpecError(
+            "--metrics",
+            f"{text!r} is not JSON ({err})",
+            "pass a JSON object, e.g. --metrics '{\"accuracy\": 0.93}'",
+        ) from None
     check_metrics(metrics, "--metrics")
     return metrics
 
@@ -156,16 +208,24 @@ def _registry(args) -> int:
 
         spec = load_spec(args.base)
         if spec.export is None:
-            raise SpecError("export", f"{args.base} has no export section", "pass the export base URL")
+            raise SpecError(
+                "export", f"{args.base} has no export section", "pass the export base URL"
+            )
         base, settings = spec.path(spec.export.base), spec.storage
     if args.action in ("bless", "unbless", "pin", "unpin") and not args.name:
-        raise SpecError("name", f"registry {args.action} needs a version or candidate name",
-                        f"k2e registry {args.action} BASE 3 --reason ...")
+        raise SpecError(
+            "name",
+            f"registry {args.action} needs a version or candidate name",
+            f"k2e registry {args.action} BASE 3 --reason ...",
+        )
     with storage.configured(settings.options if settings else None):
         missing = storage.missing_bucket(base)
         if missing:
-            raise SpecError("base", f"{storage.redact(base)}: {missing}", "fix the URL, or the "
-                            "storage options (endpoint) that reach the bucket")
+            raise SpecError(
+                "base",
+                f"{storage.redact(base)}: {missing}",
+                "fix the URL, or the storage options (endpoint) that reach the bucket",
+            )
         if args.action == "list":
             records = registry.entries(base)
             if args.json:
@@ -176,8 +236,11 @@ def _registry(args) -> int:
         if args.action == "latest":
             result = registry.latest_blessed(base)
             if result is None:
-                raise SpecError("base", f"no blessed version under {storage.redact(base)}",
-                                "publish one with k2e run, or bless one by hand")
+                raise SpecError(
+                    "base",
+                    f"no blessed version under {storage.redact(base)}",
+                    "publish one with k2e run, or bless one by hand",
+                )
         elif args.action == "bless":
             result = registry.bless(base, args.name, args.reason)
         elif args.action == "unbless":
@@ -186,8 +249,13 @@ def _registry(args) -> int:
             result = registry.pin(base, args.name, args.action == "pin", args.reason)
         else:
             if args.keep is None or args.keep < 1:
-                raise SpecError("--keep", "is required for prune" if args.keep is None else
-                                f"must be at least 1, got {args.keep}", "e.g. --keep 10")
+                raise SpecError(
+                    "--keep",
+                    "is required for prune"
+                    if args.keep is None
+                    else f"must be at least 1, got {args.keep}",
+                    "e.g. --keep 10",
+                )
             result = {"removed": registry.prune(base, args.keep)}
     _emit(result)
     return 0

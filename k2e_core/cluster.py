@@ -55,8 +55,9 @@ class Task:
 def tf_config(addresses: dict[str, list[str]], role: str, index: int) -> str:
     """The TF_CONFIG of one task, as the training operator writes it. `addresses`: the
     training cluster (chief, worker, ps); the evaluator is never part of it."""
-    return json.dumps({"cluster": addresses, "task": {"type": role, "index": index},
-                       "environment": "cloud"})
+    return json.dumps(
+        {"cluster": addresses, "task": {"type": role, "index": index}, "environment": "cloud"}
+    )
 
 
 def current_task(spec) -> Task | None:
@@ -70,19 +71,32 @@ def current_task(spec) -> Task | None:
         task = config.get("task") or {}
         cluster = config.get("cluster") or {}
     except (ValueError, AttributeError):
-        raise SpecError("TF_CONFIG", "is not a JSON object with cluster and task",
-                        "unset it, or set it as the training operator does") from None
+        raise SpecError(
+            "TF_CONFIG",
+            "is not a JSON object with cluster and task",
+            "unset it, or set it as the training operator does",
+        ) from None
     kind = task.get("type")
     if not kind:
         return None
     if kind not in ("chief", "worker", "ps", "evaluator"):
-        raise SpecError("TF_CONFIG", f"task type {kind!r} is not one k2e runs",
-                        "use chief, worker, ps or evaluator (a TFJob's Chief, not Master)")
-    if kind != "evaluator" and sum(len(v) for v in cluster.values()) <= 1 and not spec.cluster.evaluator:
+        raise SpecError(
+            "TF_CONFIG",
+            f"task type {kind!r} is not one k2e runs",
+            "use chief, worker, ps or evaluator (a TFJob's Chief, not Master)",
+        )
+    if (
+        kind != "evaluator"
+        and sum(len(v) for v in cluster.values()) <= 1
+        and not spec.cluster.evaluator
+    ):
         return None
     if cluster.get("worker") and not cluster.get("ps"):
-        raise SpecError("TF_CONFIG", f"{len(cluster['worker'])} worker(s) but no ps",
-                        "between-graph replication keeps variables on parameter servers; add a ps")
+        raise SpecError(
+            "TF_CONFIG",
+            f"{len(cluster['worker'])} worker(s) but no ps",
+            "between-graph replication keeps variables on parameter servers; add a ps",
+        )
     if kind != "evaluator" and "chief" not in cluster:
         raise SpecError("TF_CONFIG", "the cluster has no chief", "add a chief task")
     return Task(kind, int(task.get("index", 0)), cluster)
@@ -90,17 +104,28 @@ def current_task(spec) -> Task | None:
 
 def check(task: Task, spec) -> None:
     """Layouts that would hang or lose work rather than fail: refused up front with the fix."""
-    for field, url in (("model_dir", spec.model_dir),
-                       ("export.base", spec.export.base if spec.export else None)):
+    for field, url in (
+        ("model_dir", spec.model_dir),
+        ("export.base", spec.export.base if spec.export else None),
+    ):
         if url and url.startswith("memory://"):
-            raise SpecError(field, "memory:// is private to each process of a cluster",
-                            "use a local path or an s3:// or gs:// URL")
+            raise SpecError(
+                field,
+                "memory:// is private to each process of a cluster",
+                "use a local path or an s3:// or gs:// URL",
+            )
     # TF_CONFIG never lists the evaluator (it is not part of the training cluster).
-    if spec.train.early_stopping and task.type in ("chief", "worker") and not spec.cluster.evaluator:
-        raise SpecError("train.early_stopping",
-                        "in a cluster, early stopping reads the evaluator's results and this "
-                        "cluster has no evaluator",
-                        "add one (--cluster ...,evaluator=1 or cluster.evaluator: true)")
+    if (
+        spec.train.early_stopping
+        and task.type in ("chief", "worker")
+        and not spec.cluster.evaluator
+    ):
+        raise SpecError(
+            "train.early_stopping",
+            "in a cluster, early stopping reads the evaluator's results and this "
+            "cluster has no evaluator",
+            "add one (--cluster ...,evaluator=1 or cluster.evaluator: true)",
+        )
 
 
 def shared_dir(model_dir_url: str) -> str:
@@ -141,11 +166,14 @@ def run_config_settings(spec) -> dict:
     if spec.cluster.strategy == "parameter_server":
         from k2e_core._tensorflow import tf
 
-        settings["train_distribute"] = tf.compat.v1.distribute.experimental.ParameterServerStrategy()
+        settings["train_distribute"] = (
+            tf.compat.v1.distribute.experimental.ParameterServerStrategy()
+        )
     return settings
 
 
 # --------------------------------------------------------------------------- chief <-> evaluator
+
 
 def mark_training(model_dir: str, train_steps: int, global_step: int | None) -> None:
     """The chief's record that training ended (None: clears it when training starts)."""
@@ -192,8 +220,13 @@ def evaluator_listener(model_dir: str, train_steps: int):
             if metrics:
                 self.evaluations += 1
                 self.last = (int(metrics.get("global_step", 0)), metrics)
-                log.info("evaluator: step %d: %s", self.last[0], "  ".join(
-                    f"{k} {float(v):.4f}" for k, v in metrics.items() if k != "global_step"))
+                log.info(
+                    "evaluator: step %d: %s",
+                    self.last[0],
+                    "  ".join(
+                        f"{k} {float(v):.4f}" for k, v in metrics.items() if k != "global_step"
+                    ),
+                )
             return True
 
     return FollowTraining()

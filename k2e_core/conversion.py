@@ -30,7 +30,6 @@ import re
 import tempfile
 
 import numpy as np
-from k2e_core._tensorflow import tf
 from keras.src.engine import base_layer, base_layer_v1, training, training_v1
 from keras.src.optimizers import optimizer_v1
 from keras.src.utils import version_utils
@@ -40,6 +39,7 @@ from tensorflow_estimator.python.estimator.export import export_lib
 from tensorflow_estimator.python.estimator.mode_keys import ModeKeys
 
 from k2e_core import storage
+from k2e_core._tensorflow import tf
 from k2e_core.errors import first_line
 from k2e_core.objects import resolve_custom_objects
 from k2e_core.preprocessing import clone_layer, copy_weights
@@ -85,21 +85,19 @@ def convert(
     if keras_model is None and not keras_model_path:
         raise ValueError("Either `keras_model` or `keras_model_path` needs to be provided.")
     if keras_model is not None and keras_model_path:
-        raise ValueError(
-            "Please specity either `keras_model` or `keras_model_path`, but not both."
-        )
+        raise ValueError("Please specity either `keras_model` or `keras_model_path`, but not both.")
     if checkpoint_format is None:
         checkpoint_format = "checkpoint"
     if checkpoint_format not in ("checkpoint", "saver"):
         raise ValueError(
-            'Checkpoint format must be one of "checkpoint" or "saver". '
-            f"Got {checkpoint_format}"
+            f'Checkpoint format must be one of "checkpoint" or "saver". Got {checkpoint_format}'
         )
     custom_objects = resolve_custom_objects(custom_objects)
 
     if keras_model_path:
-        keras_model = load_keras_model(keras_model_path, custom_objects,
-                                       allow_unsafe_deserialization)
+        keras_model = load_keras_model(
+            keras_model_path, custom_objects, allow_unsafe_deserialization
+        )
     else:
         keras_lib._assert_valid_model(keras_model, custom_objects)
     if not getattr(keras_model, "optimizer", None):
@@ -128,15 +126,23 @@ def convert(
     if config is not None and model_dir and config.model_dir and config.model_dir != model_dir:
         config = config.replace(model_dir=model_dir)  # the argument wins, as documented
     config = estimator_lib.maybe_overwrite_model_dir_and_session_config(config, model_dir)
-    model_fn = _model_fn(model, custom_objects, save_object_ckpt, metric_names_map,
-                         output_keys, heads, classes, optimizer_state_from, class_names or {},
-                         export_outputs)
+    model_fn = _model_fn(
+        model,
+        custom_objects,
+        save_object_ckpt,
+        metric_names_map,
+        output_keys,
+        heads,
+        classes,
+        optimizer_state_from,
+        class_names or {},
+        export_outputs,
+    )
 
     warm_start = None
     keras_ckpt = variables = None
     if model._is_graph_network and config.is_chief:
-        keras_ckpt, variables = _keras_checkpoint(model, custom_objects, config,
-                                                  save_object_ckpt)
+        keras_ckpt, variables = _keras_checkpoint(model, custom_objects, config, save_object_ckpt)
     if keras_ckpt:
         warm_start = tf.estimator.WarmStartSettings(
             ckpt_to_initialize_from=keras_ckpt,
@@ -181,6 +187,7 @@ def restore_eager_classes(classes):
 
 # --------------------------------------------------------------------------- model source
 
+
 class UnsafeModelFile(ValueError):
     """A saved model holds Python bytecode (a Lambda layer's function) that loading would run."""
 
@@ -192,7 +199,9 @@ def load_keras_model(url: str, custom_objects=None, allow_unsafe_deserialization
     while loading; Keras' `safe_mode` refuses them in `.keras` files only. Here every format
     is refused unless `allow_unsafe_deserialization` (for files you trust)."""
     if not storage.exists(url):
-        raise FileNotFoundError(f"no Keras model at {storage.redact(url)}{storage.why_missing(url)}")
+        raise FileNotFoundError(
+            f"no Keras model at {storage.redact(url)}{storage.why_missing(url)}"
+        )
     with tempfile.TemporaryDirectory(prefix="k2e-model-") as tmp:
         local = storage.fetch(url, tmp)
         if not allow_unsafe_deserialization:
@@ -200,16 +209,18 @@ def load_keras_model(url: str, custom_objects=None, allow_unsafe_deserialization
             if found:
                 raise UnsafeModelFile(
                     f"{storage.redact(url)} holds Lambda layer(s) {found} whose Python bytecode "
-                    "would run while the file loads")
+                    "would run while the file loads"
+                )
         try:
             model = tf.keras.models.load_model(
-                local, custom_objects=resolve_custom_objects(custom_objects), compile=True,
-                **({"safe_mode": False} if allow_unsafe_deserialization else {})
+                local,
+                custom_objects=resolve_custom_objects(custom_objects),
+                compile=True,
+                **({"safe_mode": False} if allow_unsafe_deserialization else {}),
             )
         except (OSError, ValueError, TypeError, KeyError) as err:
             raise ValueError(
-                f"cannot load a Keras model from {storage.redact(url)}: "
-                f"{first_line(err)}"
+                f"cannot load a Keras model from {storage.redact(url)}: {first_line(err)}"
             ) from err
     return model
 
@@ -226,9 +237,14 @@ def bytecode_layers(local_path: str) -> list:
     def walk(node):
         if isinstance(node, dict):
             config = node.get("config")
-            if node.get("class_name") == "Lambda" and isinstance(config, dict) and (
+            if (
+                node.get("class_name") == "Lambda"
+                and isinstance(config, dict)
+                and (
                     config.get("function_type") == "lambda"
-                    or isinstance(config.get("function"), (list, tuple))):
+                    or isinstance(config.get("function"), (list, tuple))
+                )
+            ):
                 found.append(config.get("name", "lambda"))
             for value in node.values():
                 walk(value)
@@ -282,16 +298,24 @@ def _fresh_metrics(metrics, output_names):
             return metric
         cfg = metric.get_config()
         if multi and output and cfg["name"].startswith(output + "_"):
-            cfg["name"] = cfg["name"][len(output) + 1:]
+            cfg["name"] = cfg["name"][len(output) + 1 :]
         return type(metric).from_config(cfg)
 
     def each(value, output):
-        return [fresh(m, output) for m in value] if isinstance(value, (list, tuple)) else fresh(value, output)
+        return (
+            [fresh(m, output) for m in value]
+            if isinstance(value, (list, tuple))
+            else fresh(value, output)
+        )
 
     if isinstance(metrics, dict):
         return {key: each(value, key) for key, value in metrics.items()}
-    if (isinstance(metrics, (list, tuple)) and multi and len(metrics) == len(output_names)
-            and all(isinstance(v, (list, tuple)) for v in metrics)):
+    if (
+        isinstance(metrics, (list, tuple))
+        and multi
+        and len(metrics) == len(output_names)
+        and all(isinstance(v, (list, tuple)) for v in metrics)
+    ):
         return [each(value, output) for value, output in zip(metrics, output_names)]
     return each(metrics, None) if metrics is not None else None
 
@@ -344,8 +368,11 @@ def private_copy(keras_model, optimizer, custom_objects=None):
     names = keras_model.output_names or []
 
     def compile_args(user_metrics=True):
-        return {**args, "metrics": _fresh_metrics(args.get("metrics"), names),
-                "weighted_metrics": _fresh_metrics(args.get("weighted_metrics"), names)}
+        return {
+            **args,
+            "metrics": _fresh_metrics(args.get("metrics"), names),
+            "weighted_metrics": _fresh_metrics(args.get("weighted_metrics"), names),
+        }
 
     copy.compile(**compile_args())
     copy._k2e_compile_args = compile_args
@@ -419,6 +446,7 @@ def keras_model_at(keras_model, checkpoint: str, checkpoint_format: str = "check
 
 
 # --------------------------------------------------------------------------- model_fn
+
 
 def _check_metric_names_map(known, metric_names_map):
     if not metric_names_map:
@@ -501,8 +529,7 @@ def export_heads(model, output_keys, export_outputs):
 def _serving_receives_examples():
     """True when the graph being exported is fed serialized tf.Examples (one string input)."""
     placeholders = [
-        op for op in tf.compat.v1.get_default_graph().get_operations()
-        if op.type == "Placeholder"
+        op for op in tf.compat.v1.get_default_graph().get_operations() if op.type == "Placeholder"
     ]
     return len(placeholders) == 1 and placeholders[0].get_attr("dtype") == tf.string
 
@@ -548,17 +575,32 @@ def _export_output(cls, tensor, name, examples, names=None):
 
 def _weights_per_output(features, output_names):
     """One sample-weight tensor for a multi-output model weighs every output, as in fit()."""
-    if (isinstance(features, dict) and set(features) == {"features", "sample_weights"}
-            and len(output_names) > 1 and tf.is_tensor(features["sample_weights"])):
+    if (
+        isinstance(features, dict)
+        and set(features) == {"features", "sample_weights"}
+        and len(output_names) > 1
+        and tf.is_tensor(features["sample_weights"])
+    ):
         weights = features["sample_weights"]
-        return {"features": features["features"],
-                "sample_weights": {name: weights for name in output_names}}
+        return {
+            "features": features["features"],
+            "sample_weights": {name: weights for name in output_names},
+        }
     return features
 
 
-def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
-              output_keys, heads, classes, optimizer_state_from=None, class_names=None,
-              export_outputs=None):
+def _model_fn(
+    keras_model,
+    custom_objects,
+    save_object_ckpt,
+    metric_names_map,
+    output_keys,
+    heads,
+    classes,
+    optimizer_state_from=None,
+    class_names=None,
+    export_outputs=None,
+):
     try:
         optimizer_config = keras_model.optimizer.get_config()
     except (NotImplementedError, AttributeError):
@@ -566,8 +608,11 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
 
     def model_fn(features, labels, mode, config):
         features = _weights_per_output(features, keras_model.output_names or [])
-        if (isinstance(features, dict) and list(features) == [SINGLE_FEATURE]
-                and (is_subclassed(keras_model) or keras_model.input_names != [SINGLE_FEATURE])):
+        if (
+            isinstance(features, dict)
+            and list(features) == [SINGLE_FEATURE]
+            and (is_subclassed(keras_model) or keras_model.input_names != [SINGLE_FEATURE])
+        ):
             features = features[SINGLE_FEATURE]  # a receiver's single tensor, wrapped by TF
         if isinstance(labels, dict) and output_keys:
             labels = {
@@ -575,13 +620,20 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
                 for k, v in labels.items()
             }
         labels = _labels_like_outputs(labels, keras_model)
-        model = clone_for(mode, keras_model, custom_objects, features=features, labels=labels,
-                          optimizer_config=optimizer_config)
+        model = clone_for(
+            mode,
+            keras_model,
+            custom_objects,
+            features=features,
+            labels=labels,
+            optimizer_config=optimizer_config,
+        )
         keys = output_keys or output_keys_of(model)
         predictions = dict(zip(keys, model.outputs))
         for key, names in (class_names or {}).items():
             predictions[predicted_class_key(key, keys)] = _predicted_classes(
-                predictions[key], names)
+                predictions[key], names
+            )
         loss = train_op = eval_metric_ops = None
         if mode != ModeKeys.PREDICT:
             if mode == ModeKeys.TRAIN:
@@ -627,9 +679,13 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
         if mode == ModeKeys.PREDICT:
             examples = _serving_receives_examples()
             export = {
-                name: _export_output(cls, predictions if key is None else predictions[key],
-                                     name if key is None else key, examples,
-                                     (class_names or {}).get(key))
+                name: _export_output(
+                    cls,
+                    predictions if key is None else predictions[key],
+                    name if key is None else key,
+                    examples,
+                    (class_names or {}).get(key),
+                )
                 for name, cls, key in heads or export_heads(model, keys, export_outputs)
             }
         # Under a MirroredStrategy each replica's thread builds its own copy: the classes
@@ -637,14 +693,20 @@ def _model_fn(keras_model, custom_objects, save_object_ckpt, metric_names_map,
         in_replica = tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context()
         hooks = [_RestoreEagerClasses(classes)] if in_replica else []
         spec = tf.estimator.EstimatorSpec(
-            mode=mode, predictions=predictions, loss=loss, train_op=train_op,
-            eval_metric_ops=eval_metric_ops, export_outputs=export, scaffold=scaffold,
-            training_hooks=hooks, evaluation_hooks=hooks, prediction_hooks=hooks,
+            mode=mode,
+            predictions=predictions,
+            loss=loss,
+            train_op=train_op,
+            eval_metric_ops=eval_metric_ops,
+            export_outputs=export,
+            scaffold=scaffold,
+            training_hooks=hooks,
+            evaluation_hooks=hooks,
+            prediction_hooks=hooks,
         )
         # The spec holds plain tensors and ops now; nothing Keras runs after this point.
         if is_subclassed(keras_model):
-            tf.keras.__internal__.models.in_place_subclassed_model_state_restoration(
-                keras_model)
+            tf.keras.__internal__.models.in_place_subclassed_model_state_restoration(keras_model)
             keras_model.optimizer = keras_model._k2e_optimizer  # unbuilt: restoration drops it
         if not in_replica:
             restore_eager_classes(classes)
@@ -700,8 +762,10 @@ def _initial_weights_fn(model, weights):
         return None
     variables = model.weights
     if [tuple(v.shape) for v in variables] != [np.shape(w) for w in weights]:
-        log.warning("the subclassed model's weights do not match the variables it builds "
-                    "from the features; training starts from freshly initialised weights")
+        log.warning(
+            "the subclassed model's weights do not match the variables it builds "
+            "from the features; training starts from freshly initialised weights"
+        )
         return None
     feeds = [tf.compat.v1.placeholder(v.dtype.base_dtype, v.shape) for v in variables]
     assign = tf.group(*[v.assign(f) for v, f in zip(variables, feeds)])
@@ -714,6 +778,7 @@ def _initial_weights_fn(model, weights):
 
 # --------------------------------------------------------------------------- warm start
 
+
 def checkpoint_variables(reader) -> dict:
     """{variable name: (key in the checkpoint, shape)}, for name- and object-based checkpoints."""
     shapes = reader.get_variable_to_shape_map()
@@ -723,17 +788,21 @@ def checkpoint_variables(reader) -> dict:
 
     graph = trackable_object_graph_pb2.TrackableObjectGraph()
     graph.ParseFromString(reader.get_tensor("_CHECKPOINTABLE_OBJECT_GRAPH"))
-    return {attr.full_name: (attr.checkpoint_key, shapes[attr.checkpoint_key])
-            for node in graph.nodes for attr in node.attributes
-            if attr.name == "VARIABLE_VALUE" and attr.full_name and attr.checkpoint_key in shapes}
+    return {
+        attr.full_name: (attr.checkpoint_key, shapes[attr.checkpoint_key])
+        for node in graph.nodes
+        for attr in node.attributes
+        if attr.name == "VARIABLE_VALUE" and attr.full_name and attr.checkpoint_key in shapes
+    }
 
 
 def optimizer_slots_in(prefix: str, model) -> int:
     """How many of `model`'s optimizer slot variables (by name) a checkpoint holds."""
     found = checkpoint_variables(tf.train.load_checkpoint(prefix))
     names = [w.name.split(":")[0] for w in model.trainable_weights]
-    return sum(1 for name in found for w in names
-               if name.startswith("training/") and f"/{w}/" in name)
+    return sum(
+        1 for name in found for w in names if name.startswith("training/") and f"/{w}/" in name
+    )
 
 
 def _init_slots_from(model, prefix):
@@ -749,8 +818,10 @@ def _init_slots_from(model, prefix):
                 assignment[key] = slot
     if assignment:
         tf.compat.v1.train.init_from_checkpoint(prefix, assignment)
-    log.info("optimizer state: %d slot variable(s) from %s", len(assignment),
-             os.path.basename(prefix))
+    log.info(
+        "optimizer state: %d slot variable(s) from %s", len(assignment), os.path.basename(prefix)
+    )
+
 
 def fingerprint(model):
     """Architecture and weight digests that tell one Keras model from another."""
@@ -766,7 +837,9 @@ def fingerprint(model):
 
 def _optimizer_names(model) -> str:
     """The optimizer class(es) a model is compiled with: their variables are checkpointed."""
-    optimizers = model.optimizer if isinstance(model.optimizer, (list, tuple)) else [model.optimizer]
+    optimizers = (
+        model.optimizer if isinstance(model.optimizer, (list, tuple)) else [model.optimizer]
+    )
     return "+".join(type(o).__name__ for o in optimizers)
 
 
@@ -774,12 +847,18 @@ def checkpoint_fit(model, reader) -> dict:
     """How a checkpoint's variables fit `model`'s (by name and shape): the model's variables
     it lacks (`missing`), holds with another shape (`reshaped`), and its others (`extra`,
     optimizer state and the step not counted)."""
-    found = {name: shape for name, (_, shape) in checkpoint_variables(reader).items()
-             if not name.startswith("training/") and name != "global_step"}
+    found = {
+        name: shape
+        for name, (_, shape) in checkpoint_variables(reader).items()
+        if not name.startswith("training/") and name != "global_step"
+    }
     ours = {w.name.split(":")[0]: w.shape.as_list() for w in model.weights}
     return {
-        "reshaped": [f"{name} {shape} vs {list(found[name])}" for name, shape in ours.items()
-                     if name in found and list(found[name]) != shape],
+        "reshaped": [
+            f"{name} {shape} vs {list(found[name])}"
+            for name, shape in ours.items()
+            if name in found and list(found[name]) != shape
+        ],
         "missing": [name for name in ours if name not in found],
         "extra": [name for name in found if name not in ours],
     }
@@ -802,17 +881,21 @@ def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
     already holds a training checkpoint of the model."""
     keras_dir = os.path.join(config.model_dir, KERAS_DIR)
     marker = os.path.join(keras_dir, FINGERPRINT_FILE)
-    current = dict(fingerprint(model), checkpoint_format=
-                   "checkpoint" if save_object_ckpt else "saver",
-                   optimizer=_optimizer_names(model))
+    current = dict(
+        fingerprint(model),
+        checkpoint_format="checkpoint" if save_object_ckpt else "saver",
+        optimizer=_optimizer_names(model),
+    )
     previous = None
     if tf.io.gfile.exists(marker):
         with tf.io.gfile.GFile(marker) as f:
             previous = json.load(f)
     trained = tf.train.latest_checkpoint(config.model_dir)
-    if trained and (previous is None or
-                    previous["architecture"] != current["architecture"] or
-                    previous.get("checkpoint_format") != current["checkpoint_format"]):
+    if trained and (
+        previous is None
+        or previous["architecture"] != current["architecture"]
+        or previous.get("checkpoint_format") != current["checkpoint_format"]
+    ):
         raise ValueError(
             f"model_dir: {config.model_dir} holds checkpoints of a different model "
             f"({os.path.basename(trained)}); use a new model_dir or delete the old one"
@@ -822,11 +905,15 @@ def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
             f"model_dir: {config.model_dir} holds checkpoints trained with "
             f"{previous['optimizer']}, not {current['optimizer']} "
             f"({os.path.basename(trained)}); use a new model_dir (warm_start: {config.model_dir} "
-            "keeps its weights), or compile the model with the optimizer it was trained with")
+            "keeps its weights), or compile the model with the optimizer it was trained with"
+        )
     if trained:
         if previous["weights"] != current["weights"]:
-            log.info("model_dir holds training checkpoint %s of this model; resuming from it "
-                     "instead of the Keras model's current weights", os.path.basename(trained))
+            log.info(
+                "model_dir holds training checkpoint %s of this model; resuming from it "
+                "instead of the Keras model's current weights",
+                os.path.basename(trained),
+            )
         # Training restores from its own checkpoint and never reads the warm-start one,
         # so a resumed remote model_dir need not download it.
         return None, None
@@ -834,15 +921,23 @@ def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
     if existing and (previous is None or "user_checkpoint" in previous):
         fit = checkpoint_fit(model, tf.train.load_checkpoint(existing))
         if not (fit["missing"] or fit["reshaped"]):
-            log.info("warm start from %s, the Keras checkpoint in model_dir/keras (it holds "
-                     "every variable of the model)", os.path.basename(existing))
+            log.info(
+                "warm start from %s, the Keras checkpoint in model_dir/keras (it holds "
+                "every variable of the model)",
+                os.path.basename(existing),
+            )
             with tf.io.gfile.GFile(marker, "w") as f:
                 json.dump({**current, "user_checkpoint": os.path.basename(existing)}, f)
             return existing, [re.escape(w.name.split(":")[0]) + ":" for w in model.weights]
-        problems = "; ".join(f"{k}: {', '.join(v[:4])}" for k, v in fit.items()
-                             if v and k != "extra")
-        log.warning("replacing %s in model_dir/keras, a checkpoint of another model (%s), "
-                    "with this model's weights", os.path.basename(existing), problems)
+        problems = "; ".join(
+            f"{k}: {', '.join(v[:4])}" for k, v in fit.items() if v and k != "extra"
+        )
+        log.warning(
+            "replacing %s in model_dir/keras, a checkpoint of another model (%s), "
+            "with this model's weights",
+            os.path.basename(existing),
+            problems,
+        )
         _remove_checkpoints(keras_dir)
     elif existing and previous != current:
         _remove_checkpoints(keras_dir)  # written for an earlier version of the model

@@ -16,9 +16,9 @@ import os
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from k2e_core._tensorflow import tf
 
 from k2e_core import storage
+from k2e_core._tensorflow import tf
 from k2e_core.conversion import KERAS_DIR, output_keys_of
 from k2e_core.errors import SpecError, first_line
 
@@ -95,12 +95,21 @@ def model_io(model) -> ModelIO:
     inputs = {}
     for name, tensor in zip(model.input_names, model.inputs):
         inputs[name] = (tuple(tensor.shape[1:]), tensor.dtype.name)
-    return ModelIO(inputs=inputs, outputs=list(model.output_names),
-                   output_keys=output_keys_of(model), label_kinds=label_kinds(model),
-                   output_units={name: t.shape[-1] if t.shape.rank == 2 else None
-                                 for name, t in zip(model.output_names, model.outputs)},
-                   ragged=frozenset(name for name, t in zip(model.input_names, model.inputs)
-                                    if isinstance(t.type_spec, tf.RaggedTensorSpec)))
+    return ModelIO(
+        inputs=inputs,
+        outputs=list(model.output_names),
+        output_keys=output_keys_of(model),
+        label_kinds=label_kinds(model),
+        output_units={
+            name: t.shape[-1] if t.shape.rank == 2 else None
+            for name, t in zip(model.output_names, model.outputs)
+        },
+        ragged=frozenset(
+            name
+            for name, t in zip(model.input_names, model.inputs)
+            if isinstance(t.type_spec, tf.RaggedTensorSpec)
+        ),
+    )
 
 
 def loss_name(loss):
@@ -135,20 +144,27 @@ def label_kinds(model) -> dict:
 
 # --------------------------------------------------------------------------- sources
 
+
 def _format_of(path: str, declared: str) -> str:
     if declared != "auto":
         return declared
     name = path.lower().removesuffix(".gz")
-    for ext, fmt in ((".csv", "csv"), (".tfrecord", "tfrecord"), (".tfrecords", "tfrecord"),
-                     (".npz", "npz")):
+    for ext, fmt in (
+        (".csv", "csv"),
+        (".tfrecord", "tfrecord"),
+        (".tfrecords", "tfrecord"),
+        (".npz", "npz"),
+    ):
         if name.endswith(ext):
             return fmt
-    raise SpecError("format", f"cannot tell the format of {os.path.basename(path)}",
-                    "set format to csv, tfrecord or npz")
+    raise SpecError(
+        "format",
+        f"cannot tell the format of {os.path.basename(path)}",
+        "set format to csv, tfrecord or npz",
+    )
 
 
-def open_source(spec_field: str, files_spec, resolve, staging_dir: str,
-                na_values=()) -> Source:
+def open_source(spec_field: str, files_spec, resolve, staging_dir: str, na_values=()) -> Source:
     """Resolves globs, fetches remote files into `staging_dir`, and reads the columns."""
     urls = []
     for pattern in files_spec.files:
@@ -156,12 +172,17 @@ def open_source(spec_field: str, files_spec, resolve, staging_dir: str,
         try:
             found = storage.glob(url)
         except (OSError, ValueError) as err:
-            raise SpecError(f"{spec_field}.files", f"cannot list {storage.redact(url)} ({err})",
-                            "check the URL and its credentials") from None
+            raise SpecError(
+                f"{spec_field}.files",
+                f"cannot list {storage.redact(url)} ({err})",
+                "check the URL and its credentials",
+            ) from None
         if not found:
-            raise SpecError(f"{spec_field}.files", f"no file matches {storage.redact(url)}"
-                            f"{storage.why_missing(url)}",
-                            "check the path, or generate the data first")
+            raise SpecError(
+                f"{spec_field}.files",
+                f"no file matches {storage.redact(url)}{storage.why_missing(url)}",
+                "check the path, or generate the data first",
+            )
         urls.extend(found)
     try:
         fmt = _format_of(urls[0], files_spec.format)
@@ -176,7 +197,9 @@ def open_source(spec_field: str, files_spec, resolve, staging_dir: str,
             local.append(storage.fetch(url, os.path.join(staging_dir, str(i))))
     for path in local:
         if os.path.getsize(path) == 0:
-            raise SpecError(f"{spec_field}.files", f"{path} is empty", "point it at a file with data")
+            raise SpecError(
+                f"{spec_field}.files", f"{path} is empty", "point it at a file with data"
+            )
     if fmt == "csv":
         columns, header = _csv_columns(spec_field, local[0], set(na_values))
     else:
@@ -216,9 +239,12 @@ CSV_SAMPLE_ROWS = 1000
 
 def line_break_error(spec_field, path, line, lines) -> SpecError:
     """A CSV row over several lines: TensorFlow reads CSV line by line."""
-    return SpecError(f"{spec_field}.files", f"{path} line {line}: a quoted field runs over "
-                     f"{lines} lines (an unclosed quote?)", "close the quote, or replace the line "
-                     "breaks inside quoted text (CSV is read line by line; TFRecords hold any text)")
+    return SpecError(
+        f"{spec_field}.files",
+        f"{path} line {line}: a quoted field runs over {lines} lines (an unclosed quote?)",
+        "close the quote, or replace the line "
+        "breaks inside quoted text (CSV is read line by line; TFRecords hold any text)",
+    )
 
 
 def _csv_columns(spec_field, path, na_values):
@@ -233,23 +259,30 @@ def _csv_columns(spec_field, path, na_values):
                 last = rows.line_num
                 sample.append((rows.line_num, r))
         except csv.Error as err:
-            raise SpecError(f"{spec_field}.files", f"{path} line {rows.line_num}: {err}",
-                            "fix the row (an unclosed quote, or a field over 128 KB)") from None
+            raise SpecError(
+                f"{spec_field}.files",
+                f"{path} line {rows.line_num}: {err}",
+                "fix the row (an unclosed quote, or a field over 128 KB)",
+            ) from None
     if not header or not sample:
-        raise SpecError(f"{spec_field}.files", f"{path} has no data rows",
-                        "CSV files need a header line and at least one row")
+        raise SpecError(
+            f"{spec_field}.files",
+            f"{path} has no data rows",
+            "CSV files need a header line and at least one row",
+        )
     kinds = ["int"] * len(header)
     text_at = [None] * len(header)
     for line, r in sample:
-        for i, value in enumerate(r[:len(header)]):
+        for i, value in enumerate(r[: len(header)]):
             if value in na_values or value == "" or kinds[i] == "string":
                 continue
             kind = value_kind(value)
             if kind == "string":
                 text_at[i] = (line, value)
             kinds[i] = max(kinds[i], kind, key=KINDS.index)
-    return {name: Column(kind, (), text_at=at)
-            for name, kind, at in zip(header, kinds, text_at)}, header
+    return {
+        name: Column(kind, (), text_at=at) for name, kind, at in zip(header, kinds, text_at)
+    }, header
 
 
 def compression_of(path):
@@ -262,26 +295,39 @@ TFRECORD_SAMPLE_RECORDS = 200
 
 def _tfrecord_columns(spec_field, path):
     try:
-        records = [r.numpy() for r in
-                   tf.data.TFRecordDataset(path, compression_of(path)).take(TFRECORD_SAMPLE_RECORDS)]
+        records = [
+            r.numpy()
+            for r in tf.data.TFRecordDataset(path, compression_of(path)).take(
+                TFRECORD_SAMPLE_RECORDS
+            )
+        ]
     except tf.errors.OpError as err:
-        raise SpecError(f"{spec_field}.files", f"{path} is not a TFRecord file ({first_line(err)})",
-                        "write tf.train.Example records with tf.io.TFRecordWriter") from None
+        raise SpecError(
+            f"{spec_field}.files",
+            f"{path} is not a TFRecord file ({first_line(err)})",
+            "write tf.train.Example records with tf.io.TFRecordWriter",
+        ) from None
     if not records:
-        raise SpecError(f"{spec_field}.files", f"{path} holds no records", "point it at a file with data")
+        raise SpecError(
+            f"{spec_field}.files", f"{path} holds no records", "point it at a file with data"
+        )
     kinds, lengths = {}, {}
     for i, record in enumerate(records):
         try:
             example = tf.train.Example.FromString(record)
         except Exception:  # protobuf's DecodeError
-            raise SpecError(f"{spec_field}.files", f"{path} record {i + 1} is not a "
-                            "tf.train.Example", "write tf.train.Example records") from None
+            raise SpecError(
+                f"{spec_field}.files",
+                f"{path} record {i + 1} is not a tf.train.Example",
+                "write tf.train.Example records",
+            ) from None
         for name, feat in example.features.feature.items():
             kind = feat.WhichOneof("kind")
             if kind is None:
                 continue
-            kinds.setdefault(name, {"float_list": "float", "int64_list": "int",
-                                    "bytes_list": "string"}[kind])
+            kinds.setdefault(
+                name, {"float_list": "float", "int64_list": "int", "bytes_list": "string"}[kind]
+            )
             lengths.setdefault(name, set()).add(len(getattr(feat, kind).value))
     columns = {}
     for name, kind in kinds.items():
@@ -297,16 +343,27 @@ def _npz_columns(spec_field, path):
             columns = {k: Column(_np_kind(a.dtype), tuple(a.shape[1:])) for k, a in arrays.items()}
             rows = {len(a) for a in arrays.values()}
     except (OSError, ValueError, EOFError) as err:
-        raise SpecError(f"{spec_field}.files", f"{path} is not a NumPy .npz file ({first_line(err)})",
-                        "write it with numpy.savez (text as str arrays, not objects)") from None
+        raise SpecError(
+            f"{spec_field}.files",
+            f"{path} is not a NumPy .npz file ({first_line(err)})",
+            "write it with numpy.savez (text as str arrays, not objects)",
+        ) from None
     except Exception as err:  # a corrupt archive: zipfile.BadZipFile and friends
-        raise SpecError(f"{spec_field}.files", f"{path} is not a NumPy .npz file "
-                        f"({type(err).__name__}: {first_line(err)})", "write it with numpy.savez") from None
+        raise SpecError(
+            f"{spec_field}.files",
+            f"{path} is not a NumPy .npz file ({type(err).__name__}: {first_line(err)})",
+            "write it with numpy.savez",
+        ) from None
     if rows == {0} or not rows:
-        raise SpecError(f"{spec_field}.files", f"{path} holds no rows", "point it at a file with data")
+        raise SpecError(
+            f"{spec_field}.files", f"{path} holds no rows", "point it at a file with data"
+        )
     if len(rows) > 1:
-        raise SpecError(f"{spec_field}.files", f"{path} holds arrays of different lengths "
-                        f"{sorted(rows)}", "save one row per example in every array")
+        raise SpecError(
+            f"{spec_field}.files",
+            f"{path} holds arrays of different lengths {sorted(rows)}",
+            "save one row per example in every array",
+        )
     return columns, []
 
 
@@ -320,13 +377,16 @@ def _np_kind(dtype) -> str:
 
 # --------------------------------------------------------------------------- plan
 
+
 def _as_list(value):
     return [value] if isinstance(value, str) else list(value)
 
 
 def _kind_of_dtype(dtype) -> str:
     dtype = tf.as_dtype(dtype)
-    return "string" if dtype == tf.string else "int" if dtype.is_integer or dtype.is_bool else "float"
+    return (
+        "string" if dtype == tf.string else "int" if dtype.is_integer or dtype.is_bool else "float"
+    )
 
 
 def plan(data_spec, io: ModelIO, sources, record: dict | None = None) -> Plan:
@@ -337,12 +397,18 @@ def plan(data_spec, io: ModelIO, sources, record: dict | None = None) -> Plan:
     if data_spec.features:
         unknown = sorted(set(data_spec.features) - set(inputs))
         if unknown:
-            raise SpecError("data.features", f"{unknown} are not inputs of the model (inputs: {inputs})",
-                            "key data.features by the model's input names")
+            raise SpecError(
+                "data.features",
+                f"{unknown} are not inputs of the model (inputs: {inputs})",
+                "key data.features by the model's input names",
+            )
         missing = [i for i in inputs if i not in data_spec.features]
         if missing:
-            raise SpecError("data.features", f"model inputs {missing} have no columns",
-                            f"add them, e.g. data.features.{missing[0]}: [column, ...]")
+            raise SpecError(
+                "data.features",
+                f"model inputs {missing} have no columns",
+                f"add them, e.g. data.features.{missing[0]}: [column, ...]",
+            )
         features = {i: _as_list(data_spec.features[i]) for i in inputs}
     else:
         absent = [i for i in inputs if i not in train.columns]
@@ -356,19 +422,29 @@ def plan(data_spec, io: ModelIO, sources, record: dict | None = None) -> Plan:
         features = {i: [i] for i in inputs}
 
     labels = _label_columns(data_spec.labels, io, train)
-    result = Plan(features=features, labels=labels, sample_weight=data_spec.sample_weight, io=io,
-                  drop_missing=data_spec.missing == "drop", na_values=tuple(data_spec.na_values))
+    result = Plan(
+        features=features,
+        labels=labels,
+        sample_weight=data_spec.sample_weight,
+        io=io,
+        drop_missing=data_spec.missing == "drop",
+        na_values=tuple(data_spec.na_values),
+    )
     if result.sample_weight and result.sample_weight not in train.columns:
-        raise SpecError("data.sample_weight", f"column {result.sample_weight!r} is not in "
-                        f"{train.field} files (they hold {sorted(train.columns)})",
-                        "fix the column name")
+        raise SpecError(
+            "data.sample_weight",
+            f"column {result.sample_weight!r} is not in "
+            f"{train.field} files (they hold {sorted(train.columns)})",
+            "fix the column name",
+        )
     _check_spec_columns(data_spec, result, train)
     for source in sources:
         _check_source(for_source(result, source), source)
     result.types = _column_types(data_spec, result, sources)
     result.decode = _image_columns(data_spec, result, sources)
-    result.varlen = frozenset(c for s in sources for c in result.columns()
-                              if c in s.columns and s.columns[c].varlen) | _variable_inputs(result, sources)
+    result.varlen = frozenset(
+        c for s in sources for c in result.columns() if c in s.columns and s.columns[c].varlen
+    ) | _variable_inputs(result, sources)
     _check_varlen(result)
     result.vocabulary = _vocabularies(data_spec, result, record)
     result.fills = _fills(data_spec, result, record)
@@ -384,13 +460,19 @@ def _check_spec_columns(data_spec, p: Plan, train: Source):
     for where, columns in named:
         for c in columns:
             if c not in used:
-                raise SpecError(f"{where}.{c}", f"{c!r} is not a column the job reads "
-                                f"(it reads {used})", "fix the column name")
+                raise SpecError(
+                    f"{where}.{c}",
+                    f"{c!r} is not a column the job reads (it reads {used})",
+                    "fix the column name",
+                )
     if isinstance(data_spec.missing, dict):
         for c in data_spec.missing:
             if c in p.label_columns():
-                raise SpecError(f"data.missing.{c}", "a missing label cannot be filled",
-                                "use data.missing: drop, or fix the file")
+                raise SpecError(
+                    f"data.missing.{c}",
+                    "a missing label cannot be filled",
+                    "use data.missing: drop, or fix the file",
+                )
 
 
 def for_source(p: Plan, source: Source) -> Plan:
@@ -422,17 +504,26 @@ def _label_columns(spec_labels, io: ModelIO, train: Source) -> dict:
             elif key in io.output_keys:
                 name = outputs[io.output_keys.index(key)]
             else:
-                raise SpecError("data.labels", f"{key!r} is not an output of the model "
-                                f"(outputs: {io.output_keys})", "key data.labels by output names")
+                raise SpecError(
+                    "data.labels",
+                    f"{key!r} is not an output of the model (outputs: {io.output_keys})",
+                    "key data.labels by output names",
+                )
             by_name[name] = _as_list(cols)
         missing = [o for o in outputs if o not in by_name]
         if missing:
-            raise SpecError("data.labels", f"outputs {missing} have no label columns",
-                            "give one entry per model output")
+            raise SpecError(
+                "data.labels",
+                f"outputs {missing} have no label columns",
+                "give one entry per model output",
+            )
         return by_name
     if len(outputs) != 1:
-        raise SpecError("data.labels", f"the model has {len(outputs)} outputs {io.output_keys}",
-                        "give data.labels as a mapping output -> column(s)")
+        raise SpecError(
+            "data.labels",
+            f"the model has {len(outputs)} outputs {io.output_keys}",
+            "give data.labels as a mapping output -> column(s)",
+        )
     return {outputs[0]: _as_list(spec_labels)}
 
 
@@ -441,8 +532,12 @@ def _check_source(p: Plan, source: Source) -> None:
         for key, cols in mapping.items():
             missing = [c for c in cols if c not in source.columns]
             if missing:
-                raise SpecError(f"{where}.{key}", f"columns {missing} are not in {source.field} files "
-                                f"(they hold {sorted(source.columns)})", "fix the column names")
+                raise SpecError(
+                    f"{where}.{key}",
+                    f"columns {missing} are not in {source.field} files "
+                    f"(they hold {sorted(source.columns)})",
+                    "fix the column names",
+                )
     for name, cols in p.features.items():
         shape, _ = p.io.inputs[name]
         if any(source.columns[c].varlen for c in cols) or len(shape) > 1:
@@ -450,26 +545,38 @@ def _check_source(p: Plan, source: Source) -> None:
         width = sum(int(np.prod(source.columns[c].shape)) for c in cols)
         expected = int(np.prod(shape)) if all(d is not None for d in shape) else None
         if expected is not None and width != expected:
-            raise SpecError(f"data.features.{name}", f"columns {cols if len(cols) < 8 else str(len(cols)) + ' columns'} "
-                            f"give {width} values per example but the model input has shape "
-                            f"{list(shape)} ({expected} values)", "map exactly that many values")
+            raise SpecError(
+                f"data.features.{name}",
+                f"columns {cols if len(cols) < 8 else str(len(cols)) + ' columns'} "
+                f"give {width} values per example but the model input has shape "
+                f"{list(shape)} ({expected} values)",
+                "map exactly that many values",
+            )
 
 
 def _column_types(data_spec, p: Plan, sources) -> dict:
     """How each used column is read: declared, else what its input takes, else as it looks."""
     types = {}
-    wants = {c: _kind_of_dtype(p.io.inputs[name][1]) for name, cols in p.features.items()
-             for c in cols}
+    wants = {
+        c: _kind_of_dtype(p.io.inputs[name][1]) for name, cols in p.features.items() for c in cols
+    }
     for c in p.columns():
         declared = data_spec.columns.get(c)
         for source in sources:
             if c not in source.columns:
                 continue
             stored = source.columns[c]
-            if declared and source.format != "csv" and (declared == "string") != (stored.dtype == "string"):
-                raise SpecError(f"data.columns.{c}", f"{source.field} files store {c!r} as "
-                                f"{stored.dtype}, which cannot be read as {declared}",
-                                "remove the declaration, or write the column with that type")
+            if (
+                declared
+                and source.format != "csv"
+                and (declared == "string") != (stored.dtype == "string")
+            ):
+                raise SpecError(
+                    f"data.columns.{c}",
+                    f"{source.field} files store {c!r} as "
+                    f"{stored.dtype}, which cannot be read as {declared}",
+                    "remove the declaration, or write the column with that type",
+                )
         stored = sources[0].columns[c]
         kind = declared or wants.get(c) or stored.dtype
         if c == p.sample_weight:
@@ -481,12 +588,14 @@ def _column_types(data_spec, p: Plan, sources) -> dict:
                 col = source.columns.get(c)
                 if col is not None and col.dtype == "string" and c not in data_spec.decode:
                     where = _where_fed(p, c)
-                    seen = (f" (line {col.text_at[0]}: {col.text_at[1]!r})"
-                            if col.text_at else "")
-                    raise SpecError(where, f"column {c!r} of {source.field} files holds text{seen} "
-                                    f"but is read as {kind}",
-                                    f"feed it to a tf.string input, or declare data.columns.{c}: "
-                                    "string (or fix the file)")
+                    seen = f" (line {col.text_at[0]}: {col.text_at[1]!r})" if col.text_at else ""
+                    raise SpecError(
+                        where,
+                        f"column {c!r} of {source.field} files holds text{seen} "
+                        f"but is read as {kind}",
+                        f"feed it to a tf.string input, or declare data.columns.{c}: "
+                        "string (or fix the file)",
+                    )
         types[c] = kind
     return types
 
@@ -508,20 +617,32 @@ def _image_columns(data_spec, p: Plan, sources) -> dict:
     for c, how in data_spec.decode.items():
         inputs = [name for name, cols in p.features.items() if c in cols]
         if not inputs or p.features[inputs[0]] != [c]:
-            raise SpecError(f"data.decode.{c}", "an image column must feed one model input "
-                            "on its own", f"map it alone, e.g. data.features.image: {c}")
+            raise SpecError(
+                f"data.decode.{c}",
+                "an image column must feed one model input on its own",
+                f"map it alone, e.g. data.features.image: {c}",
+            )
         shape, _ = p.io.inputs[inputs[0]]
         if len(shape) != 3:
-            raise SpecError(f"data.decode.{c}", f"input {inputs[0]!r} has shape {list(shape)}, not "
-                            "[height, width, channels]", "decode images into an image input")
+            raise SpecError(
+                f"data.decode.{c}",
+                f"input {inputs[0]!r} has shape {list(shape)}, not [height, width, channels]",
+                "decode images into an image input",
+            )
         for source in sources:
             if source.columns[c].dtype != "string":
-                raise SpecError(f"data.decode.{c}", f"{source.field} files hold {c!r} as "
-                                f"{source.columns[c].dtype}, not encoded image bytes",
-                                "store PNG/JPEG bytes in a bytes_list (or drop data.decode)")
+                raise SpecError(
+                    f"data.decode.{c}",
+                    f"{source.field} files hold {c!r} as "
+                    f"{source.columns[c].dtype}, not encoded image bytes",
+                    "store PNG/JPEG bytes in a bytes_list (or drop data.decode)",
+                )
         if how.resize is None and any(d is None for d in shape[:2]):
-            raise SpecError(f"data.decode.{c}.resize", f"input {inputs[0]!r} has no fixed size "
-                            f"({list(shape)})", "give resize: [height, width]")
+            raise SpecError(
+                f"data.decode.{c}.resize",
+                f"input {inputs[0]!r} has no fixed size ({list(shape)})",
+                "give resize: [height, width]",
+            )
         decode[c] = how
     return decode
 
@@ -532,8 +653,12 @@ def _variable_inputs(p: Plan, sources) -> frozenset:
     columns = set()
     for name, cols in p.features.items():
         shape, _ = p.io.inputs[name]
-        if len(cols) == 1 and len(shape) == 1 and (shape[0] is None or name in p.io.ragged) \
-                and all(s.format == "tfrecord" for s in sources):
+        if (
+            len(cols) == 1
+            and len(shape) == 1
+            and (shape[0] is None or name in p.io.ragged)
+            and all(s.format == "tfrecord" for s in sources)
+        ):
             columns.add(cols[0])
     return frozenset(columns)
 
@@ -541,25 +666,37 @@ def _variable_inputs(p: Plan, sources) -> frozenset:
 def _check_varlen(p: Plan) -> None:
     for name, cols in p.features.items():
         if any(c in p.varlen for c in cols) and len(cols) > 1:
-            raise SpecError(f"data.features.{name}", f"column(s) {[c for c in cols if c in p.varlen]}"
-                            " vary in length between records and cannot be stacked with others",
-                            "feed a variable-length feature to an input of its own")
+            raise SpecError(
+                f"data.features.{name}",
+                f"column(s) {[c for c in cols if c in p.varlen]}"
+                " vary in length between records and cannot be stacked with others",
+                "feed a variable-length feature to an input of its own",
+            )
         shape, _ = p.io.inputs[name]
         if any(c in p.varlen for c in cols) and len(shape) != 1:
-            raise SpecError(f"data.features.{name}", f"{cols[0]!r} varies in length between "
-                            f"records but input {name!r} has shape {list(shape)}",
-                            "feed it to a 1-D input: Input(shape=(N,)) pads to N, "
-                            "Input(shape=(None,)) to the longest in each batch, "
-                            "Input(shape=(None,), ragged=True) keeps each row's length")
+            raise SpecError(
+                f"data.features.{name}",
+                f"{cols[0]!r} varies in length between "
+                f"records but input {name!r} has shape {list(shape)}",
+                "feed it to a 1-D input: Input(shape=(N,)) pads to N, "
+                "Input(shape=(None,)) to the longest in each batch, "
+                "Input(shape=(None,), ragged=True) keeps each row's length",
+            )
     for name in p.io.ragged:
         if not any(c in p.varlen for c in p.features[name]):
-            raise SpecError(f"data.features.{name}", f"input {name!r} is ragged but its column "
-                            f"{p.features[name][0]!r} has one length in every record",
-                            "feed a variable-length TFRecord feature, or use a dense input")
+            raise SpecError(
+                f"data.features.{name}",
+                f"input {name!r} is ragged but its column "
+                f"{p.features[name][0]!r} has one length in every record",
+                "feed a variable-length TFRecord feature, or use a dense input",
+            )
     for c in p.label_columns():
         if c in p.varlen:
-            raise SpecError(_where_fed(p, c), f"label {c!r} varies in length between records",
-                            "write labels of one length")
+            raise SpecError(
+                _where_fed(p, c),
+                f"label {c!r} varies in length between records",
+                "write labels of one length",
+            )
 
 
 def _vocabularies(data_spec, p: Plan, record: dict | None) -> dict:
@@ -569,14 +706,20 @@ def _vocabularies(data_spec, p: Plan, record: dict | None) -> dict:
     given = data_spec.label_vocabulary
     if isinstance(given, list):
         if len(p.label_columns()) != 1:
-            raise SpecError("data.label_vocabulary", f"the job has label columns "
-                            f"{p.label_columns()}", "give label column -> class names")
+            raise SpecError(
+                "data.label_vocabulary",
+                f"the job has label columns {p.label_columns()}",
+                "give label column -> class names",
+            )
         given = {p.label_columns()[0]: given}
     given = given or {}
     for c in given:
         if c not in p.label_columns():
-            raise SpecError(f"data.label_vocabulary.{c}", f"{c!r} is not a label column "
-                            f"(labels: {p.label_columns()})", "key it by the label column")
+            raise SpecError(
+                f"data.label_vocabulary.{c}",
+                f"{c!r} is not a label column (labels: {p.label_columns()})",
+                "key it by the label column",
+            )
         if c not in text:
             p.types[c] = "string"
             text.append(c)
@@ -589,13 +732,19 @@ def _vocabularies(data_spec, p: Plan, record: dict | None) -> dict:
         output = p.output_of(c)
         kind, classes = p.io.label_kinds[output]
         if kind == "value" or len(p.labels[output]) > 1:
-            raise SpecError(_where_fed(p, c), f"label column {c!r} holds text but output "
-                            f"{output!r} is not a classifier (its loss takes numbers)",
-                            "compile the output with a categorical or binary cross-entropy, or "
-                            "encode the labels as numbers")
+            raise SpecError(
+                _where_fed(p, c),
+                f"label column {c!r} holds text but output "
+                f"{output!r} is not a classifier (its loss takes numbers)",
+                "compile the output with a categorical or binary cross-entropy, or "
+                "encode the labels as numbers",
+            )
         if names is not None and classes and len(names) != classes:
-            raise SpecError(f"data.label_vocabulary.{c}", f"has {len(names)} classes but output "
-                            f"{output!r} has {classes}", "give one name per class")
+            raise SpecError(
+                f"data.label_vocabulary.{c}",
+                f"has {len(names)} classes but output {output!r} has {classes}",
+                "give one name per class",
+            )
         vocabulary[c] = list(names) if names is not None else None
     return vocabulary
 
@@ -613,14 +762,19 @@ def _fills(data_spec, p: Plan, record: dict | None) -> dict:
             try:
                 fills[c] = cast_value(value, kind)
             except ValueError:
-                raise SpecError(f"data.missing.{c}", f"fill {value!r} is not a {kind}",
-                                f"give a {kind} value") from None
+                raise SpecError(
+                    f"data.missing.{c}", f"fill {value!r} is not a {kind}", f"give a {kind} value"
+                ) from None
         elif how in ("mean", "median") and kind == "string":
-            raise SpecError(f"data.missing.{c}", f"{c!r} holds text; it has no {how}",
-                            "use most_frequent or a constant")
+            raise SpecError(
+                f"data.missing.{c}",
+                f"{c!r} holds text; it has no {how}",
+                "use most_frequent or a constant",
+            )
         elif c in p.decode:
-            raise SpecError(f"data.missing.{c}", "an image column cannot be filled",
-                            "use data.missing: drop")
+            raise SpecError(
+                f"data.missing.{c}", "an image column cannot be filled", "use data.missing: drop"
+            )
         else:
             fills[c] = recorded[c] if c in recorded else Statistic(how)
     return fills
@@ -642,8 +796,9 @@ class Statistic(str):
 
 def pending(p: Plan) -> list:
     """Columns whose vocabulary or fill value waits for the training data's scan."""
-    return ([c for c, v in p.vocabulary.items() if v is None]
-            + [c for c, v in p.fills.items() if isinstance(v, Statistic)])
+    return [c for c, v in p.vocabulary.items() if v is None] + [
+        c for c, v in p.fills.items() if isinstance(v, Statistic)
+    ]
 
 
 def load_record(model_dir: str) -> dict | None:

@@ -27,8 +27,11 @@ FIELD_LIMIT = 131072
 CHUNK_ROWS = 20_000
 #: Number texts that are not finite numbers (case and sign aside): missing values, like NaN.
 NON_FINITE = ["nan", "inf", "infinity"]  # CSV rows checked at once, column by column
-_IMAGE_MAGIC = {"png": (b"\x89PNG",), "jpeg": (b"\xff\xd8",),
-                "auto": (b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM")}
+_IMAGE_MAGIC = {
+    "png": (b"\x89PNG",),
+    "jpeg": (b"\xff\xd8",),
+    "auto": (b"\x89PNG", b"\xff\xd8", b"GIF8", b"BM"),
+}
 
 
 @dataclass
@@ -59,9 +62,11 @@ def check(p: data.Plan, sources: list, data_spec) -> tuple[data.Plan, list]:
     limit = budget(data_spec)
     if limit == 0:
         if data.pending(p):
-            raise SpecError("data.scan_mb", f"0 reads no training data, so {data.pending(p)} "
-                            "cannot be taken from it",
-                            "give data.label_vocabulary and constant fills, or scan the data")
+            raise SpecError(
+                "data.scan_mb",
+                f"0 reads no training data, so {data.pending(p)} cannot be taken from it",
+                "give data.label_vocabulary and constant fills, or scan the data",
+            )
         return p, []
     train = sources[0]
     scans = [scan(p, train, limit)]
@@ -82,8 +87,12 @@ def report(p: data.Plan, scans: list, data_spec) -> None:
         log.info("classes of %s: %s", c, names if len(names) <= 20 else f"{len(names)} classes")
     for c, value in p.fills.items():
         how, _ = data_spec.fill_of(c)
-        log.info("missing %s filled with %r%s", c, value,
-                 "" if how == "constant" else f" (the training data's {how})")
+        log.info(
+            "missing %s filled with %r%s",
+            c,
+            value,
+            "" if how == "constant" else f" (the training data's {how})",
+        )
 
 
 def resolve(p: data.Plan, train: Scan) -> data.Plan:
@@ -94,17 +103,23 @@ def resolve(p: data.Plan, train: Scan) -> data.Plan:
             vocabulary[c] = sorted(set(train.values.get(c, [])))
             _, classes = p.io.label_kinds[p.output_of(c)]
             if classes and len(vocabulary[c]) != classes:
-                raise SpecError("data.label_vocabulary", f"label column {c!r} of {train.field} "
-                                f"holds {len(vocabulary[c])} classes {vocabulary[c][:10]} but the "
-                                f"model's output has {classes}",
-                                "give data.label_vocabulary with every class, or fix the output size")
+                raise SpecError(
+                    "data.label_vocabulary",
+                    f"label column {c!r} of {train.field} "
+                    f"holds {len(vocabulary[c])} classes {vocabulary[c][:10]} but the "
+                    f"model's output has {classes}",
+                    "give data.label_vocabulary with every class, or fix the output size",
+                )
     fills = dict(p.fills)
     for c, value in p.fills.items():
         if isinstance(value, data.Statistic):
             seen = train.values.get(c, [])
             if not seen:
-                raise SpecError(f"data.missing.{c}", f"{train.field} holds no values of {c!r} to "
-                                f"compute its {value}", "give a constant fill")
+                raise SpecError(
+                    f"data.missing.{c}",
+                    f"{train.field} holds no values of {c!r} to compute its {value}",
+                    "give a constant fill",
+                )
             if value == "mean":
                 fills[c] = float(np.mean(seen))
             elif value == "median":
@@ -177,13 +192,16 @@ class _Rows:
 
     def refuse_missing(self, where, c, value):
         shown = value if not isinstance(value, list) else value[:3]
-        infinite = (str(shown).strip().lower().lstrip("+-") in ("inf", "infinity")
-                    or (isinstance(value, (float, list)) and np.isinf(np.asarray(value, float)).any()))
+        infinite = str(shown).strip().lower().lstrip("+-") in ("inf", "infinity") or (
+            isinstance(value, (float, list)) and np.isinf(np.asarray(value, float)).any()
+        )
         what = f"is {shown!r}, not a finite number" if infinite else f"is missing ({shown!r})"
         raise SpecError(
-            f"{self.source.field}.files", f"{where} column {c!r} {what}",
+            f"{self.source.field}.files",
+            f"{where} column {c!r} {what}",
             f"set data.missing: drop, or a fill (data.missing: {{{c}: "
-            f"{'most_frequent' if self.p.types[c] == 'string' else 'median'}}}), or fix the file")
+            f"{'most_frequent' if self.p.types[c] == 'string' else 'median'}}}), or fix the file",
+        )
 
     def chunk(self, path: str, lines: list, columns: dict) -> None:
         """Many CSV rows at once: `columns` maps column -> list of cell texts."""
@@ -198,8 +216,9 @@ class _Rows:
                 self.result.markers.update(np.unique(cells[c][m]).tolist())
         for c, a in cells.items():  # TensorFlow reads these as NaN and inf: missing too
             if p.types[c] == "float":
-                missing[c] |= np.isin(np.char.lstrip(np.char.lower(np.char.strip(a)), "+-"),
-                                      NON_FINITE)
+                missing[c] |= np.isin(
+                    np.char.lstrip(np.char.lower(np.char.strip(a)), "+-"), NON_FINITE
+                )
         any_missing = np.zeros(rows, bool)
         for m in missing.values():
             any_missing |= m
@@ -252,20 +271,26 @@ class _Rows:
         if c in p.decode:
             magic = _IMAGE_MAGIC[p.decode[c].format]
             if not isinstance(v, bytes) or not v.startswith(magic):
-                raise SpecError(f"{self.source.field}.files", f"{where} column {c!r} is not "
-                                f"{p.decode[c].format if p.decode[c].format != 'auto' else 'PNG or JPEG'} "
-                                "image bytes", "store the encoded image file's bytes, or fix "
-                                "data.decode.format")
+                raise SpecError(
+                    f"{self.source.field}.files",
+                    f"{where} column {c!r} is not "
+                    f"{p.decode[c].format if p.decode[c].format != 'auto' else 'PNG or JPEG'} "
+                    "image bytes",
+                    "store the encoded image file's bytes, or fix data.decode.format",
+                )
             return
         if kind != "string" and isinstance(v, str):
             try:
                 number = float(v) if kind == "float" else int(v)
             except ValueError:
-                raise SpecError(f"{self.source.field}.files", f"{where} column {c!r}: {v!r} is "
-                                f"not {'a number' if kind == 'float' else 'an integer'} "
-                                f"({c} is read as {kind})",
-                                f"fix the value, or declare data.columns.{c}: string and feed "
-                                "a tf.string input") from None
+                raise SpecError(
+                    f"{self.source.field}.files",
+                    f"{where} column {c!r}: {v!r} is "
+                    f"not {'a number' if kind == 'float' else 'an integer'} "
+                    f"({c} is read as {kind})",
+                    f"fix the value, or declare data.columns.{c}: string and feed "
+                    "a tf.string input",
+                ) from None
             v = number
         if c in self.labels:
             self.label(where, c, v)
@@ -282,18 +307,26 @@ class _Rows:
             if names is None:
                 self.result.values.setdefault(c, set()).add(text)
             elif text not in names:
-                raise SpecError(f"{self.source.field}.files", f"{where} column {c!r}: label "
-                                f"{text!r} is not one of the classes {names[:10]}",
-                                "fix the row, or add the class to data.label_vocabulary")
+                raise SpecError(
+                    f"{self.source.field}.files",
+                    f"{where} column {c!r}: label {text!r} is not one of the classes {names[:10]}",
+                    "fix the row, or add the class to data.label_vocabulary",
+                )
             return
         if kind in ("sparse", "binary") and classes and len(p.labels[output]) == 1:
             if float(v) != int(float(v)):
-                raise SpecError(f"{self.source.field}.files", f"{where} column {c!r}: label "
-                                f"{v!r} is not a class id (0..{classes - 1})", "fix the row")
+                raise SpecError(
+                    f"{self.source.field}.files",
+                    f"{where} column {c!r}: label {v!r} is not a class id (0..{classes - 1})",
+                    "fix the row",
+                )
             if not 0 <= int(float(v)) < classes:
-                raise SpecError(f"{self.source.field}.files", f"{where} column {c!r}: label "
-                                f"{v!r} is outside the model's {classes} classes (0..{classes - 1})",
-                                "fix the row, or give the output as many units as classes")
+                raise SpecError(
+                    f"{self.source.field}.files",
+                    f"{where} column {c!r}: label "
+                    f"{v!r} is outside the model's {classes} classes (0..{classes - 1})",
+                    "fix the row, or give the output as many units as classes",
+                )
 
 
 def _bounded_lines(f, limit, counter):
@@ -318,10 +351,11 @@ def _scan_csv(path, source, checker, limit) -> bool:
             try:
                 first = next(rows, None)
                 if first != header:
-                    raise SpecError(f"{source.field}.files", f"{path} has the header {first} but "
-                                    f"{source.files[0]} has {header}",
-                                    "write every file of a split with the same columns in the "
-                                    "same order")
+                    raise SpecError(
+                        f"{source.field}.files",
+                        f"{path} has the header {first} but {source.files[0]} has {header}",
+                        "write every file of a split with the same columns in the same order",
+                    )
                 lines, cells = [], {c: [] for c, _ in index}
                 last = rows.line_num
                 for row in rows:
@@ -331,10 +365,13 @@ def _scan_csv(path, source, checker, limit) -> bool:
                     if spanned > 1:
                         raise data.line_break_error(source.field, path, last - spanned + 1, spanned)
                     if len(row) != len(header):
-                        raise SpecError(f"{source.field}.files", f"{path} line {rows.line_num} has "
-                                        f"{len(row)} fields, the header {len(header)}",
-                                        "fix the row (a stray or missing comma, or text with a "
-                                        "comma that needs quotes)")
+                        raise SpecError(
+                            f"{source.field}.files",
+                            f"{path} line {rows.line_num} has "
+                            f"{len(row)} fields, the header {len(header)}",
+                            "fix the row (a stray or missing comma, or text with a "
+                            "comma that needs quotes)",
+                        )
                     lines.append(rows.line_num)
                     for c, i in index:
                         cells[c].append(row[i])
@@ -344,9 +381,12 @@ def _scan_csv(path, source, checker, limit) -> bool:
                 if lines:
                     checker.chunk(path, lines, cells)
             except csv.Error as err:
-                raise SpecError(f"{source.field}.files", f"{path} line {rows.line_num + 1}: {err}",
-                                "fix the row: an unclosed quote, or a field over "
-                                f"{FIELD_LIMIT // 1024} KB (long text belongs in TFRecords)") from None
+                raise SpecError(
+                    f"{source.field}.files",
+                    f"{path} line {rows.line_num + 1}: {err}",
+                    "fix the row: an unclosed quote, or a field over "
+                    f"{FIELD_LIMIT // 1024} KB (long text belongs in TFRecords)",
+                ) from None
     finally:
         csv.field_size_limit(previous)
     checker.result.bytes += counter[0]
@@ -358,20 +398,29 @@ def _scan_tfrecord(path, source, checker, limit) -> bool:
 
     p = checker.p
     wanted = p.columns()
-    widths = {c: p.io.inputs[name][0][0] for name, cols in p.features.items() for c in cols
-              if c in p.varlen}
+    widths = {
+        c: p.io.inputs[name][0][0]
+        for name, cols in p.features.items()
+        for c in cols
+        if c in p.varlen
+    }
     size = 0
     complete = True
     try:
-        for number, record in enumerate(tf.data.TFRecordDataset(path, data.compression_of(path)), 1):
+        for number, record in enumerate(
+            tf.data.TFRecordDataset(path, data.compression_of(path)), 1
+        ):
             raw = record.numpy()
             size += len(raw)
             where = f"{path} record {number}"
             try:
                 example = tf.train.Example.FromString(raw)
             except Exception:  # protobuf's DecodeError
-                raise SpecError(f"{source.field}.files", f"{where} is not a tf.train.Example",
-                                "write tf.train.Example records") from None
+                raise SpecError(
+                    f"{source.field}.files",
+                    f"{where} is not a tf.train.Example",
+                    "write tf.train.Example records",
+                ) from None
             values = {}
             for c in wanted:
                 feat = example.features.feature.get(c)
@@ -381,22 +430,34 @@ def _scan_tfrecord(path, source, checker, limit) -> bool:
                     continue
                 got = list(getattr(feat, kind).value)
                 stored = source.columns[c]
-                expected_kind = {"float": "float_list", "int": "int64_list",
-                                 "string": "bytes_list"}[stored.dtype]
+                expected_kind = {
+                    "float": "float_list",
+                    "int": "int64_list",
+                    "string": "bytes_list",
+                }[stored.dtype]
                 if kind != expected_kind:
-                    raise SpecError(f"{source.field}.files", f"{where} feature {c!r} is a "
-                                    f"{kind}, earlier records hold a {expected_kind}",
-                                    "write the feature with one type in every record")
+                    raise SpecError(
+                        f"{source.field}.files",
+                        f"{where} feature {c!r} is a "
+                        f"{kind}, earlier records hold a {expected_kind}",
+                        "write the feature with one type in every record",
+                    )
                 if c in p.varlen:
                     if widths.get(c) is not None and len(got) > widths[c]:
-                        raise SpecError(f"{source.field}.files", f"{where} feature {c!r} holds "
-                                        f"{len(got)} values, more than the input's {widths[c]}",
-                                        "widen the input, or shorten the feature")
+                        raise SpecError(
+                            f"{source.field}.files",
+                            f"{where} feature {c!r} holds "
+                            f"{len(got)} values, more than the input's {widths[c]}",
+                            "widen the input, or shorten the feature",
+                        )
                 elif len(got) != stored.shape[0]:
-                    raise SpecError(f"{source.field}.files", f"{where} feature {c!r} holds "
-                                    f"{len(got)} values, earlier records {stored.shape[0]}",
-                                    "write the same number in every record, or feed it to an "
-                                    "input of shape (None,) to pad each batch to its longest")
+                    raise SpecError(
+                        f"{source.field}.files",
+                        f"{where} feature {c!r} holds "
+                        f"{len(got)} values, earlier records {stored.shape[0]}",
+                        "write the same number in every record, or feed it to an "
+                        "input of shape (None,) to pad each batch to its longest",
+                    )
                 if stored.dtype == "string" and c not in p.decode:
                     got = [g.decode("utf-8", "replace") for g in got]
                 values[c] = got if len(got) != 1 or c in p.varlen else got[0]
@@ -405,8 +466,11 @@ def _scan_tfrecord(path, source, checker, limit) -> bool:
                 complete = False
                 break
     except tf.errors.OpError as err:
-        raise SpecError(f"{source.field}.files", f"{path} is damaged after {size} bytes "
-                        f"({err.message.splitlines()[0]})", "write the file again") from None
+        raise SpecError(
+            f"{source.field}.files",
+            f"{path} is damaged after {size} bytes ({err.message.splitlines()[0]})",
+            "write the file again",
+        ) from None
     checker.result.bytes += size
     return complete
 

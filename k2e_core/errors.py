@@ -77,5 +77,6 @@ def describe(err: BaseException) -> Failure:
         return Failure(err.exit_code, f"failed: {err}", retryable=err.retryable)
     if isinstance(err, KeyboardInterrupt):
         return Failure(130, "interrupted", retryable=True)
-    return Failure(1, f"failed: {type(err).__name__}: {first_line(err)}", retryable=True,
-                   expected=False)
+    return Failure(
+        1, f"failed: {type(err).__name__}: {first_line(err)}", retryable=True, expected=False
+    )

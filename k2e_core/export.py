@@ -8,8 +8,8 @@ import shutil
 import tempfile
 
 import numpy as np
-from k2e_core._tensorflow import tf
 
+from k2e_core._tensorflow import tf
 from k2e_core.conversion import export_heads, keras_model_at
 from k2e_core.errors import ExportMismatch, SpecError
 
@@ -41,16 +41,22 @@ def feature_spec(io, plan=None) -> dict:
             spec[name] = tf.io.FixedLenFeature([], tf.string)
             continue
         if plan and columns[0] in plan.varlen:
-            spec[name] = tf.io.RaggedFeature(base) if name in io.ragged else tf.io.VarLenFeature(base)
+            spec[name] = (
+                tf.io.RaggedFeature(base) if name in io.ragged else tf.io.VarLenFeature(base)
+            )
             continue
         if any(d is None for d in shape):
-            raise SpecError("export.serving_input", f"input {name!r} has shape {list(shape)} with "
-                            "unknown dimensions", "use serving_input: raw for variable-size inputs")
+            raise SpecError(
+                "export.serving_input",
+                f"input {name!r} has shape {list(shape)} with unknown dimensions",
+                "use serving_input: raw for variable-size inputs",
+            )
         fills = [plan.fills.get(c) for c in columns] if plan else [None]
         default = None
         if all(f is not None for f in fills) and int(np.prod(shape)) == len(fills):
-            default = np.reshape(np.asarray(fills, base.as_numpy_dtype if base != tf.string
-                                            else object), shape).tolist()
+            default = np.reshape(
+                np.asarray(fills, base.as_numpy_dtype if base != tf.string else object), shape
+            ).tolist()
         spec[name] = tf.io.FixedLenFeature(shape, base, default_value=default)
     return spec
 
@@ -73,7 +79,8 @@ def serving_input_fn(io, kind: str, plan=None):
                 if isinstance(parsed, tf.io.VarLenFeature):
                     features[name] = pad_to(features[name], io.inputs[name][0][0])
             return tf.estimator.export.ServingInputReceiver(
-                transform(features), {"examples": serialized})
+                transform(features), {"examples": serialized}
+            )
 
         return examples
 
@@ -83,7 +90,9 @@ def serving_input_fn(io, kind: str, plan=None):
             if plan is not None and plan.features[name][0] in plan.decode:
                 tensors[name] = tf.compat.v1.placeholder(tf.string, [None], name=name)
             else:
-                tensors[name] = tf.compat.v1.placeholder(tf.as_dtype(dtype), [None, *shape], name=name)
+                tensors[name] = tf.compat.v1.placeholder(
+                    tf.as_dtype(dtype), [None, *shape], name=name
+                )
         features = dict(tensors)
         for name in io.ragged:  # a raw client sends ragged rows padded with 0 ("" for text)
             padding = "" if features[name].dtype == tf.string else 0
@@ -93,16 +102,27 @@ def serving_input_fn(io, kind: str, plan=None):
     return raw
 
 
-def export_verified(estimator, keras_model, io, export_spec, export_outputs, sample_features,
-                    checkpoint_format="checkpoint", plan=None) -> tuple[str, dict]:
+def export_verified(
+    estimator,
+    keras_model,
+    io,
+    export_spec,
+    export_outputs,
+    sample_features,
+    checkpoint_format="checkpoint",
+    plan=None,
+) -> tuple[str, dict]:
     """Exports to a local staging directory and checks it predicts what Keras predicts.
 
     `sample_features`: (rows as a client sends them, the same rows as the model sees them).
     Returns (local SavedModel dir, report). The caller publishes and removes the staging dir.
     """
     if not estimator.latest_checkpoint():
-        raise SpecError("model_dir", f"{estimator.model_dir} holds no trained checkpoint",
-                        "run the train step first")
+        raise SpecError(
+            "model_dir",
+            f"{estimator.model_dir} holds no trained checkpoint",
+            "run the train step first",
+        )
     staging = tempfile.mkdtemp(prefix="k2e-export-")
     try:
         path = estimator.export_saved_model(
@@ -113,8 +133,9 @@ def export_verified(estimator, keras_model, io, export_spec, export_outputs, sam
         heads = export_heads(keras_model, io.output_keys, export_outputs)
         missing = [name for name, _, _ in heads if name not in report["signatures"]]
         if missing:
-            raise ExportMismatch(f"export: heads {missing} did not become signatures "
-                                 f"(got {report['signatures']})")
+            raise ExportMismatch(
+                f"export: heads {missing} did not become signatures (got {report['signatures']})"
+            )
         if export_spec.verify_rows and sample_features is not None:
             trained = keras_model_at(keras_model, estimator.latest_checkpoint(), checkpoint_format)
             report.update(_verify(loaded, trained, io, heads, sample_features, export_spec))
@@ -149,8 +170,9 @@ def _serialized_examples(io, features):
 def _verify(loaded, trained, io, heads, features, export_spec) -> dict:
     sent, seen = features
     rows = {k: v[: export_spec.verify_rows] for k, v in sent.items()}
-    expected = trained.predict({k: v[: export_spec.verify_rows] for k, v in seen.items()},
-                               verbose=0)
+    expected = trained.predict(
+        {k: v[: export_spec.verify_rows] for k, v in seen.items()}, verbose=0
+    )
     if not isinstance(expected, dict):
         expected = expected if isinstance(expected, list) else [expected]
         expected = dict(zip(io.output_keys, expected))
@@ -161,8 +183,14 @@ def _verify(loaded, trained, io, heads, features, export_spec) -> dict:
         if export_spec.serving_input == "tf_example":
             got = fn(**{arg_names[0]: _serialized_examples(io, rows)})
         else:
-            got = fn(**{k: rows[k].to_tensor() if isinstance(rows[k], tf.RaggedTensor)
-                        else tf.constant(rows[k]) for k in arg_names})
+            got = fn(
+                **{
+                    k: rows[k].to_tensor()
+                    if isinstance(rows[k], tf.RaggedTensor)
+                    else tf.constant(rows[k])
+                    for k in arg_names
+                }
+            )
         pairs = _pairs(cls, key, got, expected)
         for out_name, actual, want in pairs:
             actual = np.asarray(actual).reshape(np.shape(want))
@@ -174,8 +202,12 @@ def _verify(loaded, trained, io, heads, features, export_spec) -> dict:
                     f"by up to {diff:.3g} on {len(want)} rows (atol {export_spec.atol}); "
                     "nothing was published"
                 )
-    log.info("verified %d rows on %d signature(s): max |SavedModel - Keras| = %.2e",
-             _row_count(rows), len(heads), worst)
+    log.info(
+        "verified %d rows on %d signature(s): max |SavedModel - Keras| = %.2e",
+        _row_count(rows),
+        len(heads),
+        worst,
+    )
     return {"verified_rows": _row_count(rows), "max_abs_diff": worst}
 
 

@@ -24,15 +24,19 @@ def better(name: str, rule) -> str:
 
 def compares_with_baseline(gate_spec) -> bool:
     return gate_spec.baseline != "none" and any(
-        rule.tolerance is not None for rule in gate_spec.metrics.values())
+        rule.tolerance is not None for rule in gate_spec.metrics.values()
+    )
 
 
 def check_metric_names(gate_spec, metrics: dict) -> None:
     for name in gate_spec.metrics:
         if not isinstance(metrics.get(name), (int, float)):
             known = sorted(k for k, v in metrics.items() if isinstance(v, (int, float)))
-            raise SpecError(f"gate.metrics.{name}", "the evaluation reports no such metric",
-                            f"use one of {known}")
+            raise SpecError(
+                f"gate.metrics.{name}",
+                "the evaluation reports no such metric",
+                f"use one of {known}",
+            )
 
 
 def judge(gate_spec, metrics: dict, baseline: dict | None) -> dict:
@@ -56,21 +60,41 @@ def judge(gate_spec, metrics: dict, baseline: dict | None) -> dict:
                 continue
             if better(name, rule) == "higher":
                 limit = was - rule.tolerance
-                checks.append(_check(name, value, ">=", limit, value >= limit,
-                                     baseline=baseline["version"], baseline_value=was))
+                checks.append(
+                    _check(
+                        name,
+                        value,
+                        ">=",
+                        limit,
+                        value >= limit,
+                        baseline=baseline["version"],
+                        baseline_value=was,
+                    )
+                )
             else:
                 limit = was + rule.tolerance
-                checks.append(_check(name, value, "<=", limit, value <= limit,
-                                     baseline=baseline["version"], baseline_value=was))
+                checks.append(
+                    _check(
+                        name,
+                        value,
+                        "<=",
+                        limit,
+                        value <= limit,
+                        baseline=baseline["version"],
+                        baseline_value=was,
+                    )
+                )
     failed = [c for c in checks if not c["ok"]]
     problems = [_describe(c) for c in failed]
     if baseline and "error" in baseline:
-        problems.append(f"baseline version {baseline['version']} could not be measured "
-                        f"({baseline['error']})")
+        problems.append(
+            f"baseline version {baseline['version']} could not be measured ({baseline['error']})"
+        )
     passed = not problems
     if gate_spec.force:
-        reason = f"forced: {gate_spec.force}" + (f" (checks failed: {'; '.join(problems)})"
-                                                 if problems else "")
+        reason = f"forced: {gate_spec.force}" + (
+            f" (checks failed: {'; '.join(problems)})" if problems else ""
+        )
     elif problems:
         reason = "; ".join(problems)
     elif not checks:
@@ -78,8 +102,11 @@ def judge(gate_spec, metrics: dict, baseline: dict | None) -> dict:
     else:
         reason = "; ".join(_describe(c) for c in checks)
     if not (baseline and "metrics" in baseline) and gate_spec.metrics and passed:
-        reason += ("; no blessed baseline yet: judged on thresholds alone"
-                   if gate_spec.baseline != "none" else "; baseline comparison is off")
+        reason += (
+            "; no blessed baseline yet: judged on thresholds alone"
+            if gate_spec.baseline != "none"
+            else "; baseline comparison is off"
+        )
     return {
         "blessed": passed or bool(gate_spec.force),
         "by": "forced" if gate_spec.force else "gate",
@@ -91,13 +118,22 @@ def judge(gate_spec, metrics: dict, baseline: dict | None) -> dict:
 
 
 def _check(metric, value, op, limit, ok, **extra) -> dict:
-    return {"metric": metric, "value": value, "op": op, "limit": round(limit, 10), "ok": ok,
-            **extra}
+    return {
+        "metric": metric,
+        "value": value,
+        "op": op,
+        "limit": round(limit, 10),
+        "ok": ok,
+        **extra,
+    }
 
 
 def _describe(check: dict) -> str:
     shown = check["op"] if check["ok"] else {">=": "<", "<=": ">"}[check["op"]]
     text = f"{check['metric']} {check['value']:.4g} {shown} {check['limit']:.4g}"
     if "baseline" in check:
-        text += f" (baseline version {check['baseline']}: {check['baseline_value']:.4g}, with tolerance)"
+        text += (
+            f" (baseline version {check['baseline']}: {check['baseline_value']:.4g}, "
+            "with tolerance)"
+        )
     return text

@@ -19,8 +19,21 @@ import shutil
 import tempfile
 import time
 
-from k2e_core import (checkpoints, cluster, conversion, data, datacheck, export, gate, pipeline,
-                      publish, registry, storage, training, warm_start)
+from k2e_core import (
+    checkpoints,
+    cluster,
+    conversion,
+    data,
+    datacheck,
+    export,
+    gate,
+    pipeline,
+    publish,
+    registry,
+    storage,
+    training,
+    warm_start,
+)
 from k2e_core._tensorflow import tf
 from k2e_core.errors import K2eError, SpecError
 from k2e_core.objects import ImportFailed, import_object, resolve_custom_objects
@@ -32,8 +45,13 @@ log = logging.getLogger("k2e.job")
 class Job:
     """What the steps share: the spec, the Keras model, its Estimator, the data plan."""
 
-    def __init__(self, spec: JobSpec, staging_dir: str, read_only: bool = False,
-                 task: cluster.Task | None = None):
+    def __init__(
+        self,
+        spec: JobSpec,
+        staging_dir: str,
+        read_only: bool = False,
+        task: cluster.Task | None = None,
+    ):
         self.spec = spec
         self.staging_dir = staging_dir
         self.model_dir_url = spec.path(spec.model_dir)
@@ -90,13 +108,15 @@ class Job:
         try:
             warm_start.apply(self.model, prefix, record)
             log.info("warm start from %s", record["url"])
-            self.optimizer_state = warm_start.optimizer_state(self.model, prefix, record,
-                                                              self.staging_dir)
+            self.optimizer_state = warm_start.optimizer_state(
+                self.model, prefix, record, self.staging_dir
+            )
         except SpecError as err:
             if self.spec.warm_start_mismatch != "fresh":
                 raise
-            log.warning("warm start skipped, starting from the model's own weights: %s",
-                        err.problem)
+            log.warning(
+                "warm start skipped, starting from the model's own weights: %s", err.problem
+            )
             record = {**record, "skipped": err.problem}
         warm_start.save_record(self.model_dir, record)
         return record
@@ -122,13 +142,19 @@ class Job:
             raise
         except ValueError as err:  # conversion's messages start with the argument they name
             argument, _, text = str(err).partition(": ")
-            field = {"model_dir": "model_dir", "metric_names_map": "model.metric_names_map"}.get(argument)
+            field = {"model_dir": "model_dir", "metric_names_map": "model.metric_names_map"}.get(
+                argument
+            )
             raise SpecError(field or "model", text if field else str(err)) from None
         self.convert_seconds = time.perf_counter() - began
         if plan and not self.read_only and (self.task is None or self.task.is_chief):
             data.save_record(self.model_dir, plan)
-        log.info("converted %s to an Estimator in %.2fs (model_dir %s)",
-                 self.model.name, self.convert_seconds, storage.redact(self.model_dir_url))
+        log.info(
+            "converted %s to an Estimator in %.2fs (model_dir %s)",
+            self.model.name,
+            self.convert_seconds,
+            storage.redact(self.model_dir_url),
+        )
         self.sync()
         return self.estimator
 
@@ -159,8 +185,11 @@ class Job:
             split = "train"
         if split not in self._sources:
             self._sources[split] = data.open_source(
-                f"data.{split}", getattr(self.spec.data, split), self.spec.path,
-                os.path.join(self.staging_dir, split), self.spec.data.na_values,
+                f"data.{split}",
+                getattr(self.spec.data, split),
+                self.spec.path,
+                os.path.join(self.staging_dir, split),
+                self.spec.data.na_values,
             )
         return self._sources[split]
 
@@ -182,13 +211,20 @@ class Job:
         names = {}
         for output, columns in plan.labels.items():
             if columns[0] in plan.vocabulary:
-                names[self.io.output_keys[self.io.outputs.index(output)]] = plan.vocabulary[columns[0]]
+                names[self.io.output_keys[self.io.outputs.index(output)]] = plan.vocabulary[
+                    columns[0]
+                ]
         return names
 
     def input_fn(self, split: str):
-        return pipeline.input_fn(self.plan(), self.source(split), self.spec.data,
-                             training=split == "train", seed=self.spec.run_config.tf_random_seed,
-                             shard=self.task.data_share if self.task and split == "train" else None)
+        return pipeline.input_fn(
+            self.plan(),
+            self.source(split),
+            self.spec.data,
+            training=split == "train",
+            seed=self.spec.run_config.tf_random_seed,
+            shard=self.task.data_share if self.task and split == "train" else None,
+        )
 
     @contextlib.contextmanager
     def data_errors(self, split: str):
@@ -211,15 +247,19 @@ def _job(spec, overrides=None, read_only=False, in_cluster=False):
     task = cluster.current_task(spec)
     if task is not None:
         if not in_cluster:
-            raise SpecError("TF_CONFIG", f"names a {task.type} task; only `k2e run` and "
-                            "`k2e train` run in a cluster", "unset TF_CONFIG for this step")
+            raise SpecError(
+                "TF_CONFIG",
+                f"names a {task.type} task; only `k2e run` and `k2e train` run in a cluster",
+                "unset TF_CONFIG for this step",
+            )
         cluster.check(task, spec)
     training.clear_stop_request()
     staging = tempfile.mkdtemp(prefix="k2e-job-")
     settings = spec.storage
     try:
-        with storage.configured(settings.options, settings.retries, settings.concurrency,
-                                settings.retry_seconds):
+        with storage.configured(
+            settings.options, settings.retries, settings.concurrency, settings.retry_seconds
+        ):
             _preflight(spec, read_only)
             yield Job(spec, staging, read_only, task)
     finally:
@@ -237,8 +277,11 @@ def _preflight(spec: JobSpec, read_only: bool) -> None:
         except storage.StorageError as err:
             raise K2eError(f"{field}: cannot reach {storage.redact(url)}: {err}") from None
         if problem:
-            fix = ("create the bucket, or fix the URL" if storage.bucket_of(url) else
-                   f"point {field} at a directory this user can write")
+            fix = (
+                "create the bucket, or fix the URL"
+                if storage.bucket_of(url)
+                else f"point {field} at a directory this user can write"
+            )
             raise SpecError(field, f"cannot write to {storage.redact(url)}: {problem}", fix)
 
 
@@ -253,17 +296,26 @@ def _load_model(spec: JobSpec, custom_objects):
     if spec.model.path:
         url = spec.path(spec.model.path)
         try:
-            model = conversion.load_keras_model(url, custom_objects,
-                                                spec.model.allow_unsafe_deserialization)
+            model = conversion.load_keras_model(
+                url, custom_objects, spec.model.allow_unsafe_deserialization
+            )
         except FileNotFoundError as err:
-            raise SpecError("model.path", str(err), "check the URL or save the model first") from None
+            raise SpecError(
+                "model.path", str(err), "check the URL or save the model first"
+            ) from None
         except conversion.UnsafeModelFile as err:
-            raise SpecError("model.path", str(err),
-                            "load only files you trust: set model.allow_unsafe_deserialization: "
-                            "true, or build the model with model.factory") from None
+            raise SpecError(
+                "model.path",
+                str(err),
+                "load only files you trust: set model.allow_unsafe_deserialization: "
+                "true, or build the model with model.factory",
+            ) from None
         except ValueError as err:
-            raise SpecError("model.path", str(err),
-                            "save the model with model.save('model.keras') and pass custom_objects") from None
+            raise SpecError(
+                "model.path",
+                str(err),
+                "save the model with model.save('model.keras') and pass custom_objects",
+            ) from None
     else:
         try:
             factory = import_object(spec.model.factory, spec.base_dir)
@@ -277,28 +329,44 @@ def _load_model(spec: JobSpec, custom_objects):
         try:
             model = factory(**spec.model.factory_kwargs)
         except Exception as err:  # user code: report it as bad input, with its own words
-            raise SpecError("model.factory", f"{spec.model.factory} raised {type(err).__name__}: "
-                            f"{str(err).splitlines()[0] if str(err) else ''}",
-                            "fix the factory or model.factory_kwargs") from None
+            raise SpecError(
+                "model.factory",
+                f"{spec.model.factory} raised {type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}",
+                "fix the factory or model.factory_kwargs",
+            ) from None
         if not isinstance(model, tf.keras.Model):
-            raise SpecError("model.factory", f"{spec.model.factory} returned {type(model).__name__}",
-                            "return a compiled tf.keras.Model")
+            raise SpecError(
+                "model.factory",
+                f"{spec.model.factory} returned {type(model).__name__}",
+                "return a compiled tf.keras.Model",
+            )
     where = "model.factory" if spec.model.factory else "model.path"
     if not getattr(model, "optimizer", None):
-        raise SpecError(where, "the Keras model is not compiled",
-                        "call model.compile(optimizer, loss, metrics) before returning/saving it")
+        raise SpecError(
+            where,
+            "the Keras model is not compiled",
+            "call model.compile(optimizer, loss, metrics) before returning/saving it",
+        )
     if conversion.is_subclassed(model):
         groups = list(spec.data.features or {})
         view = conversion.functional_view(model, groups[0] if len(groups) == 1 else None)
         if view is None:
-            raise SpecError(where, f"the subclassed model {type(model).__name__} was never "
-                            "called, so its inputs are unknown",
-                            "call it once on a batch (model(x)) or fit it before returning it")
+            raise SpecError(
+                where,
+                f"the subclassed model {type(model).__name__} was never "
+                "called, so its inputs are unknown",
+                "call it once on a batch (model(x)) or fit it before returning it",
+            )
         if spec.model.checkpoint_format == "saver":
-            raise SpecError("model.checkpoint_format", "saver checkpoints name variables by "
-                            "layer names, which the layers inside a subclassed model do not "
-                            "keep between copies", "leave checkpoint_format at checkpoint: k2e "
-                            "calls the model from a functional model, which supports it")
+            raise SpecError(
+                "model.checkpoint_format",
+                "saver checkpoints name variables by "
+                "layer names, which the layers inside a subclassed model do not "
+                "keep between copies",
+                "leave checkpoint_format at checkpoint: k2e "
+                "calls the model from a functional model, which supports it",
+            )
         model = view
     return model
 
@@ -308,8 +376,9 @@ def _check_gate_metrics(job: Job) -> None:
     spec = job.spec
     if spec.export is None or not spec.gate.metrics:
         return
-    reported = conversion.evaluation_metric_names(job.model, spec.model.metric_names_map,
-                                                  job.custom_objects)
+    reported = conversion.evaluation_metric_names(
+        job.model, spec.model.metric_names_map, job.custom_objects
+    )
     gate.check_metric_names(spec.gate, dict.fromkeys([*reported, "global_step"], 0.0))
 
 
@@ -317,13 +386,15 @@ def _sample_features(job: Job):
     """(rows as a serving client sends them, the same rows as the model sees them)."""
     if not job.spec.export.verify_rows:
         return None
-    sent, (seen, _) = pipeline.serving_rows(job.plan(), job.source("eval"), job.spec.data,
-                                            job.spec.export.verify_rows)
+    sent, (seen, _) = pipeline.serving_rows(
+        job.plan(), job.source("eval"), job.spec.data, job.spec.export.verify_rows
+    )
     plan = data.for_source(job.plan(), job.source("eval"))
     return sent, seen["features"] if plan.sample_weight else seen
 
 
 # --------------------------------------------------------------------------- steps
+
 
 def convert_step(spec, overrides=None) -> dict:
     """Converts the model and writes its warm-start checkpoint into model_dir."""
@@ -345,14 +416,28 @@ def _train(job: Job) -> dict:
     est = job.estimator or job.convert()
     with job.data_errors("train"):
         if job.task is not None:
-            result = training.train_in_cluster(est, job.input_fn("train"), job.input_fn("eval"),
-                                               spec, job.task, spec.data.batch_size, job.listeners())
+            result = training.train_in_cluster(
+                est,
+                job.input_fn("train"),
+                job.input_fn("eval"),
+                spec,
+                job.task,
+                spec.data.batch_size,
+                job.listeners(),
+            )
         elif spec.train.early_stopping:
-            result = training.train_and_evaluate(est, job.input_fn("train"), job.input_fn("eval"),
-                                                 spec, spec.data.batch_size, job.listeners())
+            result = training.train_and_evaluate(
+                est,
+                job.input_fn("train"),
+                job.input_fn("eval"),
+                spec,
+                spec.data.batch_size,
+                job.listeners(),
+            )
         else:
-            result = training.train(est, job.input_fn("train"), spec, spec.data.batch_size,
-                                    job.listeners())
+            result = training.train(
+                est, job.input_fn("train"), spec, spec.data.batch_size, job.listeners()
+            )
     job.sync()
     if job.remote:
         result["model_dir"] = job.model_dir_url
@@ -386,13 +471,17 @@ def evaluate_step(spec, overrides=None, read_only=False) -> dict:
         job.sync()
         classes = training.classes_of(job.model)
         if classes:
-            trained = conversion.keras_model_at(job.model, est.latest_checkpoint(),
-                                                job.spec.model.checkpoint_format)
+            trained = conversion.keras_model_at(
+                job.model, est.latest_checkpoint(), job.spec.model.checkpoint_format
+            )
             result["confusion_matrix"] = training.confusion_matrix(
-                trained, job.input_fn("eval")(), classes,
+                trained,
+                job.input_fn("eval")(),
+                classes,
                 weighted_features=data.for_source(plan, job.source("eval")).sample_weight,
                 steps=job.spec.eval.steps,
-                names=next(iter(job.class_names().values()), None))
+                names=next(iter(job.class_names().values()), None),
+            )
         if job.spec.export is not None:
             result["gate"] = _decide(job, result["metrics"])
         if job.remote:
@@ -401,6 +490,7 @@ def evaluate_step(spec, overrides=None, read_only=False) -> dict:
 
 
 # --------------------------------------------------------------------------- gate
+
 
 def _decide(job: Job, metrics=None) -> dict:
     """The gate's decision for this run's candidate, made once and kept in the registry: a
@@ -411,14 +501,25 @@ def _decide(job: Job, metrics=None) -> dict:
     run_id = job.run_id()
     checkpoint = os.path.basename(est.latest_checkpoint())
     earlier = registry.decision_for(base, run_id)
-    same = earlier and (earlier.get("checkpoint"), earlier.get("force")) == (checkpoint, spec.gate.force)
+    same = earlier and (earlier.get("checkpoint"), earlier.get("force")) == (
+        checkpoint,
+        spec.gate.force,
+    )
     if same:
-        log.info("gate: run %s was decided before: %s (%s)", run_id,
-                 "blessed" if earlier["blessed"] else "not blessed", earlier["reason"])
+        log.info(
+            "gate: run %s was decided before: %s (%s)",
+            run_id,
+            "blessed" if earlier["blessed"] else "not blessed",
+            earlier["reason"],
+        )
         return earlier
     if metrics is None:  # export without the evaluate step: measure only what the gate needs
         with job.data_errors("eval"):
-            metrics = training.evaluate(est, job.input_fn("eval"), spec)["metrics"] if spec.gate.metrics else {}
+            metrics = (
+                training.evaluate(est, job.input_fn("eval"), spec)["metrics"]
+                if spec.gate.metrics
+                else {}
+            )
     baseline = None
     if gate.compares_with_baseline(spec.gate):
         gate.check_metric_names(spec.gate, metrics)
@@ -430,12 +531,18 @@ def _decide(job: Job, metrics=None) -> dict:
                 baseline = {"version": found["version"], "error": err.problem}
     decision = gate.judge(spec.gate, metrics, baseline)
     decision.update(
-        run_id=run_id, checkpoint=checkpoint, global_step=training.global_step(est),
-        metrics=metrics, eval_data=_eval_data(job), force=spec.gate.force,
-        decided_at=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"))
+        run_id=run_id,
+        checkpoint=checkpoint,
+        global_step=training.global_step(est),
+        metrics=metrics,
+        eval_data=_eval_data(job),
+        force=spec.gate.force,
+        decided_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+    )
     registry.save_decision(base, run_id, decision)
-    log.info("gate: %s: %s", "blessed" if decision["blessed"] else "not blessed",
-             decision["reason"])
+    log.info(
+        "gate: %s: %s", "blessed" if decision["blessed"] else "not blessed", decision["reason"]
+    )
     return decision
 
 
@@ -445,13 +552,17 @@ def _evaluate_version(job: Job, record: dict) -> dict:
     prefix = warm_start.version_checkpoint(record["url"], os.path.join(job.staging_dir, "baseline"))
     own = job.model.get_weights()
     try:
-        warm_start.apply(job.model, prefix, {"url": f"version {record['version']}"},
-                         field="gate.baseline")
+        warm_start.apply(
+            job.model, prefix, {"url": f"version {record['version']}"}, field="gate.baseline"
+        )
         estimator = conversion.convert(
-            keras_model=job.model, custom_objects=job.custom_objects,
+            keras_model=job.model,
+            custom_objects=job.custom_objects,
             config=training.run_config(job.spec, os.path.join(job.staging_dir, "baseline_dir")),
             checkpoint_format=job.spec.model.checkpoint_format,
-            metric_names_map=job.spec.model.metric_names_map, export_outputs=job.export_outputs)
+            metric_names_map=job.spec.model.metric_names_map,
+            export_outputs=job.export_outputs,
+        )
     finally:
         job.model.set_weights(own)
     log.info("gate: measuring baseline version %s on this run's eval data", record["version"])
@@ -463,8 +574,11 @@ def _eval_data(job: Job) -> dict:
     """What the metrics were measured on: the eval files and a digest of their contents."""
     files = (job.spec.data.eval or job.spec.data.train).files
     source = job.source("eval")
-    return {"files": [storage.redact(job.spec.path(f)) for f in files],
-            "file_count": len(source.files), "sha256": data.fingerprint(source)}
+    return {
+        "files": [storage.redact(job.spec.path(f)) for f in files],
+        "file_count": len(source.files),
+        "sha256": data.fingerprint(source),
+    }
 
 
 def _export(job: Job, metrics=None, copy_to=None) -> dict:
@@ -474,13 +588,22 @@ def _export(job: Job, metrics=None, copy_to=None) -> dict:
     est = job.estimator or job.convert()
     decision = _decide(job, metrics)
     local, report = export.export_verified(
-        est, job.model, job.io, spec.export, job.export_outputs, _sample_features(job),
-        spec.model.checkpoint_format, job.plan(),
+        est,
+        job.model,
+        job.io,
+        spec.export,
+        job.export_outputs,
+        _sample_features(job),
+        spec.model.checkpoint_format,
+        job.plan(),
     )
-    source = {"model_dir": storage.redact(job.model_dir_url),
-              "checkpoint": os.path.basename(est.latest_checkpoint()),
-              "global_step": training.global_step(est),
-              "warm_start": job.warm_start, "data": job.plan().record()}
+    source = {
+        "model_dir": storage.redact(job.model_dir_url),
+        "checkpoint": os.path.basename(est.latest_checkpoint()),
+        "global_step": training.global_step(est),
+        "warm_start": job.warm_start,
+        "data": job.plan().record(),
+    }
     base = spec.path(spec.export.base)
     metrics = decision["metrics"]
     record = registry.new_record(decision, source)
@@ -488,17 +611,26 @@ def _export(job: Job, metrics=None, copy_to=None) -> dict:
         if copy_to:  # e.g. a KFP Model artifact: the same verified SavedModel
             shutil.copytree(local, copy_to, dirs_exist_ok=True)
         keep = publish.publish if decision["blessed"] else publish.keep_candidate
-        published = keep(local, base, decision["run_id"], metrics=metrics, source=source,
-                         record=record)
+        published = keep(
+            local, base, decision["run_id"], metrics=metrics, source=source, record=record
+        )
     finally:
         export.cleanup(local)
     pruned = registry.prune(base, spec.export.keep) if spec.export.keep else []
     if not decision["blessed"]:
         published["candidate_path"] = published.pop("export_path")
-    return {**published, **report, "export_base": storage.redact(base), "metrics": metrics,
-            "run_id": decision["run_id"], "global_step": source["global_step"],
-            "blessed": decision["blessed"], "reason": decision["reason"],
-            "gate": decision, "pruned": pruned}
+    return {
+        **published,
+        **report,
+        "export_base": storage.redact(base),
+        "metrics": metrics,
+        "run_id": decision["run_id"],
+        "global_step": source["global_step"],
+        "blessed": decision["blessed"],
+        "reason": decision["reason"],
+        "gate": decision,
+        "pruned": pruned,
+    }
 
 
 def export_step(spec, overrides=None, metrics=None, read_only=False, copy_to=None) -> dict:
@@ -515,16 +647,24 @@ def check_metrics(metrics, field: str = "metrics") -> None:
     """Metrics given to export (the evaluate step's): {name: number or null}."""
     if metrics is None:
         return
-    bad = (not isinstance(metrics, dict) or not metrics
-           or any(not isinstance(k, str) or isinstance(v, bool)
-                  or not (v is None or (isinstance(v, (int, float)) and math.isfinite(v)))
-                  for k, v in metrics.items()))
+    bad = (
+        not isinstance(metrics, dict)
+        or not metrics
+        or any(
+            not isinstance(k, str)
+            or isinstance(v, bool)
+            or not (v is None or (isinstance(v, (int, float)) and math.isfinite(v)))
+            for k, v in metrics.items()
+        )
+    )
     if bad:
         shown = json.dumps(metrics, default=str)
-        raise SpecError(field,
-                        f"expected a JSON object of metric name -> finite number, got "
-                        f"{shown[:80]}", 'pass e.g. {"accuracy": 0.93, "loss": 0.21}, or leave it '
-                        "out to measure them on the eval data")
+        raise SpecError(
+            field,
+            f"expected a JSON object of metric name -> finite number, got {shown[:80]}",
+            'pass e.g. {"accuracy": 0.93, "loss": 0.21}, or leave it '
+            "out to measure them on the eval data",
+        )
 
 
 def run(spec, overrides=None, copy_to=None) -> dict:
@@ -583,8 +723,10 @@ def validate(spec, overrides=None) -> dict:
             "train_files": len(job.source("train").files),
             "eval_files": len(job.source("eval").files),
             "column_types": plan.types,
-            "checked": {scan.field: {"rows": scan.rows, "complete": scan.complete,
-                                     "dropped": scan.dropped} for scan in job.scans},
+            "checked": {
+                scan.field: {"rows": scan.rows, "complete": scan.complete, "dropped": scan.dropped}
+                for scan in job.scans
+            },
             **plan.record(),
         }
 
@@ -597,4 +739,3 @@ STEPS = {
     "export": export_step,
     "validate": validate,
 }
-

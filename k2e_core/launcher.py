@@ -27,8 +27,13 @@ from k2e_core.errors import K2eError, SpecError
 
 log = logging.getLogger("k2e.launcher")
 
-_ROLE_NAMES = {"worker": "workers", "workers": "workers", "ps": "ps", "evaluator": "evaluator",
-               "evaluators": "evaluator"}
+_ROLE_NAMES = {
+    "worker": "workers",
+    "workers": "workers",
+    "ps": "ps",
+    "evaluator": "evaluator",
+    "evaluators": "evaluator",
+}
 STOP_GRACE_SECS = 30  # how long a SIGTERM'd task may take to save its checkpoint
 FINISH_GRACE_SECS = 120  # how long workers and the evaluator may take after the chief ends
 
@@ -40,11 +45,16 @@ def parse_layout(text: str) -> dict:
         key, sep, value = part.partition("=")
         field = _ROLE_NAMES.get(key.strip())
         if not sep or field is None or not value.strip().isdigit():
-            raise SpecError("--cluster", f"{part!r} is not ROLE=COUNT",
-                            "write e.g. --cluster workers=2,ps=1,evaluator=1")
+            raise SpecError(
+                "--cluster",
+                f"{part!r} is not ROLE=COUNT",
+                "write e.g. --cluster workers=2,ps=1,evaluator=1",
+            )
         count = int(value)
         if field == "evaluator" and count > 1:
-            raise SpecError("--cluster", f"evaluator={count}", "a cluster has at most one evaluator")
+            raise SpecError(
+                "--cluster", f"evaluator={count}", "a cluster has at most one evaluator"
+            )
         overrides[f"cluster.{field}"] = bool(count) if field == "evaluator" else count
     return overrides
 
@@ -52,8 +62,11 @@ def parse_layout(text: str) -> dict:
 def tf_configs(layout: dict[str, int], addresses: dict[str, list[str]]) -> dict[str, str]:
     """TF_CONFIG per task name, for every task of `layout`."""
     training = {role: addresses[role] for role in ("chief", "worker", "ps") if layout.get(role)}
-    return {cluster.Task(role, index, training).name: cluster.tf_config(training, role, index)
-            for role, count in layout.items() for index in range(count)}
+    return {
+        cluster.Task(role, index, training).name: cluster.tf_config(training, role, index)
+        for role, count in layout.items()
+        for index in range(count)
+    }
 
 
 def free_ports(count: int) -> list[int]:
@@ -70,10 +83,13 @@ class _Task:
         self.name = name
         self.result = None
         self.last_error = None
-        self.process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
-                                        stderr=subprocess.PIPE, text=True, bufsize=1)
-        self._threads = [threading.Thread(target=self._pump, args=(stream,), daemon=True)
-                         for stream in (self.process.stdout, self.process.stderr)]
+        self.process = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+        )
+        self._threads = [
+            threading.Thread(target=self._pump, args=(stream,), daemon=True)
+            for stream in (self.process.stdout, self.process.stderr)
+        ]
         for t in self._threads:
             t.start()
 
@@ -110,32 +126,43 @@ def launch(command: str, spec) -> dict:
     layout = spec.cluster.roles()
     task_count = sum(layout.values())
     if task_count == 1:
-        raise SpecError("--cluster", "the cluster is the chief alone", "add workers=N,ps=M or evaluator=1")
+        raise SpecError(
+            "--cluster", "the cluster is the chief alone", "add workers=N,ps=M or evaluator=1"
+        )
     cluster.check(cluster.Task("chief", 0, {}), spec)
     training_tasks = {r: n for r, n in layout.items() if r != "evaluator"}
     ports = iter(free_ports(sum(training_tasks.values())))
-    addresses = {role: [f"127.0.0.1:{next(ports)}" for _ in range(n)] for role, n in training_tasks.items()}
+    addresses = {
+        role: [f"127.0.0.1:{next(ports)}" for _ in range(n)] for role, n in training_tasks.items()
+    }
     configs = tf_configs(layout, addresses)
     shared = tempfile.mkdtemp(prefix="k2e-cluster-")
     spec_file = os.path.join(shared, "spec.json")
     with open(os.open(spec_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
         f.write(spec.model_dump_json(exclude_unset=True))
     argv = [sys.executable, "-m", "k2e_core.cli", command, spec_file]
-    log.info("local cluster: %s on 127.0.0.1 (%s)", ", ".join(
-        f"{n} {r}" for r, n in layout.items()), " ".join(f"{r}={a}" for r, a in addresses.items()))
+    log.info(
+        "local cluster: %s on 127.0.0.1 (%s)",
+        ", ".join(f"{n} {r}" for r, n in layout.items()),
+        " ".join(f"{r}={a}" for r, a in addresses.items()),
+    )
     env = {**os.environ, cluster.SHARED_DIR_ENV: os.path.join(shared, "shared")}
     began = time.perf_counter()
     try:
-        tasks = run_tasks({name: (argv, {**env, "TF_CONFIG": tf_config})
-                           for name, tf_config in configs.items()})
+        tasks = run_tasks(
+            {name: (argv, {**env, "TF_CONFIG": tf_config}) for name, tf_config in configs.items()}
+        )
     finally:
         shutil.rmtree(shared, ignore_errors=True)
     result = dict(tasks["chief"].result or {})
     result["cluster"] = {
         "layout": layout,
         "wall_seconds": round(time.perf_counter() - began, 3),
-        "tasks": {name: t.result for name, t in tasks.items()
-                  if name != "chief" and not name.startswith("ps")},
+        "tasks": {
+            name: t.result
+            for name, t in tasks.items()
+            if name != "chief" and not name.startswith("ps")
+        },
     }
     return result
 
@@ -159,8 +186,10 @@ def run_tasks(commands: dict[str, tuple[list[str], dict]]) -> dict[str, _Task]:
 
 
 def _raise_stopped(signum, frame):
-    raise K2eError("cluster: stopped by SIGTERM; stopped every task (the chief saved a "
-                   "checkpoint a rerun resumes from)")
+    raise K2eError(
+        "cluster: stopped by SIGTERM; stopped every task (the chief saved a "
+        "checkpoint a rerun resumes from)"
+    )
 
 
 def _supervise(tasks: dict[str, _Task]) -> None:
@@ -173,8 +202,10 @@ def _supervise(tasks: dict[str, _Task]) -> None:
             first = failed[0]
             others = [t for t in tasks.values() if t is not first]
             _stop(others)
-            raise K2eError(f"cluster: {first.name} {first.describe_exit()}; stopped the other "
-                           "tasks; a rerun resumes from the last checkpoint in model_dir")
+            raise K2eError(
+                f"cluster: {first.name} {first.describe_exit()}; stopped the other "
+                "tasks; a rerun resumes from the last checkpoint in model_dir"
+            )
         finished_ps = [t for name, t in tasks.items() if name.startswith("ps") and t.code == 0]
         if finished_ps:
             raise K2eError(f"cluster: {finished_ps[0].name} ended while training ran")
@@ -184,8 +215,10 @@ def _supervise(tasks: dict[str, _Task]) -> None:
             chief_done_at = chief_done_at or time.monotonic()
             if time.monotonic() - chief_done_at > FINISH_GRACE_SECS:
                 late = [t.name for t in ending if t.code is None]
-                raise K2eError(f"cluster: the chief finished but {', '.join(late)} did not end "
-                               f"within {FINISH_GRACE_SECS}s; stopped them")
+                raise K2eError(
+                    f"cluster: the chief finished but {', '.join(late)} did not end "
+                    f"within {FINISH_GRACE_SECS}s; stopped them"
+                )
         time.sleep(0.2)
 
 

@@ -48,7 +48,9 @@ def _said_by_k2e(record: logging.LogRecord) -> bool:
 def configure_cli_logging(verbose: bool = False) -> None:
     """k2e's log lines on stderr; stdout stays for the step's JSON result."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s k2e %(levelname).1s %(message)s", "%H:%M:%S"))
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s k2e %(levelname).1s %(message)s", "%H:%M:%S")
+    )
     root = logging.getLogger("k2e")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

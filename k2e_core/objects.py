@@ -13,7 +13,13 @@ class ImportFailed(ValueError):
 
     def __init__(self, module: str, err: BaseException):
         where = f" (line {err.lineno})" if isinstance(err, SyntaxError) and err.lineno else ""
-        text = err.msg if isinstance(err, SyntaxError) else str(err).strip().splitlines()[0] if str(err).strip() else ""
+        text = (
+            err.msg
+            if isinstance(err, SyntaxError)
+            else str(err).strip().splitlines()[0]
+            if str(err).strip()
+            else ""
+        )
         super().__init__(f"importing {module} raised {type(err).__name__}{where}: {text}")
 
 
@@ -23,7 +29,11 @@ def import_object(ref: str, base_dir: str | None = None):
     if not sep or not module_name or not attr:
         raise ValueError(f"{ref!r} is not an import path; write it as 'package.module:Name'")
     if module_name.endswith(".py"):
-        path = module_name if os.path.isabs(module_name) else os.path.join(base_dir or os.getcwd(), module_name)
+        path = (
+            module_name
+            if os.path.isabs(module_name)
+            else os.path.join(base_dir or os.getcwd(), module_name)
+        )
         if not os.path.isfile(path):
             raise ValueError(f"{ref!r}: no such file {path}")
         name = "k2e_user_" + os.path.splitext(os.path.basename(path))[0]

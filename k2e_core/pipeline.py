@@ -12,16 +12,23 @@ from __future__ import annotations
 import re
 
 import numpy as np
-from k2e_core._tensorflow import tf
 
+from k2e_core._tensorflow import tf
 from k2e_core.data import INT_MISSING, Plan, Source, compression_of, for_source, loss_name
 from k2e_core.errors import SpecError, first_line
 
 AUTOTUNE = tf.data.AUTOTUNE
 
 
-def input_fn(p: Plan, source: Source, data_spec, training: bool, seed=None, batch_size=None,
-             shard: tuple[int, int] | None = None):
+def input_fn(
+    p: Plan,
+    source: Source,
+    data_spec,
+    training: bool,
+    seed=None,
+    batch_size=None,
+    shard: tuple[int, int] | None = None,
+):
     """An Estimator input_fn over `source` following plan `p`. `shard`: (index, count) of
     this worker: it reads whole files when there are enough of them, else every count-th
     record, and shuffles with a seed of its own."""
@@ -40,8 +47,11 @@ def input_fn(p: Plan, source: Source, data_spec, training: bool, seed=None, batc
         if training:
             ds = ds.repeat()
         ds = ds.batch(batch, drop_remainder=False)
-        ds = ds.map(lambda r: _example(p, _columns(p, parse, r)), num_parallel_calls=AUTOTUNE,
-                    deterministic=not training)
+        ds = ds.map(
+            lambda r: _example(p, _columns(p, parse, r)),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=not training,
+        )
         if p.drop_missing:
             ds = ds.filter(lambda features, labels: tf.size(tf.nest.flatten(labels)[0]) > 0)
         prefetch = AUTOTUNE if data_spec.prefetch == "auto" else data_spec.prefetch
@@ -66,12 +76,16 @@ def _records(p: Plan, source: Source, parallel_reads: int, shard=None):
     files, record_shard = shard_of(source, shard)
     compression = compression_of(source.files[0])
     if source.format == "csv":
-        ds = _interleave(files, lambda path: tf.data.TextLineDataset(
-            path, compression_type=compression).skip(1), parallel_reads)
+        ds = _interleave(
+            files,
+            lambda path: tf.data.TextLineDataset(path, compression_type=compression).skip(1),
+            parallel_reads,
+        )
         parse = _csv_parser(p, source)
     elif source.format == "tfrecord":
-        ds = _interleave(files, lambda path: tf.data.TFRecordDataset(path, compression),
-                         parallel_reads)
+        ds = _interleave(
+            files, lambda path: tf.data.TFRecordDataset(path, compression), parallel_reads
+        )
         parse = _tfrecord_parser(p, source)
     else:
         ds, parse = _npz_records(p, files, wanted)
@@ -87,8 +101,11 @@ def _missing_default(p: Plan, column: str, kind: str):
     if p.drop_missing:
         return {"float": np.nan, "int": INT_MISSING, "string": ""}[kind]
     if column in p.fills:
-        return {"float": np.nan, "int": int(round(float(p.fills[column]))) if kind == "int"
-                else None, "string": ""}[kind]
+        return {
+            "float": np.nan,
+            "int": int(round(float(p.fills[column]))) if kind == "int" else None,
+            "string": "",
+        }[kind]
     return None
 
 
@@ -100,19 +117,27 @@ def _csv_parser(p: Plan, source: Source):
     for c in order:
         default = _missing_default(p, c, p.types[c])
         dtype = _tf_dtype(p.types[c])
-        defaults.append(tf.constant([], dtype) if default is None else tf.constant([default], dtype))
+        defaults.append(
+            tf.constant([], dtype) if default is None else tf.constant([default], dtype)
+        )
     markers = [m for m in (p.na_values if p.na_in_files is None else p.na_in_files) if m != ""]
     na_value = markers[0] if len(markers) == 1 else ""
     # Several markers: each becomes an empty cell first (twice: adjacent cells share a comma).
-    pattern = "(^|,)(" + "|".join(re.escape(m) for m in markers) + ")(,|$)" if len(markers) > 1 else None
+    pattern = (
+        "(^|,)(" + "|".join(re.escape(m) for m in markers) + ")(,|$)" if len(markers) > 1 else None
+    )
 
     def parse(batch):
         batch = tf.boolean_mask(batch, tf.strings.length(batch) > 0)
         if pattern:
             for _ in range(2):
                 batch = tf.strings.regex_replace(batch, pattern, r"\1\3")
-        values = tf.io.decode_csv(batch, record_defaults=defaults, na_value=na_value,
-                                  select_cols=[header.index(c) for c in order])
+        values = tf.io.decode_csv(
+            batch,
+            record_defaults=defaults,
+            na_value=na_value,
+            select_cols=[header.index(c) for c in order],
+        )
         return dict(zip(order, values))
 
     return parse
@@ -129,11 +154,21 @@ def _tfrecord_parser(p: Plan, source: Source):
             continue
         default = _missing_default(p, c, stored.dtype)
         shape = stored.shape
-        spec[c] = tf.io.FixedLenFeature(shape, dtype, default_value=None if default is None else
-                                        np.full(shape, default, dtype.as_numpy_dtype).tolist()
-                                        if dtype != tf.string else [default] * int(np.prod(shape)))
-    widths = {c: p.io.inputs[name][0][0] for name, cols in p.features.items() for c in cols
-              if c in p.varlen and name not in p.io.ragged}
+        spec[c] = tf.io.FixedLenFeature(
+            shape,
+            dtype,
+            default_value=None
+            if default is None
+            else np.full(shape, default, dtype.as_numpy_dtype).tolist()
+            if dtype != tf.string
+            else [default] * int(np.prod(shape)),
+        )
+    widths = {
+        c: p.io.inputs[name][0][0]
+        for name, cols in p.features.items()
+        for c in cols
+        if c in p.varlen and name not in p.io.ragged
+    }
 
     def parse(batch):
         cols = tf.io.parse_example(batch, spec)
@@ -153,11 +188,16 @@ def pad_to(sparse, width):
         return dense
     longest = tf.shape(dense)[1]
     check = tf.debugging.assert_less_equal(
-        longest, width, message=f"k2e: a variable-length feature holds more values than the "
-        f"input's {width}")
+        longest,
+        width,
+        message=f"k2e: a variable-length feature holds more values than the input's {width}",
+    )
     with tf.control_dependencies([check]):
-        return tf.pad(dense, [[0, 0], [0, tf.maximum(width - longest, 0)]],
-                      constant_values=tf.cast(default, sparse.dtype))
+        return tf.pad(
+            dense,
+            [[0, 0], [0, tf.maximum(width - longest, 0)]],
+            constant_values=tf.cast(default, sparse.dtype),
+        )
 
 
 def _npz_records(p: Plan, files, wanted):
@@ -174,7 +214,9 @@ def _interleave(files, make, parallel_reads):
     if len(files) == 1:
         return make(files[0])
     return tf.data.Dataset.from_tensor_slices(files).interleave(
-        make, cycle_length=min(len(files), parallel_reads), num_parallel_calls=AUTOTUNE,
+        make,
+        cycle_length=min(len(files), parallel_reads),
+        num_parallel_calls=AUTOTUNE,
     )
 
 
@@ -194,19 +236,25 @@ def _example(p: Plan, cols: dict):
     labels = {name: _label(p, name, columns, cols) for name, columns in p.labels.items()}
     labels = labels[p.io.outputs[0]] if len(labels) == 1 else labels
     if p.sample_weight:
-        return {"features": features, "sample_weights": tf.cast(cols[p.sample_weight], tf.float32)}, labels
+        return {
+            "features": features,
+            "sample_weights": tf.cast(cols[p.sample_weight], tf.float32),
+        }, labels
     return features, labels
 
 
 def _drop_missing(p: Plan, cols: dict) -> dict:
     rows = tf.shape(next(iter(cols.values())))[0]
     missing = tf.zeros([rows], tf.bool)
-    for c, t in cols.items():
+    for t in cols.values():
         if t.dtype.is_floating:
             marked = tf.logical_not(tf.math.is_finite(t))
         elif t.dtype == tf.string:
-            marked = tf.reduce_any(tf.equal(t[..., None], list(p.na_values)), axis=-1) \
-                if p.na_values else tf.zeros_like(t, tf.bool)
+            marked = (
+                tf.reduce_any(tf.equal(t[..., None], list(p.na_values)), axis=-1)
+                if p.na_values
+                else tf.zeros_like(t, tf.bool)
+            )
         else:
             marked = tf.equal(t, INT_MISSING)
         while marked.shape.rank > 1:
@@ -226,8 +274,11 @@ def stacked_inputs(p: Plan, cols: dict) -> dict:
         if columns[0] in p.decode:
             features[name] = tf.reshape(tensor, [-1])
             continue
-        if tf.as_dtype(dtype) != tensor.dtype and tf.as_dtype(dtype) != tf.string \
-                and tensor.dtype != tf.string:
+        if (
+            tf.as_dtype(dtype) != tensor.dtype
+            and tf.as_dtype(dtype) != tf.string
+            and tensor.dtype != tf.string
+        ):
             tensor = tf.cast(tensor, dtype)
         if all(d is not None for d in shape):
             tensor = tf.reshape(tensor, [-1, *shape])
@@ -279,8 +330,11 @@ def decode_images(encoded, how, shape, dtype):
         image = tf.image.resize(image, size)
         return tf.ensure_shape(image, [*size, channels])
 
-    images = tf.map_fn(one, tf.reshape(encoded, [-1]),
-                       fn_output_signature=tf.TensorSpec([*size, channels], tf.float32))
+    images = tf.map_fn(
+        one,
+        tf.reshape(encoded, [-1]),
+        fn_output_signature=tf.TensorSpec([*size, channels], tf.float32),
+    )
     return tf.cast(images, dtype)
 
 
@@ -296,9 +350,11 @@ def _label(p: Plan, output: str, columns, cols):
     text = tf.reshape(tensor, [-1])
     hits = tf.equal(text[:, None], tf.constant(names))
     check = tf.debugging.assert_equal(
-        tf.reduce_all(tf.reduce_any(hits, axis=1)), True,
+        tf.reduce_all(tf.reduce_any(hits, axis=1)),
+        True,
         message=f"k2e: label column {column!r} holds a value that is not in its vocabulary "
-        f"{names[:10]}")
+        f"{names[:10]}",
+    )
     with tf.control_dependencies([check]):
         ids = tf.argmax(tf.cast(hits, tf.int32), axis=1)
     if kind == "onehot":
@@ -332,7 +388,9 @@ def serving_rows(p: Plan, source: Source, data_spec, rows: int):
 
     batch = next(iter(records.batch(rows).map(both).take(1)))
     # ragged inputs stay RaggedTensors (Keras and the signatures take them as they are)
-    return tf.nest.map_structure(lambda t: t if isinstance(t, tf.RaggedTensor) else t.numpy(), batch)
+    return tf.nest.map_structure(
+        lambda t: t if isinstance(t, tf.RaggedTensor) else t.numpy(), batch
+    )
 
 
 def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:
@@ -343,8 +401,9 @@ def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:
         features, weights = features["features"], tf.convert_to_tensor(features["sample_weights"])
     try:
         predictions = model(features, training=False)
-        model.compiled_loss(tf.nest.map_structure(tf.convert_to_tensor, labels), predictions,
-                            sample_weight=weights)
+        model.compiled_loss(
+            tf.nest.map_structure(tf.convert_to_tensor, labels), predictions, sample_weight=weights
+        )
     except (ValueError, tf.errors.InvalidArgumentError, TypeError) as err:
         label_shapes = tf.nest.map_structure(lambda a: list(a.shape), labels)
         output_shapes = [list(t.shape) for t in model.outputs]
@@ -361,10 +420,21 @@ def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:
 # --------------------------------------------------------------------------- errors
 
 _CSV_FIELD = re.compile(r"Field (\d+)")
-_DATA_PROBLEMS = ("k2e: ", "is required but missing", "fields but have", "is not a valid",
-                  "Can't parse serialized", "Number of ", "values size", "could not be found",
-                  "outside the valid range", "Unknown image file format", "Invalid PNG",
-                  "Invalid JPEG", "decode")
+_DATA_PROBLEMS = (
+    "k2e: ",
+    "is required but missing",
+    "fields but have",
+    "is not a valid",
+    "Can't parse serialized",
+    "Number of ",
+    "values size",
+    "could not be found",
+    "outside the valid range",
+    "Unknown image file format",
+    "Invalid PNG",
+    "Invalid JPEG",
+    "decode",
+)
 
 
 def _data_message(err) -> str | None:
@@ -372,9 +442,13 @@ def _data_message(err) -> str | None:
     the stack of the graph's definition), or None."""
     for line in str(getattr(err, "message", err)).splitlines():
         line = line.strip()
-        if any(marker in line for marker in _DATA_PROBLEMS) and not line.startswith(("File ", "[[")):
+        if any(marker in line for marker in _DATA_PROBLEMS) and not line.startswith(
+            ("File ", "[[")
+        ):
             return re.sub(r"\s+", " ", line)[:300]
     return None
+
+
 _FEATURE = re.compile(r"(?:Feature|Key): ([^\s,(]+)")
 
 
@@ -384,12 +458,19 @@ def explain(err: Exception, p: Plan, source: Source) -> SpecError | None:
     text = _data_message(err)
     if text is None:
         return None
-    files = source.files[0] if len(source.files) == 1 else f"{len(source.files)} files ({source.files[0]}, ...)"
+    files = (
+        source.files[0]
+        if len(source.files) == 1
+        else f"{len(source.files)} files ({source.files[0]}, ...)"
+    )
     column = None
     if "k2e: " in text:
-        problem = text[text.index("k2e: ") + 5:].rstrip("]' ")
-        return SpecError(f"{source.field}.files", f"{files}: {problem}",
-                         "check the data with `k2e validate --full`")
+        problem = text[text.index("k2e: ") + 5 :].rstrip("]' ")
+        return SpecError(
+            f"{source.field}.files",
+            f"{files}: {problem}",
+            "check the data with `k2e validate --full`",
+        )
     if source.format == "csv" and "record" in text and ("Field" in text or "fields" in text):
         match = _CSV_FIELD.search(text)
         if match:
@@ -405,5 +486,8 @@ def explain(err: Exception, p: Plan, source: Source) -> SpecError | None:
         return None
     where = f" column {column!r}" if column else ""
     text = re.sub(r" in record \d+", "", text)  # TensorFlow counts within a batch, not the file
-    return SpecError(f"{source.field}.files", f"{files}{where}: {text}",
-                     "check the data with `k2e validate --full` (it names file and line)")
+    return SpecError(
+        f"{source.field}.files",
+        f"{files}{where}: {text}",
+        "check the data with `k2e validate --full` (it names file and line)",
+    )

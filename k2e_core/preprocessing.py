@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from k2e_core._tensorflow import tf
 from keras.src.layers.preprocessing import discretization, index_lookup
+
+from k2e_core._tensorflow import tf
 
 
 def _static_size(lookup):
@@ -54,16 +55,19 @@ class TextVectorization(tf.keras.layers.TextVectorization):
         self._lookup_layer._frozen_vocab_size = _static_size(self._lookup_layer) or vocabulary_size
 
 
-_GRAPH_READY = {tf.keras.layers.StringLookup: StringLookup,
-                tf.keras.layers.IntegerLookup: IntegerLookup,
-                tf.keras.layers.TextVectorization: TextVectorization}
+_GRAPH_READY = {
+    tf.keras.layers.StringLookup: StringLookup,
+    tf.keras.layers.IntegerLookup: IntegerLookup,
+    tf.keras.layers.TextVectorization: TextVectorization,
+}
 
 
 def clone_layer(layer):
     """A fresh layer from `layer`'s config, with what `adapt` learnt written into it, under
     the same name; a functional or Sequential model inside the model, layer by layer."""
     if isinstance(layer, tf.keras.Model) and (
-            layer._is_graph_network or isinstance(layer, tf.keras.Sequential)):
+        layer._is_graph_network or isinstance(layer, tf.keras.Sequential)
+    ):
         return tf.keras.models.clone_model(layer, clone_function=clone_layer)
     config = layer.get_config()
     lookup = getattr(layer, "_lookup_layer", layer)  # TextVectorization wraps a StringLookup
@@ -75,7 +79,7 @@ def clone_layer(layer):
                 config["vocabulary"] = vocabulary
                 if lookup.output_mode == "tf_idf":
                     idf = np.asarray(lookup.idf_weights_const)
-                    config["idf_weights"] = idf[lookup._token_start_index():].tolist()
+                    config["idf_weights"] = idf[lookup._token_start_index() :].tolist()
         cls = _GRAPH_READY[cls]
     if isinstance(layer, discretization.Discretization) and config.get("bin_boundaries") is None:
         boundaries = getattr(layer, "bin_boundaries", None)
@@ -92,15 +96,21 @@ def copy_weights(source, target):
     weights its clone does not have (its lookup table, adapt's running state), which
     `clone_layer` put into the clone's config instead."""
     for src, dst in zip(source.layers, target.layers):
-        if isinstance(src, tf.keras.Model) and hasattr(dst, "layers") and len(src.layers) == len(dst.layers):
+        if (
+            isinstance(src, tf.keras.Model)
+            and hasattr(dst, "layers")
+            and len(src.layers) == len(dst.layers)
+        ):
             copy_weights(src, dst)
             continue
         theirs = src.get_weights()
         if len(theirs) == len(dst.weights):
             dst.set_weights(theirs)
         elif not _adapted(dst):
-            raise ValueError(f"layer {src.name}: {len(theirs)} weights in the model but "
-                             f"{len(dst.weights)} in its copy")
+            raise ValueError(
+                f"layer {src.name}: {len(theirs)} weights in the model but "
+                f"{len(dst.weights)} in its copy"
+            )
 
 
 def _adapted(layer) -> bool:

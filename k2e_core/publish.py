@@ -7,9 +7,10 @@
 A version counts once its manifest (every file's size and sha256, the run, metrics) is
 there, with its registry record beside it. Local file systems: the version is assembled
 under a non-numeric name and renamed into place. Object stores: variables and assets first,
-`saved_model.pb` after them, the record, the manifest last. A run publishes at most one version: a retry with the same run id finishes
-or returns the version its claim names. Two runs never share a version: a run proceeds only
-if, after writing its own claim, it sees no other claim for that number.
+`saved_model.pb` after them, the record, the manifest last. A run publishes at most one
+version: a retry with the same run id finishes or returns the version its claim names. Two
+runs never share a version: a run proceeds only if, after writing its own claim, it sees no
+other claim for that number.
 """
 
 from __future__ import annotations
@@ -52,12 +53,13 @@ def manifest_for(local_dir: str, run_id: str, metrics=None, source=None) -> dict
         files[rel] = {"size": os.path.getsize(path), "sha256": sha, "md5": md5}
     dirs = sorted(
         os.path.relpath(os.path.join(d, sub), local_dir)
-        for d, subs, _ in os.walk(local_dir) for sub in subs
+        for d, subs, _ in os.walk(local_dir)
+        for sub in subs
     )
     return {
         "format": MANIFEST_FORMAT,
         "run_id": run_id,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "files": files,
         "dirs": dirs,
         "metrics": metrics or {},
@@ -85,8 +87,9 @@ def numbered(base: str) -> list[int]:
 def _claims(base: str) -> dict[int, list[str]]:
     """{version: runs holding a claim on it}; withdrawn claims leave no holder."""
     root = storage.join(base, CLAIMS)
-    claims = {int(v): storage.listdir(storage.join(root, v))
-              for v in storage.listdir(root) if v.isdigit()}
+    claims = {
+        int(v): storage.listdir(storage.join(root, v)) for v in storage.listdir(root) if v.isdigit()
+    }
     return {v: holders for v, holders in claims.items() if holders}
 
 
@@ -106,12 +109,12 @@ def _claim(base: str, run_id: str) -> tuple[int, bool]:
             return version, False
         storage.remove(marker)  # another run claimed this number at the same time
         time.sleep(random.uniform(0.05, 0.3) * (attempt + 1))
-    raise PublishError(f"could not claim a version under {storage.redact(base)}: too many "
-                       "concurrent publishers")
+    raise PublishError(
+        f"could not claim a version under {storage.redact(base)}: too many concurrent publishers"
+    )
 
 
-def publish(local_dir: str, base: str, run_id: str, metrics=None, source=None,
-            record=None) -> dict:
+def publish(local_dir: str, base: str, run_id: str, metrics=None, source=None, record=None) -> dict:
     """Publishes `local_dir` as one version under `base`; idempotent per `run_id`.
     `record`: the registry record written beside the manifest (its `version` is filled in)."""
     manifest = manifest_for(local_dir, run_id, metrics, source)
@@ -131,8 +134,9 @@ def publish(local_dir: str, base: str, run_id: str, metrics=None, source=None,
     return _result(version, target, manifest, reused=False)
 
 
-def keep_candidate(local_dir: str, base: str, run_id: str, metrics=None, source=None,
-                   record=None) -> dict:
+def keep_candidate(
+    local_dir: str, base: str, run_id: str, metrics=None, source=None, record=None
+) -> dict:
     """Keeps `local_dir` under `<base>/candidates/<run id>`: complete like a version, but not
     a number, so TF Serving never loads it. Idempotent per `run_id`."""
     name = safe_name(run_id)
@@ -161,20 +165,27 @@ def _commit(local_dir, base, rel, manifest, record, what):
     except Exception as exc:
         if not storage.is_local(base):
             _discard(target)
-        raise PublishError(f"publishing {what} to {storage.redact(base)} failed "
-                           f"({exc}); nothing new is visible, rerun to retry") from exc
+        raise PublishError(
+            f"publishing {what} to {storage.redact(base)} failed "
+            f"({exc}); nothing new is visible, rerun to retry"
+        ) from exc
 
 
 def _result(version, target, manifest, reused):
-    return {"version": version, "export_path": target,
-            "manifest": storage.join(target, MANIFEST), "reused": reused,
-            "files": len(manifest["files"]),
-            "bytes": sum(f["size"] for f in manifest["files"].values())}
+    return {
+        "version": version,
+        "export_path": target,
+        "manifest": storage.join(target, MANIFEST),
+        "reused": reused,
+        "files": len(manifest["files"]),
+        "bytes": sum(f["size"] for f in manifest["files"].values()),
+    }
 
 
 def _publish_local(local_dir, base_path, rel, manifest, record):
-    staging = os.path.join(base_path, ".k2e", "staging",
-                           f"{rel.replace('/', '_')}-{uuid.uuid4().hex}")
+    staging = os.path.join(
+        base_path, ".k2e", "staging", f"{rel.replace('/', '_')}-{uuid.uuid4().hex}"
+    )
     shutil.copytree(local_dir, staging)
     _verify_local(staging, manifest)
     if record is not None:
@@ -202,14 +213,18 @@ def _publish_object_store(local_dir, target, manifest, record):
     label = f"publish {target.rstrip('/').rsplit('/', 1)[-1]}"
     storage.upload([(os.path.join(local_dir, f), storage.join(target, f)) for f in first], label)
     if "saved_model.pb" in files:
-        storage.upload([(os.path.join(local_dir, "saved_model.pb"),
-                         storage.join(target, "saved_model.pb"))], label)
+        storage.upload(
+            [(os.path.join(local_dir, "saved_model.pb"), storage.join(target, "saved_model.pb"))],
+            label,
+        )
     verify_remote(target, manifest)
     if record is not None:
-        storage.write_bytes(storage.join(target, RECORD),
-                            json.dumps(record, indent=1, sort_keys=True).encode())
-    storage.write_bytes(storage.join(target, MANIFEST),
-                        json.dumps(manifest, indent=1, sort_keys=True).encode())
+        storage.write_bytes(
+            storage.join(target, RECORD), json.dumps(record, indent=1, sort_keys=True).encode()
+        )
+    storage.write_bytes(
+        storage.join(target, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode()
+    )
 
 
 def verify_remote(target: str, manifest: dict) -> None:
@@ -241,16 +256,21 @@ def _discard(target):
     try:
         storage.remove(target, recursive=True)
     except Exception as exc:  # noqa: BLE001 - best effort; the missing manifest already says "incomplete"
-        log.warning("could not remove the incomplete version at %s (%s)", storage.redact(target), exc)
+        log.warning(
+            "could not remove the incomplete version at %s (%s)", storage.redact(target), exc
+        )
 
 
 def download_version(version_url: str, local_dir: str) -> dict:
     """Downloads a published version and checks every file against its manifest."""
     manifest = read_manifest(version_url)
     if manifest is None:
-        raise PublishError(f"{storage.redact(version_url)} has no {MANIFEST}: not a complete version")
-    pairs = [(storage.join(version_url, rel), os.path.join(local_dir, rel))
-             for rel in manifest["files"]]
+        raise PublishError(
+            f"{storage.redact(version_url)} has no {MANIFEST}: not a complete version"
+        )
+    pairs = [
+        (storage.join(version_url, rel), os.path.join(local_dir, rel)) for rel in manifest["files"]
+    ]
     stats = storage.download(pairs, f"download {storage.redact(version_url)}")
     for rel, want in manifest["files"].items():
         path = os.path.join(local_dir, rel)

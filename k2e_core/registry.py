@@ -27,7 +27,7 @@ DECISIONS = ".k2e/decisions"
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _user() -> str:
@@ -52,12 +52,19 @@ def new_record(decision: dict, source: dict) -> dict:
         "by": decision["by"],
         "reason": decision["reason"],
         "pinned": False,
-        "history": [{"at": decision["decided_at"], "action": "blessed" if decision["blessed"]
-                     else "not blessed", "by": decision["by"], "reason": decision["reason"]}],
+        "history": [
+            {
+                "at": decision["decided_at"],
+                "action": "blessed" if decision["blessed"] else "not blessed",
+                "by": decision["by"],
+                "reason": decision["reason"],
+            }
+        ],
     }
 
 
 # --------------------------------------------------------------------------- reading
+
 
 def read_record(url: str) -> dict | None:
     """The record of the version or candidate at `url`; None when it is not complete."""
@@ -67,14 +74,25 @@ def read_record(url: str) -> dict | None:
     try:
         record = json.loads(storage.read_bytes(storage.join(url, publish.RECORD)))
     except FileNotFoundError:  # published before records were kept
-        record = {"format": RECORD_FORMAT, "run_id": manifest.get("run_id"),
-                  "created": manifest.get("created"), "metrics": manifest.get("metrics", {}),
-                  "source": manifest.get("source", {}),
-                  "warm_start": manifest.get("source", {}).get("warm_start"),
-                  "blessed": "candidate" not in manifest, "by": "publish",
-                  "reason": "published before the registry kept records",
-                  "pinned": False, "history": []}
-    return {**record, "url": url, "name": _name_of(url, manifest), "version": manifest.get("version")}
+        record = {
+            "format": RECORD_FORMAT,
+            "run_id": manifest.get("run_id"),
+            "created": manifest.get("created"),
+            "metrics": manifest.get("metrics", {}),
+            "source": manifest.get("source", {}),
+            "warm_start": manifest.get("source", {}).get("warm_start"),
+            "blessed": "candidate" not in manifest,
+            "by": "publish",
+            "reason": "published before the registry kept records",
+            "pinned": False,
+            "history": [],
+        }
+    return {
+        **record,
+        "url": url,
+        "name": _name_of(url, manifest),
+        "version": manifest.get("version"),
+    }
 
 
 def _name_of(url: str, manifest: dict) -> str:
@@ -86,9 +104,11 @@ def _name_of(url: str, manifest: dict) -> str:
 def entries(base: str) -> list[dict]:
     """Every version (ascending) and then every kept candidate (oldest first), as records."""
     found = [read_record(storage.join(base, str(v))) for v in publish.numbered(base)]
-    candidates = [read_record(storage.join(base, publish.CANDIDATES, name))
-                  for name in storage.listdir(storage.join(base, publish.CANDIDATES))
-                  if not name.startswith(".")]
+    candidates = [
+        read_record(storage.join(base, publish.CANDIDATES, name))
+        for name in storage.listdir(storage.join(base, publish.CANDIDATES))
+        if not name.startswith(".")
+    ]
     candidates = sorted((c for c in candidates if c), key=lambda r: r.get("created") or "")
     return [r for r in found if r] + candidates
 
@@ -109,17 +129,23 @@ def _entry(base: str, name: str) -> dict:
         record = read_record(storage.join(base, publish.CANDIDATES, name))
     if record is None:
         names = [e["name"] for e in entries(base)]
-        raise SpecError("name", f"{name!r} is not a version or candidate under "
-                        f"{storage.redact(base)}", f"use one of {names[-8:]}")
+        raise SpecError(
+            "name",
+            f"{name!r} is not a version or candidate under {storage.redact(base)}",
+            f"use one of {names[-8:]}",
+        )
     return record
 
 
 # --------------------------------------------------------------------------- changes by hand
 
+
 def _write_record(record: dict) -> None:
     body = {k: v for k, v in record.items() if k != "url"}
-    storage.write_bytes(storage.join(record["url"], publish.RECORD),
-                        json.dumps(body, indent=1, sort_keys=True).encode())
+    storage.write_bytes(
+        storage.join(record["url"], publish.RECORD),
+        json.dumps(body, indent=1, sort_keys=True).encode(),
+    )
 
 
 def _changed(record: dict, action: str, why: str, **fields) -> dict:
@@ -141,17 +167,31 @@ def bless(base: str, name: str, reason: str) -> dict:
 
 def _promote(base: str, record: dict, reason: str) -> dict:
     manifest = publish.read_manifest(record["url"])
-    promoted = _changed(record, "blessed", reason, blessed=True, by="hand", reason=reason,
-                        promoted_from=record["name"])
+    promoted = _changed(
+        record,
+        "blessed",
+        reason,
+        blessed=True,
+        by="hand",
+        reason=reason,
+        promoted_from=record["name"],
+    )
     promoted.pop("url")
     with tempfile.TemporaryDirectory(prefix="k2e-promote-") as tmp:
         publish.download_version(record["url"], tmp)
-        result = publish.publish(tmp, base, record["run_id"], metrics=manifest.get("metrics"),
-                                 source=manifest.get("source"), record=promoted)
+        result = publish.publish(
+            tmp,
+            base,
+            record["run_id"],
+            metrics=manifest.get("metrics"),
+            source=manifest.get("source"),
+            record=promoted,
+        )
     decision = decision_for(base, record["run_id"])
     if decision is not None:  # a retry of that run now finds the version, not a candidate
-        save_decision(base, record["run_id"], {**decision, "blessed": True, "by": "hand",
-                                               "reason": reason})
+        save_decision(
+            base, record["run_id"], {**decision, "blessed": True, "by": "hand", "reason": reason}
+        )
     _remove(record["url"])
     log.info("candidate %s promoted to version %d: %s", record["name"], result["version"], reason)
     return read_record(result["export_path"])
@@ -163,8 +203,9 @@ def unbless(base: str, name: str, reason: str) -> dict:
     _need_reason(reason)
     record = _entry(base, name)
     if record["version"] is None:
-        raise SpecError("name", f"{record['name']} is a candidate, which is never blessed",
-                        "name a version")
+        raise SpecError(
+            "name", f"{record['name']} is a candidate, which is never blessed", "name a version"
+        )
     record = _changed(record, "unblessed", reason, blessed=False, by="hand", reason=reason)
     _write_record(record)
     log.info("version %s unblessed by hand: %s", record["version"], reason)
@@ -185,6 +226,7 @@ def _need_reason(reason: str) -> None:
 
 
 # --------------------------------------------------------------------------- retention
+
 
 def prune(base: str, keep: int) -> list[str]:
     """Removes all but the newest `keep` versions and `keep` candidates; never the latest
@@ -216,6 +258,7 @@ def _remove(url: str) -> None:
 
 # --------------------------------------------------------------------------- decisions
 
+
 def _decision_url(base: str, run_id: str) -> str:
     return storage.join(base, DECISIONS, publish.safe_name(run_id) + ".json")
 
@@ -228,32 +271,44 @@ def decision_for(base: str, run_id: str) -> dict | None:
 
 
 def save_decision(base: str, run_id: str, decision: dict) -> None:
-    storage.write_bytes(_decision_url(base, run_id),
-                        json.dumps(decision, indent=1, sort_keys=True).encode())
+    storage.write_bytes(
+        _decision_url(base, run_id), json.dumps(decision, indent=1, sort_keys=True).encode()
+    )
 
 
 # --------------------------------------------------------------------------- listing
 
+
 def table(records: list[dict]) -> str:
     """The registry as a text table: one row per version or candidate."""
-    metric_names = sorted({k for r in records for k, v in (r.get("metrics") or {}).items()
-                           if k != "global_step" and isinstance(v, (int, float))})
-    header = ["name", "blessed", "pinned", "created", "step", *metric_names, "warm start",
-              "reason"]
+    metric_names = sorted(
+        {
+            k
+            for r in records
+            for k, v in (r.get("metrics") or {}).items()
+            if k != "global_step" and isinstance(v, (int, float))
+        }
+    )
+    header = ["name", "blessed", "pinned", "created", "step", *metric_names, "warm start", "reason"]
     rows = [header]
     for r in records:
         warm = r.get("warm_start") or {}
-        rows.append([
-            r["name"], "yes" if r.get("blessed") else "no", "yes" if r.get("pinned") else "",
-            (r.get("created") or "")[:19].replace("T", " "),
-            str((r.get("source") or {}).get("global_step", "")),
-            *[_number((r.get("metrics") or {}).get(m)) for m in metric_names],
-            f"v{warm['version']}" if warm.get("version") else (warm.get("from") or "none"),
-            r.get("reason", ""),
-        ])
+        rows.append(
+            [
+                r["name"],
+                "yes" if r.get("blessed") else "no",
+                "yes" if r.get("pinned") else "",
+                (r.get("created") or "")[:19].replace("T", " "),
+                str((r.get("source") or {}).get("global_step", "")),
+                *[_number((r.get("metrics") or {}).get(m)) for m in metric_names],
+                f"v{warm['version']}" if warm.get("version") else (warm.get("from") or "none"),
+                r.get("reason", ""),
+            ]
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1]
-                     for row in rows)
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows
+    )
 
 
 def _number(value) -> str:

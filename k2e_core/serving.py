@@ -28,8 +28,9 @@ def predict_version(version_url: str, inputs, signature: str = "serving_default"
             if len(specs) != 1:
                 raise ValueError(f"{signature} takes inputs {sorted(specs)}; pass a dict")
             inputs = {next(iter(specs)): inputs}
-        feed = {name: tf.constant(np.asarray(inputs[name]), dtype=specs[name].dtype)
-                for name in specs}
+        feed = {
+            name: tf.constant(np.asarray(inputs[name]), dtype=specs[name].dtype) for name in specs
+        }
         outputs = {name: _plain(value.numpy()) for name, value in fn(**feed).items()}
         return {"signature": signature, "outputs": outputs}
     finally:
@@ -40,5 +41,7 @@ def predict_version(version_url: str, inputs, signature: str = "serving_default"
 def _plain(array: np.ndarray):
     """JSON-ready: class names (bytes) as text."""
     if array.dtype == object:
-        return np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v, otypes=[object])(array).tolist()
+        return np.vectorize(lambda v: v.decode() if isinstance(v, bytes) else v, otypes=[object])(
+            array
+        ).tolist()
     return array.tolist()

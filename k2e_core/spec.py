@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import os
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -105,7 +105,7 @@ class DataFiles(_Section):
         return value
 
 
-Columns = Union[str, list[str]]
+Columns = str | list[str]
 ColumnType = Literal["float", "int", "string"]
 FILL_STATISTICS = ("mean", "median", "most_frequent")
 DEFAULT_NA_VALUES = ["", "NA", "NaN", "N/A", "null"]
@@ -115,12 +115,17 @@ class ImageDecode(_Section):
     """How a column of encoded images (PNG/JPEG bytes) becomes the image input's pixels."""
 
     format: Literal["auto", "jpeg", "png"] = Field(
-        "auto", description="auto: JPEG or PNG, told from the bytes")
+        "auto", description="auto: JPEG or PNG, told from the bytes"
+    )
     resize: list[int] | None = Field(
-        None, min_length=2, max_length=2,
-        description="[height, width]; default: the image input's own height and width")
+        None,
+        min_length=2,
+        max_length=2,
+        description="[height, width]; default: the image input's own height and width",
+    )
     channels: int | None = Field(
-        None, ge=1, le=4, description="default: the image input's last dimension")
+        None, ge=1, le=4, description="default: the image input's last dimension"
+    )
 
 
 class DataSpec(_Section):
@@ -131,7 +136,7 @@ class DataSpec(_Section):
         description="model input name -> column/key, or list of columns stacked into one "
         "input; default: each input read from the key of the same name",
     )
-    labels: Union[Columns, dict[str, Columns], None] = Field(
+    labels: Columns | dict[str, Columns] | None = Field(
         None,
         description="label column(s); for multi-output models output name -> column(s); "
         "default: the output names",
@@ -147,14 +152,14 @@ class DataSpec(_Section):
         default_factory=lambda: list(DEFAULT_NA_VALUES),
         description="Cells that mean 'missing' (and NaN floats)",
     )
-    missing: Union[Literal["error", "drop"], dict[str, Union[float, str, dict[str, Any]]]] = Field(
+    missing: Literal["error", "drop"] | dict[str, float | str | dict[str, Any]] = Field(
         "error",
         description="What a missing value does: error (stop, naming column and line), drop "
         "(skip the row; the count is logged), or column -> fill: a constant, or mean, median "
         "or most_frequent of the training data (computed once, recorded with the version, and "
         "applied by the exported signatures too); {constant: mean} fills the text 'mean'",
     )
-    label_vocabulary: Union[list[str], dict[str, list[str]], None] = Field(
+    label_vocabulary: list[str] | dict[str, list[str]] | None = Field(
         None,
         description="Class names of a text label column, in class-id order (or label column "
         "-> names); default: the sorted names found in the training data",
@@ -164,11 +169,12 @@ class DataSpec(_Section):
         description="column of encoded PNG/JPEG bytes -> how it becomes the image input, e.g. "
         "image: {format: jpeg, resize: [224, 224]}; serving signatures take the same bytes",
     )
-    scan_mb: Union[Annotated[float, Field(ge=0)], Literal["all"]] = Field(
+    scan_mb: Annotated[float, Field(ge=0)] | Literal["all"] = Field(
         16,
         description="MB of each split checked row by row before training (ragged rows, text "
         "in number columns, missing values, labels outside the classes), at about 12 MB/s for "
-        "CSV; beyond it the start of each file, in equal parts; 'all' (or --full) checks everything, 0 nothing",
+        "CSV; beyond it the start of each file, in equal parts; 'all' (or --full) checks "
+        "everything, 0 nothing",
     )
     batch_size: int = Field(32, gt=0)
     shuffle_buffer: int = Field(10_000, ge=0, description="0 turns shuffling off")
@@ -183,11 +189,15 @@ class DataSpec(_Section):
             return value
         for column, fill in value.items():
             if isinstance(fill, dict) and set(fill) != {"constant"}:
-                raise ValueError(f"missing.{column}: {fill!r} is not a fill; use a constant, "
-                                 f"one of {list(FILL_STATISTICS)}, or {{constant: VALUE}}")
+                raise ValueError(
+                    f"missing.{column}: {fill!r} is not a fill; use a constant, "
+                    f"one of {list(FILL_STATISTICS)}, or {{constant: VALUE}}"
+                )
             if isinstance(fill, bool):
-                raise ValueError(f"missing.{column}: a fill is a number, a text or one of "
-                                 f"{list(FILL_STATISTICS)}, got {fill!r}")
+                raise ValueError(
+                    f"missing.{column}: a fill is a number, a text or one of "
+                    f"{list(FILL_STATISTICS)}, got {fill!r}"
+                )
         return value
 
     def fill_of(self, column: str):
@@ -225,12 +235,14 @@ class EvalSpec(_Section):
 
 class RunConfigSpec(_Section):
     save_checkpoints_secs: int | None = Field(
-        60, gt=0,
+        60,
+        gt=0,
         description="Checkpoint every N seconds (a retry loses at most that much training); "
         "each save costs about 0.1 s however small the model",
     )
     save_checkpoints_steps: int | None = Field(
-        None, gt=0, description="Checkpoint every N steps instead of save_checkpoints_secs")
+        None, gt=0, description="Checkpoint every N steps instead of save_checkpoints_secs"
+    )
     keep_checkpoint_max: int = Field(5, ge=0)
     save_summary_steps: int = Field(1000, ge=0, description="0 turns summaries off")
     tf_random_seed: int | None = None
@@ -240,8 +252,10 @@ class RunConfigSpec(_Section):
     def _steps_or_secs(self):
         if self.save_checkpoints_steps is not None:
             if "save_checkpoints_secs" in self.model_fields_set and self.save_checkpoints_secs:
-                raise ValueError("save_checkpoints_steps and save_checkpoints_secs are both set; "
-                                 "keep one of them")
+                raise ValueError(
+                    "save_checkpoints_steps and save_checkpoints_secs are both set; "
+                    "keep one of them"
+                )
             self.save_checkpoints_secs = None
         return self
 
@@ -253,7 +267,8 @@ class ExportSpec(_Section):
     atol: float = Field(1e-5, ge=0)
     rtol: float = Field(1e-4, ge=0)
     keep: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="Retention: keep the newest N versions (and N kept candidates); the latest "
         "blessed version and pinned ones are never deleted. Default: keep all",
     )
@@ -270,7 +285,8 @@ class GateMetric(_Section):
     at_least: float | None = Field(None, description="Bless only if the metric is >= this")
     at_most: float | None = Field(None, description="Bless only if the metric is <= this")
     tolerance: float | None = Field(
-        0.0, ge=0,
+        0.0,
+        ge=0,
         description="How much worse than the blessed baseline (measured on the same eval data "
         "in the same run) the candidate may be, in the metric's units; null: not compared",
     )
@@ -298,11 +314,15 @@ class StorageSpec(_Section):
 
     options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="protocol -> fsspec options, e.g. s3: {endpoint_url: ..., key: ..., secret: ...}",
+        description="protocol -> fsspec options, e.g. s3: {endpoint_url: ..., key: ..., "
+        "secret: ...}",
     )
     retries: int = Field(5, ge=1, description="Attempts for transient storage errors")
-    retry_seconds: float = Field(60.0, gt=0, description="Most seconds one storage operation "
-                                 "spends on its attempts, waits included")
+    retry_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="Most seconds one storage operation spends on its attempts, waits included",
+    )
     concurrency: int = Field(16, ge=1, description="Files transferred at once")
 
 
@@ -310,14 +330,18 @@ Role = Literal["chief", "worker", "ps", "evaluator"]
 
 
 class KubernetesSpec(_Section):
-    """How `k2e tfjob` writes the Kubeflow TFJob for `cluster` (training-operator, kubeflow.org/v1)."""
+    """How `k2e tfjob` writes the Kubeflow TFJob for `cluster` (training-operator,
+    kubeflow.org/v1)."""
 
-    image: str | None = Field(None, description="Container image with k2e installed (the Dockerfile)")
+    image: str | None = Field(
+        None, description="Container image with k2e installed (the Dockerfile)"
+    )
     namespace: str = "default"
     name: str | None = Field(None, description="TFJob name; default: k2e-<digest of the spec>")
     resources: dict[Role, dict[str, Any]] = Field(
         default_factory=dict,
-        description="role -> Kubernetes resources, e.g. worker: {requests: {cpu: '4', memory: 8Gi}}",
+        description="role -> Kubernetes resources, e.g. worker: {requests: {cpu: '4', "
+        "memory: 8Gi}}",
     )
     shared_volume: str | None = Field(
         None,
@@ -330,7 +354,8 @@ class KubernetesSpec(_Section):
     )
     service_account: str | None = None
     spec_url: str | None = Field(
-        None, description="Where replicas read the job spec; default: the spec travels inside "
+        None,
+        description="Where replicas read the job spec; default: the spec travels inside "
         "the manifest (storage.options secrets are then refused)",
     )
     backoff_limit: int = Field(3, ge=0, description="Retries of failed replicas (exit codes 128+)")
@@ -344,28 +369,38 @@ class ClusterSpec(_Section):
 
     workers: int = Field(0, ge=0, description="Workers besides the chief")
     ps: int = Field(0, ge=0, description="Parameter servers (needed as soon as there are workers)")
-    evaluator: bool = Field(False, description="A task that evaluates each new checkpoint "
-                            "(TensorBoard eval curves; what early stopping reads)")
+    evaluator: bool = Field(
+        False,
+        description="A task that evaluates each new checkpoint "
+        "(TensorBoard eval curves; what early stopping reads)",
+    )
     strategy: Literal["between_graph", "parameter_server"] = Field(
         "between_graph",
         description="between_graph: variables placed on the ps by the Estimator's device setter; "
         "parameter_server: tf.compat.v1 ParameterServerStrategy (a worker's local GPUs too)",
     )
     max_worker_delay_secs: int = Field(
-        0, ge=0, description="Upstream staggers worker i's start by 5*(i+1) s, up to this bound")
+        0, ge=0, description="Upstream staggers worker i's start by 5*(i+1) s, up to this bound"
+    )
     kubernetes: KubernetesSpec = Field(default_factory=KubernetesSpec)
 
     @model_validator(mode="after")
     def _workers_need_ps(self):
         if self.workers and not self.ps:
-            raise ValueError(f"{self.workers} worker(s) but no ps: between-graph replication keeps "
-                             "the variables on parameter servers; set cluster.ps=1 or more")
+            raise ValueError(
+                f"{self.workers} worker(s) but no ps: between-graph replication keeps "
+                "the variables on parameter servers; set cluster.ps=1 or more"
+            )
         return self
 
     def roles(self) -> dict[str, int]:
         """Task counts per role, in the order processes are started."""
-        counts = {"ps": self.ps, "chief": 1, "worker": self.workers,
-                  "evaluator": int(self.evaluator)}
+        counts = {
+            "ps": self.ps,
+            "chief": 1,
+            "worker": self.workers,
+            "evaluator": int(self.evaluator),
+        }
         return {role: n for role, n in counts.items() if n}
 
 
@@ -431,7 +466,9 @@ def apply_overrides(raw: dict, overrides: list[str] | dict | None) -> dict:
     raw = copy.deepcopy(raw)
     if not overrides:
         return raw
-    items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides]
+    items = (
+        overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides]
+    )
     for dotted, value in items:
         node = raw
         keys = dotted.split(".")
@@ -451,9 +488,11 @@ def parse_override(item: str) -> tuple[str, Any]:
     try:
         return dotted.strip(), yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError as err:
-        raise SpecError("--set", f"{item!r}: the value is not valid YAML "
-                        f"({str(err).splitlines()[0]})",
-                        "quote text values: --set 'key=\"text\"'") from None
+        raise SpecError(
+            "--set",
+            f"{item!r}: the value is not valid YAML ({str(err).splitlines()[0]})",
+            "quote text values: --set 'key=\"text\"'",
+        ) from None
 
 
 def load_spec(source, overrides=None) -> JobSpec:
@@ -469,15 +508,24 @@ def load_spec(source, overrides=None) -> JobSpec:
         try:
             raw = json.loads(source)
         except json.JSONDecodeError as err:
-            raise SpecError("spec", f"the inline JSON spec is not valid JSON ({err})",
-                            "fix the syntax, or pass the path of a spec file") from None
+            raise SpecError(
+                "spec",
+                f"the inline JSON spec is not valid JSON ({err})",
+                "fix the syntax, or pass the path of a spec file",
+            ) from None
     else:
         raw, base_dir = _read_file(str(source), _storage_options(overrides))
     if not isinstance(raw, dict):
-        where = str(source) if isinstance(source, str) and not source.lstrip().startswith("{") \
+        where = (
+            str(source)
+            if isinstance(source, str) and not source.lstrip().startswith("{")
             else "the spec"
-        raise SpecError("spec", f"{where} is not a mapping of fields",
-                        "write the job spec as a YAML/JSON object")
+        )
+        raise SpecError(
+            "spec",
+            f"{where} is not a mapping of fields",
+            "write the job spec as a YAML/JSON object",
+        )
     raw = apply_overrides(raw, overrides)
     if base_dir and not raw.get("base_dir"):
         raw["base_dir"] = base_dir
@@ -509,14 +557,20 @@ def _read_file(location: str, storage_options=None):
             else:
                 data = storage.read_bytes(location)
         except FileNotFoundError:
-            raise SpecError("spec", f"no spec file at {storage.redact(location)}"
-                            f"{storage.why_missing(location)}", fix) from None
+            raise SpecError(
+                "spec",
+                f"no spec file at {storage.redact(location)}{storage.why_missing(location)}",
+                fix,
+            ) from None
         except IsADirectoryError:
             raise SpecError("spec", f"{location} is a directory", fix) from None
         except OSError as err:
-            raise SpecError("spec", f"cannot read {storage.redact(location)} "
-                            f"({str(err).splitlines()[0]})", "check the URL and its credentials "
-                            "(the environment's, or storage.options in an --overrides file)") from None
+            raise SpecError(
+                "spec",
+                f"cannot read {storage.redact(location)} ({str(err).splitlines()[0]})",
+                "check the URL and its credentials "
+                "(the environment's, or storage.options in an --overrides file)",
+            ) from None
     try:
         text = data.decode()
     except UnicodeDecodeError:
@@ -524,8 +578,11 @@ def _read_file(location: str, storage_options=None):
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise SpecError("spec", f"{location} is not valid YAML/JSON ({str(err).splitlines()[0]})",
-                        "fix the syntax") from None
+        raise SpecError(
+            "spec",
+            f"{location} is not valid YAML/JSON ({str(err).splitlines()[0]})",
+            "fix the syntax",
+        ) from None
     base_dir = os.path.dirname(os.path.abspath(location)) if "://" not in location else None
     return raw, base_dir
 
@@ -549,7 +606,11 @@ def spec_error(err: ValidationError) -> SpecError:
         message = "unknown field"
     elif kind == "missing":
         message = "required field is missing"
-    elif "input" in first and kind.endswith(("_type", "_parsing")) and field.split(".")[0] != "storage":
+    elif (
+        "input" in first
+        and kind.endswith(("_type", "_parsing"))
+        and field.split(".")[0] != "storage"
+    ):
         message = f"{message}, got {first['input']!r}"
     fix = _FIXES.get(kind, "see `k2e schema` for the expected type")
     if kind == "value_error":

@@ -5,8 +5,8 @@ section or from the environment (AWS_*, GOOGLE_APPLICATION_CREDENTIALS, ...); th
 logged or returned. Transient errors are retried with backoff, for at most `retries` attempts
 and `retry_seconds` in all (k2e is the one layer that retries: S3 clients are given one
 attempt each and a 10 s connect timeout unless the options say otherwise); permanent ones
-(missing bucket or object, access denied) raise at once. Many-file transfers run concurrently and log
-files, bytes and MB/s.
+(missing bucket or object, access denied) raise at once. Many-file transfers run
+concurrently and log files, bytes and MB/s.
 """
 
 from __future__ import annotations
@@ -48,11 +48,21 @@ def redact(url: str) -> str:
 
 
 @contextlib.contextmanager
-def configured(options: dict | None = None, retries: int = DEFAULT_RETRIES,
-               concurrency: int = DEFAULT_CONCURRENCY, retry_seconds: float = DEFAULT_RETRY_SECONDS):
+def configured(
+    options: dict | None = None,
+    retries: int = DEFAULT_RETRIES,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    retry_seconds: float = DEFAULT_RETRY_SECONDS,
+):
     """Storage options per protocol (`{"s3": {...}}`) for the code inside."""
-    token = _settings.set({"options": options or {}, "retries": retries,
-                           "concurrency": concurrency, "retry_seconds": retry_seconds})
+    token = _settings.set(
+        {
+            "options": options or {},
+            "retries": retries,
+            "concurrency": concurrency,
+            "retry_seconds": retry_seconds,
+        }
+    )
     try:
         yield
     finally:
@@ -107,15 +117,33 @@ def _url(fs, path: str, like: str) -> str:
 # --------------------------------------------------------------------------- retries
 
 #: Errors of the client's configuration, which no retry can mend.
-_CONFIGURATION_ERRORS = {"NoCredentialsError", "PartialCredentialsError", "NoRegionError",
-                         "ParamValidationError", "InvalidEndpointError", "UnknownSignatureVersionError",
-                         "DefaultCredentialsError", "RefreshError"}
+_CONFIGURATION_ERRORS = {
+    "NoCredentialsError",
+    "PartialCredentialsError",
+    "NoRegionError",
+    "ParamValidationError",
+    "InvalidEndpointError",
+    "UnknownSignatureVersionError",
+    "DefaultCredentialsError",
+    "RefreshError",
+}
 
 
 def is_transient(exc: BaseException) -> bool:
     """Timeouts, connection failures, 5xx and throttling: worth another try."""
-    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError,
-                        NotADirectoryError, FileExistsError, ValueError, TypeError, KeyError)):
+    if isinstance(
+        exc,
+        (
+            FileNotFoundError,
+            PermissionError,
+            IsADirectoryError,
+            NotADirectoryError,
+            FileExistsError,
+            ValueError,
+            TypeError,
+            KeyError,
+        ),
+    ):
         return False
     if isinstance(exc, (ConnectionError, TimeoutError, asyncio.TimeoutError)):
         return True
@@ -135,9 +163,14 @@ def retrying(operation: str):
     seconds = float(_setting("retry_seconds", DEFAULT_RETRY_SECONDS))
 
     def before_sleep(state):
-        log.warning("%s failed (%s); retry %d of %d in %.1fs", operation,
-                    _short(state.outcome.exception()), state.attempt_number, attempts - 1,
-                    state.next_action.sleep)
+        log.warning(
+            "%s failed (%s); retry %d of %d in %.1fs",
+            operation,
+            _short(state.outcome.exception()),
+            state.attempt_number,
+            attempts - 1,
+            state.next_action.sleep,
+        )
 
     return tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_transient),
@@ -159,8 +192,12 @@ def call(operation: str, fn, *args, **kwargs):
         raise
     except Exception as exc:  # noqa: BLE001 - every storage backend raises its own types
         tries = retrier.statistics.get("attempt_number", 1)
-        spent = (f"; gave up after {tries} attempts in {time.perf_counter() - began:.1f}s "
-                 "(storage.retries, storage.retry_seconds)" if tries > 1 else "")
+        spent = (
+            f"; gave up after {tries} attempts in {time.perf_counter() - began:.1f}s "
+            "(storage.retries, storage.retry_seconds)"
+            if tries > 1
+            else ""
+        )
         raise StorageError(f"{operation} failed: {_short(exc)}{spent}") from exc
 
 
@@ -170,6 +207,7 @@ def _short(exc: BaseException) -> str:
 
 
 # --------------------------------------------------------------------------- small operations
+
 
 def _fresh(url: str):
     """(filesystem, path) without cached listings: another step may have written there."""
@@ -222,8 +260,11 @@ def find_info(url: str) -> dict[str, dict]:
     except FileNotFoundError:
         return {}
     root = path.rstrip("/") + "/"
-    return {p[len(root):]: info for p, info in found.items()
-            if p.startswith(root) and info.get("type") != "directory"}
+    return {
+        p[len(root) :]: info
+        for p, info in found.items()
+        if p.startswith(root) and info.get("type") != "directory"
+    }
 
 
 def find(url: str) -> dict[str, int]:
@@ -255,7 +296,7 @@ def bucket_of(url: str) -> str | None:
 
 
 def missing_bucket(url: str) -> str | None:
-    """"bucket 'b' does not exist" when `url` is in a bucket the store does not have."""
+    """ "bucket 'b' does not exist" when `url` is in a bucket the store does not have."""
     bucket = bucket_of(url)
     if bucket is None:
         return None
@@ -333,8 +374,10 @@ def fetch(url: str, dest_dir: str) -> str:
     target = os.path.join(dest_dir, os.path.basename(path.rstrip("/")) or "object")
     if call(f"checking {redact(url)}", fs.isdir, path):
         files = find(url)
-        download([(join(url, rel), os.path.join(target, rel)) for rel in files],
-                 f"download {redact(url)}")
+        download(
+            [(join(url, rel), os.path.join(target, rel)) for rel in files],
+            f"download {redact(url)}",
+        )
     else:
         download([(url, target)], f"download {redact(url)}")
     return target
@@ -355,6 +398,7 @@ def sha256_file(path: str) -> str:
 
 
 # --------------------------------------------------------------------------- transfers
+
 
 class Progress:
     """Counts a transfer's files and bytes and logs them at most every few seconds."""
@@ -377,8 +421,10 @@ class Progress:
 
     def line(self, now=None) -> str:
         seconds = max((now or time.perf_counter()) - self.began, 1e-9)
-        return (f"{self.done_files}/{self.files} files, {self.done_bytes / 1e6:.1f}/"
-                f"{self.total / 1e6:.1f} MB, {self.done_bytes / 1e6 / seconds:.1f} MB/s")
+        return (
+            f"{self.done_files}/{self.files} files, {self.done_bytes / 1e6:.1f}/"
+            f"{self.total / 1e6:.1f} MB, {self.done_bytes / 1e6 / seconds:.1f} MB/s"
+        )
 
     def finish(self) -> dict:
         seconds = time.perf_counter() - self.began
@@ -442,5 +488,6 @@ def local_files(local_dir: str) -> list[str]:
     """Relative paths of every file below `local_dir`, sorted."""
     return sorted(
         os.path.relpath(os.path.join(d, f), local_dir)
-        for d, _, files in os.walk(local_dir) for f in files
+        for d, _, files in os.walk(local_dir)
+        for f in files
     )

@@ -48,12 +48,18 @@ def manifest(spec, name: str | None = None) -> dict:
     same name publishes at most one version."""
     k8s = spec.cluster.kubernetes
     if not k8s.image:
-        raise SpecError("cluster.kubernetes.image", "is not set",
-                        "name an image with k2e installed (build it from the Dockerfile)")
+        raise SpecError(
+            "cluster.kubernetes.image",
+            "is not set",
+            "name an image with k2e installed (build it from the Dockerfile)",
+        )
     name = name or k8s.name or default_name(spec)
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
-        raise SpecError("cluster.kubernetes.name", f"{name!r} is not a Kubernetes name",
-                        "use lower-case letters, digits and '-'")
+        raise SpecError(
+            "cluster.kubernetes.name",
+            f"{name!r} is not a Kubernetes name",
+            "use lower-case letters, digits and '-'",
+        )
     _check_locations(spec)
     run_spec = spec.model_copy(update={"run_id": spec.run_id or name})
     if k8s.spec_url:
@@ -61,12 +67,17 @@ def manifest(spec, name: str | None = None) -> dict:
     else:
         _check_no_secrets(spec)
         args = ["run", run_spec.model_dump_json(exclude_unset=True)]
-    env = [{"name": cluster.SHARED_DIR_ENV, "value": f"{SHARED_MOUNT}/{name}"},
-           {"name": "PYTHONUNBUFFERED", "value": "1"}]
+    env = [
+        {"name": cluster.SHARED_DIR_ENV, "value": f"{SHARED_MOUNT}/{name}"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
     replicas = {}
     for role, count in spec.cluster.roles().items():
         container = {
-            "name": CONTAINER, "image": k8s.image, "command": ["k2e"], "args": list(args),
+            "name": CONTAINER,
+            "image": k8s.image,
+            "command": ["k2e"],
+            "args": list(args),
             "env": [dict(e) for e in env],
             "ports": [{"name": PORT_NAME, "containerPort": PORT}],
             "resources": dict(k8s.resources.get(role, {})),
@@ -76,53 +87,70 @@ def manifest(spec, name: str | None = None) -> dict:
             container["envFrom"] = [{"secretRef": {"name": k8s.env_from_secret}}]
         if k8s.shared_volume:
             container["volumeMounts"] = [{"name": "k2e-shared", "mountPath": SHARED_MOUNT}]
-            pod["volumes"] = [{"name": "k2e-shared",
-                               "persistentVolumeClaim": {"claimName": k8s.shared_volume}}]
+            pod["volumes"] = [
+                {"name": "k2e-shared", "persistentVolumeClaim": {"claimName": k8s.shared_volume}}
+            ]
         if k8s.service_account:
             pod["serviceAccountName"] = k8s.service_account
         replicas[REPLICA_TYPES[role]] = {
             "replicas": count,
             # 1-127 (k2e's 1 failure, 2 bad input) fail the job; 128+ (killed, evicted) restart
             "restartPolicy": "ExitCode",
-            "template": {"metadata": {"labels": {"app.kubernetes.io/name": "k2e",
-                                                 "k2e/role": role}},
-                         "spec": pod},
+            "template": {
+                "metadata": {"labels": {"app.kubernetes.io/name": "k2e", "k2e/role": role}},
+                "spec": pod,
+            },
         }
     return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND,
-        "metadata": {"name": name, "namespace": k8s.namespace,
-                     "labels": {"app.kubernetes.io/name": "k2e", "app.kubernetes.io/managed-by": "k2e"}},
-        "spec": {"runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": k8s.backoff_limit},
-                 "tfReplicaSpecs": replicas},
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "metadata": {
+            "name": name,
+            "namespace": k8s.namespace,
+            "labels": {"app.kubernetes.io/name": "k2e", "app.kubernetes.io/managed-by": "k2e"},
+        },
+        "spec": {
+            "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": k8s.backoff_limit},
+            "tfReplicaSpecs": replicas,
+        },
     }
 
 
 def _check_locations(spec) -> None:
     """Pods share no disk with each other or with this machine."""
-    for field, url in (("model_dir", spec.model_dir),
-                       ("export.base", spec.export.base if spec.export else None)):
+    for field, url in (
+        ("model_dir", spec.model_dir),
+        ("export.base", spec.export.base if spec.export else None),
+    ):
         if url is None:
             continue
         if "://" not in url or url.startswith(("file://", "memory://")):
-            raise SpecError(field, f"{url} is not shared storage: each pod has its own disk",
-                            "use an s3:// or gs:// URL")
+            raise SpecError(
+                field,
+                f"{url} is not shared storage: each pod has its own disk",
+                "use an s3:// or gs:// URL",
+            )
     if spec.export is None:
         raise SpecError("export", "no export section", "add export.base (where versions go)")
     if spec.cluster.ps and not spec.cluster.kubernetes.shared_volume:
-        raise SpecError("cluster.kubernetes.shared_volume",
-                        "parameter servers write their checkpoint shards to the model_dir's local "
-                        "copy, so every replica must mount the same volume",
-                        "name a ReadWriteMany PersistentVolumeClaim")
+        raise SpecError(
+            "cluster.kubernetes.shared_volume",
+            "parameter servers write their checkpoint shards to the model_dir's local "
+            "copy, so every replica must mount the same volume",
+            "name a ReadWriteMany PersistentVolumeClaim",
+        )
 
 
 def _check_no_secrets(spec) -> None:
     for protocol, options in spec.storage.options.items():
         for key in options:
             if _SECRET_KEYS.search(key):
-                raise SpecError(f"storage.options.{protocol}.{key}",
-                                "would be written into the TFJob in plain text",
-                                "give pods credentials through cluster.kubernetes.env_from_secret "
-                                "(or workload identity), or set cluster.kubernetes.spec_url")
+                raise SpecError(
+                    f"storage.options.{protocol}.{key}",
+                    "would be written into the TFJob in plain text",
+                    "give pods credentials through cluster.kubernetes.env_from_secret "
+                    "(or workload identity), or set cluster.kubernetes.spec_url",
+                )
 
 
 def tf_config(manifest: dict, role: str, index: int, hosts: dict | None = None) -> str:
@@ -135,12 +163,15 @@ def tf_config(manifest: dict, role: str, index: int, hosts: dict | None = None) 
         if rt == "evaluator":
             continue
         port = replica["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
-        addresses[rt] = [hosts[rt][i] if hosts else f"{name}-{rt}-{i}.{namespace}.svc:{port}"
-                         for i in range(replica["replicas"])]
+        addresses[rt] = [
+            hosts[rt][i] if hosts else f"{name}-{rt}-{i}.{namespace}.svc:{port}"
+            for i in range(replica["replicas"])
+        ]
     return cluster.tf_config(addresses, role, index)
 
 
 # --------------------------------------------------------------------------- submit and wait
+
 
 def _api(kube_config: str | None = None, context: str | None = None):
     from kubernetes import client, config
@@ -163,8 +194,10 @@ def submit(body: dict, api) -> bool:
         if err.status == 409:
             log.info("TFJob %s/%s exists; waiting for it", meta["namespace"], meta["name"])
             return False
-        raise K2eError(f"TFJob {meta['name']}: the API server refused it ({err.status} "
-                       f"{err.reason}): {_api_message(err)}") from None
+        raise K2eError(
+            f"TFJob {meta['name']}: the API server refused it ({err.status} "
+            f"{err.reason}): {_api_message(err)}"
+        ) from None
     log.info("submitted TFJob %s/%s", meta["namespace"], meta["name"])
     return True
 
@@ -186,18 +219,26 @@ def wait(api, namespace: str, name: str, poll_secs: float, timeout_secs: float |
         last = conditions[-1] if conditions else {}
         state = last.get("type")
         if state != seen:
-            log.info("TFJob %s: %s%s", name, state or "pending",
-                     f" ({last.get('message')})" if last.get("message") else "")
+            log.info(
+                "TFJob %s: %s%s",
+                name,
+                state or "pending",
+                f" ({last.get('message')})" if last.get("message") else "",
+            )
             seen = state
         if state == "Succeeded":
             return status
         if state == "Failed":
-            raise K2eError(f"TFJob {namespace}/{name} failed: {last.get('reason', '')} "
-                           f"{last.get('message', '')}".rstrip() +
-                           "; a resubmission of the same name resumes from the last checkpoint")
+            raise K2eError(
+                f"TFJob {namespace}/{name} failed: {last.get('reason', '')} "
+                f"{last.get('message', '')}".rstrip()
+                + "; a resubmission of the same name resumes from the last checkpoint"
+            )
         if timeout_secs and time.monotonic() - began > timeout_secs:
-            raise K2eError(f"TFJob {namespace}/{name} did not finish within {timeout_secs}s "
-                           f"(last state: {state or 'pending'}); it keeps running")
+            raise K2eError(
+                f"TFJob {namespace}/{name} did not finish within {timeout_secs}s "
+                f"(last state: {state or 'pending'}); it keeps running"
+            )
         time.sleep(poll_secs)
 
 
@@ -206,24 +247,38 @@ def published(spec, run_id: str) -> dict:
     from k2e_core import registry
 
     base = spec.path(spec.export.base)
-    with storage.configured(spec.storage.options, spec.storage.retries,
-                            retry_seconds=spec.storage.retry_seconds):
+    with storage.configured(
+        spec.storage.options, spec.storage.retries, retry_seconds=spec.storage.retry_seconds
+    ):
         found = [r for r in registry.entries(base) if r.get("run_id") == run_id]
     if not found:
-        raise K2eError(f"the TFJob succeeded but nothing under {storage.redact(base)} was "
-                       f"published by run {run_id}")
+        raise K2eError(
+            f"the TFJob succeeded but nothing under {storage.redact(base)} was "
+            f"published by run {run_id}"
+        )
     record = found[-1]
     blessed = record.get("version") is not None
-    return {"version": record.get("version"),
-            "export_path": record["url"] if blessed else None,
-            "candidate_path": None if blessed else record["url"],
-            "blessed": bool(record.get("blessed")) and blessed, "reason": record.get("reason"),
-            "metrics": record.get("metrics", {}), "global_step": record.get("source", {}).get("global_step"),
-            "run_id": run_id, "export_base": storage.redact(base)}
+    return {
+        "version": record.get("version"),
+        "export_path": record["url"] if blessed else None,
+        "candidate_path": None if blessed else record["url"],
+        "blessed": bool(record.get("blessed")) and blessed,
+        "reason": record.get("reason"),
+        "metrics": record.get("metrics", {}),
+        "global_step": record.get("source", {}).get("global_step"),
+        "run_id": run_id,
+        "export_base": storage.redact(base),
+    }
 
 
-def run(spec, name: str | None = None, *, api=None, kube_config: str | None = None,
-        context: str | None = None) -> dict:
+def run(
+    spec,
+    name: str | None = None,
+    *,
+    api=None,
+    kube_config: str | None = None,
+    context: str | None = None,
+) -> dict:
     """Submits the spec's TFJob, waits for it, and returns the chief's published version."""
     body = manifest(spec, name)
     meta = body["metadata"]
@@ -232,5 +287,8 @@ def run(spec, name: str | None = None, *, api=None, kube_config: str | None = No
     created = submit(body, api)
     wait(api, meta["namespace"], meta["name"], k8s.poll_secs, k8s.timeout_secs)
     run_id = spec.run_id or meta["name"]
-    return {**published(spec, run_id), "tfjob": f"{meta['namespace']}/{meta['name']}",
-            "submitted": created}
+    return {
+        **published(spec, run_id),
+        "tfjob": f"{meta['namespace']}/{meta['name']}",
+        "submitted": created,
+    }

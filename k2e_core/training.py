@@ -59,14 +59,17 @@ def _diverged_as_error(estimator, progress):
         raise Diverged(
             f"training diverged: the loss is NaN at step {step} (nothing was saved after it"
             f"{'; ' + os.path.basename(kept) + ' is kept' if kept else ''}); lower the learning "
-            "rate, or look for NaN/inf in the data (k2e validate --full)") from None
+            "rate, or look for NaN/inf in the data (k2e validate --full)"
+        ) from None
 
 
 def _raise_if_stopped(estimator):
     if _stop_requested.is_set():
-        raise Stopped(f"training stopped on request at step {global_step(estimator)}; "
-                      f"checkpoint {estimator.latest_checkpoint()} is saved and a rerun resumes "
-                      "from it")
+        raise Stopped(
+            f"training stopped on request at step {global_step(estimator)}; "
+            f"checkpoint {estimator.latest_checkpoint()} is saved and a rerun resumes "
+            "from it"
+        )
 
 
 def run_config(spec, model_dir: str, task=None) -> tf.estimator.RunConfig:
@@ -100,15 +103,22 @@ def train(estimator, train_input_fn, spec, examples_per_step: int, listeners=())
     start_step = global_step(estimator)
     target = spec.train.steps
     if start_step >= target:
-        log.info("model_dir already holds step %d >= train.steps %d; nothing to train",
-                 start_step, target)
+        log.info(
+            "model_dir already holds step %d >= train.steps %d; nothing to train",
+            start_step,
+            target,
+        )
         return _train_result(estimator, 0.0)
     log.info("training from step %d to %d", start_step, target)
     hook = progress_hook(target, spec.run_config.log_every_secs)
     began = time.perf_counter()
     with _diverged_as_error(estimator, hook):
-        estimator.train(train_input_fn, max_steps=target, hooks=[hook, _StopOnRequest()],
-                        saving_listeners=list(listeners))
+        estimator.train(
+            train_input_fn,
+            max_steps=target,
+            hooks=[hook, _StopOnRequest()],
+            saving_listeners=list(listeners),
+        )
     _raise_if_stopped(estimator)
     return _train_result(estimator, time.perf_counter() - began, hook, examples_per_step)
 
@@ -131,9 +141,12 @@ def _train_result(estimator, wall_seconds, hook=None, examples_per_step=0):
 def evaluate(estimator, eval_input_fn, spec) -> dict:
     began = time.perf_counter()
     metrics = estimator.evaluate(eval_input_fn, steps=spec.eval.steps)
-    log.info("evaluated step %d in %.1fs: %s", metrics.get("global_step", 0),
-             time.perf_counter() - began,
-             "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "global_step"))
+    log.info(
+        "evaluated step %d in %.1fs: %s",
+        metrics.get("global_step", 0),
+        time.perf_counter() - began,
+        "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "global_step"),
+    )
     return {"metrics": plain_metrics(metrics), "checkpoint": estimator.latest_checkpoint()}
 
 
@@ -150,8 +163,9 @@ def classes_of(model) -> int | None:
     return None
 
 
-def confusion_matrix(model, dataset, classes: int, weighted_features=False, steps=None,
-                     names=None) -> dict:
+def confusion_matrix(
+    model, dataset, classes: int, weighted_features=False, steps=None, names=None
+) -> dict:
     """Rows: true class, columns: predicted class, counted over `dataset` (features, labels)."""
     matrix = np.zeros((classes, classes), dtype=np.int64)
     for features, labels in dataset.take(steps) if steps else dataset:
@@ -162,8 +176,10 @@ def confusion_matrix(model, dataset, classes: int, weighted_features=False, step
         if truth.ndim > 1 and truth.shape[-1] == classes:  # one-hot labels
             truth = truth.argmax(axis=-1)
         np.add.at(matrix, (truth.reshape(-1).astype(np.int64), predicted), 1)
-    return {"categories": list(names) if names else [str(i) for i in range(classes)],
-            "matrix": matrix.tolist()}
+    return {
+        "categories": list(names) if names else [str(i) for i in range(classes)],
+        "matrix": matrix.tolist(),
+    }
 
 
 def plain_metrics(metrics: dict) -> dict:
@@ -179,21 +195,36 @@ def plain_metrics(metrics: dict) -> dict:
 def early_stopping_hook(estimator, spec):
     """A stop hook that also works under train_distribute (step-based, not time-based)."""
     es = spec.train.early_stopping
-    make = (tf.estimator.experimental.stop_if_no_decrease_hook if es.mode == "min"
-            else tf.estimator.experimental.stop_if_no_increase_hook)
-    return make(estimator, es.metric, es.patience_steps, min_steps=es.min_steps,
-                run_every_secs=None, run_every_steps=es.check_every_steps)
+    make = (
+        tf.estimator.experimental.stop_if_no_decrease_hook
+        if es.mode == "min"
+        else tf.estimator.experimental.stop_if_no_increase_hook
+    )
+    return make(
+        estimator,
+        es.metric,
+        es.patience_steps,
+        min_steps=es.min_steps,
+        run_every_secs=None,
+        run_every_steps=es.check_every_steps,
+    )
 
 
-def train_and_evaluate(estimator, train_input_fn, eval_input_fn, spec, examples_per_step,
-                       listeners=()) -> dict:
+def train_and_evaluate(
+    estimator, train_input_fn, eval_input_fn, spec, examples_per_step, listeners=()
+) -> dict:
     """`tf.estimator.train_and_evaluate` with early stopping on `train.early_stopping`."""
     progress = progress_hook(spec.train.steps, spec.run_config.log_every_secs)
     hooks = [progress, early_stopping_hook(estimator, spec), _StopOnRequest()]
-    train_spec = tf.estimator.TrainSpec(train_input_fn, max_steps=spec.train.steps, hooks=hooks,
-                                        saving_listeners=list(listeners))
-    eval_spec = tf.estimator.EvalSpec(eval_input_fn, steps=spec.eval.steps,
-                                      throttle_secs=spec.eval.throttle_secs, start_delay_secs=0)
+    train_spec = tf.estimator.TrainSpec(
+        train_input_fn, max_steps=spec.train.steps, hooks=hooks, saving_listeners=list(listeners)
+    )
+    eval_spec = tf.estimator.EvalSpec(
+        eval_input_fn,
+        steps=spec.eval.steps,
+        throttle_secs=spec.eval.throttle_secs,
+        start_delay_secs=0,
+    )
     began = time.perf_counter()
     with _diverged_as_error(estimator, progress):
         tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
@@ -201,13 +232,18 @@ def train_and_evaluate(estimator, train_input_fn, eval_input_fn, spec, examples_
     result = _train_result(estimator, time.perf_counter() - began, progress, examples_per_step)
     result["stopped_early"] = result["global_step"] < spec.train.steps
     if result["stopped_early"]:
-        log.info("early stopping at step %d: %s did not improve for %d steps", result["global_step"],
-                 spec.train.early_stopping.metric, spec.train.early_stopping.patience_steps)
+        log.info(
+            "early stopping at step %d: %s did not improve for %d steps",
+            result["global_step"],
+            spec.train.early_stopping.metric,
+            spec.train.early_stopping.patience_steps,
+        )
     return result
 
 
-def train_in_cluster(estimator, train_input_fn, eval_input_fn, spec, task, examples_per_step,
-                     listeners=()) -> dict:
+def train_in_cluster(
+    estimator, train_input_fn, eval_input_fn, spec, task, examples_per_step, listeners=()
+) -> dict:
     """This task's part of `train_and_evaluate` in a cluster: the chief and the workers train
     (the chief also checkpoints, and stops everyone early when asked), the evaluator
     evaluates each new checkpoint until training has ended, a ps serves variables until it
@@ -219,26 +255,46 @@ def train_in_cluster(estimator, train_input_fn, eval_input_fn, spec, task, examp
     hooks = [progress, _StopOnRequest()]
     if spec.train.early_stopping:
         hooks.insert(1, early_stopping_hook(estimator, spec))
-    train_spec = tf.estimator.TrainSpec(train_input_fn, max_steps=spec.train.steps, hooks=hooks,
-                                        saving_listeners=list(listeners))
-    eval_spec = tf.estimator.EvalSpec(eval_input_fn, steps=spec.eval.steps, start_delay_secs=0,
-                                      throttle_secs=max(spec.eval.throttle_secs, 1))
-    listener = cluster.evaluator_listener(model_dir, spec.train.steps) if task.type == "evaluator" else None
+    train_spec = tf.estimator.TrainSpec(
+        train_input_fn, max_steps=spec.train.steps, hooks=hooks, saving_listeners=list(listeners)
+    )
+    eval_spec = tf.estimator.EvalSpec(
+        eval_input_fn,
+        steps=spec.eval.steps,
+        start_delay_secs=0,
+        throttle_secs=max(spec.eval.throttle_secs, 1),
+    )
+    listener = (
+        cluster.evaluator_listener(model_dir, spec.train.steps)
+        if task.type == "evaluator"
+        else None
+    )
     if task.is_chief:
         cluster.mark_training(model_dir, spec.train.steps, None)
     cluster.prepare_process(task)
-    log.info("%s: %s", task.name, {"chief": "training, checkpointing",
-                                   "worker": "training", "ps": "serving variables",
-                                   "evaluator": "evaluating new checkpoints"}[task.type])
+    log.info(
+        "%s: %s",
+        task.name,
+        {
+            "chief": "training, checkpointing",
+            "worker": "training",
+            "ps": "serving variables",
+            "evaluator": "evaluating new checkpoints",
+        }[task.type],
+    )
     began = time.perf_counter()
     with _diverged_as_error(estimator, progress):
-        estimator_training._TrainingExecutor(estimator, train_spec, eval_spec,
-                                             continuous_eval_listener=listener).run()
+        estimator_training._TrainingExecutor(
+            estimator, train_spec, eval_spec, continuous_eval_listener=listener
+        ).run()
     _raise_if_stopped(estimator)
     if task.type == "evaluator":
         step, metrics = listener.last or (None, {})
-        return {"evaluations": listener.evaluations, "global_step": step,
-                "metrics": plain_metrics(metrics)}
+        return {
+            "evaluations": listener.evaluations,
+            "global_step": step,
+            "metrics": plain_metrics(metrics),
+        }
     result = _train_result(estimator, time.perf_counter() - began, progress, examples_per_step)
     if task.is_chief:
         cluster.mark_training(model_dir, spec.train.steps, result["global_step"])

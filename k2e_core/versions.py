@@ -22,7 +22,8 @@ def stack_problem() -> str | None:
     """One sentence saying what is installed and what is needed, or None when all is well."""
     found = {name: installed(name) for name in REQUIRED}
     wrong = {
-        name: version for name, version in found.items()
+        name: version
+        for name, version in found.items()
         if version is None or not version.startswith(REQUIRED[name] + ".")
     }
     if not wrong:

@@ -23,7 +23,9 @@ from k2e_core.errors import SpecError, first_line
 log = logging.getLogger("k2e.warm_start")
 
 RECORD = os.path.join(conversion.KERAS_DIR, "k2e-warm-start.json")
-_FIX = "set warm_start=none to start from the model's own weights, or name a checkpoint of this model"
+_FIX = (
+    "set warm_start=none to start from the model's own weights, or name a checkpoint of this model"
+)
 
 
 def resolve(spec, staging_dir: str) -> tuple[str, dict] | None:
@@ -33,25 +35,37 @@ def resolve(spec, staging_dir: str) -> tuple[str, dict] | None:
         return None
     if value == "latest" or value.isdigit():
         if spec.export is None:
-            raise SpecError("warm_start", f"{value!r} names a published version, but the spec "
-                            "has no export section", "add export.base, or give a checkpoint URL")
+            raise SpecError(
+                "warm_start",
+                f"{value!r} names a published version, but the spec has no export section",
+                "add export.base, or give a checkpoint URL",
+            )
         base = spec.path(spec.export.base)
         if value == "latest":
             blessed = registry.latest_blessed(base)
             if blessed is None:
-                log.info("warm start: no blessed version under %s yet; starting from the "
-                         "model's own weights", storage.redact(base))
+                log.info(
+                    "warm start: no blessed version under %s yet; starting from the "
+                    "model's own weights",
+                    storage.redact(base),
+                )
                 return None
             version = blessed["version"]
         else:
             version = int(value)
         published = publish.versions(base)
         if version not in published:
-            raise SpecError("warm_start", f"no version {version} under {storage.redact(base)}",
-                            f"use 'latest' or one of {published[-5:]}")
+            raise SpecError(
+                "warm_start",
+                f"no version {version} under {storage.redact(base)}",
+                f"use 'latest' or one of {published[-5:]}",
+            )
         url = storage.join(base, str(version))
         return version_checkpoint(url, staging_dir), {
-            "from": value, "version": version, "url": storage.redact(url)}
+            "from": value,
+            "version": version,
+            "url": storage.redact(url),
+        }
     url = spec.path(value)
     if storage.exists(storage.join(url, "saved_model.pb")):
         return version_checkpoint(url, staging_dir), {"from": "version", "url": storage.redact(url)}
@@ -63,17 +77,25 @@ def apply(model, prefix: str, record: dict, field: str = "warm_start") -> None:
     """Copies the checkpoint's model variables into `model`, or says which do not fit."""
     damaged = unreadable(prefix)
     if damaged:
-        raise SpecError(field, f"{record['url']} does not read ({damaged})",
-                        "restore its files, or " + _FIX)
+        raise SpecError(
+            field, f"{record['url']} does not read ({damaged})", "restore its files, or " + _FIX
+        )
     reader = tf.train.load_checkpoint(prefix)
     object_based = "_CHECKPOINTABLE_OBJECT_GRAPH" in reader.get_variable_to_shape_map()
     try:
-        source = conversion.keras_model_at(model, prefix,
-                                           "checkpoint" if object_based else "saver")
-    except (AssertionError, ValueError, tf.errors.NotFoundError,
-            tf.errors.InvalidArgumentError) as err:
-        raise SpecError(field, f"{record['url']} does not fit this model "
-                        f"({mismatch(model, reader) or first_line(err)})", _FIX) from None
+        source = conversion.keras_model_at(model, prefix, "checkpoint" if object_based else "saver")
+    except (
+        AssertionError,
+        ValueError,
+        tf.errors.NotFoundError,
+        tf.errors.InvalidArgumentError,
+    ) as err:
+        raise SpecError(
+            field,
+            f"{record['url']} does not fit this model "
+            f"({mismatch(model, reader) or first_line(err)})",
+            _FIX,
+        ) from None
     conversion.copy_weights(source, model)  # layer by layer: adapted layers keep their state
 
 
@@ -81,9 +103,11 @@ def mismatch(model, reader) -> str:
     """Which of the model's variables the checkpoint lacks or holds with another shape."""
     fit = conversion.checkpoint_fit(model, reader)
     parts = []
-    for label, names in [("shape (model vs checkpoint)", fit["reshaped"]),
-                         ("not in the checkpoint", fit["missing"]),
-                         ("only in the checkpoint", fit["extra"])]:
+    for label, names in [
+        ("shape (model vs checkpoint)", fit["reshaped"]),
+        ("not in the checkpoint", fit["missing"]),
+        ("only in the checkpoint", fit["extra"]),
+    ]:
         if names:
             parts.append(f"{label}: {', '.join(names[:6])}" + (" ..." if len(names) > 6 else ""))
     return "; ".join(parts)
@@ -93,11 +117,16 @@ def optimizer_state(model, prefix: str, record: dict, staging_dir: str) -> str |
     """The local training checkpoint whose optimizer slots (Adam's moments...) fit `model`,
     noted in `record`; None when the source holds none (a SavedModel whose training
     checkpoint is gone, another optimizer): training then starts them fresh."""
-    url = record["url"] if record["from"] == "checkpoint" else _training_checkpoint_of(record["url"])
+    url = (
+        record["url"] if record["from"] == "checkpoint" else _training_checkpoint_of(record["url"])
+    )
     local = None
     if url:
-        local = prefix if record["from"] == "checkpoint" else _fetch_prefix(
-            url, os.path.join(staging_dir, "optimizer_state"))
+        local = (
+            prefix
+            if record["from"] == "checkpoint"
+            else _fetch_prefix(url, os.path.join(staging_dir, "optimizer_state"))
+        )
         if not conversion.optimizer_slots_in(local, model):
             url = local = None
     record["optimizer_state"] = url
@@ -145,8 +174,9 @@ def load_record(model_dir: str) -> dict | None:
 
 def version_checkpoint(version_url: str, staging_dir: str) -> str:
     """A local checkpoint prefix of a published version's variables."""
-    local = storage.fetch(storage.join(version_url, "variables"),
-                          os.path.join(staging_dir, "warm_start"))
+    local = storage.fetch(
+        storage.join(version_url, "variables"), os.path.join(staging_dir, "warm_start")
+    )
     return os.path.join(local, "variables")
 
 
@@ -154,14 +184,18 @@ def _checkpoint_prefix(url: str) -> str:
     """A checkpoint prefix from a prefix itself or from a model_dir (its latest checkpoint)."""
     state = storage.join(url, STATE)
     latest = storage.exists(state) and latest_checkpoint_name(
-        storage.read_bytes(state).decode("utf-8", "replace"))
+        storage.read_bytes(state).decode("utf-8", "replace")
+    )
     if latest:
         return storage.join(url, latest)
     if storage.exists(url + ".index"):
         return url
-    raise SpecError("warm_start", f"no checkpoint at {storage.redact(url)}{storage.why_missing(url)}",
-                    "give a checkpoint prefix (.../model.ckpt-1000), a model_dir, a published "
-                    "version's URL, 'latest' or 'none'")
+    raise SpecError(
+        "warm_start",
+        f"no checkpoint at {storage.redact(url)}{storage.why_missing(url)}",
+        "give a checkpoint prefix (.../model.ckpt-1000), a model_dir, a published "
+        "version's URL, 'latest' or 'none'",
+    )
 
 
 def _fetch_prefix(prefix: str, staging_dir: str) -> str:
@@ -169,6 +203,8 @@ def _fetch_prefix(prefix: str, staging_dir: str) -> str:
         return storage.local_path(prefix)
     local_dir = os.path.join(staging_dir, "warm_start")
     files = [f for f in storage.glob(prefix + ".*") if not f.endswith(".meta")]
-    storage.download([(f, os.path.join(local_dir, f.rsplit("/", 1)[-1])) for f in files],
-                     f"warm start from {storage.redact(prefix)}")
+    storage.download(
+        [(f, os.path.join(local_dir, f.rsplit("/", 1)[-1])) for f in files],
+        f"warm start from {storage.redact(prefix)}",
+    )
     return os.path.join(local_dir, prefix.rsplit("/", 1)[-1])

@@ -19,13 +19,17 @@ def main(argv=None) -> int:
 
     from kfp_components import pipelines
 
-    parser = argparse.ArgumentParser(prog="python -m kfp_components.compile",
-                                     description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m kfp_components.compile", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("out", nargs="?", help="output file (default k2e-<pipeline>.yaml)")
     parser.add_argument("--pipeline", choices=["training", "job", "tfjob"], default="training")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    pipeline = {"training": pipelines.training_pipeline, "job": pipelines.job_pipeline,
-                "tfjob": pipelines.tfjob_pipeline}
+    pipeline = {
+        "training": pipelines.training_pipeline,
+        "job": pipelines.job_pipeline,
+        "tfjob": pipelines.tfjob_pipeline,
+    }
     path = args.out or f"k2e-{args.pipeline}.yaml"
     compiler.Compiler().compile(pipeline[args.pipeline], path)
     print(path)

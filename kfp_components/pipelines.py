@@ -14,14 +14,29 @@ from kfp.dsl import Artifact, ClassificationMetrics, Metrics, Model
 
 from kfp_components import components
 
-TrainingOutputs = NamedTuple("Outputs", [
-    ("model", Model), ("checkpoints", Artifact), ("metrics", Metrics),
-    ("classification", ClassificationMetrics), ("export_path", str), ("blessed", bool)])
-TFJobOutputs = NamedTuple("Outputs", [("metrics", Metrics), ("export_path", str), ("version", int),
-                                      ("blessed", bool)])
-JobOutputs = NamedTuple("Outputs", [
-    ("model", Model), ("checkpoints", Artifact), ("metrics", Metrics), ("export_path", str),
-    ("blessed", bool)])
+
+class TrainingOutputs(NamedTuple):
+    model: Model
+    checkpoints: Artifact
+    metrics: Metrics
+    classification: ClassificationMetrics
+    export_path: str
+    blessed: bool
+
+
+class TFJobOutputs(NamedTuple):
+    metrics: Metrics
+    export_path: str
+    version: int
+    blessed: bool
+
+
+class JobOutputs(NamedTuple):
+    model: Model
+    checkpoints: Artifact
+    metrics: Metrics
+    export_path: str
+    blessed: bool
 
 
 @dsl.pipeline(
@@ -51,25 +66,41 @@ def training_pipeline(
             earlier run's checkpoints artifact URI; "" starts from the model's own weights.
         overrides: JSON object of further spec fields, e.g. {"data.batch_size": 64}.
     """
-    converted = components.convert(spec=spec, overrides=overrides, warm_start=warm_start,
-                                   export_base=export_base)
+    converted = components.convert(
+        spec=spec, overrides=overrides, warm_start=warm_start, export_base=export_base
+    )
     converted.set_display_name("convert")
-    trained = components.train(spec=spec, converted=converted.outputs["model_dir"],
-                               overrides=overrides, train_files=train_files,
-                               eval_files=eval_files, train_steps=train_steps)
-    evaluated = components.evaluate(spec=spec, checkpoints=trained.outputs["checkpoints"],
-                                    overrides=overrides, eval_files=eval_files)
-    exported = components.export(spec=spec, checkpoints=trained.outputs["checkpoints"],
-                                 overrides=overrides, eval_files=eval_files,
-                                 export_base=export_base,
-                                 metrics_json=evaluated.outputs["metrics_json"],
-                                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-    return TrainingOutputs(model=exported.outputs["model"],
-                           checkpoints=trained.outputs["checkpoints"],
-                           metrics=evaluated.outputs["metrics"],
-                           classification=evaluated.outputs["classification"],
-                           export_path=exported.outputs["export_path"],
-                           blessed=exported.outputs["blessed"])
+    trained = components.train(
+        spec=spec,
+        converted=converted.outputs["model_dir"],
+        overrides=overrides,
+        train_files=train_files,
+        eval_files=eval_files,
+        train_steps=train_steps,
+    )
+    evaluated = components.evaluate(
+        spec=spec,
+        checkpoints=trained.outputs["checkpoints"],
+        overrides=overrides,
+        eval_files=eval_files,
+    )
+    exported = components.export(
+        spec=spec,
+        checkpoints=trained.outputs["checkpoints"],
+        overrides=overrides,
+        eval_files=eval_files,
+        export_base=export_base,
+        metrics_json=evaluated.outputs["metrics_json"],
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    )
+    return TrainingOutputs(
+        model=exported.outputs["model"],
+        checkpoints=trained.outputs["checkpoints"],
+        metrics=evaluated.outputs["metrics"],
+        classification=evaluated.outputs["classification"],
+        export_path=exported.outputs["export_path"],
+        blessed=exported.outputs["blessed"],
+    )
 
 
 @dsl.pipeline(
@@ -87,14 +118,24 @@ def job_pipeline(
     overrides: str = "{}",
 ) -> JobOutputs:
     """Parameters as in `training_pipeline`."""
-    job = components.run_job(spec=spec, overrides=overrides, train_files=train_files,
-                             eval_files=eval_files, train_steps=train_steps,
-                             warm_start=warm_start, export_base=export_base,
-                             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    job = components.run_job(
+        spec=spec,
+        overrides=overrides,
+        train_files=train_files,
+        eval_files=eval_files,
+        train_steps=train_steps,
+        warm_start=warm_start,
+        export_base=export_base,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    )
     job.set_display_name("run job")
-    return JobOutputs(model=job.outputs["model"], checkpoints=job.outputs["checkpoints"],
-                      metrics=job.outputs["metrics"], export_path=job.outputs["export_path"],
-                      blessed=job.outputs["blessed"])
+    return JobOutputs(
+        model=job.outputs["model"],
+        checkpoints=job.outputs["checkpoints"],
+        metrics=job.outputs["metrics"],
+        export_path=job.outputs["export_path"],
+        blessed=job.outputs["blessed"],
+    )
 
 
 @dsl.pipeline(
@@ -112,9 +153,19 @@ def tfjob_pipeline(
 ) -> TFJobOutputs:
     """Parameters as in `training_pipeline`; the spec's `cluster` section describes the
     TFJob, and its storage must be shared (s3://, gs://)."""
-    job = components.run_tfjob(spec=spec, overrides=overrides, train_files=train_files,
-                               eval_files=eval_files, train_steps=train_steps,
-                               export_base=export_base, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    job = components.run_tfjob(
+        spec=spec,
+        overrides=overrides,
+        train_files=train_files,
+        eval_files=eval_files,
+        train_steps=train_steps,
+        export_base=export_base,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    )
     job.set_display_name("run TFJob")
-    return TFJobOutputs(metrics=job.outputs["metrics"], export_path=job.outputs["export_path"],
-                        version=job.outputs["version"], blessed=job.outputs["blessed"])
+    return TFJobOutputs(
+        metrics=job.outputs["metrics"],
+        export_path=job.outputs["export_path"],
+        version=job.outputs["version"],
+        blessed=job.outputs["blessed"],
+    )

@@ -18,8 +18,14 @@ import sys
 import tempfile
 
 
-def overrides(spec_overrides: str = "", train_files: str = "", eval_files: str = "",
-              train_steps: int = 0, run_id: str = "", **fields) -> dict:
+def overrides(
+    spec_overrides: str = "",
+    train_files: str = "",
+    eval_files: str = "",
+    train_steps: int = 0,
+    run_id: str = "",
+    **fields,
+) -> dict:
     """The JSON overrides plus the pipeline's plain parameters that are set (not ""/0);
     `run_id` (the KFP run's id) unless the overrides name one."""
     from k2e_core.errors import SpecError
@@ -27,11 +33,17 @@ def overrides(spec_overrides: str = "", train_files: str = "", eval_files: str =
     try:
         merged = json.loads(spec_overrides) if spec_overrides.strip() else {}
     except json.JSONDecodeError as err:
-        raise SpecError("overrides", f"is not JSON ({err})", 'pass {"train.steps": 200, ...}') from None
+        raise SpecError(
+            "overrides", f"is not JSON ({err})", 'pass {"train.steps": 200, ...}'
+        ) from None
     if not isinstance(merged, dict):
         raise SpecError("overrides", "is not a JSON object", 'pass {"train.steps": 200, ...}')
-    for key, value in {"data.train.files": train_files, "data.eval.files": eval_files,
-                       "train.steps": train_steps, **fields}.items():
+    for key, value in {
+        "data.train.files": train_files,
+        "data.eval.files": eval_files,
+        "train.steps": train_steps,
+        **fields,
+    }.items():
         if value not in ("", 0, None):
             merged[key] = value
     if run_id and "run_id" not in merged:
@@ -39,8 +51,9 @@ def overrides(spec_overrides: str = "", train_files: str = "", eval_files: str =
     return merged
 
 
-def step(name: str, spec: str, spec_overrides: str, fields: dict, fixed: dict | None = None,
-         **kwargs) -> dict:
+def step(
+    name: str, spec: str, spec_overrides: str, fields: dict, fixed: dict | None = None, **kwargs
+) -> dict:
     """Runs a core step with k2e's logs on stderr; any k2e error, bad overrides included,
     ends as one clear line. `fixed`: overrides applied as they are, None values included."""
 
@@ -52,7 +65,9 @@ def step(name: str, spec: str, spec_overrides: str, fields: dict, fixed: dict | 
     return _reported(name, run_step, spec_overrides, fields, fixed)
 
 
-def _reported(name: str, call, spec_overrides: str, fields: dict, fixed: dict | None = None) -> dict:
+def _reported(
+    name: str, call, spec_overrides: str, fields: dict, fixed: dict | None = None
+) -> dict:
     """`call(merged overrides)` with k2e's logs on stderr and any k2e error as one line."""
     from k2e_core.errors import describe
     from k2e_core.logs import configure_cli_logging
@@ -72,32 +87,58 @@ def _reported(name: str, call, spec_overrides: str, fields: dict, fixed: dict | 
     return result
 
 
-def convert(*, spec: str, spec_overrides: str, warm_start: str, export_base: str,
-            model_dir) -> dict:
-    result = step("convert", spec, spec_overrides,
-                  {"model_dir": model_dir.path, "warm_start": warm_start,
-                   "export.base": export_base})
+def convert(
+    *, spec: str, spec_overrides: str, warm_start: str, export_base: str, model_dir
+) -> dict:
+    result = step(
+        "convert",
+        spec,
+        spec_overrides,
+        {"model_dir": model_dir.path, "warm_start": warm_start, "export.base": export_base},
+    )
     model_dir.metadata.update({"global_step": 0, "warm_start": result["warm_start"] or "none"})
     return result
 
 
-def train(*, spec: str, spec_overrides: str, train_files: str, eval_files: str,
-          train_steps: int, converted, checkpoints) -> dict:
+def train(
+    *,
+    spec: str,
+    spec_overrides: str,
+    train_files: str,
+    eval_files: str,
+    train_steps: int,
+    converted,
+    checkpoints,
+) -> dict:
     """Trains in a copy of the converted model_dir: an input artifact is never modified."""
     shutil.copytree(converted.path, checkpoints.path, dirs_exist_ok=True)
-    result = step("train", spec, spec_overrides,
-                  {"train_files": train_files, "eval_files": eval_files,
-                   "train_steps": train_steps, "model_dir": checkpoints.path})
+    result = step(
+        "train",
+        spec,
+        spec_overrides,
+        {
+            "train_files": train_files,
+            "eval_files": eval_files,
+            "train_steps": train_steps,
+            "model_dir": checkpoints.path,
+        },
+    )
     _describe_checkpoints(checkpoints, result)
     return result
 
 
-def evaluate(*, spec: str, spec_overrides: str, eval_files: str, checkpoints, metrics,
-             classification) -> dict:
+def evaluate(
+    *, spec: str, spec_overrides: str, eval_files: str, checkpoints, metrics, classification
+) -> dict:
     """Metrics only: the gate decides in the export component, against its export base."""
-    result = step("evaluate", spec, spec_overrides,
-                  {"eval_files": eval_files, "model_dir": checkpoints.path},
-                  fixed={"export": None}, read_only=True)
+    result = step(
+        "evaluate",
+        spec,
+        spec_overrides,
+        {"eval_files": eval_files, "model_dir": checkpoints.path},
+        fixed={"export": None},
+        read_only=True,
+    )
     _log_metrics(metrics, result["metrics"])
     if "confusion_matrix" in result:
         matrix = result["confusion_matrix"]
@@ -105,41 +146,89 @@ def evaluate(*, spec: str, spec_overrides: str, eval_files: str, checkpoints, me
     return result
 
 
-def export(*, spec: str, spec_overrides: str, eval_files: str, export_base: str,
-           metrics_json: str, run_id: str, checkpoints, model) -> dict:
+def export(
+    *,
+    spec: str,
+    spec_overrides: str,
+    eval_files: str,
+    export_base: str,
+    metrics_json: str,
+    run_id: str,
+    checkpoints,
+    model,
+) -> dict:
     """Writes the verified SavedModel into `model`; the gate decides whether it becomes the
     next version under `export_base` or a kept candidate there. Without `export_base`, the
     registry is a scratch one, removed afterwards: the gate has thresholds only."""
     with _registry(export_base) as base:
-        result = step("export", spec, spec_overrides,
-                      {"eval_files": eval_files, "model_dir": checkpoints.path,
-                       "export.base": base, "run_id": run_id},
-                      metrics=json.loads(metrics_json) if metrics_json else None,
-                      read_only=True, copy_to=model.path)
+        result = step(
+            "export",
+            spec,
+            spec_overrides,
+            {
+                "eval_files": eval_files,
+                "model_dir": checkpoints.path,
+                "export.base": base,
+                "run_id": run_id,
+            },
+            metrics=json.loads(metrics_json) if metrics_json else None,
+            read_only=True,
+            copy_to=model.path,
+        )
     _describe_model(model, result, spec, export_base)
     return result
 
 
-def run_job(*, spec: str, spec_overrides: str, train_files: str, eval_files: str,
-            train_steps: int, warm_start: str, export_base: str, run_id: str, checkpoints,
-            metrics, model) -> dict:
+def run_job(
+    *,
+    spec: str,
+    spec_overrides: str,
+    train_files: str,
+    eval_files: str,
+    train_steps: int,
+    warm_start: str,
+    export_base: str,
+    run_id: str,
+    checkpoints,
+    metrics,
+    model,
+) -> dict:
     """The whole job in one process (TensorFlow is imported once): `checkpoints` is its
     model_dir, `metrics` the evaluation, `model` the verified SavedModel; the gate publishes
     it under `export_base` as in `export`."""
     with _registry(export_base) as base:
-        result = step("run", spec, spec_overrides,
-                      {"train_files": train_files, "eval_files": eval_files,
-                       "train_steps": train_steps, "model_dir": checkpoints.path,
-                       "warm_start": warm_start, "export.base": base, "run_id": run_id},
-                      copy_to=model.path)
+        result = step(
+            "run",
+            spec,
+            spec_overrides,
+            {
+                "train_files": train_files,
+                "eval_files": eval_files,
+                "train_steps": train_steps,
+                "model_dir": checkpoints.path,
+                "warm_start": warm_start,
+                "export.base": base,
+                "run_id": run_id,
+            },
+            copy_to=model.path,
+        )
     _describe_checkpoints(checkpoints, result["train"])
     _log_metrics(metrics, result["metrics"])
     _describe_model(model, result, spec, export_base)
     return result
 
 
-def run_tfjob(*, spec: str, spec_overrides: str, train_files: str, eval_files: str,
-              train_steps: int, export_base: str, run_id: str, metrics) -> dict:
+def run_tfjob(
+    *,
+    spec: str,
+    spec_overrides: str,
+    train_files: str,
+    eval_files: str,
+    train_steps: int,
+    export_base: str,
+    run_id: str,
+    metrics,
+) -> dict:
     """The job as the spec's Kubeflow TFJob (its `cluster` section), named after the KFP run:
     submitted from this pod, awaited; returns what its chief published. No TensorFlow here."""
 
@@ -149,9 +238,17 @@ def run_tfjob(*, spec: str, spec_overrides: str, train_files: str, eval_files: s
 
         return tfjob.run(load_spec(spec, merged), tfjob.name_for(run_id) if run_id else None)
 
-    result = _reported("tfjob", submit, spec_overrides,
-                       {"train_files": train_files, "eval_files": eval_files,
-                        "train_steps": train_steps, "export.base": export_base})
+    result = _reported(
+        "tfjob",
+        submit,
+        spec_overrides,
+        {
+            "train_files": train_files,
+            "eval_files": eval_files,
+            "train_steps": train_steps,
+            "export.base": export_base,
+        },
+    )
     _log_metrics(metrics, result["metrics"])
     return result
 
@@ -159,8 +256,12 @@ def run_tfjob(*, spec: str, spec_overrides: str, train_files: str, eval_files: s
 def published_outputs(result: dict, export_base: str) -> tuple:
     """(export_path, version, blessed, reason): what the export and run_job components return."""
     published = bool(result["blessed"] and export_base)
-    return (result["export_path"] if published else "", int(result["version"] or 0),
-            bool(result["blessed"]), str(result["reason"]))
+    return (
+        result["export_path"] if published else "",
+        int(result["version"] or 0),
+        bool(result["blessed"]),
+        str(result["reason"]),
+    )
 
 
 @contextlib.contextmanager
@@ -177,8 +278,12 @@ def _registry(export_base: str):
 
 
 def _describe_checkpoints(checkpoints, trained: dict) -> None:
-    checkpoints.metadata.update({"global_step": trained["global_step"],
-                                 "checkpoint": trained["checkpoint"].rsplit("/", 1)[-1]})
+    checkpoints.metadata.update(
+        {
+            "global_step": trained["global_step"],
+            "checkpoint": trained["checkpoint"].rsplit("/", 1)[-1],
+        }
+    )
 
 
 def _log_metrics(metrics, values: dict) -> None:
@@ -191,12 +296,18 @@ def _describe_model(model, result: dict, spec: str, export_base: str) -> None:
     from k2e_core.versions import installed
 
     published = bool(result["blessed"] and export_base)
-    model.metadata.update({
-        "framework": "tensorflow", "framework_version": installed("tensorflow"),
-        "format": "SavedModel", "signatures": result["signatures"],
-        "version": result["version"] or 0, "global_step": result["global_step"],
-        "blessed": result["blessed"], "reason": result["reason"],
-        "spec": "inline" if spec.lstrip().startswith("{") else spec,
-        "published_to": result["export_path"] if published else "",
-        "candidate": result.get("candidate_path") or "" if export_base else "",
-    })
+    model.metadata.update(
+        {
+            "framework": "tensorflow",
+            "framework_version": installed("tensorflow"),
+            "format": "SavedModel",
+            "signatures": result["signatures"],
+            "version": result["version"] or 0,
+            "global_step": result["global_step"],
+            "blessed": result["blessed"],
+            "reason": result["reason"],
+            "spec": "inline" if spec.lstrip().startswith("{") else spec,
+            "published_to": result["export_path"] if published else "",
+            "candidate": result.get("candidate_path") or "" if export_base else "",
+        }
+    )

@@ -70,7 +70,9 @@ def iris_spec(example_data, tmp_path):
         "data": {
             "train": {"files": str(example_data / "iris_train.csv")},
             "eval": {"files": str(example_data / "iris_test.csv")},
-            "features": {"dense_input": ["sepal_length", "sepal_width", "petal_length", "petal_width"]},
+            "features": {
+                "dense_input": ["sepal_length", "sepal_width", "petal_length", "petal_width"]
+            },
             "labels": "species",
             "batch_size": 16,
         },
@@ -99,8 +101,11 @@ def retraining_spec(example_data, tmp_path):
 
 def retraining_day(day, example_data, root) -> dict:
     """Overrides for day `day`'s run: its own model_dir and run id, that day's training data."""
-    return {"model_dir": str(root / "runs" / f"day{day}"), "run_id": f"day{day}",
-            "data.train.files": str(example_data / "retraining" / f"day{day}.csv")}
+    return {
+        "model_dir": str(root / "runs" / f"day{day}"),
+        "run_id": f"day{day}",
+        "data.train.files": str(example_data / "retraining" / f"day{day}.csv"),
+    }
 
 
 def bn_data(rows=256, seed=0):
@@ -148,8 +153,11 @@ class S3Server:
 @pytest.fixture(scope="session")
 def s3_server():
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    env = {"AWS_ACCESS_KEY_ID": "k2e-test-key", "AWS_SECRET_ACCESS_KEY": "k2e-test-secret",
-           "AWS_DEFAULT_REGION": "us-east-1"}
+    env = {
+        "AWS_ACCESS_KEY_ID": "k2e-test-key",
+        "AWS_SECRET_ACCESS_KEY": "k2e-test-secret",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     server = S3Server()
@@ -172,9 +180,14 @@ def s3(s3_server):
     import s3fs
 
     # botocore and s3fs retry too; bounded here so that a stopped server fails fast in tests
-    options = {"s3": {"endpoint_url": s3_server.endpoint, "key": "k2e-test-key",
-                      "secret": "k2e-test-secret",
-                      "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}}
+    options = {
+        "s3": {
+            "endpoint_url": s3_server.endpoint,
+            "key": "k2e-test-key",
+            "secret": "k2e-test-secret",
+            "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2},
+        }
+    }
     s3fs.S3FileSystem.clear_instance_cache()
     fs = s3fs.S3FileSystem(**options["s3"])
     fs.mkdir(BUCKET)

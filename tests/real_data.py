@@ -43,6 +43,7 @@ PENGUIN_MEASUREMENTS = ["bill_length_mm", "bill_depth_mm", "flipper_length_mm", 
 
 # --------------------------------------------------------------------------- models
 
+
 def _tf():
     import tensorflow as tf
 
@@ -52,14 +53,22 @@ def _tf():
 def _compiled(inputs, output, learning_rate: float, loss="sparse_categorical_crossentropy"):
     tf = _tf()
     model = tf.keras.Model(inputs, output)
-    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(learning_rate), loss=loss,
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=tf.keras.optimizers.legacy.Adam(learning_rate), loss=loss, metrics=["accuracy"]
+    )
     return model
 
 
-def dense_classifier(inputs: int, classes: int, mean=None, variance=None, seed: int = 1,
-                     loss: str = "sparse_categorical_crossentropy", name: str = "x",
-                     output: str = "label"):
+def dense_classifier(
+    inputs: int,
+    classes: int,
+    mean=None,
+    variance=None,
+    seed: int = 1,
+    loss: str = "sparse_categorical_crossentropy",
+    name: str = "x",
+    output: str = "label",
+):
     """Normalization -> Dense(16) -> softmax: what most tabular Keras models look like."""
     tf = _tf()
     tf.keras.utils.set_random_seed(seed)
@@ -80,14 +89,23 @@ def wine_model(seed: int = 1):
 
 def cancer_model(seed: int = 1):
     frame = sklearn_frame("breast_cancer").drop(columns="target")
-    return dense_classifier(30, 1, frame.mean().tolist(), frame.var().tolist(), seed,
-                            loss="binary_crossentropy")
+    return dense_classifier(
+        30, 1, frame.mean().tolist(), frame.var().tolist(), seed, loss="binary_crossentropy"
+    )
 
 
 def penguin_model(seed: int = 1, loss: str = "sparse_categorical_crossentropy"):
     frame = penguins()[PENGUIN_MEASUREMENTS]
-    return dense_classifier(4, 3, frame.mean().tolist(), frame.var().tolist(), seed, loss=loss,
-                            name="measurements", output="species")
+    return dense_classifier(
+        4,
+        3,
+        frame.mean().tolist(),
+        frame.var().tolist(),
+        seed,
+        loss=loss,
+        name="measurements",
+        output="species",
+    )
 
 
 def penguin_mixed_model(seed: int = 1):
@@ -100,28 +118,37 @@ def penguin_mixed_model(seed: int = 1):
     sex = tf.keras.Input(shape=(1,), dtype=tf.string, name="sex")
     year = tf.keras.Input(shape=(1,), dtype=tf.int64, name="year")
     measurements = tf.keras.Input(shape=(4,), name="measurements")
+
     def one_hot(lookup, tokens):
         return tf.keras.layers.CategoryEncoding(tokens, output_mode="one_hot")(lookup)
 
     parts = [
-        one_hot(tf.keras.layers.StringLookup(vocabulary=["Biscoe", "Dream", "Torgersen"])(island), 4),
+        one_hot(
+            tf.keras.layers.StringLookup(vocabulary=["Biscoe", "Dream", "Torgersen"])(island), 4
+        ),
         one_hot(tf.keras.layers.StringLookup(vocabulary=["female", "male"])(sex), 3),
         one_hot(tf.keras.layers.IntegerLookup(vocabulary=[2007, 2008, 2009])(year), 4),
-        tf.keras.layers.Normalization(mean=frame[PENGUIN_MEASUREMENTS].mean().tolist(),
-                                      variance=frame[PENGUIN_MEASUREMENTS].var().tolist())(measurements),
+        tf.keras.layers.Normalization(
+            mean=frame[PENGUIN_MEASUREMENTS].mean().tolist(),
+            variance=frame[PENGUIN_MEASUREMENTS].var().tolist(),
+        )(measurements),
     ]
     x = tf.keras.layers.Concatenate()(parts)
     x = tf.keras.layers.Dense(16, activation="relu")(x)
-    return _compiled([island, sex, year, measurements],
-                     tf.keras.layers.Dense(3, activation="softmax", name="species")(x), 0.01)
+    return _compiled(
+        [island, sex, year, measurements],
+        tf.keras.layers.Dense(3, activation="softmax", name="species")(x),
+        0.01,
+    )
 
 
 def penguin_notes():
     """Penguins with a free-text column, as a survey export has one: "Biscoe island, male, 2007"."""
     frame = penguins().dropna()
     notes = frame.island + " island, " + frame.sex + ", " + frame.year.astype(str)
-    return frame.assign(notes=notes)[["species", "notes", "island", "sex", "year",
-                                       *PENGUIN_MEASUREMENTS]]
+    return frame.assign(notes=notes)[
+        ["species", "notes", "island", "sex", "year", *PENGUIN_MEASUREMENTS]
+    ]
 
 
 def penguin_adapted_model(seed: int = 1):
@@ -146,18 +173,27 @@ def penguin_adapted_model(seed: int = 1):
 
     measurements = frame[PENGUIN_MEASUREMENTS[:3]].to_numpy(np.float32)
     parts = [
-        adapted(tf.keras.layers.StringLookup(output_mode="one_hot"), frame.island)(inputs["island"]),
+        adapted(tf.keras.layers.StringLookup(output_mode="one_hot"), frame.island)(
+            inputs["island"]
+        ),
         tf.keras.layers.Hashing(4, output_mode="one_hot")(inputs["sex"]),
         adapted(tf.keras.layers.IntegerLookup(output_mode="one_hot"), frame.year)(inputs["year"]),
-        adapted(tf.keras.layers.TextVectorization(output_mode="tf_idf"), frame.notes)(inputs["notes"]),
+        adapted(tf.keras.layers.TextVectorization(output_mode="tf_idf"), frame.notes)(
+            inputs["notes"]
+        ),
         adapted(tf.keras.layers.Normalization(), measurements)(inputs["measurements"]),
         tf.keras.layers.CategoryEncoding(5, output_mode="one_hot")(
-            adapted(tf.keras.layers.Discretization(num_bins=5), frame[["body_mass_g"]].to_numpy(np.float32))(
-                inputs["body_mass_g"])),
+            adapted(
+                tf.keras.layers.Discretization(num_bins=5),
+                frame[["body_mass_g"]].to_numpy(np.float32),
+            )(inputs["body_mass_g"])
+        ),
     ]
     x = tf.keras.layers.Concatenate()([tf.cast(p, tf.float32) for p in parts])
     x = tf.keras.layers.Dense(16, activation="relu")(x)
-    return _compiled(inputs, tf.keras.layers.Dense(3, activation="softmax", name="species")(x), 0.01)
+    return _compiled(
+        inputs, tf.keras.layers.Dense(3, activation="softmax", name="species")(x), 0.01
+    )
 
 
 def wine_subclassed_model(seed: int = 1, called: bool = True):
@@ -170,7 +206,8 @@ def wine_subclassed_model(seed: int = 1, called: bool = True):
             super().__init__(**kwargs)
             self.units = units
             self.normalize = tf.keras.layers.Normalization(
-                mean=frame.mean().tolist(), variance=frame.var().tolist())
+                mean=frame.mean().tolist(), variance=frame.var().tolist()
+            )
             self.hidden = tf.keras.layers.Dense(units, activation="relu")
             self.classes = tf.keras.layers.Dense(3, activation="softmax")
 
@@ -184,8 +221,9 @@ def wine_subclassed_model(seed: int = 1, called: bool = True):
     model = WineNet()
     if called:
         model(frame.to_numpy(np.float32)[:2])
-    model.compile(tf.keras.optimizers.legacy.Adam(0.01), "sparse_categorical_crossentropy",
-                  ["accuracy"])
+    model.compile(
+        tf.keras.optimizers.legacy.Adam(0.01), "sparse_categorical_crossentropy", ["accuracy"]
+    )
     return model
 
 
@@ -195,8 +233,12 @@ def zip_model(seed: int = 1):
     tf.keras.utils.set_random_seed(seed)
     zip_code = tf.keras.Input(shape=(1,), dtype=tf.string, name="zip_code")
     x = tf.keras.layers.Hashing(num_bins=64, output_mode="one_hot")(zip_code)
-    return _compiled(zip_code, tf.keras.layers.Dense(1, activation="sigmoid", name="bought")(x),
-                     0.05, "binary_crossentropy")
+    return _compiled(
+        zip_code,
+        tf.keras.layers.Dense(1, activation="sigmoid", name="bought")(x),
+        0.05,
+        "binary_crossentropy",
+    )
 
 
 def digits_model(size: int = 8, seed: int = 1):
@@ -226,10 +268,12 @@ def ink_model(width=None, ragged: bool = False, seed: int = 1):
 
 # --------------------------------------------------------------------------- files
 
+
 def write_digits_tfrecord(path: str, rows=None, size: int = 8) -> tuple:
     """Digits as PNG bytes (pixel values 0-255) in `image`, the class in `digit`, and the
     ids (1-64) of inked pixels as a variable-length `pixels` list. Returns (images, labels)."""
     import sklearn.datasets
+
     tf = _tf()
 
     digits = sklearn.datasets.load_digits()
@@ -244,8 +288,9 @@ def write_digits_tfrecord(path: str, rows=None, size: int = 8) -> tuple:
                 "digit": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
                 "pixels": tf.train.Feature(int64_list=tf.train.Int64List(value=ink)),
             }
-            writer.write(tf.train.Example(features=tf.train.Features(feature=feature))
-                         .SerializeToString())
+            writer.write(
+                tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+            )
     return images, labels
 
 
@@ -258,13 +303,20 @@ def write_frame_tfrecord(frame, path: str) -> None:
             feature = {}
             for name, value in zip(frame.columns, row):
                 if isinstance(value, str):
-                    feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[value.encode()]))
+                    feature[name] = tf.train.Feature(
+                        bytes_list=tf.train.BytesList(value=[value.encode()])
+                    )
                 elif isinstance(value, (int, np.integer)):
-                    feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(value)]))
+                    feature[name] = tf.train.Feature(
+                        int64_list=tf.train.Int64List(value=[int(value)])
+                    )
                 else:
-                    feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(value)]))
-            writer.write(tf.train.Example(features=tf.train.Features(feature=feature))
-                         .SerializeToString())
+                    feature[name] = tf.train.Feature(
+                        float_list=tf.train.FloatList(value=[float(value)])
+                    )
+            writer.write(
+                tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+            )
 
 
 def write_frame_npz(frame, path: str) -> None:
@@ -272,6 +324,9 @@ def write_frame_npz(frame, path: str) -> None:
     arrays = {}
     for name in frame.columns:
         column = frame[name]
-        arrays[name] = column.to_numpy(dtype=str) if column.dtype == object or str(column.dtype) in (
-            "string", "str") else column.to_numpy()
+        arrays[name] = (
+            column.to_numpy(dtype=str)
+            if column.dtype == object or str(column.dtype) in ("string", "str")
+            else column.to_numpy()
+        )
     np.savez(path, **arrays)

@@ -10,9 +10,13 @@ from tests.conftest import REPO
 
 
 def test_bench_suite_smoke_mode_writes_every_part_to_its_report(tmp_path):
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "bench", "run.py"), "--quick",
-                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=900,
-                          cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "bench", "run.py"), "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["quick"] and report["machine"]["cores"] >= 1
@@ -22,9 +26,15 @@ def test_bench_suite_smoke_mode_writes_every_part_to_its_report(tmp_path):
 
     throughput = parts["throughput"]
     assert [(r["format"], r["batch"]) for r in throughput] == [
-        ("csv", 32), ("csv", 256), ("tfrecord", 32), ("tfrecord", 256)]
+        ("csv", 32),
+        ("csv", 256),
+        ("tfrecord", 32),
+        ("tfrecord", 256),
+    ]
     for r in throughput:
-        assert r["value"]["median"] > 0 and r["baseline"]["median"] > 0 and r["upstream"]["median"] > 0
+        assert (
+            r["value"]["median"] > 0 and r["baseline"]["median"] > 0 and r["upstream"]["median"] > 0
+        )
 
     startup = {r["measure"].split(" (")[0]: r for r in parts["startup"]}
     assert startup["import airflow_plugin and its operators"]["tensorflow"] is False

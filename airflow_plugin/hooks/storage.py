@@ -35,23 +35,41 @@ def options_from_connection(conn) -> dict[str, dict]:
 
     extra = conn.extra_dejson or {}
     if conn.conn_type in ("aws", "s3"):
-        s3 = {k: v for k, v in {"key": conn.login, "secret": conn.password,
-                                "token": extra.get("aws_session_token")}.items() if v}
-        client = {k: v for k, v in {"endpoint_url": extra.get("endpoint_url") or conn.host,
-                                    "region_name": extra.get("region_name")}.items() if v}
+        s3 = {
+            k: v
+            for k, v in {
+                "key": conn.login,
+                "secret": conn.password,
+                "token": extra.get("aws_session_token"),
+            }.items()
+            if v
+        }
+        client = {
+            k: v
+            for k, v in {
+                "endpoint_url": extra.get("endpoint_url") or conn.host,
+                "region_name": extra.get("region_name"),
+            }.items()
+            if v
+        }
         if client:
             s3["client_kwargs"] = client
         options = {"s3": s3}
     elif conn.conn_type in ("google_cloud_platform", "gcs"):
         keyfile = _gcp_extra(extra, "keyfile_dict")
         token = json.loads(keyfile) if isinstance(keyfile, str) else keyfile
-        gcs = {"token": token or _gcp_extra(extra, "key_path"), "project": _gcp_extra(extra, "project")}
+        gcs = {
+            "token": token or _gcp_extra(extra, "key_path"),
+            "project": _gcp_extra(extra, "project"),
+        }
         options = {"gcs": {k: v for k, v in gcs.items() if v}}
     else:
         bad = [k for k, v in extra.items() if not isinstance(v, dict)]
         if bad:
-            raise ValueError(f"connection {conn.conn_id!r}: extra must map a protocol to its fsspec "
-                             f"options, e.g. {{\"s3\": {{\"key\": ...}}}}; {bad[0]!r} is not a mapping")
+            raise ValueError(
+                f"connection {conn.conn_id!r}: extra must map a protocol to its fsspec "
+                f'options, e.g. {{"s3": {{"key": ...}}}}; {bad[0]!r} is not a mapping'
+            )
         options = extra
     for protocol_options in options.values():
         for name, value in protocol_options.items():

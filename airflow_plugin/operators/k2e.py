@@ -105,8 +105,10 @@ class K2eBaseOperator(BaseOperator):
             try:
                 overrides = dict(parse_override(item) for item in self.overrides or [])
             except SpecError as err:
-                raise self._failure(AirflowFailException, f"overrides: {err.problem}; write "
-                                    '"train.steps=200" or pass a dict') from None
+                raise self._failure(
+                    AirflowFailException,
+                    f'overrides: {err.problem}; write "train.steps=200" or pass a dict',
+                ) from None
         if self.storage_conn_id:
             for protocol, options in self._storage_options().items():
                 for name, value in options.items():
@@ -119,9 +121,13 @@ class K2eBaseOperator(BaseOperator):
         try:
             return K2eStorageHook(self.storage_conn_id).storage_options()
         except AirflowNotFoundException:
-            raise self._failure(AirflowFailException, (
-                f"storage_conn_id: connection {self.storage_conn_id!r} does not exist; create "
-                "it (Admin > Connections, or AIRFLOW_CONN_<ID>) or fix the id")) from None
+            raise self._failure(
+                AirflowFailException,
+                (
+                    f"storage_conn_id: connection {self.storage_conn_id!r} does not exist; create "
+                    "it (Admin > Connections, or AIRFLOW_CONN_<ID>) or fix the id"
+                ),
+            ) from None
         except ValueError as err:
             raise self._failure(AirflowFailException, f"storage_conn_id: {err}") from None
 
@@ -135,7 +141,8 @@ class K2eBaseOperator(BaseOperator):
             failure = describe(err)  # bad input and repeatable failures are not retried
             kind = AirflowException if failure.retryable else AirflowFailException
             raise self._failure(kind, f"k2e {self.step}: {failure.line}") from (
-                None if failure.expected else err)
+                None if failure.expected else err
+            )
 
     def _run_step(self, overrides: dict) -> dict:
         from k2e_core.job import STEPS
@@ -153,8 +160,15 @@ class K2eBaseOperator(BaseOperator):
             overrides_file = os.path.join(tmp, "overrides.json")
             with os.fdopen(os.open(overrides_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
                 json.dump(overrides, f)
-            command = [self.python, "-m", "k2e_core.cli", self.step, spec,
-                       "--overrides", overrides_file]
+            command = [
+                self.python,
+                "-m",
+                "k2e_core.cli",
+                self.step,
+                spec,
+                "--overrides",
+                overrides_file,
+            ]
             for flag, value in self.step_kwargs().items():
                 if value is not None:
                     command += [f"--{flag}", json.dumps(value)]
@@ -169,15 +183,17 @@ class K2eBaseOperator(BaseOperator):
         from k2e_core.errors import NOT_RETRYABLE
 
         message = last_line or f"k2e {self.step} exited with code {rc}"
-        raise self._failure(AirflowFailException if rc in NOT_RETRYABLE else AirflowException,
-                            message)
+        raise self._failure(
+            AirflowFailException if rc in NOT_RETRYABLE else AirflowException, message
+        )
 
     def _stream(self, command: list[str], stdout) -> str:
         """Runs `command`, its stderr (k2e's progress and errors) into the task log."""
         self.log.info("running k2e %s in %s", self.step, self.python)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self._child = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, text=True,
-                                       env=env)
+        self._child = subprocess.Popen(
+            command, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env
+        )
         last = ""
         for line in self._child.stderr:
             line = line.rstrip()
@@ -232,13 +248,17 @@ class _PublishesModel(K2eBaseOperator):
     def execute(self, context) -> dict:
         result = super().execute(context)
         if not result.get("blessed", True):
-            self.log.warning("not blessed, so not published: %s; the candidate is kept at %s",
-                             result.get("reason"), result.get("candidate_path"))
+            self.log.warning(
+                "not blessed, so not published: %s; the candidate is kept at %s",
+                result.get("reason"),
+                result.get("candidate_path"),
+            )
             return result
         if self.model_asset_alias:
             uri = _asset_uri(result["export_base"])
             context["outlet_events"][AssetAlias(name=self.model_asset_alias)].add(
-                Asset(name=uri, uri=uri), extra=_event_extra(result))
+                Asset(name=uri, uri=uri), extra=_event_extra(result)
+            )
         return result
 
 
@@ -276,8 +296,14 @@ class K2eJobOperator(_PublishesModel):
 
     step = "run"
 
-    def __init__(self, *, kubernetes: bool = False, kube_config: str | None = None,
-                 kube_context: str | None = None, **kwargs):
+    def __init__(
+        self,
+        *,
+        kubernetes: bool = False,
+        kube_config: str | None = None,
+        kube_context: str | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.kubernetes = kubernetes
         self.kube_config = kube_config
@@ -298,8 +324,12 @@ class K2eJobOperator(_PublishesModel):
         from k2e_core import tfjob
         from k2e_core.spec import load_spec
 
-        return tfjob.run(load_spec(self.spec, overrides), self._tfjob_name,
-                         kube_config=self.kube_config, context=self.kube_context)
+        return tfjob.run(
+            load_spec(self.spec, overrides),
+            self._tfjob_name,
+            kube_config=self.kube_config,
+            context=self.kube_context,
+        )
 
 
 def _asset_uri(location: str) -> str:
@@ -307,8 +337,16 @@ def _asset_uri(location: str) -> str:
 
 
 def _event_extra(result: dict) -> dict:
-    keys = ("version", "export_path", "manifest", "run_id", "metrics", "global_step", "reused",
-            "reason")
+    keys = (
+        "version",
+        "export_path",
+        "manifest",
+        "run_id",
+        "metrics",
+        "global_step",
+        "reused",
+        "reason",
+    )
     return json.loads(json.dumps({k: result.get(k) for k in keys}, default=str))
 
 

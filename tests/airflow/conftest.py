@@ -19,11 +19,13 @@ import pytest
 from tests.conftest import REPO
 
 AIRFLOW_HOME = tempfile.mkdtemp(prefix="k2e-airflow-")
-os.environ.update({
-    "AIRFLOW_HOME": AIRFLOW_HOME,
-    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-    "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(REPO, "dags"),
-})
+os.environ.update(
+    {
+        "AIRFLOW_HOME": AIRFLOW_HOME,
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__DAGS_FOLDER": os.path.join(REPO, "dags"),
+    }
+)
 AIRFLOW = os.path.join(os.path.dirname(sys.executable), "airflow")
 
 
@@ -35,8 +37,13 @@ def _remove_airflow_home():
 
 def airflow(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Runs the `airflow` CLI of this environment; stdout and stderr together in `.stdout`."""
-    return subprocess.run([AIRFLOW, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return subprocess.run(
+        [AIRFLOW, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
 
 
 @pytest.fixture(scope="session")

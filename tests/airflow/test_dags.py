@@ -14,15 +14,19 @@ DAGS = os.path.join(REPO, "dags")
 
 
 def _xcom(db, dag_id, task_id, key):
-    rows = db.execute("SELECT value FROM xcom WHERE dag_id=? AND task_id=? AND key=? "
-                      "ORDER BY timestamp", (dag_id, task_id, key)).fetchall()
+    rows = db.execute(
+        "SELECT value FROM xcom WHERE dag_id=? AND task_id=? AND key=? ORDER BY timestamp",
+        (dag_id, task_id, key),
+    ).fetchall()
     return [json.loads(value) for (value,) in rows]
 
 
 def _asset_events(db, uri):
-    rows = db.execute("SELECT e.extra, e.source_dag_id, e.source_task_id FROM asset_event e "
-                      "JOIN asset a ON a.id = e.asset_id WHERE a.uri = ? ORDER BY e.id",
-                      (uri,)).fetchall()
+    rows = db.execute(
+        "SELECT e.extra, e.source_dag_id, e.source_task_id FROM asset_event e "
+        "JOIN asset a ON a.id = e.asset_id WHERE a.uri = ? ORDER BY e.id",
+        (uri,),
+    ).fetchall()
     return [(json.loads(extra), dag, task) for extra, dag, task in rows]
 
 
@@ -48,8 +52,9 @@ def test_every_dag_file_imports_fast_without_tensorflow():
     assert report["seconds"] < 2.0, report  # parsing every file, after Airflow itself is imported
 
 
-def test_three_scheduled_runs_publish_only_blessed_versions(airflow_db, retraining_spec,
-                                                          example_data, tmp_path):
+def test_three_scheduled_runs_publish_only_blessed_versions(
+    airflow_db, retraining_spec, example_data, tmp_path
+):
     """Day 1 is published (no baseline), day 2 warm-starts from it and is published as
     better, day 3's drifted data gives a worse model: kept as a candidate, no asset event,
     and the consumer keeps using version 2. Retrying day 3 changes nothing."""
@@ -59,8 +64,11 @@ def test_three_scheduled_runs_publish_only_blessed_versions(airflow_db, retraini
     days = {1: "2026-11-01", 2: "2026-11-02", 3: "2026-11-03"}
 
     def run(day):
-        conf = {"spec": str(spec), "root": str(root),
-                "train_files": str(example_data / "retraining" / f"day{day}.csv")}
+        conf = {
+            "spec": str(spec),
+            "root": str(root),
+            "train_files": str(example_data / "retraining" / f"day{day}.csv"),
+        }
         proc = dags_test("k2e_iris_retraining", days[day], conf)
         assert proc.returncode == 0, proc.output[-3000:]
         return proc
@@ -69,7 +77,8 @@ def test_three_scheduled_runs_publish_only_blessed_versions(airflow_db, retraini
         run(day)
     assert (root / "runs" / "20261101T000000" / "model.ckpt-300.index").exists()
     assert sorted(os.listdir(root / "models" / "candidates")) == [
-        "k2e_iris_retraining-20261103T000000"]
+        "k2e_iris_retraining-20261103T000000"
+    ]
     assert sorted(n for n in os.listdir(root / "models") if n.isdigit()) == ["1", "2"]
     blessed = _xcom(airflow_db, "k2e_iris_retraining", "publish", "blessed")
     reasons = _xcom(airflow_db, "k2e_iris_retraining", "publish", "reason")
@@ -88,7 +97,8 @@ def test_three_scheduled_runs_publish_only_blessed_versions(airflow_db, retraini
     again = run(3)  # the same logical date: the decision recorded for it, nothing new
     assert "was decided before" in again.output
     assert sorted(os.listdir(root / "models" / "candidates")) == [
-        "k2e_iris_retraining-20261103T000000"]
+        "k2e_iris_retraining-20261103T000000"
+    ]
     assert len(_asset_events(airflow_db, f"file://{root}/models")) == 2
 
     consumer = dags_test("k2e_iris_consumer")
@@ -99,7 +109,8 @@ def test_three_scheduled_runs_publish_only_blessed_versions(airflow_db, retraini
 
 
 def test_one_task_dag_runs_the_whole_job_and_a_rerun_publishes_nothing_new(
-        airflow_db, iris_spec, tmp_path):
+    airflow_db, iris_spec, tmp_path
+):
     spec = tmp_path / "iris.json"
     spec.write_text(json.dumps(iris_spec))
     conf = {"spec": str(spec), "root": str(tmp_path / "iris"), "train_steps": 60}
@@ -112,7 +123,9 @@ def test_one_task_dag_runs_the_whole_job_and_a_rerun_publishes_nothing_new(
     assert sorted(os.listdir(tmp_path / "iris" / "export")) == [".k2e", "1"]
     results = _xcom(airflow_db, "k2e_iris", "train_and_publish", "return_value")
     assert [(r["version"], r["reused"], r["global_step"]) for r in results] == [
-        (1, False, 60), (1, True, 60)]
+        (1, False, 60),
+        (1, True, 60),
+    ]
 
 
 def test_missing_spec_fails_the_task_with_one_clear_line(airflow_db, tmp_path):

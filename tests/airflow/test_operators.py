@@ -44,33 +44,53 @@ def task_context(**extra):
 
 
 def checkpoint_steps(model_dir):
-    return sorted(int(p.rsplit("-", 1)[1].split(".")[0])
-                  for p in glob.glob(os.path.join(model_dir, "model.ckpt-*.index")))
+    return sorted(
+        int(p.rsplit("-", 1)[1].split(".")[0])
+        for p in glob.glob(os.path.join(model_dir, "model.ckpt-*.index"))
+    )
 
 
 def test_template_fields_render_the_spec_overrides_urls_and_interpreter():
     op = K2eExportOperator(
         task_id="publish",
         spec="{{ params.specs }}/iris.yaml",
-        overrides={"model_dir": "s3://models/{{ params.name }}/runs/{{ ds_nodash }}",
-                   "export.base": "gs://serving/{{ params.name }}",
-                   "data.train.files": ["{{ params.data }}/day={{ ds }}/*.csv"]},
+        overrides={
+            "model_dir": "s3://models/{{ params.name }}/runs/{{ ds_nodash }}",
+            "export.base": "gs://serving/{{ params.name }}",
+            "data.train.files": ["{{ params.data }}/day={{ ds }}/*.csv"],
+        },
         python="{{ params.venv }}/bin/python",
         metrics={"accuracy": "{{ params.accuracy }}"},
     )
-    op.render_template_fields({"params": {"specs": "/specs", "name": "iris", "venv": "/opt/tf",
-                                          "data": "s3://raw", "accuracy": 0.9},
-                               "ds": "2026-11-01", "ds_nodash": "20261101"})
+    op.render_template_fields(
+        {
+            "params": {
+                "specs": "/specs",
+                "name": "iris",
+                "venv": "/opt/tf",
+                "data": "s3://raw",
+                "accuracy": 0.9,
+            },
+            "ds": "2026-11-01",
+            "ds_nodash": "20261101",
+        }
+    )
     assert op.spec == "/specs/iris.yaml"
-    assert op.overrides == {"model_dir": "s3://models/iris/runs/20261101",
-                            "export.base": "gs://serving/iris",
-                            "data.train.files": ["s3://raw/day=2026-11-01/*.csv"]}
+    assert op.overrides == {
+        "model_dir": "s3://models/iris/runs/20261101",
+        "export.base": "gs://serving/iris",
+        "data.train.files": ["s3://raw/day=2026-11-01/*.csv"],
+    }
     assert op.python == "/opt/tf/bin/python"
     assert op.metrics == {"accuracy": "0.9"}
 
 
 def test_inline_spec_renders_every_url_inside_it(iris_spec):
-    spec = {**iris_spec, "model_dir": "{{ params.root }}/model", "export": {"base": "{{ params.root }}/serving"}}
+    spec = {
+        **iris_spec,
+        "model_dir": "{{ params.root }}/model",
+        "export": {"base": "{{ params.root }}/serving"},
+    }
     op = K2eJobOperator(task_id="job", spec=spec)
     op.render_template_fields({"params": {"root": "memory://run-7"}})
     assert op.spec["model_dir"] == "memory://run-7/model"
@@ -89,8 +109,9 @@ def test_each_step_operator_on_small_data(iris_spec, tmp_path):
     assert ctx["ti"].xcoms["model_dir"] == iris_spec["model_dir"] == converted["model_dir"]
 
     ctx = task_context()
-    trained = K2eTrainOperator(task_id="train", spec=spec,
-                               overrides={"model_dir": converted["model_dir"]}).execute(ctx)
+    trained = K2eTrainOperator(
+        task_id="train", spec=spec, overrides={"model_dir": converted["model_dir"]}
+    ).execute(ctx)
     assert trained["global_step"] == 60
     assert ctx["ti"].xcoms["checkpoint"].endswith("model.ckpt-60")
 
@@ -99,13 +120,15 @@ def test_each_step_operator_on_small_data(iris_spec, tmp_path):
     assert ctx["ti"].xcoms["metrics"]["global_step"] == 60
     assert 0.0 <= evaluated["metrics"]["accuracy"] <= 1.0
 
-    op = K2eExportOperator(task_id="publish", spec=spec, metrics=evaluated["metrics"],
-                           model_asset_alias="iris-model")
+    op = K2eExportOperator(
+        task_id="publish", spec=spec, metrics=evaluated["metrics"], model_asset_alias="iris-model"
+    )
     assert AssetAlias(name="iris-model") in op.outlets
     ctx = task_context()
     published = op.execute(ctx)
-    assert published["version"] == 1 and os.path.exists(os.path.join(published["export_path"],
-                                                                     "saved_model.pb"))
+    assert published["version"] == 1 and os.path.exists(
+        os.path.join(published["export_path"], "saved_model.pb")
+    )
     manifest = json.loads(open(published["manifest"]).read())
     assert manifest["metrics"] == evaluated["metrics"]
     (event,) = ctx["outlet_events"][AssetAlias(name="iris-model")].asset_alias_events
@@ -114,15 +137,18 @@ def test_each_step_operator_on_small_data(iris_spec, tmp_path):
     assert event.extra["export_path"] == published["export_path"]
 
 
-def test_job_operator_in_another_interpreter_streams_progress_and_returns_xcom(
-        iris_spec, capfd):
-    op = K2eJobOperator(task_id="job", spec=iris_spec, python=sys.executable,
-                        model_asset_alias="iris-model")
+def test_job_operator_in_another_interpreter_streams_progress_and_returns_xcom(iris_spec, capfd):
+    op = K2eJobOperator(
+        task_id="job", spec=iris_spec, python=sys.executable, model_asset_alias="iris-model"
+    )
     ctx = task_context()
     result = op.execute(ctx)
     assert result["version"] == 1 and result["global_step"] == 60
     assert ctx["ti"].xcoms["metrics"] == result["metrics"]
-    assert ctx["outlet_events"][AssetAlias(name="iris-model")].asset_alias_events[0].extra["version"] == 1
+    assert (
+        ctx["outlet_events"][AssetAlias(name="iris-model")].asset_alias_events[0].extra["version"]
+        == 1
+    )
     logged = capfd.readouterr()
     assert "step 60/60" in logged.out + logged.err  # the child's progress, in the task log
 
@@ -132,23 +158,34 @@ def test_a_step_in_another_interpreter_imports_no_tensorflow_in_the_worker(iris_
         "import json, sys\n"
         "from airflow_plugin.operators.k2e import K2eValidateOperator\n"
         "from tests.airflow.test_operators import task_context\n"
-        f"op = K2eValidateOperator(task_id='v', spec={json.dumps(iris_spec)!r}, python=sys.executable)\n"
+        f"op = K2eValidateOperator(task_id='v', spec={json.dumps(iris_spec)!r}, "
+        "python=sys.executable)\n"
         "result = op.execute(task_context())\n"
         "print(json.dumps([result['valid'], sorted(m for m in ('tensorflow', 'keras', "
         "'k2e_core.job') if m in sys.modules)]))\n"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [True, []]
 
 
 @pytest.mark.parametrize("python", [None, sys.executable], ids=["here", "interpreter"])
-@pytest.mark.parametrize("overrides, expected", [
-    ({"nonsense": 1}, "nonsense: unknown field; remove it or fix its spelling"),
-    ({"data.train.files": "/no/such/*.csv"}, "data.train.files: no file matches /no/such/*.csv"),
-], ids=["unknown-field", "missing-data"])
-def test_bad_input_fails_the_task_with_one_clear_line(iris_spec, python, overrides, expected, capfd):
+@pytest.mark.parametrize(
+    "overrides, expected",
+    [
+        ({"nonsense": 1}, "nonsense: unknown field; remove it or fix its spelling"),
+        (
+            {"data.train.files": "/no/such/*.csv"},
+            "data.train.files: no file matches /no/such/*.csv",
+        ),
+    ],
+    ids=["unknown-field", "missing-data"],
+)
+def test_bad_input_fails_the_task_with_one_clear_line(
+    iris_spec, python, overrides, expected, capfd
+):
     op = K2eValidateOperator(task_id="validate", spec=iris_spec, overrides=overrides, python=python)
     with pytest.raises(AirflowFailException) as raised:  # no retries for bad input
         op.execute(task_context())
@@ -163,8 +200,12 @@ def test_a_diverging_job_fails_the_task_without_retries(iris_spec, python, tmp_p
     from tests.core.test_cli import DIVERGING
 
     (tmp_path / "diverging.py").write_text(DIVERGING)
-    op = K2eJobOperator(task_id="job", spec=iris_spec, python=python,
-                        overrides={"model.factory": str(tmp_path / "diverging.py") + ":build"})
+    op = K2eJobOperator(
+        task_id="job",
+        spec=iris_spec,
+        python=python,
+        overrides={"model.factory": str(tmp_path / "diverging.py") + ":build"},
+    )
     with pytest.raises(AirflowFailException, match=r"training diverged: the loss is NaN at step "):
         op.execute(task_context())
     assert not os.path.exists(iris_spec["export"]["base"])
@@ -178,27 +219,45 @@ def test_overrides_that_are_not_key_value_are_named(iris_spec):
 
 def test_a_connection_that_does_not_exist_is_named(iris_spec):
     op = K2eTrainOperator(task_id="train", spec=iris_spec, storage_conn_id="k2e_missing")
-    with pytest.raises(AirflowFailException, match="storage_conn_id: connection 'k2e_missing' "
-                                                    "does not exist"):
+    with pytest.raises(
+        AirflowFailException, match="storage_conn_id: connection 'k2e_missing' does not exist"
+    ):
         op.execute(task_context())
 
 
 def test_credentials_from_a_connection_reach_s3_but_never_logs_or_xcom(
-        iris_spec, s3, s3_server, monkeypatch, capfd, caplog):
+    iris_spec, s3, s3_server, monkeypatch, capfd, caplog
+):
     secret = f"k2e-secret-{uuid.uuid4().hex}"
-    monkeypatch.setenv("AIRFLOW_CONN_K2E_TEST_S3", json.dumps({
-        "conn_type": "aws", "login": "k2e-test-key", "password": secret,
-        "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"}}))
-    spec = {**iris_spec, "model_dir": f"s3://{BUCKET}/conn/model",
-            "export": {"base": f"s3://{BUCKET}/conn/serving"}}
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_K2E_TEST_S3",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "k2e-test-key",
+                "password": secret,
+                "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"},
+            }
+        ),
+    )
+    spec = {
+        **iris_spec,
+        "model_dir": f"s3://{BUCKET}/conn/model",
+        "export": {"base": f"s3://{BUCKET}/conn/serving"},
+    }
     ctx = task_context()
-    result = K2eJobOperator(task_id="job", spec=spec, storage_conn_id="k2e_test_s3",
-                            model_asset_alias="iris-model").execute(ctx)
+    result = K2eJobOperator(
+        task_id="job", spec=spec, storage_conn_id="k2e_test_s3", model_asset_alias="iris-model"
+    ).execute(ctx)
     assert result["export_path"] == f"s3://{BUCKET}/conn/serving/1"
     logged = capfd.readouterr()
-    for text in (logged.out, logged.err, caplog.text, json.dumps(ctx["ti"].xcoms),
-                 json.dumps(ctx["outlet_events"][AssetAlias(name="iris-model")]
-                            .asset_alias_events[0].extra)):
+    for text in (
+        logged.out,
+        logged.err,
+        caplog.text,
+        json.dumps(ctx["ti"].xcoms),
+        json.dumps(ctx["outlet_events"][AssetAlias(name="iris-model")].asset_alias_events[0].extra),
+    ):
         assert secret not in text
 
 
@@ -227,11 +286,13 @@ def _wait_for_checkpoint(model_dir, step, timeout=120):
 
 @pytest.mark.parametrize("python", [None, sys.executable], ids=["here", "interpreter"])
 def test_on_kill_stops_training_within_seconds_and_a_retry_resumes_and_publishes_once(
-        iris_spec, python):
+    iris_spec, python
+):
     total = 8000
     overrides = {"train.steps": total, "run_config.save_checkpoints_steps": 500}
-    op = K2eJobOperator(task_id="job", spec=iris_spec, overrides=overrides, python=python,
-                        stop_timeout=30)
+    op = K2eJobOperator(
+        task_id="job", spec=iris_spec, overrides=overrides, python=python, stop_timeout=30
+    )
     thread, outcome = _execute_in_thread(op, task_context())
     _wait_for_checkpoint(iris_spec["model_dir"], 500)
     killed_at = time.monotonic()
@@ -256,7 +317,8 @@ def test_on_kill_stops_training_within_seconds_and_a_retry_resumes_and_publishes
 
 
 def test_job_operator_on_kubernetes_submits_the_tfjob_waits_and_publishes_once(
-        iris_spec, s3, tmp_path):
+    iris_spec, s3, tmp_path
+):
     """`kubernetes=True`: the task submits the spec's TFJob through the Kubernetes client
     (here to a local stand-in for the API server and training operator, which runs every
     replica's command with its TF_CONFIG), waits, and returns the chief's version."""
@@ -264,17 +326,33 @@ def test_job_operator_on_kubernetes_submits_the_tfjob_waits_and_publishes_once(
 
     root = f"s3://{BUCKET}/{uuid.uuid4().hex}"
     endpoint = {k: v for k, v in s3["s3"].items() if k not in ("key", "secret")}
-    spec = {**iris_spec, "model_dir": f"{root}/model", "export": {"base": f"{root}/export"},
-            "storage": {"options": {"s3": endpoint}},
-            "cluster": {"workers": 1, "ps": 1, "kubernetes": {
-                "image": "registry.example/k2e:0.1.0", "shared_volume": "k2e-shared",
-                "poll_secs": 0.5}}}
+    spec = {
+        **iris_spec,
+        "model_dir": f"{root}/model",
+        "export": {"base": f"{root}/export"},
+        "storage": {"options": {"s3": endpoint}},
+        "cluster": {
+            "workers": 1,
+            "ps": 1,
+            "kubernetes": {
+                "image": "registry.example/k2e:0.1.0",
+                "shared_volume": "k2e-shared",
+                "poll_secs": 0.5,
+            },
+        },
+    }
     with ApiServer(str(tmp_path / "volume")) as api_server:
-        op = K2eJobOperator(task_id="train_on_k8s", spec=spec, kubernetes=True,
-                            kube_config=api_server.kubeconfig(tmp_path / "kubeconfig"),
-                            model_asset_alias="iris-model")
-        ctx = task_context(dag=SimpleNamespace(dag_id="iris_nightly"),
-                           run_id="scheduled__2026-11-20T00:00:00+00:00")
+        op = K2eJobOperator(
+            task_id="train_on_k8s",
+            spec=spec,
+            kubernetes=True,
+            kube_config=api_server.kubeconfig(tmp_path / "kubeconfig"),
+            model_asset_alias="iris-model",
+        )
+        ctx = task_context(
+            dag=SimpleNamespace(dag_id="iris_nightly"),
+            run_id="scheduled__2026-11-20T00:00:00+00:00",
+        )
         result = op.execute(ctx)
         retried = op.execute(task_context(dag=ctx["dag"], run_id=ctx["run_id"]))
         (name,) = api_server.created

@@ -18,7 +18,7 @@ from tests.airflow.conftest import airflow
 def test_airflow_lists_the_provider():
     proc = airflow("providers", "list", "--output", "json")
     assert proc.returncode == 0, proc.stderr
-    listed = json.loads(proc.stdout[proc.stdout.index("["):])
+    listed = json.loads(proc.stdout[proc.stdout.index("[") :])
     (k2e,) = [p for p in listed if p["package_name"] == "k2e"]
     assert k2e["version"] == importlib.metadata.version("k2e")
 
@@ -27,8 +27,13 @@ def test_provider_info_names_modules_that_hold_the_operators_and_hook():
     info = get_provider_info()
     (operators,) = info["operators"]
     module = importlib.import_module(operators["python-modules"][0])
-    for name in ("K2eConvertOperator", "K2eTrainOperator", "K2eEvaluateOperator",
-                 "K2eExportOperator", "K2eJobOperator"):
+    for name in (
+        "K2eConvertOperator",
+        "K2eTrainOperator",
+        "K2eEvaluateOperator",
+        "K2eExportOperator",
+        "K2eJobOperator",
+    ):
         assert getattr(module, name).step
     (connection,) = info["connection-types"]
     module_name, _, class_name = connection["hook-class-name"].rpartition(".")
@@ -37,27 +42,65 @@ def test_provider_info_names_modules_that_hold_the_operators_and_hook():
 
 
 def test_operators_import_without_tensorflow_or_the_core_job():
-    code = ("import sys, airflow.sdk, airflow_plugin.operators.k2e, airflow_plugin.hooks.storage; "
-            "print(sorted(m for m in ('tensorflow', 'keras', 'k2e_core.job') if m in sys.modules))")
+    code = (
+        "import sys, airflow.sdk, airflow_plugin.operators.k2e, airflow_plugin.hooks.storage; "
+        "print(sorted(m for m in ('tensorflow', 'keras', 'k2e_core.job') if m in sys.modules))"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("conn, expected", [
-    (Connection(conn_id="a", conn_type="aws", login="AKIAEXAMPLEKEY", password="aws-secret-value",
-                extra=json.dumps({"endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-west-1",
-                                  "aws_session_token": "session-token-value"})),
-     {"s3": {"key": "AKIAEXAMPLEKEY", "secret": "aws-secret-value", "token": "session-token-value",
-             "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-west-1"}}}),
-    (Connection(conn_id="g", conn_type="google_cloud_platform",
-                extra=json.dumps({"keyfile_dict": json.dumps({"type": "service_account"}),
-                                  "project": "ml-prod"})),
-     {"gcs": {"token": {"type": "service_account"}, "project": "ml-prod"}}),
-    (Connection(conn_id="f", conn_type="k2e_storage",
-                extra=json.dumps({"s3": {"anon": True}, "gcs": {"project": "p"}})),
-     {"s3": {"anon": True}, "gcs": {"project": "p"}}),
-], ids=["aws", "gcp", "k2e_storage"])
+@pytest.mark.parametrize(
+    "conn, expected",
+    [
+        (
+            Connection(
+                conn_id="a",
+                conn_type="aws",
+                login="AKIAEXAMPLEKEY",
+                password="aws-secret-value",
+                extra=json.dumps(
+                    {
+                        "endpoint_url": "http://127.0.0.1:9000",
+                        "region_name": "eu-west-1",
+                        "aws_session_token": "session-token-value",
+                    }
+                ),
+            ),
+            {
+                "s3": {
+                    "key": "AKIAEXAMPLEKEY",
+                    "secret": "aws-secret-value",
+                    "token": "session-token-value",
+                    "client_kwargs": {
+                        "endpoint_url": "http://127.0.0.1:9000",
+                        "region_name": "eu-west-1",
+                    },
+                }
+            },
+        ),
+        (
+            Connection(
+                conn_id="g",
+                conn_type="google_cloud_platform",
+                extra=json.dumps(
+                    {"keyfile_dict": json.dumps({"type": "service_account"}), "project": "ml-prod"}
+                ),
+            ),
+            {"gcs": {"token": {"type": "service_account"}, "project": "ml-prod"}},
+        ),
+        (
+            Connection(
+                conn_id="f",
+                conn_type="k2e_storage",
+                extra=json.dumps({"s3": {"anon": True}, "gcs": {"project": "p"}}),
+            ),
+            {"s3": {"anon": True}, "gcs": {"project": "p"}},
+        ),
+    ],
+    ids=["aws", "gcp", "k2e_storage"],
+)
 def test_connections_become_fsspec_options(conn, expected):
     assert options_from_connection(conn) == expected
 

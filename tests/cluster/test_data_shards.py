@@ -13,7 +13,7 @@ from tests.cluster.test_local_cluster import _k2e, _write
 SEEN_DIR = "K2E_TEST_SEEN_DIR"
 
 # A model that writes down the id of every example it trains on, per task.
-RECORDING_MODEL = '''
+RECORDING_MODEL = """
 import json, os
 import tensorflow as tf
 
@@ -25,7 +25,8 @@ class Record(tf.keras.layers.Layer):
 
         def write(values):
             task = json.loads(os.environ["TF_CONFIG"])["task"]
-            path = os.path.join(os.environ["K2E_TEST_SEEN_DIR"], f"{task['type']}{task['index']}.txt")
+            seen = os.environ["K2E_TEST_SEEN_DIR"]
+            path = os.path.join(seen, f"{task['type']}{task['index']}.txt")
             with open(path, "a") as f:
                 f.write("".join(f"{int(v)}\\n" for v in values.numpy().reshape(-1)))
             return values
@@ -41,7 +42,7 @@ def model():
     m = tf.keras.Model([ids, x], out)
     m.compile(optimizer=tf.keras.optimizers.legacy.SGD(0.01), loss="mse")
     return m
-'''
+"""
 
 
 @pytest.mark.parametrize("files", [1, 4])
@@ -54,11 +55,13 @@ def test_workers_read_disjoint_shares_that_cover_the_training_set(tmp_path, file
     seen = tmp_path / "seen"
     seen.mkdir()
     monkeypatch.setenv(SEEN_DIR, str(seen))
-    spec = {"model": {"factory": str(tmp_path / "model.py") + ":model"},
-            "model_dir": str(tmp_path / "model_dir"),
-            "data": {"train": {"files": str(tmp_path / "part-*.csv")}, "labels": "y", "batch_size": 4},
-            "train": {"steps": 600},
-            "run_config": {"tf_random_seed": 7, "log_every_secs": 1}}
+    spec = {
+        "model": {"factory": str(tmp_path / "model.py") + ":model"},
+        "model_dir": str(tmp_path / "model_dir"),
+        "data": {"train": {"files": str(tmp_path / "part-*.csv")}, "labels": "y", "batch_size": 4},
+        "train": {"steps": 600},
+        "run_config": {"tf_random_seed": 7, "log_every_secs": 1},
+    }
     proc, result = _k2e("train", _write(tmp_path, spec), "--cluster", "workers=1,ps=1")
     assert proc.returncode == 0, proc.stderr[-3000:]
     shares = {}
@@ -74,5 +77,5 @@ def test_workers_read_disjoint_shares_that_cover_the_training_set(tmp_path, file
     assert set(epochs["chief0"]).isdisjoint(epochs["worker0"])
     assert set(epochs["chief0"]) | set(epochs["worker0"]) == set(range(rows))
     # the same share every epoch, in another order (each task shuffles with its own seed)
-    assert set(shares["chief0"][share:2 * share]) == set(epochs["chief0"])
-    assert shares["chief0"][share:2 * share] != epochs["chief0"]
+    assert set(shares["chief0"][share : 2 * share]) == set(epochs["chief0"])
+    assert shares["chief0"][share : 2 * share] != epochs["chief0"]

@@ -30,12 +30,15 @@ def _k2e(*args, timeout=300):
 
 
 def _versions(base):
-    return sorted(name for name in os.listdir(base) if name.isdigit()) if os.path.isdir(base) else []
+    return (
+        sorted(name for name in os.listdir(base) if name.isdigit()) if os.path.isdir(base) else []
+    )
 
 
 @pytest.mark.parametrize("strategy", ["between_graph", "parameter_server"])
-def test_chief_worker_and_ps_train_together_and_only_the_chief_publishes(iris_spec, tmp_path,
-                                                                          strategy):
+def test_chief_worker_and_ps_train_together_and_only_the_chief_publishes(
+    iris_spec, tmp_path, strategy
+):
     iris_spec["train"]["steps"] = 1500
     iris_spec["cluster"] = {"strategy": strategy}
     proc, result = _k2e("run", _write(tmp_path, iris_spec), "--cluster", "workers=1,ps=1")
@@ -51,17 +54,22 @@ def test_chief_worker_and_ps_train_together_and_only_the_chief_publishes(iris_sp
     assert glob.glob(os.path.join(iris_spec["model_dir"], "model.ckpt-*.data-00000-of-00002"))
     for name in ("[chief]", "[worker0]", "[ps0]"):
         assert name in proc.stderr
-    assert "[chief]" in next(line for line in proc.stderr.splitlines() if "published version 1" in line)
+    assert "[chief]" in next(
+        line for line in proc.stderr.splitlines() if "published version 1" in line
+    )
     for noise in ("WARNING:tensorflow", "Instructions for updating", "Traceback"):
         assert noise not in proc.stderr
 
 
 def test_evaluator_follows_checkpoints_and_early_stopping_ends_the_cluster(iris_spec, tmp_path):
-    iris_spec["train"] = {"steps": 200000, "early_stopping": {
-        "metric": "loss", "patience_steps": 600, "check_every_steps": 100}}
+    iris_spec["train"] = {
+        "steps": 200000,
+        "early_stopping": {"metric": "loss", "patience_steps": 600, "check_every_steps": 100},
+    }
     iris_spec["run_config"]["save_checkpoints_steps"] = 300
-    proc, result = _k2e("run", _write(tmp_path, iris_spec), "--cluster",
-                        "workers=1,ps=1,evaluator=1")
+    proc, result = _k2e(
+        "run", _write(tmp_path, iris_spec), "--cluster", "workers=1,ps=1,evaluator=1"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert result["train"]["stopped_early"] and result["global_step"] < 200000
     evaluator = result["cluster"]["tasks"]["evaluator"]
@@ -83,13 +91,21 @@ def test_a_chief_and_an_evaluator_without_workers(iris_spec, tmp_path):
     assert result["version"] == 1 and result["cluster"]["tasks"]["evaluator"]["global_step"] == 600
 
 
-@pytest.mark.parametrize("layout, field, words", [
-    ("workers=1,evaluator=1", "cluster", "no ps: between-graph replication keeps the variables"),
-    ("workers=two", "--cluster", "is not ROLE=COUNT"),
-    ("workers=1,ps=1", "train.early_stopping", "this cluster has no evaluator"),
-])
-def test_layouts_that_cannot_work_stop_before_any_process_starts(iris_spec, tmp_path, layout,
-                                                                field, words):
+@pytest.mark.parametrize(
+    "layout, field, words",
+    [
+        (
+            "workers=1,evaluator=1",
+            "cluster",
+            "no ps: between-graph replication keeps the variables",
+        ),
+        ("workers=two", "--cluster", "is not ROLE=COUNT"),
+        ("workers=1,ps=1", "train.early_stopping", "this cluster has no evaluator"),
+    ],
+)
+def test_layouts_that_cannot_work_stop_before_any_process_starts(
+    iris_spec, tmp_path, layout, field, words
+):
     if field == "train.early_stopping":
         iris_spec["train"]["early_stopping"] = {"patience_steps": 100}
     proc, _ = _k2e("run", _write(tmp_path, iris_spec), "--cluster", layout, timeout=60)
@@ -100,16 +116,22 @@ def test_layouts_that_cannot_work_stop_before_any_process_starts(iris_spec, tmp_
 
 
 def _checkpoint_steps(model_dir):
-    return [int(p.rsplit("-", 1)[1].split(".")[0])
-            for p in glob.glob(os.path.join(model_dir, "model.ckpt-*.index"))]
+    return [
+        int(p.rsplit("-", 1)[1].split(".")[0])
+        for p in glob.glob(os.path.join(model_dir, "model.ckpt-*.index"))
+    ]
 
 
 def test_a_killed_worker_stops_the_cluster_clearly_and_a_rerun_resumes(iris_spec, tmp_path):
     iris_spec["train"]["steps"] = 400000  # far more than is trained before the kill
     iris_spec["run_config"]["save_checkpoints_steps"] = 300
     spec = _write(tmp_path, iris_spec)
-    launcher = subprocess.Popen([K2E, "run", spec, "--cluster", "workers=1,ps=1"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(
+        [K2E, "run", spec, "--cluster", "workers=1,ps=1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 180
         while not [s for s in _checkpoint_steps(iris_spec["model_dir"]) if s >= 300]:
@@ -123,14 +145,17 @@ def test_a_killed_worker_stops_the_cluster_clearly_and_a_rerun_resumes(iris_spec
             launcher.kill()
     assert launcher.returncode == 1
     error = err.strip().splitlines()[-1]
-    assert error == ("k2e: failed: cluster: worker0 was killed by SIGKILL; stopped the other "
-                     "tasks; a rerun resumes from the last checkpoint in model_dir"), error
+    assert error == (
+        "k2e: failed: cluster: worker0 was killed by SIGKILL; stopped the other "
+        "tasks; a rerun resumes from the last checkpoint in model_dir"
+    ), error
     assert _versions(iris_spec["export"]["base"]) == []  # nothing half-published
     saved = max(_checkpoint_steps(iris_spec["model_dir"]))  # the chief saved on SIGTERM
     assert not [p for p in tasks if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
-    proc, result = _k2e("run", spec, "--cluster", "workers=1,ps=1",
-                        "--set", f"train.steps={saved + 600}")
+    proc, result = _k2e(
+        "run", spec, "--cluster", "workers=1,ps=1", "--set", f"train.steps={saved + 600}"
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert result["version"] == 1 and result["global_step"] >= saved + 600
     assert result["train"]["steps_trained"] <= 600 + 50  # resumed at `saved`, not from 0

@@ -13,8 +13,8 @@ import uuid
 import pytest
 import yaml
 
-from tests.conftest import BUCKET
 from tests.cluster.training_operator import ApiServer
+from tests.conftest import BUCKET
 
 K2E = os.path.join(os.path.dirname(sys.executable), "k2e")
 IMAGE = "registry.example/k2e:0.1.0"
@@ -25,11 +25,22 @@ def s3_spec(iris_spec, s3):
     """The iris job on the S3 server, credentials from the environment (as a Secret gives)."""
     root = f"s3://{BUCKET}/{uuid.uuid4().hex}"
     endpoint = {k: v for k, v in s3["s3"].items() if k not in ("key", "secret")}
-    return {**iris_spec, "model_dir": f"{root}/model", "export": {"base": f"{root}/export"},
-            "storage": {"options": {"s3": endpoint}},
-            "cluster": {"workers": 1, "ps": 1, "kubernetes": {
-                "image": IMAGE, "shared_volume": "k2e-shared", "env_from_secret": "k2e-s3",
-                "poll_secs": 0.5}}}
+    return {
+        **iris_spec,
+        "model_dir": f"{root}/model",
+        "export": {"base": f"{root}/export"},
+        "storage": {"options": {"s3": endpoint}},
+        "cluster": {
+            "workers": 1,
+            "ps": 1,
+            "kubernetes": {
+                "image": IMAGE,
+                "shared_volume": "k2e-shared",
+                "env_from_secret": "k2e-s3",
+                "poll_secs": 0.5,
+            },
+        },
+    }
 
 
 def _manifest(spec, name=None):
@@ -50,8 +61,12 @@ def test_the_manifest_is_a_tfjob_the_training_operator_accepts(s3_spec, tmp_path
     assert body["spec"]["runPolicy"]["cleanPodPolicy"] == "Running"  # ps pods end with the job
     replicas = body["spec"]["tfReplicaSpecs"]
     assert {k: r["replicas"] for k, r in replicas.items()} == {
-        "PS": 1, "Chief": 1, "Worker": 2, "Evaluator": 1}
-    for rtype, replica in replicas.items():
+        "PS": 1,
+        "Chief": 1,
+        "Worker": 2,
+        "Evaluator": 1,
+    }
+    for replica in replicas.values():
         assert replica["restartPolicy"] == "ExitCode"
         pod = replica["template"]["spec"]
         (container,) = pod["containers"]
@@ -64,7 +79,8 @@ def test_the_manifest_is_a_tfjob_the_training_operator_accepts(s3_spec, tmp_path
         spec = json.loads(container["args"][1])  # the spec travels in the manifest
         assert spec["run_id"] == "iris-nightly" and spec["model_dir"] == s3_spec["model_dir"]
     assert replicas["Worker"]["template"]["spec"]["containers"][0]["resources"] == {
-        "requests": {"cpu": "4"}}
+        "requests": {"cpu": "4"}
+    }
     assert replicas["Chief"]["template"]["spec"]["containers"][0]["resources"] == {}
     # The TF_CONFIG the operator sets: service names, the evaluator outside the cluster.
     config = json.loads(tfjob.tf_config(body, "worker", 1))
@@ -72,24 +88,35 @@ def test_the_manifest_is_a_tfjob_the_training_operator_accepts(s3_spec, tmp_path
     assert config["cluster"] == {
         "ps": ["iris-nightly-ps-0.default.svc:2222"],
         "chief": ["iris-nightly-chief-0.default.svc:2222"],
-        "worker": ["iris-nightly-worker-0.default.svc:2222", "iris-nightly-worker-1.default.svc:2222"]}
+        "worker": [
+            "iris-nightly-worker-0.default.svc:2222",
+            "iris-nightly-worker-1.default.svc:2222",
+        ],
+    }
     # `k2e tfjob` prints the same manifest as plain YAML (no anchors kubectl users trip on).
     spec_file = tmp_path / "job.json"
     spec_file.write_text(json.dumps(s3_spec))
-    proc = subprocess.run([K2E, "tfjob", str(spec_file), "--name", "iris-nightly"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [K2E, "tfjob", str(spec_file), "--name", "iris-nightly"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "&id" not in proc.stdout
     assert yaml.safe_load(proc.stdout) == _manifest(str(spec_file), "iris-nightly")
 
 
-@pytest.mark.parametrize("change, field", [
-    ({"cluster.kubernetes.image": None}, "cluster.kubernetes.image"),
-    ({"model_dir": "/data/model"}, "model_dir"),
-    ({"export.base": "memory://models"}, "export.base"),
-    ({"cluster.kubernetes.shared_volume": None}, "cluster.kubernetes.shared_volume"),
-    ({"storage.options.s3.secret": "s3cr3t"}, "storage.options.s3.secret"),
-])
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"cluster.kubernetes.image": None}, "cluster.kubernetes.image"),
+        ({"model_dir": "/data/model"}, "model_dir"),
+        ({"export.base": "memory://models"}, "export.base"),
+        ({"cluster.kubernetes.shared_volume": None}, "cluster.kubernetes.shared_volume"),
+        ({"storage.options.s3.secret": "s3cr3t"}, "storage.options.s3.secret"),
+    ],
+)
 def test_a_manifest_that_could_not_work_is_refused_naming_the_field(s3_spec, change, field):
     from k2e_core.errors import SpecError
     from k2e_core.spec import apply_overrides
@@ -100,7 +127,8 @@ def test_a_manifest_that_could_not_work_is_refused_naming_the_field(s3_spec, cha
 
 
 def test_a_submitted_tfjob_trains_from_its_replicas_commands_and_returns_the_version(
-        s3_spec, tmp_path):
+    s3_spec, tmp_path
+):
     """Every replica runs the manifest's command with the TF_CONFIG the operator computes;
     the submitter waits through the Kubernetes client and reads what the chief published."""
     from k2e_core import registry, storage, tfjob
@@ -133,8 +161,11 @@ def test_a_failing_replica_fails_the_tfjob_with_its_error(s3_spec, tmp_path):
     s3_spec["data"]["train"]["files"] = str(tmp_path / "missing-*.csv")
     with ApiServer(str(tmp_path / "volume")) as api_server:
         with pytest.raises(K2eError) as err:
-            tfjob.run(load_spec(s3_spec), "iris-broken",
-                      kube_config=api_server.kubeconfig(tmp_path / "kubeconfig"))
+            tfjob.run(
+                load_spec(s3_spec),
+                "iris-broken",
+                kube_config=api_server.kubeconfig(tmp_path / "kubeconfig"),
+            )
     message = str(err.value)
     assert message.startswith("TFJob default/iris-broken failed: TFJobFailed cluster: ")
     assert "data.train.files" in message and "exited with code 2" in message

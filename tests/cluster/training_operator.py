@@ -28,8 +28,11 @@ def run_replicas(manifest: dict, volume_dir: str) -> dict:
     replicas = manifest["spec"]["tfReplicaSpecs"]
     counts = {rtype.lower(): r["replicas"] for rtype, r in replicas.items()}
     ports = iter(launcher.free_ports(sum(n for role, n in counts.items() if role != "evaluator")))
-    hosts = {role: [f"127.0.0.1:{next(ports)}" for _ in range(n)]
-             for role, n in counts.items() if role != "evaluator"}
+    hosts = {
+        role: [f"127.0.0.1:{next(ports)}" for _ in range(n)]
+        for role, n in counts.items()
+        if role != "evaluator"
+    }
     commands = {}
     for rtype, replica in replicas.items():
         role = rtype.lower()
@@ -72,8 +75,10 @@ class ApiServer:
                 self.wfile.write(data)
 
             def _route(self):
-                m = re.fullmatch(r"/apis/kubeflow\.org/v1/namespaces/([^/]+)/tfjobs(?:/([^/?]+))?",
-                                 self.path.split("?")[0])
+                m = re.fullmatch(
+                    r"/apis/kubeflow\.org/v1/namespaces/([^/]+)/tfjobs(?:/([^/?]+))?",
+                    self.path.split("?")[0],
+                )
                 return (m.group(1), m.group(2)) if m else (None, None)
 
             def do_POST(self):
@@ -83,8 +88,12 @@ class ApiServer:
                 if namespace is None:
                     return self._send(404, _status(404, "NotFound", self.path))
                 if key in server.jobs:
-                    return self._send(409, _status(409, "AlreadyExists",
-                                                   f'tfjobs.kubeflow.org "{key[1]}" already exists'))
+                    return self._send(
+                        409,
+                        _status(
+                            409, "AlreadyExists", f'tfjobs.kubeflow.org "{key[1]}" already exists'
+                        ),
+                    )
                 body["status"] = {"conditions": [_condition("Created")]}
                 server.jobs[key] = body
                 server.created.append(key[1])
@@ -108,14 +117,19 @@ class ApiServer:
         except K2eError as err:
             job["status"]["conditions"].append(_condition("Failed", "TFJobFailed", str(err)))
             return
-        job["status"]["conditions"].append(_condition("Succeeded", "TFJobSucceeded",
-                                                      "TFJob successfully completed."))
+        job["status"]["conditions"].append(
+            _condition("Succeeded", "TFJobSucceeded", "TFJob successfully completed.")
+        )
 
     def kubeconfig(self, path) -> str:
-        config = {"apiVersion": "v1", "kind": "Config", "current-context": "local",
-                  "clusters": [{"name": "local", "cluster": {"server": self.url}}],
-                  "users": [{"name": "local", "user": {}}],
-                  "contexts": [{"name": "local", "context": {"cluster": "local", "user": "local"}}]}
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "current-context": "local",
+            "clusters": [{"name": "local", "cluster": {"server": self.url}}],
+            "users": [{"name": "local", "user": {}}],
+            "contexts": [{"name": "local", "context": {"cluster": "local", "user": "local"}}],
+        }
         with open(path, "w") as f:
             json.dump(config, f)
         return str(path)
@@ -134,5 +148,11 @@ def _condition(kind, reason="", message=""):
 
 
 def _status(code, reason, message):
-    return {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
-            "reason": reason, "code": code}
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }

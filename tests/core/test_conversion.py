@@ -27,19 +27,29 @@ def _k2e(*args, **kwargs):
     return k2e_core.convert(*args, **kwargs)
 
 
-@pytest.fixture(params=["k2e", pytest.param("upstream", marks=pytest.mark.xfail(strict=True, reason="upstream defect"))])
+@pytest.fixture(
+    params=[
+        "k2e",
+        pytest.param("upstream", marks=pytest.mark.xfail(strict=True, reason="upstream defect")),
+    ]
+)
 def converter(request, tf):
     return _k2e if request.param == "k2e" else _upstream
 
 
 def _bn_model(tf, optimizer=None):
-    model = tf.keras.Sequential([
-        tf.keras.layers.Dense(8, input_shape=(4,), name="d"),
-        tf.keras.layers.BatchNormalization(name="bn"),
-        tf.keras.layers.Dense(1, activation="sigmoid", name="out"),
-    ])
-    model.compile(optimizer=optimizer or tf.keras.optimizers.legacy.Adam(0.01),
-                  loss="binary_crossentropy", metrics=["accuracy"])
+    model = tf.keras.Sequential(
+        [
+            tf.keras.layers.Dense(8, input_shape=(4,), name="d"),
+            tf.keras.layers.BatchNormalization(name="bn"),
+            tf.keras.layers.Dense(1, activation="sigmoid", name="out"),
+        ]
+    )
+    model.compile(
+        optimizer=optimizer or tf.keras.optimizers.legacy.Adam(0.01),
+        loss="binary_crossentropy",
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -47,6 +57,7 @@ def _input_fn(tf, x, y, key="d_input", repeat=False, batch=256):
     def fn():
         ds = tf.data.Dataset.from_tensor_slices(({key: x}, y)).batch(batch)
         return ds.repeat() if repeat else ds
+
     return fn
 
 
@@ -55,12 +66,17 @@ def _two_io_input_fn(tf, gen, rows=64):
 
     def fn():
         return tf.data.Dataset.from_tensor_slices(
-            ({"input_a": data["input_a"], "input_b": data["input_b"]},
-             {"dense_2": data["dense_2"], "dense_3": data["dense_3"]})).batch(32)
+            (
+                {"input_a": data["input_a"], "input_b": data["input_b"]},
+                {"dense_2": data["dense_2"], "dense_3": data["dense_3"]},
+            )
+        ).batch(32)
+
     return fn
 
 
 # --------------------------------------------------------------------------- defects
+
 
 def test_batchnorm_statistics_survive_conversion(converter, tf, tmp_path):
     x, y = bn_data()
@@ -100,28 +116,45 @@ def test_keep_checkpoint_max_is_honoured(converter, tf, tmp_path):
     assert [os.path.basename(k) for k in kept] == ["model.ckpt-10.index", "model.ckpt-8.index"]
 
 
-def test_metric_names_not_mangled_when_loading_from_path(converter, tf, gen, example_models, tmp_path):
+def test_metric_names_not_mangled_when_loading_from_path(
+    converter, tf, gen, example_models, tmp_path
+):
     path = str(tmp_path / "two_io.h5")
     example_models.two_input_two_output_model().save(path)
     est = converter(keras_model_path=path, model_dir=str(tmp_path / "md"))
     metrics = est.evaluate(_two_io_input_fn(tf, gen))
-    assert set(metrics) == {"loss", "global_step", "dense_2_categorical_accuracy",
-                            "dense_3_categorical_accuracy"}
+    assert set(metrics) == {
+        "loss",
+        "global_step",
+        "dense_2_categorical_accuracy",
+        "dense_3_categorical_accuracy",
+    }
 
 
 def test_export_outputs_accepts_serving_default_and_keeps_every_head(converter, tf, tmp_path):
     inputs = {"a": tf.keras.Input((3,), name="a"), "b": tf.keras.Input((3,), name="b")}
-    outputs = {"c": tf.keras.layers.Dense(1, name="c")(inputs["a"]),
-               "d": tf.keras.layers.Dense(4, activation="softmax", name="d")(inputs["b"])}
+    outputs = {
+        "c": tf.keras.layers.Dense(1, name="c")(inputs["a"]),
+        "d": tf.keras.layers.Dense(4, activation="softmax", name="d")(inputs["b"]),
+    }
     model = tf.keras.Model(inputs, outputs)
     model.compile(loss="mse", optimizer=tf.keras.optimizers.legacy.SGD())
-    est = converter(keras_model=model, model_dir=str(tmp_path / "md"), export_outputs={
-        "serving_default": tf.estimator.export.PredictOutput,
-        "c": tf.estimator.export.RegressionOutput,
-        "d": tf.estimator.export.ClassificationOutput,
-    })
+    est = converter(
+        keras_model=model,
+        model_dir=str(tmp_path / "md"),
+        export_outputs={
+            "serving_default": tf.estimator.export.PredictOutput,
+            "c": tf.estimator.export.RegressionOutput,
+            "d": tf.estimator.export.ClassificationOutput,
+        },
+    )
     x = np.ones((4, 3), np.float32)
-    est.train(lambda: tf.data.Dataset.from_tensors(({"a": x, "b": x}, {"c": x[:, :1], "d": np.ones((4, 4), np.float32)})), steps=1)
+    est.train(
+        lambda: tf.data.Dataset.from_tensors(
+            ({"a": x, "b": x}, {"c": x[:, :1], "d": np.ones((4, 4), np.float32)})
+        ),
+        steps=1,
+    )
 
     def receiver():
         t = {k: tf.compat.v1.placeholder(tf.float32, [None, 3], name=k) for k in ("a", "b")}
@@ -134,11 +167,15 @@ def test_export_outputs_accepts_serving_default_and_keeps_every_head(converter, 
     assert scores.shape == (4, 4)
 
 
-@pytest.mark.parametrize("make_optimizer", [
-    lambda tf: tf.keras.optimizers.AdamW(),
-    lambda tf: tf.keras.optimizers.Adam(weight_decay=0.01),
-    lambda tf: tf.keras.optimizers.SGD(use_ema=True),
-], ids=["AdamW", "Adam-weight_decay", "SGD-ema"])
+@pytest.mark.parametrize(
+    "make_optimizer",
+    [
+        lambda tf: tf.keras.optimizers.AdamW(),
+        lambda tf: tf.keras.optimizers.Adam(weight_decay=0.01),
+        lambda tf: tf.keras.optimizers.SGD(use_ema=True),
+    ],
+    ids=["AdamW", "Adam-weight_decay", "SGD-ema"],
+)
 def test_unfaithful_optimizers_are_refused_clearly(converter, tf, tmp_path, make_optimizer):
     model = _bn_model(tf, optimizer=make_optimizer(tf))
     with pytest.raises(ValueError, match="legacy optimizer"):
@@ -177,8 +214,9 @@ def test_reused_model_dir_never_warm_starts_from_a_different_model(converter, tf
     first = _bn_model(tf)
     est = converter(keras_model=first, model_dir=str(tmp_path))
     est.train(_input_fn(tf, x, y, repeat=True, batch=32), steps=2)
-    other = tf.keras.Sequential([tf.keras.layers.Dense(3, input_shape=(4,), name="d"),
-                                 tf.keras.layers.Dense(1, name="out")])
+    other = tf.keras.Sequential(
+        [tf.keras.layers.Dense(3, input_shape=(4,), name="d"), tf.keras.layers.Dense(1, name="out")]
+    )
     other.compile(optimizer=tf.keras.optimizers.legacy.SGD(), loss="mse")
     with pytest.raises(ValueError, match="different model"):
         converter(keras_model=other, model_dir=str(tmp_path))
@@ -197,16 +235,24 @@ def test_new_weights_of_same_model_replace_an_untrained_warm_start(tf, tmp_path)
 
 
 def test_partial_metric_names_map(converter, tf, gen, example_models, tmp_path):
-    est = converter(keras_model=example_models.two_input_two_output_model(), model_dir=str(tmp_path),
-                    metric_names_map={"dense_2_categorical_accuracy": "acc_1"})
+    est = converter(
+        keras_model=example_models.two_input_two_output_model(),
+        model_dir=str(tmp_path),
+        metric_names_map={"dense_2_categorical_accuracy": "acc_1"},
+    )
     metrics = est.evaluate(_two_io_input_fn(tf, gen))
     assert {"acc_1", "dense_3_categorical_accuracy"} <= set(metrics)
 
 
 def test_dict_output_keys_name_predictions(converter, tf, tmp_path):
     inp = tf.keras.Input((3,), name="x")
-    model = tf.keras.Model(inp, {"price": tf.keras.layers.Dense(1, name="dense_price")(inp),
-                                 "kind": tf.keras.layers.Dense(2, name="dense_kind")(inp)})
+    model = tf.keras.Model(
+        inp,
+        {
+            "price": tf.keras.layers.Dense(1, name="dense_price")(inp),
+            "kind": tf.keras.layers.Dense(2, name="dense_kind")(inp),
+        },
+    )
     model.compile(loss="mse", optimizer=tf.keras.optimizers.legacy.SGD())
     est = converter(keras_model=model, model_dir=str(tmp_path))
     x = np.ones((2, 3), np.float32)
@@ -215,6 +261,7 @@ def test_dict_output_keys_name_predictions(converter, tf, tmp_path):
 
 
 # --------------------------------------------------------------------------- API doc contract
+
 
 def test_documented_value_errors(tf, tmp_path):
     import k2e_core
@@ -236,8 +283,12 @@ def test_model_dir_argument_wins_over_config_and_saver_format_works(tf, tmp_path
 
     x, y = bn_data()
     config = tf.estimator.RunConfig(model_dir=str(tmp_path / "from_config"))
-    est = k2e_core.convert(keras_model=_bn_model(tf), model_dir=str(tmp_path / "arg"),
-                           config=config, checkpoint_format="saver")
+    est = k2e_core.convert(
+        keras_model=_bn_model(tf),
+        model_dir=str(tmp_path / "arg"),
+        config=config,
+        checkpoint_format="saver",
+    )
     est.train(_input_fn(tf, x, y, repeat=True, batch=32), steps=2)
     assert est.model_dir == str(tmp_path / "arg")
     assert "d/kernel" in est.get_variable_names()
@@ -261,11 +312,16 @@ def test_custom_objects_by_import_path(tf, tmp_path):
     model.compile(loss="mse", optimizer=tf.keras.optimizers.legacy.SGD())
     path = str(tmp_path / "m.keras")
     model.save(path)
-    est = k2e_core.convert(keras_model_path=path, model_dir=str(tmp_path / "md"),
-                           custom_objects={"Scale": f"{module}:Scale"})
+    est = k2e_core.convert(
+        keras_model_path=path,
+        model_dir=str(tmp_path / "md"),
+        custom_objects={"Scale": f"{module}:Scale"},
+    )
     x = np.ones((2, 4), np.float32)
     prediction = next(est.predict(lambda: tf.data.Dataset.from_tensors({"x": x})))
-    np.testing.assert_allclose(list(prediction.values())[0], model.predict(x, verbose=0)[0], rtol=1e-5)
+    np.testing.assert_allclose(
+        list(prediction.values())[0], model.predict(x, verbose=0)[0], rtol=1e-5
+    )
 
 
 def test_bad_import_paths_say_what_is_wrong():

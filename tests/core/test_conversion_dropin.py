@@ -19,7 +19,9 @@ import pytest
 from tests.core.test_conversion import _k2e, _upstream
 from tests.real_data import penguins, sklearn_frame
 
-upstream_too = pytest.param("upstream", marks=pytest.mark.xfail(strict=True, reason="upstream defect"))
+upstream_too = pytest.param(
+    "upstream", marks=pytest.mark.xfail(strict=True, reason="upstream defect")
+)
 
 
 @pytest.fixture(params=["k2e", upstream_too])
@@ -39,10 +41,12 @@ def _fn(tf, x, y=None, batch=32, repeat=False, key="x"):
         ds = tf.data.Dataset.from_tensor_slices((features, y) if y is not None else features)
         ds = ds.batch(batch)
         return ds.repeat() if repeat else ds
+
     return input_fn
 
 
 # --------------------------------------------------------------------------- subclassed models
+
 
 def _subclassed_model(tf):
     class WineNet(tf.keras.Model):
@@ -60,8 +64,11 @@ def _subclassed_model(tf):
 
     tf.keras.utils.set_random_seed(2)
     model = WineNet()
-    model.compile(optimizer=tf.keras.optimizers.legacy.Adam(0.01),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=tf.keras.optimizers.legacy.Adam(0.01),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -70,8 +77,9 @@ def test_subclassed_model_trains_evaluates_predicts_and_exports(tf, tmp_path):
 
     x, y = _wine()
     model = _subclassed_model(tf)
-    est = k2e_core.convert(keras_model=model, model_dir=str(tmp_path / "md"),
-                           checkpoint_format="saver")
+    est = k2e_core.convert(
+        keras_model=model, model_dir=str(tmp_path / "md"), checkpoint_format="saver"
+    )
     est.train(_fn(tf, x, y, key=None, repeat=True), steps=150)
     metrics = est.evaluate(_fn(tf, x, y, key=None))
     assert metrics["accuracy"] > 0.95
@@ -108,13 +116,15 @@ def test_premade_keras_models_convert_train_and_export(tf, tmp_path, premade):
         optimizer = tf.keras.optimizers.legacy.SGD(0.1)
     else:
         linear = tf.keras.experimental.LinearModel(units=1)
-        dnn = tf.keras.Sequential([tf.keras.layers.Dense(8, activation="relu"),
-                                   tf.keras.layers.Dense(1)])
+        dnn = tf.keras.Sequential(
+            [tf.keras.layers.Dense(8, activation="relu"), tf.keras.layers.Dense(1)]
+        )
         model = tf.keras.experimental.WideDeepModel(linear, dnn, activation="sigmoid")
         optimizer = [tf.keras.optimizers.legacy.SGD(0.1), tf.keras.optimizers.legacy.Adam(0.01)]
     model.compile(optimizer, "binary_crossentropy", ["accuracy"])
-    est = k2e_core.convert(keras_model=model, model_dir=str(tmp_path / "md"),
-                           checkpoint_format="saver")
+    est = k2e_core.convert(
+        keras_model=model, model_dir=str(tmp_path / "md"), checkpoint_format="saver"
+    )
     before = est.evaluate(_fn(tf, x, target, key=None))
     est.train(_fn(tf, x, target, key=None, repeat=True), steps=100)
     after = est.evaluate(_fn(tf, x, target, key=None))
@@ -131,14 +141,18 @@ def test_premade_keras_models_convert_train_and_export(tf, tmp_path, premade):
 
 # --------------------------------------------------------------------------- optimizers, export
 
+
 def test_tf1_optimizers_train(tf, tmp_path):
     import k2e_core
 
     x, y = _wine()
     inp = tf.keras.Input((13,), name="x")
     model = tf.keras.Model(inp, tf.keras.layers.Dense(3, activation="softmax")(inp))
-    model.compile(optimizer=tf.compat.v1.train.RMSPropOptimizer(0.01),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(
+        optimizer=tf.compat.v1.train.RMSPropOptimizer(0.01),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     est = k2e_core.convert(keras_model=model, model_dir=str(tmp_path), checkpoint_format="saver")
     before = est.evaluate(_fn(tf, x, y))["loss"]
     est.train(_fn(tf, x, y, repeat=True), steps=100)
@@ -154,8 +168,9 @@ def test_export_before_training_holds_the_keras_weights(tf, tmp_path, checkpoint
     model = tf.keras.Model(inp, tf.keras.layers.Dense(3, activation="softmax")(inp))
     model.compile(tf.keras.optimizers.legacy.Adam(0.01), "sparse_categorical_crossentropy")
     model.fit(x, y, epochs=5, verbose=0)
-    est = k2e_core.convert(keras_model=model, model_dir=str(tmp_path / "md"),
-                           checkpoint_format=checkpoint_format)
+    est = k2e_core.convert(
+        keras_model=model, model_dir=str(tmp_path / "md"), checkpoint_format=checkpoint_format
+    )
 
     def receiver():
         rows = tf.compat.v1.placeholder(tf.float32, [None, 13], name="x")
@@ -168,6 +183,7 @@ def test_export_before_training_holds_the_keras_weights(tf, tmp_path, checkpoint
 
 # --------------------------------------------------------------------------- model_dir/keras
 
+
 def _wine_functional(tf, seed=3):
     tf.keras.utils.set_random_seed(seed)
     inp = tf.keras.Input((13,), name="x")
@@ -178,8 +194,9 @@ def _wine_functional(tf, seed=3):
 
 
 @pytest.mark.parametrize("checkpoint_format", ["checkpoint", "saver"])
-def test_a_keras_checkpoint_the_user_put_in_model_dir_is_the_warm_start(tf, tmp_path, caplog,
-                                                                        checkpoint_format):
+def test_a_keras_checkpoint_the_user_put_in_model_dir_is_the_warm_start(
+    tf, tmp_path, caplog, checkpoint_format
+):
     import k2e_core
 
     x, y = _wine()
@@ -190,14 +207,16 @@ def test_a_keras_checkpoint_the_user_put_in_model_dir_is_the_warm_start(tf, tmp_
     model.save_weights(saved)
     fresh = _wine_functional(tf, seed=4)  # the same model, other weights
     with caplog.at_level("INFO", logger="k2e"):
-        est = k2e_core.convert(keras_model=fresh, model_dir=str(tmp_path),
-                               checkpoint_format=checkpoint_format)
+        est = k2e_core.convert(
+            keras_model=fresh, model_dir=str(tmp_path), checkpoint_format=checkpoint_format
+        )
     assert est._warm_start_settings.ckpt_to_initialize_from == saved
     assert "warm start from warm_start.ckpt" in caplog.text
     assert est.evaluate(_fn(tf, x, y))["loss"] == pytest.approx(trained_loss, rel=1e-5)
     est.train(_fn(tf, x, y, repeat=True), steps=5)  # and training goes on from it
-    again = k2e_core.convert(keras_model=fresh, model_dir=str(tmp_path),
-                             checkpoint_format=checkpoint_format)
+    again = k2e_core.convert(
+        keras_model=fresh, model_dir=str(tmp_path), checkpoint_format=checkpoint_format
+    )
     assert again.latest_checkpoint().endswith("model.ckpt-5")
 
 
@@ -216,7 +235,9 @@ def test_a_keras_checkpoint_of_another_model_is_replaced_saying_why(tf, tmp_path
     assert os.path.basename(est._warm_start_settings.ckpt_to_initialize_from) == "keras_model.ckpt"
     assert not (tmp_path / "keras" / "theirs.ckpt.index").exists()
     assert (tmp_path / "keras" / "k2e-data.json").exists()
-    assert est.evaluate(_fn(tf, x, y))["loss"] == pytest.approx(model.evaluate(x, y, verbose=0), rel=1e-5)
+    assert est.evaluate(_fn(tf, x, y))["loss"] == pytest.approx(
+        model.evaluate(x, y, verbose=0), rel=1e-5
+    )
 
 
 # --------------------------------------------------------------------------- MirroredStrategy
@@ -249,9 +270,13 @@ print(json.dumps({"keras": float(model.evaluate(x, y, verbose=0)), "first": floa
 
 def test_mirrored_strategy_trains_and_evaluates(tmp_path):
     """Two replicas (logical CPUs, which must be set before TensorFlow starts: a child)."""
-    done = subprocess.run([sys.executable, "-c", _MIRRORED, str(tmp_path / "md")],
-                          capture_output=True, text=True, timeout=300,
-                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    done = subprocess.run(
+        [sys.executable, "-c", _MIRRORED, str(tmp_path / "md")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     print(result)
@@ -262,6 +287,7 @@ def test_mirrored_strategy_trains_and_evaluates(tmp_path):
 
 
 # --------------------------------------------------------------------------- preprocessing layers
+
 
 def _penguin_rows():
     frame = penguins().dropna()
@@ -278,22 +304,30 @@ def _preprocessing_model(tf, layer):
         mode = layer.removeprefix("text_")
         values, inp = text[:, None], tf.keras.Input((1,), dtype=tf.string, name="x")
         prep = tf.keras.layers.TextVectorization(
-            output_mode=mode, **({"output_sequence_length": 3} if mode == "int" else {}))
+            output_mode=mode, **({"output_sequence_length": 3} if mode == "int" else {})
+        )
         prep.adapt(text)
         x = prep(inp)
         if mode == "int":
             x = tf.keras.layers.Flatten()(tf.keras.layers.Embedding(12, 4)(x))
     elif layer in ("string_lookup", "hashing"):
-        values, inp = frame.island.to_numpy(object)[:, None], tf.keras.Input((1,), dtype=tf.string, name="x")
+        values, inp = (
+            frame.island.to_numpy(object)[:, None],
+            tf.keras.Input((1,), dtype=tf.string, name="x"),
+        )
         if layer == "string_lookup":
             prep = tf.keras.layers.StringLookup(output_mode="one_hot")
             prep.adapt(values)
             x = prep(inp)
         else:
             x = tf.keras.layers.CategoryEncoding(8, output_mode="one_hot")(
-                tf.keras.layers.Hashing(8)(inp))
+                tf.keras.layers.Hashing(8)(inp)
+            )
     elif layer == "integer_lookup":
-        values, inp = frame.year.to_numpy(np.int64)[:, None], tf.keras.Input((1,), dtype=tf.int64, name="x")
+        values, inp = (
+            frame.year.to_numpy(np.int64)[:, None],
+            tf.keras.Input((1,), dtype=tf.int64, name="x"),
+        )
         prep = tf.keras.layers.IntegerLookup(output_mode="multi_hot")
         prep.adapt(values)
         x = prep(inp)
@@ -312,19 +346,25 @@ def _preprocessing_model(tf, layer):
             x = tf.keras.layers.CategoryEncoding(6, output_mode="one_hot")(prep(inp))
     x = tf.keras.layers.Dense(16, activation="relu")(tf.cast(x, tf.float32))
     model = tf.keras.Model(inp, tf.keras.layers.Dense(3, activation="softmax", name="species")(x))
-    model.compile(tf.keras.optimizers.legacy.Adam(0.02), "sparse_categorical_crossentropy",
-                  ["accuracy"])
+    model.compile(
+        tf.keras.optimizers.legacy.Adam(0.02), "sparse_categorical_crossentropy", ["accuracy"]
+    )
     labels = frame.species.map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}).to_numpy(np.int64)
     model.fit(values, labels, epochs=1, batch_size=32, verbose=0)
     return model, values, labels
 
 
-ADAPTED = ["string_lookup", "integer_lookup", "text_int", "text_multi_hot", "text_tf_idf",
-           "discretization"]
+ADAPTED = [
+    "string_lookup",
+    "integer_lookup",
+    "text_int",
+    "text_multi_hot",
+    "text_tf_idf",
+    "discretization",
+]
 
 
-@pytest.mark.parametrize("layer", [*ADAPTED,
-                                   "normalization", "hashing"])
+@pytest.mark.parametrize("layer", [*ADAPTED, "normalization", "hashing"])
 def test_preprocessing_layers_evaluate_predict_and_train_as_keras_does(tf, tmp_path, layer):
     import k2e_core
     from k2e_core import conversion
@@ -341,8 +381,11 @@ def test_preprocessing_layers_evaluate_predict_and_train_as_keras_does(tf, tmp_p
     trained = est.evaluate(_fn(tf, values, labels))
     assert trained["loss"] < keras_loss
     keras = conversion.keras_model_at(model, est.latest_checkpoint())
-    keras.compile(optimizer=tf.keras.optimizers.legacy.SGD(),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    keras.compile(
+        optimizer=tf.keras.optimizers.legacy.SGD(),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     assert keras.evaluate(values, labels, verbose=0)[0] == pytest.approx(trained["loss"], rel=1e-5)
 
 
@@ -356,17 +399,25 @@ def test_adapted_layers_are_an_upstream_defect(converter, tf, tmp_path, layer):
 
 # --------------------------------------------------------------------------- exact evaluation
 
+
 @pytest.mark.parametrize("rank", [1, 2])
 def test_evaluation_equals_keras_evaluate_at_any_batch_size(converter, tf, tmp_path, rank):
     frame = sklearn_frame("diabetes").iloc[:89]
     x = frame.drop(columns="target").to_numpy(np.float32)
     y = frame["target"].to_numpy(np.float32)
     tf.keras.utils.set_random_seed(6)
-    model = tf.keras.Sequential([tf.keras.Input((10,), name="x"),
-                                 tf.keras.layers.Dense(8, activation="relu"),
-                                 tf.keras.layers.Dense(1)])
-    model.compile(tf.keras.optimizers.legacy.Adam(0.1), "mse",
-                  ["mae", tf.keras.metrics.RootMeanSquaredError(name="rmse")])
+    model = tf.keras.Sequential(
+        [
+            tf.keras.Input((10,), name="x"),
+            tf.keras.layers.Dense(8, activation="relu"),
+            tf.keras.layers.Dense(1),
+        ]
+    )
+    model.compile(
+        tf.keras.optimizers.legacy.Adam(0.1),
+        "mse",
+        ["mae", tf.keras.metrics.RootMeanSquaredError(name="rmse")],
+    )
     model.fit(x, y, epochs=20, verbose=0)
     keras = dict(zip(["loss", "mae", "rmse"], model.evaluate(x, y, verbose=0)))
     est = converter(keras_model=model, model_dir=str(tmp_path))
@@ -387,34 +438,47 @@ def test_adapted_layers_inside_a_nested_model(tf, tmp_path):
     labels = frame.species.map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}).to_numpy(np.int64)
     lookup = tf.keras.layers.StringLookup(output_mode="one_hot")
     lookup.adapt(values)
-    block = tf.keras.Sequential([tf.keras.Input((1,), dtype=tf.string), lookup,
-                                 tf.keras.layers.Dense(4, activation="relu")], name="block")
+    block = tf.keras.Sequential(
+        [
+            tf.keras.Input((1,), dtype=tf.string),
+            lookup,
+            tf.keras.layers.Dense(4, activation="relu"),
+        ],
+        name="block",
+    )
     inp = tf.keras.Input((1,), dtype=tf.string, name="x")
     model = tf.keras.Model(inp, tf.keras.layers.Dense(3, activation="softmax")(block(inp)))
     model.compile(tf.keras.optimizers.legacy.Adam(0.05), "sparse_categorical_crossentropy")
     model.fit(values, labels, epochs=3, verbose=0)
     est = k2e_core.convert(keras_model=model, model_dir=str(tmp_path))
     assert est.evaluate(_fn(tf, values, labels))["loss"] == pytest.approx(
-        model.evaluate(values, labels, verbose=0), rel=1e-5)
+        model.evaluate(values, labels, verbose=0), rel=1e-5
+    )
 
 
 # --------------------------------------------------------------------------- Keras applications
 
-@pytest.mark.parametrize("application", ["MobileNetV3Small"])  # EfficientNetB0, ResNet50 pass too (30-60 s each)
+
+@pytest.mark.parametrize(
+    "application", ["MobileNetV3Small"]
+)  # EfficientNetB0, ResNet50 pass too (30-60 s each)
 def test_keras_applications_evaluate_as_keras_and_train(tf, tmp_path, application):
     """Keras' own architectures (BatchNorm, Rescaling, hard-swish, depthwise convolutions),
     on scikit-learn's digits scaled to 32x32 RGB."""
-    import k2e_core
     from sklearn.datasets import load_digits
+
+    import k2e_core
 
     digits = load_digits()
     x = np.repeat(np.repeat(digits.images[:64, :, :, None] * 16, 4, 1), 4, 2)
     x, y = np.repeat(x, 3, -1).astype(np.float32), digits.target[:64]
     tf.keras.utils.set_random_seed(8)
-    model = getattr(tf.keras.applications, application)(input_shape=(32, 32, 3), weights=None,
-                                                        classes=10)
-    model.compile(tf.keras.optimizers.legacy.Adam(1e-3), "sparse_categorical_crossentropy",
-                  ["accuracy"])
+    model = getattr(tf.keras.applications, application)(
+        input_shape=(32, 32, 3), weights=None, classes=10
+    )
+    model.compile(
+        tf.keras.optimizers.legacy.Adam(1e-3), "sparse_categorical_crossentropy", ["accuracy"]
+    )
     model.fit(x, y, epochs=1, batch_size=32, verbose=0)
     keras_loss, keras_accuracy = model.evaluate(x, y, verbose=0)
     est = k2e_core.convert(keras_model=model, model_dir=str(tmp_path))

@@ -44,25 +44,37 @@ def _replace(rows, index, row):
 
 CASES = {
     # name: (rows -> rows, expected message part)
-    "ragged row": (lambda rows: _replace(rows, 40, rows[40] + ",7"),
-                   "line 42 has 6 fields, the header 5; fix the row"),
-    "text beyond the type sample": (lambda rows: _replace(rows, 4998, "5.1,abc,1.4,0.2,0"),
-                                    "line 5000 column 'sepal_width': 'abc' is not a number"),
-    "label outside the classes": (lambda rows: _replace(rows, 148, "5.1,3.5,1.4,0.2,7"),
-                                  "line 150 column 'species': label 7 is outside the model's 3 "
-                                  "classes (0..2)"),
-    "empty cell": (lambda rows: _replace(rows, 9, "5.1,,1.4,0.2,0"),
-                   "line 11 column 'sepal_width' is missing ('')"),
-    "8 MB field": (lambda rows: _replace(rows, 2, "5.1,3.5,1.4,0.2," + "1" * 8_000_000),
-                   "line 4: field larger than field limit"),
-    "fractional class id": (lambda rows: _replace(rows, 20, "5.1,3.5,1.4,0.2,1.5"),
-                            "line 22 column 'species': label 1.5 is not a class id (0..2)"),
+    "ragged row": (
+        lambda rows: _replace(rows, 40, rows[40] + ",7"),
+        "line 42 has 6 fields, the header 5; fix the row",
+    ),
+    "text beyond the type sample": (
+        lambda rows: _replace(rows, 4998, "5.1,abc,1.4,0.2,0"),
+        "line 5000 column 'sepal_width': 'abc' is not a number",
+    ),
+    "label outside the classes": (
+        lambda rows: _replace(rows, 148, "5.1,3.5,1.4,0.2,7"),
+        "line 150 column 'species': label 7 is outside the model's 3 classes (0..2)",
+    ),
+    "empty cell": (
+        lambda rows: _replace(rows, 9, "5.1,,1.4,0.2,0"),
+        "line 11 column 'sepal_width' is missing ('')",
+    ),
+    "8 MB field": (
+        lambda rows: _replace(rows, 2, "5.1,3.5,1.4,0.2," + "1" * 8_000_000),
+        "line 4: field larger than field limit",
+    ),
+    "fractional class id": (
+        lambda rows: _replace(rows, 20, "5.1,3.5,1.4,0.2,1.5"),
+        "line 22 column 'species': label 1.5 is not a class id (0..2)",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_rows_stop_validate_and_run_with_file_line_column_and_exit_2(case, iris_spec, example_data,
-                                                                        tmp_path, capsys):
+def test_bad_rows_stop_validate_and_run_with_file_line_column_and_exit_2(
+    case, iris_spec, example_data, tmp_path, capsys
+):
     change, expected = CASES[case]
     header, rows = _iris_rows(example_data, copies=50)
     train = _write(tmp_path / "train.csv", header, change(rows))
@@ -71,12 +83,16 @@ def test_bad_rows_stop_validate_and_run_with_file_line_column_and_exit_2(case, i
     for command in ("validate", "run"):
         code, err = _cli(capsys, command, path)
         assert code == 2 and len(err) == 1, err
-        assert err[0].startswith(f"k2e: error: data.train.files: {train} ") and expected in err[0], err
+        assert (
+            err[0].startswith(f"k2e: error: data.train.files: {train} ") and expected in err[0]
+        ), err
     assert not os.path.exists(iris_spec["model_dir"] + "/model.ckpt-0.index")
     assert not os.path.exists(iris_spec["export"]["base"])
 
 
-def test_a_sample_beyond_the_budget_and_every_row_with_full(iris_spec, example_data, tmp_path, capsys):
+def test_a_sample_beyond_the_budget_and_every_row_with_full(
+    iris_spec, example_data, tmp_path, capsys
+):
     header, rows = _iris_rows(example_data, copies=200)  # 24,000 rows, about 0.5 MB
     rows[-10] = "5.1,3.5,1.4,0.2,9"
     iris_spec["data"]["train"] = {"files": _write(tmp_path / "train.csv", header, rows)}
@@ -89,7 +105,9 @@ def test_a_sample_beyond_the_budget_and_every_row_with_full(iris_spec, example_d
     assert code == 2 and f"line {len(rows) - 8} column 'species': label 9" in err[0], err
 
 
-def test_an_error_that_surfaces_mid_run_names_files_and_column(iris_spec, example_data, tmp_path, capsys):
+def test_an_error_that_surfaces_mid_run_names_files_and_column(
+    iris_spec, example_data, tmp_path, capsys
+):
     header, rows = _iris_rows(example_data)
     train = _write(tmp_path / "train.csv", header, _replace(rows, 30, "5.1,,1.4,0.2,0"))
     iris_spec["data"]["train"] = {"files": train}
@@ -108,7 +126,9 @@ def test_files_of_one_split_must_share_their_header(iris_spec, example_data, tmp
     header, rows = _iris_rows(example_data)
     _write(tmp_path / "a.csv", header, rows)
     columns = header.split(",")
-    _write(tmp_path / "b.csv", ",".join(columns[::-1]), [",".join(r.split(",")[::-1]) for r in rows])
+    _write(
+        tmp_path / "b.csv", ",".join(columns[::-1]), [",".join(r.split(",")[::-1]) for r in rows]
+    )
     iris_spec["data"]["train"] = {"files": str(tmp_path / "*.csv")}
     with pytest.raises(SpecError, match=r"b.csv has the header .* but .*a.csv has"):
         job.validate(iris_spec)
@@ -122,45 +142,67 @@ def test_tfrecord_and_npz_problems_are_named_by_record_and_row(example_data, tmp
     with tf.io.TFRecordWriter(str(tmp_path / "bad.tfrecord")) as writer:
         for i in range(260):
             values = [0.0] * (1000 if i != 249 else 999)  # past the records read for the types
-            feature = {"posts_input": tf.train.Feature(float_list=tf.train.FloatList(value=values)),
-                       "labels": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0] + [0.0] * 19))}
-            writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
-    spec = {"model": {"factory": os.path.join(EXAMPLES, "models.py") + ":bag_of_words_model"},
-            "model_dir": str(tmp_path / "model"),
-            "data": {"train": {"files": str(tmp_path / "bad.tfrecord")}}, "train": {"steps": 1}}
-    with pytest.raises(SpecError, match=r"bad.tfrecord record 250 feature 'posts_input' holds 999 "
-                       "values, earlier records 1000"):
+            feature = {
+                "posts_input": tf.train.Feature(float_list=tf.train.FloatList(value=values)),
+                "labels": tf.train.Feature(float_list=tf.train.FloatList(value=[1.0] + [0.0] * 19)),
+            }
+            writer.write(
+                tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+            )
+    spec = {
+        "model": {"factory": os.path.join(EXAMPLES, "models.py") + ":bag_of_words_model"},
+        "model_dir": str(tmp_path / "model"),
+        "data": {"train": {"files": str(tmp_path / "bad.tfrecord")}},
+        "train": {"steps": 1},
+    }
+    with pytest.raises(
+        SpecError,
+        match=r"bad.tfrecord record 250 feature 'posts_input' holds 999 "
+        "values, earlier records 1000",
+    ):
         job.validate(spec)
 
     with np.load(example_data / "two_io_train.npz") as arrays:
         arrays = dict(arrays)
     arrays["input_a"][12, 3] = np.nan
     np.savez(tmp_path / "nan.npz", **arrays)
-    spec = {"model": {"factory": os.path.join(EXAMPLES, "models.py") + ":two_input_two_output_model"},
-            "model_dir": str(tmp_path / "model2"),
-            "data": {"train": {"files": str(tmp_path / "nan.npz")}}, "train": {"steps": 1}}
+    spec = {
+        "model": {"factory": os.path.join(EXAMPLES, "models.py") + ":two_input_two_output_model"},
+        "model_dir": str(tmp_path / "model2"),
+        "data": {"train": {"files": str(tmp_path / "nan.npz")}},
+        "train": {"steps": 1},
+    }
     with pytest.raises(SpecError, match=r"nan.npz row 13 column 'input_a' is missing"):
         job.validate(spec)
     (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04 not really a zip archive")
     spec["data"]["train"]["files"] = str(tmp_path / "corrupt.npz")
-    with pytest.raises(SpecError, match=r"data.train.files: .*corrupt.npz is not a NumPy .npz file"):
+    with pytest.raises(
+        SpecError, match=r"data.train.files: .*corrupt.npz is not a NumPy .npz file"
+    ):
         job.validate(spec)
 
 
-@pytest.mark.parametrize("field, value, expected", [
-    ("missing", "fill", "data.missing"),
-    ("missing", {"sepal_width": {"mean": 1}}, "data.missing: Value error, missing.sepal_width"),
-    ("missing", {"nope": 1.0}, "data.missing.nope: 'nope' is not a column the job reads"),
-    ("missing", {"species": 0}, "data.missing.species: a missing label cannot be filled"),
-    ("columns", {"sepal_width": "text"}, "data.columns.sepal_width"),
-    ("decode", {"sepal_width": {"format": "png"}}, "data.decode.sepal_width: an image column must "
-                                                    "feed one model input on its own"),
-    ("label_vocabulary", ["a", "a", "b"], "data.label_vocabulary.species: lists a class twice"),
-    ("scan_mb", -1, "data.scan_mb"),
-    ("na_values", "NA", "data.na_values"),
-])
-def test_bad_values_of_the_data_fields_are_one_line_errors(field, value, expected, iris_spec,
-                                                           tmp_path, capsys):
+@pytest.mark.parametrize(
+    "field, value, expected",
+    [
+        ("missing", "fill", "data.missing"),
+        ("missing", {"sepal_width": {"mean": 1}}, "data.missing: Value error, missing.sepal_width"),
+        ("missing", {"nope": 1.0}, "data.missing.nope: 'nope' is not a column the job reads"),
+        ("missing", {"species": 0}, "data.missing.species: a missing label cannot be filled"),
+        ("columns", {"sepal_width": "text"}, "data.columns.sepal_width"),
+        (
+            "decode",
+            {"sepal_width": {"format": "png"}},
+            "data.decode.sepal_width: an image column must feed one model input on its own",
+        ),
+        ("label_vocabulary", ["a", "a", "b"], "data.label_vocabulary.species: lists a class twice"),
+        ("scan_mb", -1, "data.scan_mb"),
+        ("na_values", "NA", "data.na_values"),
+    ],
+)
+def test_bad_values_of_the_data_fields_are_one_line_errors(
+    field, value, expected, iris_spec, tmp_path, capsys
+):
     iris_spec["data"][field] = value
     code, err = _cli(capsys, "validate", _spec_file(tmp_path, iris_spec))
     assert code == 2 and len(err) == 1, err

@@ -19,14 +19,20 @@ def test_checkpoints_are_saved_by_time_by_default_and_by_steps_when_asked(iris_s
     from k2e_core import job
 
     def checkpoints(model_dir):
-        return sorted(int(n.split("-")[1].split(".")[0]) for n in os.listdir(model_dir)
-                      if n.startswith("model.ckpt-") and n.endswith(".index"))
+        return sorted(
+            int(n.split("-")[1].split(".")[0])
+            for n in os.listdir(model_dir)
+            if n.startswith("model.ckpt-") and n.endswith(".index")
+        )
 
     by_time = dict(iris_spec, train={"steps": 2500})
     job.train_step(by_time)
     assert checkpoints(iris_spec["model_dir"]) == [0, 2500]
-    by_steps = dict(by_time, model_dir=iris_spec["model_dir"] + "-steps",
-                    run_config={"save_checkpoints_steps": 1000})
+    by_steps = dict(
+        by_time,
+        model_dir=iris_spec["model_dir"] + "-steps",
+        run_config={"save_checkpoints_steps": 1000},
+    )
     job.train_step(by_steps)
     assert checkpoints(by_steps["model_dir"]) == [0, 1000, 2000, 2500]
 
@@ -98,12 +104,20 @@ def test_training_learns_what_keras_fit_learns(iris_spec, example_models, gen, t
 def test_early_stopping_stops_before_train_steps(iris_spec):
     from k2e_core import job
 
-    spec = dict(iris_spec, train={
-        "steps": 2000,
-        # loss keeps falling, so "no increase" triggers as soon as patience runs out
-        "early_stopping": {"metric": "loss", "mode": "max", "patience_steps": 20,
-                           "check_every_steps": 10},
-    }, run_config={"save_checkpoints_steps": 10, "log_every_secs": 1})
+    spec = dict(
+        iris_spec,
+        train={
+            "steps": 2000,
+            # loss keeps falling, so "no increase" triggers as soon as patience runs out
+            "early_stopping": {
+                "metric": "loss",
+                "mode": "max",
+                "patience_steps": 20,
+                "check_every_steps": 10,
+            },
+        },
+        run_config={"save_checkpoints_steps": 10, "log_every_secs": 1},
+    )
     result = job.train_step(spec)
     assert result["stopped_early"] is True
     assert result["global_step"] < 200
@@ -115,8 +129,15 @@ def test_tf_example_serving_signature(iris_spec, tf):
     spec = dict(iris_spec, export=dict(iris_spec["export"], serving_input="tf_example"))
     result = job.run(spec)
     served = tf.saved_model.load(result["export_path"]).signatures["serving_default"]
-    example = tf.train.Example(features=tf.train.Features(feature={
-        "dense_input": tf.train.Feature(float_list=tf.train.FloatList(value=[5.0, 3.4, 1.5, 0.2]))}))
+    example = tf.train.Example(
+        features=tf.train.Features(
+            feature={
+                "dense_input": tf.train.Feature(
+                    float_list=tf.train.FloatList(value=[5.0, 3.4, 1.5, 0.2])
+                )
+            }
+        )
+    )
     out = served(examples=tf.constant([example.SerializeToString()]))
     assert list(out.values())[0].shape == (1, 3)
 
@@ -137,8 +158,11 @@ def test_export_that_disagrees_with_keras_is_not_published(iris_spec, monkeypatc
     with pytest.raises(ExportMismatch, match="differs from the Keras model"):
         job.export_step(iris_spec)
     assert _versions(iris_spec["export"]["base"]) == []
-    assert not [n for n in os.listdir(iris_spec["export"]["base"]) if not n.startswith(".")] \
-        if os.path.isdir(iris_spec["export"]["base"]) else True
+    assert (
+        not [n for n in os.listdir(iris_spec["export"]["base"]) if not n.startswith(".")]
+        if os.path.isdir(iris_spec["export"]["base"])
+        else True
+    )
 
 
 def test_multi_io_npz_job_with_renamed_metrics_and_heads(example_data, tmp_path, tf):
@@ -148,15 +172,21 @@ def test_multi_io_npz_job_with_renamed_metrics_and_heads(example_data, tmp_path,
     spec = {
         "model": {
             "factory": os.path.join(EXAMPLES, "models.py") + ":two_input_two_output_model",
-            "metric_names_map": {"dense_2_categorical_accuracy": "acc_1",
-                                 "dense_3_categorical_accuracy": "acc_2"},
-            "export_outputs": {"serving_default": {"kind": "predict"},
-                               "dense_2": {"kind": "classification"},
-                               "dense_3": {"kind": "predict", "output": "dense_3"}},
+            "metric_names_map": {
+                "dense_2_categorical_accuracy": "acc_1",
+                "dense_3_categorical_accuracy": "acc_2",
+            },
+            "export_outputs": {
+                "serving_default": {"kind": "predict"},
+                "dense_2": {"kind": "classification"},
+                "dense_3": {"kind": "predict", "output": "dense_3"},
+            },
         },
         "model_dir": str(tmp_path / "model"),
-        "data": {"train": {"files": str(example_data / "two_io_train.npz")},
-                 "eval": {"files": str(example_data / "two_io_test.npz")}},
+        "data": {
+            "train": {"files": str(example_data / "two_io_train.npz")},
+            "eval": {"files": str(example_data / "two_io_test.npz")},
+        },
         "train": {"steps": 40},
         "export": {"base": str(tmp_path / "export")},
     }
@@ -164,7 +194,8 @@ def test_multi_io_npz_job_with_renamed_metrics_and_heads(example_data, tmp_path,
     assert {"acc_1", "acc_2", "loss"} <= set(result["metrics"])
     assert result["signatures"] == ["dense_2", "dense_3", "serving_default"]
     scores = tf.saved_model.load(result["export_path"]).signatures["dense_2"](
-        input_a=tf.zeros([2, 16]), input_b=tf.zeros([2, 16]))["scores"]
+        input_a=tf.zeros([2, 16]), input_b=tf.zeros([2, 16])
+    )["scores"]
     np.testing.assert_allclose(scores.numpy().sum(1), [1.0, 1.0], rtol=1e-5)
 
 
@@ -175,8 +206,10 @@ def test_bag_of_words_tfrecord_job(example_data, tmp_path):
     spec = {
         "model": {"factory": os.path.join(EXAMPLES, "models.py") + ":bag_of_words_model"},
         "model_dir": str(tmp_path / "model"),
-        "data": {"train": {"files": str(example_data / "bow_train.tfrecord")},
-                 "eval": {"files": str(example_data / "bow_test.tfrecord")}},
+        "data": {
+            "train": {"files": str(example_data / "bow_train.tfrecord")},
+            "eval": {"files": str(example_data / "bow_test.tfrecord")},
+        },
         "train": {"steps": 100},
         "export": {"base": str(tmp_path / "export")},
     }

@@ -35,12 +35,14 @@ def _trained_keras(spec):
 
     with job._job(spec) as j:
         model = conversion.keras_model_at(j.model, tf.train.latest_checkpoint(spec["model_dir"]))
-        model.compile(optimizer=tf.keras.optimizers.legacy.SGD(), loss=j.model.loss,
-                      metrics=["accuracy"])
+        model.compile(
+            optimizer=tf.keras.optimizers.legacy.SGD(), loss=j.model.loss, metrics=["accuracy"]
+        )
         return model
 
 
 # --------------------------------------------------------------------------- column order
+
 
 def test_columns_in_any_order_give_what_keras_gives_on_the_same_rows(tmp_path):
     """wine as pandas writes it with the label first; features listed in another order than
@@ -52,19 +54,29 @@ def test_columns_in_any_order_give_what_keras_gives_on_the_same_rows(tmp_path):
     path = tmp_path / "wine.csv"
     frame.to_csv(path, index=False)
     features = [c for c in frame.columns if c not in ("target", "w")][::-1]
-    spec = _spec(tmp_path, "wine_model", path, steps=300, batch_size=256,
-                 features={"x": features}, labels="target", sample_weight="w")
+    spec = _spec(
+        tmp_path,
+        "wine_model",
+        path,
+        steps=300,
+        batch_size=256,
+        features={"x": features},
+        labels="target",
+        sample_weight="w",
+    )
     assert job.validate(spec)["features"] == {"x": features}
     result = job.run(spec)
     assert result["metrics"]["accuracy"] > 0.9
     keras = _trained_keras(spec)
-    loss, accuracy = keras.evaluate(frame[features].to_numpy(np.float32), frame["target"].to_numpy(),
-                                    batch_size=256, verbose=0)
+    loss, accuracy = keras.evaluate(
+        frame[features].to_numpy(np.float32), frame["target"].to_numpy(), batch_size=256, verbose=0
+    )
     assert result["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
     assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
 
 # --------------------------------------------------------------------------- sample weights
+
 
 def test_sample_weights_train_and_evaluate_as_keras_fit_does(tmp_path):
     """breast_cancer, weight 0 on every malignant (class 0) row, the weight column first:
@@ -80,24 +92,51 @@ def test_sample_weights_train_and_evaluate_as_keras_fit_does(tmp_path):
     features = [c for c in frame.columns if c not in ("target", "weight")]
     x, y = frame[features].to_numpy(np.float32), frame["target"].to_numpy(np.float32)
     weights = frame["weight"].to_numpy(np.float32)
-    spec = _spec(tmp_path, "cancer_model", path, steps=300, batch_size=1024,
-                 features={"x": features}, labels="target", sample_weight="weight")
+    spec = _spec(
+        tmp_path,
+        "cancer_model",
+        path,
+        steps=300,
+        batch_size=1024,
+        features={"x": features},
+        labels="target",
+        sample_weight="weight",
+    )
     weighted = job.run(spec)
-    recall_0 = float(((_trained_keras(spec).predict(x, verbose=0)[:, 0] < 0.5) & (y == 0)).sum() / (y == 0).sum())
+    recall_0 = float(
+        ((_trained_keras(spec).predict(x, verbose=0)[:, 0] < 0.5) & (y == 0)).sum() / (y == 0).sum()
+    )
 
     fit = real_data.cancer_model()
-    ds = tf.data.Dataset.from_tensor_slices((x, y, weights)).shuffle(1024, seed=1).repeat().batch(1024)
+    ds = (
+        tf.data.Dataset.from_tensor_slices((x, y, weights))
+        .shuffle(1024, seed=1)
+        .repeat()
+        .batch(1024)
+    )
     fit.fit(ds, steps_per_epoch=300, epochs=1, verbose=0)
-    keras_recall_0 = float(((fit.predict(x, verbose=0)[:, 0] < 0.5) & (y == 0)).sum() / (y == 0).sum())
+    keras_recall_0 = float(
+        ((fit.predict(x, verbose=0)[:, 0] < 0.5) & (y == 0)).sum() / (y == 0).sum()
+    )
 
-    plain = job.run(dict(spec, model_dir=str(tmp_path / "plain"),
-                         export={"base": str(tmp_path / "plain-export")},
-                         data=dict(spec["data"], sample_weight=None)))
+    plain = job.run(
+        dict(
+            spec,
+            model_dir=str(tmp_path / "plain"),
+            export={"base": str(tmp_path / "plain-export")},
+            data=dict(spec["data"], sample_weight=None),
+        )
+    )
     plain_spec = dict(spec, model_dir=str(tmp_path / "plain"))
-    plain_recall_0 = float(((_trained_keras(plain_spec).predict(x, verbose=0)[:, 0] < 0.5) & (y == 0)).sum()
-                           / (y == 0).sum())
+    plain_recall_0 = float(
+        ((_trained_keras(plain_spec).predict(x, verbose=0)[:, 0] < 0.5) & (y == 0)).sum()
+        / (y == 0).sum()
+    )
     assert recall_0 < 0.5 and abs(recall_0 - keras_recall_0) < 0.1 and plain_recall_0 > 0.9, (
-        recall_0, keras_recall_0, plain_recall_0)
+        recall_0,
+        keras_recall_0,
+        plain_recall_0,
+    )
     loss, _ = _trained_keras(spec).evaluate(x, y, sample_weight=weights, batch_size=1024, verbose=0)
     assert weighted["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
     assert plain["metrics"]["loss"] != pytest.approx(weighted["metrics"]["loss"], rel=1e-2)
@@ -110,14 +149,22 @@ def test_sample_weights_reach_every_output_of_a_multi_output_model(example_data,
     for split in ("train", "test"):
         with np.load(example_data / f"two_io_{split}.npz") as arrays:
             arrays = dict(arrays)
-        arrays["w"] = np.zeros(len(arrays["input_a"]), np.float32) if split == "test" else \
-            np.ones(len(arrays["input_a"]), np.float32)
+        arrays["w"] = (
+            np.zeros(len(arrays["input_a"]), np.float32)
+            if split == "test"
+            else np.ones(len(arrays["input_a"]), np.float32)
+        )
         np.savez(tmp_path / f"{split}.npz", **arrays)
-    spec = {"model": {"factory": os.path.join(EXAMPLES, "models.py") + ":two_input_two_output_model"},
-            "model_dir": str(tmp_path / "model"),
-            "data": {"train": {"files": str(tmp_path / "train.npz")},
-                     "eval": {"files": str(tmp_path / "test.npz")}, "sample_weight": "w"},
-            "train": {"steps": 20}}
+    spec = {
+        "model": {"factory": os.path.join(EXAMPLES, "models.py") + ":two_input_two_output_model"},
+        "model_dir": str(tmp_path / "model"),
+        "data": {
+            "train": {"files": str(tmp_path / "train.npz")},
+            "eval": {"files": str(tmp_path / "test.npz")},
+            "sample_weight": "w",
+        },
+        "train": {"steps": 20},
+    }
     job.train_step(spec)
     metrics = job.evaluate_step(spec)["metrics"]
     assert metrics["loss"] == 0.0  # every eval weight is 0: no output contributes
@@ -127,11 +174,17 @@ def test_sample_weights_reach_every_output_of_a_multi_output_model(example_data,
 
 # --------------------------------------------------------------------------- missing values
 
+
 def test_missing_values_stop_validate_naming_column_file_and_line(tmp_path):
     from k2e_core import cli
 
-    spec = _spec(tmp_path, "penguin_model", real_data.penguins_csv(),
-                 features={"measurements": PENGUIN_MEASUREMENTS}, labels="species")
+    spec = _spec(
+        tmp_path,
+        "penguin_model",
+        real_data.penguins_csv(),
+        features={"measurements": PENGUIN_MEASUREMENTS},
+        labels="species",
+    )
     path = tmp_path / "job.json"
     path.write_text(json.dumps(spec))
     assert cli.main(["validate", str(path)]) == 2
@@ -148,26 +201,38 @@ def test_missing_values_stop_validate_naming_column_file_and_line(tmp_path):
 def test_drop_skips_rows_with_missing_values_and_counts_them(tmp_path, caplog):
     from k2e_core import job
 
-    spec = _spec(tmp_path, "penguin_model", real_data.penguins_csv(), missing="drop",
-                 features={"measurements": PENGUIN_MEASUREMENTS}, labels="species")
+    spec = _spec(
+        tmp_path,
+        "penguin_model",
+        real_data.penguins_csv(),
+        missing="drop",
+        features={"measurements": PENGUIN_MEASUREMENTS},
+        labels="species",
+    )
     frame = real_data.penguins()[["species", *PENGUIN_MEASUREMENTS]]
     dropped = int(frame.isna().any(axis=1).sum())
     with caplog.at_level("INFO", logger="k2e"):
         checked = job.validate(spec)
-    assert checked["checked"]["data.train"] == {"rows": len(frame), "complete": True,
-                                               "dropped": dropped}
+    assert checked["checked"]["data.train"] == {
+        "rows": len(frame),
+        "complete": True,
+        "dropped": dropped,
+    }
     assert f"{dropped} with missing values skipped" in caplog.text
     result = job.run(dict(spec, data=dict(spec["data"], batch_size=512)))
     assert result["metrics"]["accuracy"] > 0.9
     clean = frame.dropna()
     codes = clean["species"].map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}).to_numpy()
     loss, accuracy = _trained_keras(spec).evaluate(
-        clean[PENGUIN_MEASUREMENTS].to_numpy(np.float32), codes, batch_size=512, verbose=0)
+        clean[PENGUIN_MEASUREMENTS].to_numpy(np.float32), codes, batch_size=512, verbose=0
+    )
     assert result["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
     assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
     from k2e_core.serving import predict_version
 
-    served = predict_version(result["export_path"], [[39.1, 18.7, 181.0, 3750.0], [46.5, 13.5, 210.0, 4550.0]])
+    served = predict_version(
+        result["export_path"], [[39.1, 18.7, 181.0, 3750.0], [46.5, 13.5, 210.0, 4550.0]]
+    )
     assert json.loads(json.dumps(served))["outputs"]["class"] == ["Adelie", "Gentoo"]
 
 
@@ -176,15 +241,27 @@ def test_fills_come_from_the_training_data_and_apply_in_the_serving_signature(tm
     from k2e_core._tensorflow import tf
 
     frame = real_data.penguins()
-    spec = _spec(tmp_path, "penguin_model", real_data.penguins_csv(),
-                 features={"measurements": PENGUIN_MEASUREMENTS}, labels="species",
-                 missing={"bill_length_mm": "median", "bill_depth_mm": "mean",
-                          "flipper_length_mm": "most_frequent", "body_mass_g": 4000})
+    spec = _spec(
+        tmp_path,
+        "penguin_model",
+        real_data.penguins_csv(),
+        features={"measurements": PENGUIN_MEASUREMENTS},
+        labels="species",
+        missing={
+            "bill_length_mm": "median",
+            "bill_depth_mm": "mean",
+            "flipper_length_mm": "most_frequent",
+            "body_mass_g": 4000,
+        },
+    )
     spec["export"]["serving_input"] = "tf_example"
     result = job.run(spec)
-    fills = {"bill_length_mm": frame.bill_length_mm.median(),
-             "bill_depth_mm": frame.bill_depth_mm.mean(),
-             "flipper_length_mm": frame.flipper_length_mm.mode().min(), "body_mass_g": 4000.0}
+    fills = {
+        "bill_length_mm": frame.bill_length_mm.median(),
+        "bill_depth_mm": frame.bill_depth_mm.mean(),
+        "flipper_length_mm": frame.flipper_length_mm.mode().min(),
+        "body_mass_g": 4000.0,
+    }
     with open(result["manifest"]) as f:
         recorded = json.load(f)["source"]["data"]["fills"]
     assert recorded == pytest.approx(fills)
@@ -200,15 +277,20 @@ def test_fills_come_from_the_training_data_and_apply_in_the_serving_signature(tm
     got = signature(examples=tf.constant([example([np.nan, *row[1:]]), example(filled)]))
     np.testing.assert_allclose(got["species"][0], got["species"][1])
     keras = _trained_keras(spec)
-    np.testing.assert_allclose(got["species"][1], keras.predict(np.array([filled], np.float32),
-                                                                verbose=0)[0], atol=1e-5)
+    np.testing.assert_allclose(
+        got["species"][1], keras.predict(np.array([filled], np.float32), verbose=0)[0], atol=1e-5
+    )
     absent = tf.train.Example().SerializeToString()  # no feature at all: every column's fill
     every = [fills[c] for c in PENGUIN_MEASUREMENTS]
-    np.testing.assert_allclose(signature(examples=tf.constant([absent]))["species"][0],
-                               keras.predict(np.array([every], np.float32), verbose=0)[0], atol=1e-5)
+    np.testing.assert_allclose(
+        signature(examples=tf.constant([absent]))["species"][0],
+        keras.predict(np.array([every], np.float32), verbose=0)[0],
+        atol=1e-5,
+    )
 
 
 # --------------------------------------------------------------------------- text labels
+
 
 def test_text_labels_train_like_class_ids_and_serving_returns_class_names(tmp_path):
     from k2e_core import job
@@ -218,7 +300,9 @@ def test_text_labels_train_like_class_ids_and_serving_returns_class_names(tmp_pa
     text = tmp_path / "penguins.csv"
     frame.to_csv(text, index=False)
     ids = tmp_path / "penguins-ids.csv"
-    frame.assign(species=frame.species.map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2})).to_csv(ids, index=False)
+    frame.assign(species=frame.species.map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2})).to_csv(
+        ids, index=False
+    )
     common = dict(features={"measurements": PENGUIN_MEASUREMENTS}, labels="species")
     spec = _spec(tmp_path, "penguin_model", text, **common)
     spec["model"]["export_outputs"] = {"species": {"kind": "classification"}}
@@ -226,15 +310,17 @@ def test_text_labels_train_like_class_ids_and_serving_returns_class_names(tmp_pa
     spec["data"]["batch_size"] = 512
     by_name = job.run(spec)
     codes = frame.species.map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}).to_numpy()
-    loss, accuracy = _trained_keras(spec).evaluate(frame[PENGUIN_MEASUREMENTS].to_numpy(np.float32),
-                                                   codes, batch_size=512, verbose=0)
+    loss, accuracy = _trained_keras(spec).evaluate(
+        frame[PENGUIN_MEASUREMENTS].to_numpy(np.float32), codes, batch_size=512, verbose=0
+    )
     assert by_name["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
     assert by_name["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6) and accuracy > 0.9
     by_id = job.run(_spec(tmp_path / "ids", "penguin_model", ids, **common, batch_size=512))
     assert by_id["metrics"]["accuracy"] == pytest.approx(accuracy, abs=0.02)
     with open(by_name["manifest"]) as f:
         assert json.load(f)["source"]["data"]["label_vocabulary"] == {
-            "species": ["Adelie", "Chinstrap", "Gentoo"]}
+            "species": ["Adelie", "Chinstrap", "Gentoo"]
+        }
     evaluated = job.evaluate_step(spec)
     assert evaluated["confusion_matrix"]["categories"] == ["Adelie", "Chinstrap", "Gentoo"]
 
@@ -242,9 +328,16 @@ def test_text_labels_train_like_class_ids_and_serving_returns_class_names(tmp_pa
     rows = frame.iloc[[0, 200, 300]]
     examples = []
     for _, row in rows.iterrows():
-        feature = {"measurements": tf.train.Feature(float_list=tf.train.FloatList(
-            value=row[PENGUIN_MEASUREMENTS].astype(float).tolist()))}
-        examples.append(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+        feature = {
+            "measurements": tf.train.Feature(
+                float_list=tf.train.FloatList(
+                    value=row[PENGUIN_MEASUREMENTS].astype(float).tolist()
+                )
+            )
+        }
+        examples.append(
+            tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+        )
     classified = loaded.signatures["species"](inputs=tf.constant(examples))
     assert classified["classes"].numpy()[0].tolist() == [b"Adelie", b"Chinstrap", b"Gentoo"]
     predicted = loaded.signatures["serving_default"](examples=tf.constant(examples))
@@ -260,10 +353,19 @@ def test_a_label_outside_the_vocabulary_is_named_with_file_and_line(tmp_path):
     unseen = frame.copy()
     unseen.iloc[6, 0] = "Emperor"
     unseen.to_csv(tmp_path / "eval.csv", index=False)
-    spec = _spec(tmp_path, "penguin_model", tmp_path / "train.csv", eval_files=tmp_path / "eval.csv",
-                 features={"measurements": PENGUIN_MEASUREMENTS}, labels="species")
-    with pytest.raises(SpecError, match=r"eval.csv line 8 column 'species': label 'Emperor' is not "
-                       r"one of the classes \['Adelie', 'Chinstrap', 'Gentoo'\]"):
+    spec = _spec(
+        tmp_path,
+        "penguin_model",
+        tmp_path / "train.csv",
+        eval_files=tmp_path / "eval.csv",
+        features={"measurements": PENGUIN_MEASUREMENTS},
+        labels="species",
+    )
+    with pytest.raises(
+        SpecError,
+        match=r"eval.csv line 8 column 'species': label 'Emperor' is not "
+        r"one of the classes \['Adelie', 'Chinstrap', 'Gentoo'\]",
+    ):
         job.validate(spec)
     spec["data"]["label_vocabulary"] = ["Adelie", "Chinstrap"]
     with pytest.raises(SpecError, match="has 2 classes but output 'species' has 3"):
@@ -271,6 +373,7 @@ def test_a_label_outside_the_vocabulary_is_named_with_file_and_line(tmp_path):
 
 
 # --------------------------------------------------------------------------- text features
+
 
 def _mixed_frame():
     frame = real_data.penguins().dropna(subset=PENGUIN_MEASUREMENTS)
@@ -289,19 +392,39 @@ def test_text_and_integer_categorical_features_feed_string_and_int_inputs(tmp_pa
     else:
         frame = frame.fillna({"sex": "NA"})  # what fillna leaves for text: a marker, missing too
         path = tmp_path / f"penguins.{fmt}"
-        (real_data.write_frame_tfrecord if fmt == "tfrecord" else real_data.write_frame_npz)(frame, str(path))
+        (real_data.write_frame_tfrecord if fmt == "tfrecord" else real_data.write_frame_npz)(
+            frame, str(path)
+        )
         missing = {"sex": "most_frequent"}
-    spec = _spec(tmp_path, "penguin_mixed_model", path, steps=300, labels="species", missing=missing,
-                 features={"island": "island", "sex": "sex", "year": "year",
-                           "measurements": PENGUIN_MEASUREMENTS})
+    spec = _spec(
+        tmp_path,
+        "penguin_mixed_model",
+        path,
+        steps=300,
+        labels="species",
+        missing=missing,
+        features={
+            "island": "island",
+            "sex": "sex",
+            "year": "year",
+            "measurements": PENGUIN_MEASUREMENTS,
+        },
+    )
     checked = job.validate(spec)
-    assert checked["column_types"]["island"] == "string" and checked["column_types"]["year"] == "int"
+    assert (
+        checked["column_types"]["island"] == "string" and checked["column_types"]["year"] == "int"
+    )
     assert checked["fills"] == {"sex": "male"}
     with job._job(spec) as j:
         features, labels = pipeline.first_batch(j.plan(), j.source("train"), j.spec.data, 8)
     assert [v.decode() for v in features["island"].reshape(-1)] == frame.island.iloc[:8].tolist()
-    assert features["year"].dtype == np.int64 and features["year"].reshape(-1).tolist() == frame.year.iloc[:8].tolist()
-    assert [v.decode() for v in features["sex"].reshape(-1)] == frame.sex.iloc[:8].replace("NA", "male").fillna("male").tolist()
+    assert (
+        features["year"].dtype == np.int64
+        and features["year"].reshape(-1).tolist() == frame.year.iloc[:8].tolist()
+    )
+    assert [v.decode() for v in features["sex"].reshape(-1)] == frame.sex.iloc[:8].replace(
+        "NA", "male"
+    ).fillna("male").tolist()
     result = job.run(spec)
     assert result["metrics"]["accuracy"] > 0.9
 
@@ -310,11 +433,15 @@ def test_declared_column_types_keep_a_zip_code_as_text(tmp_path):
     from k2e_core import job, pipeline
     from k2e_core.errors import SpecError
 
-    rows = ["zip_code,bought"] + [f"{z},{int(z.startswith('0'))}" for z in
-                                  ["02139", "10001", "02140", "94103", "01002", "60601"] * 20]
+    rows = ["zip_code,bought"] + [
+        f"{z},{int(z.startswith('0'))}"
+        for z in ["02139", "10001", "02140", "94103", "01002", "60601"] * 20
+    ]
     path = tmp_path / "zips.csv"
     path.write_text("\n".join(rows) + "\n")
-    spec = _spec(tmp_path, "zip_model", path, steps=50, labels="bought", columns={"zip_code": "string"})
+    spec = _spec(
+        tmp_path, "zip_model", path, steps=50, labels="bought", columns={"zip_code": "string"}
+    )
     with job._job(spec) as j:
         features, _ = pipeline.first_batch(j.plan(), j.source("train"), j.spec.data, 3)
     assert features["zip_code"].reshape(-1).tolist() == [b"02139", b"10001", b"02140"]
@@ -326,6 +453,7 @@ def test_declared_column_types_keep_a_zip_code_as_text(tmp_path):
 
 # --------------------------------------------------------------------------- TFRecords
 
+
 @pytest.mark.parametrize("size", [8, 16])
 def test_encoded_images_in_tfrecords_are_decoded_and_served_from_the_same_bytes(tmp_path, size):
     from k2e_core import job
@@ -334,18 +462,35 @@ def test_encoded_images_in_tfrecords_are_decoded_and_served_from_the_same_bytes(
     images, labels = real_data.write_digits_tfrecord(str(tmp_path / "train.tfrecord"), rows=1500)
     real_data.write_digits_tfrecord(str(tmp_path / "all.tfrecord"))
     decode = {"image": {"format": "png", **({"resize": [size, size]} if size != 8 else {})}}
-    spec = _spec(tmp_path, "digits_model", tmp_path / "train.tfrecord", steps=300,
-                 eval_files=tmp_path / "all.tfrecord", factory_kwargs={"size": size},
-                 labels="digit", decode=decode)
+    spec = _spec(
+        tmp_path,
+        "digits_model",
+        tmp_path / "train.tfrecord",
+        steps=300,
+        eval_files=tmp_path / "all.tfrecord",
+        factory_kwargs={"size": size},
+        labels="digit",
+        decode=decode,
+    )
     spec["export"]["serving_input"] = "tf_example"
     result = job.run(spec)
     assert result["metrics"]["accuracy"] > 0.85
-    records = [r.numpy() for r in tf.data.TFRecordDataset(str(tmp_path / "all.tfrecord")).skip(1500).take(5)]
-    served = tf.saved_model.load(result["export_path"]).signatures["serving_default"](
-        examples=tf.constant(records))["digit"].numpy()
+    records = [
+        r.numpy()
+        for r in tf.data.TFRecordDataset(str(tmp_path / "all.tfrecord")).skip(1500).take(5)
+    ]
+    served = (
+        tf.saved_model.load(result["export_path"])
+        .signatures["serving_default"](examples=tf.constant(records))["digit"]
+        .numpy()
+    )
     keras = _trained_keras(spec)
-    pixels = tf.image.resize(tf.constant(real_data.write_digits_tfrecord(
-        str(tmp_path / "again.tfrecord"))[0][1500:1505]), [size, size]).numpy()
+    pixels = tf.image.resize(
+        tf.constant(
+            real_data.write_digits_tfrecord(str(tmp_path / "again.tfrecord"))[0][1500:1505]
+        ),
+        [size, size],
+    ).numpy()
     np.testing.assert_allclose(served, keras.predict(pixels, verbose=0), atol=1e-5)
 
 
@@ -354,8 +499,15 @@ def test_variable_length_features_are_padded_to_the_input(tmp_path, width):
     from k2e_core import job, pipeline
 
     real_data.write_digits_tfrecord(str(tmp_path / "digits.tfrecord"))
-    spec = _spec(tmp_path, "ink_model", tmp_path / "digits.tfrecord", steps=300,
-                 factory_kwargs={"width": width}, labels="digit", features={"pixels": "pixels"})
+    spec = _spec(
+        tmp_path,
+        "ink_model",
+        tmp_path / "digits.tfrecord",
+        steps=300,
+        factory_kwargs={"width": width},
+        labels="digit",
+        features={"pixels": "pixels"},
+    )
     with job._job(spec) as j:
         features, _ = pipeline.first_batch(j.plan(), j.source("train"), j.spec.data, 4)
     lengths = (features["pixels"] > 0).sum(axis=1)
@@ -370,10 +522,19 @@ def test_a_variable_length_feature_longer_than_its_input_is_named(tmp_path):
     from k2e_core.errors import SpecError
 
     real_data.write_digits_tfrecord(str(tmp_path / "digits.tfrecord"), rows=50)
-    spec = _spec(tmp_path, "ink_model", tmp_path / "digits.tfrecord", factory_kwargs={"width": 10},
-                 labels="digit", features={"pixels": "pixels"})
-    with pytest.raises(SpecError, match=r"digits.tfrecord record 1 feature 'pixels' holds \d+ values, "
-                       "more than the input's 10"):
+    spec = _spec(
+        tmp_path,
+        "ink_model",
+        tmp_path / "digits.tfrecord",
+        factory_kwargs={"width": 10},
+        labels="digit",
+        features={"pixels": "pixels"},
+    )
+    with pytest.raises(
+        SpecError,
+        match=r"digits.tfrecord record 1 feature 'pixels' holds \d+ values, "
+        "more than the input's 10",
+    ):
         job.validate(spec)
 
 
@@ -383,8 +544,15 @@ def test_a_ragged_input_takes_each_row_at_its_own_length(tmp_path, serving_input
     from k2e_core._tensorflow import tf
 
     real_data.write_digits_tfrecord(str(tmp_path / "digits.tfrecord"))
-    spec = _spec(tmp_path, "ink_model", tmp_path / "digits.tfrecord", steps=300,
-                 factory_kwargs={"ragged": True}, labels="digit", features={"pixels": "pixels"})
+    spec = _spec(
+        tmp_path,
+        "ink_model",
+        tmp_path / "digits.tfrecord",
+        steps=300,
+        factory_kwargs={"ragged": True},
+        labels="digit",
+        features={"pixels": "pixels"},
+    )
     spec["export"]["serving_input"] = serving_input
     with job._job(spec) as j:
         features, _ = pipeline.first_batch(j.plan(), j.source("train"), j.spec.data, 4)
@@ -406,8 +574,15 @@ def test_every_missing_marker_counts_whichever_ones_a_file_uses(tmp_path):
     text[-1] = "Gentoo,N/A,14.0,210,4600"
     path = tmp_path / "penguins.csv"
     path.write_text("\n".join(text) + "\n")
-    spec = _spec(tmp_path, "penguin_model", path, missing={c: "median" for c in PENGUIN_MEASUREMENTS},
-                 features={"measurements": PENGUIN_MEASUREMENTS}, labels="species", batch_size=400)
+    spec = _spec(
+        tmp_path,
+        "penguin_model",
+        path,
+        missing={c: "median" for c in PENGUIN_MEASUREMENTS},
+        features={"measurements": PENGUIN_MEASUREMENTS},
+        labels="species",
+        batch_size=400,
+    )
     with job._job(spec) as j:
         features, _ = pipeline.first_batch(j.plan(), j.source("train"), j.spec.data, 400)
         fills = j.plan().fills
@@ -421,9 +596,11 @@ def test_every_missing_marker_counts_whichever_ones_a_file_uses(tmp_path):
 
 # --------------------------------------------------------------------------- preprocessing layers
 
+
 @pytest.mark.parametrize("fmt,serving_input", [("csv", "raw"), ("tfrecord", "tf_example")])
-def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(tmp_path, capsys, fmt,
-                                                                       serving_input):
+def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(
+    tmp_path, capsys, fmt, serving_input
+):
     """StringLookup, IntegerLookup, TextVectorization, Normalization, Discretization and
     Hashing, adapted on the penguins: `k2e run` trains them from the file, its evaluation
     equals Keras `evaluate`, and the published SavedModel predicts what the user's own Keras
@@ -437,10 +614,17 @@ def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(tmp_path
         frame.to_csv(path, index=False)
     else:
         real_data.write_frame_tfrecord(frame, str(path))
-    features = {"island": "island", "sex": "sex", "year": "year", "notes": "notes",
-                "measurements": PENGUIN_MEASUREMENTS[:3], "body_mass_g": "body_mass_g"}
-    spec = _spec(tmp_path, "penguin_adapted_model", path, steps=300, labels="species",
-                 features=features)
+    features = {
+        "island": "island",
+        "sex": "sex",
+        "year": "year",
+        "notes": "notes",
+        "measurements": PENGUIN_MEASUREMENTS[:3],
+        "body_mass_g": "body_mass_g",
+    }
+    spec = _spec(
+        tmp_path, "penguin_adapted_model", path, steps=300, labels="species", features=features
+    )
     spec["export"]["serving_input"] = serving_input
     (tmp_path / "job.json").write_text(json.dumps(spec))
     capsys.readouterr()
@@ -451,13 +635,18 @@ def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(tmp_path
 
     model = real_data.penguin_adapted_model()  # the user's model, adapted as they adapt it
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(spec["model_dir"]))
-    trained = {tuple(shape): key for name, (key, shape) in conversion.checkpoint_variables(reader).items()
-               if not name.startswith("training/") and name.endswith(("kernel", "bias"))}
+    trained = {
+        tuple(shape): key
+        for name, (key, shape) in conversion.checkpoint_variables(reader).items()
+        if not name.startswith("training/") and name.endswith(("kernel", "bias"))
+    }
     assert len(trained) == len(model.trainable_weights) == 4  # each shape is unique here
     for weight in model.trainable_weights:
         weight.assign(reader.get_tensor(trained[tuple(weight.shape)]))
-    columns = {name: frame[cols].to_numpy() if isinstance(cols, list) else frame[[cols]].to_numpy()
-               for name, cols in features.items()}
+    columns = {
+        name: frame[cols].to_numpy() if isinstance(cols, list) else frame[[cols]].to_numpy()
+        for name, cols in features.items()
+    }
     columns["measurements"] = columns["measurements"].astype(np.float32)
     columns["body_mass_g"] = columns["body_mass_g"].astype(np.float32)
     columns = {k: v.astype(object) if v.dtype == object else v for k, v in columns.items()}
@@ -471,14 +660,19 @@ def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(tmp_path
     if serving_input == "raw":
         served = signature(**{k: tf.constant(v[rows]) for k, v in columns.items()})
     else:
-        from k2e_core import export, data
+        from k2e_core import data, export
 
-        as_bytes = {k: np.vectorize(str.encode, otypes=[object])(v[rows]) if v.dtype == object
-                    else v[rows] for k, v in columns.items()}
+        as_bytes = {
+            k: np.vectorize(str.encode, otypes=[object])(v[rows]) if v.dtype == object else v[rows]
+            for k, v in columns.items()
+        }
         examples = export._serialized_examples(data.model_io(model), as_bytes)
         served = signature(examples=examples)
-    np.testing.assert_allclose(served["species"].numpy(), model.predict(
-        {k: v[rows] for k, v in columns.items()}, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        served["species"].numpy(),
+        model.predict({k: v[rows] for k, v in columns.items()}, verbose=0),
+        atol=1e-5,
+    )
 
 
 def test_a_warm_start_into_a_model_with_adapted_layers_takes_the_trained_weights(tmp_path):
@@ -486,10 +680,23 @@ def test_a_warm_start_into_a_model_with_adapted_layers_takes_the_trained_weights
 
     frame = real_data.penguin_notes()
     frame.to_csv(tmp_path / "penguins.csv", index=False)
-    features = {"island": "island", "sex": "sex", "year": "year", "notes": "notes",
-                "measurements": PENGUIN_MEASUREMENTS[:3], "body_mass_g": "body_mass_g"}
-    first = _spec(tmp_path / "first", "penguin_adapted_model", tmp_path / "penguins.csv",
-                  steps=300, labels="species", features=features, eval_files=tmp_path / "penguins.csv")
+    features = {
+        "island": "island",
+        "sex": "sex",
+        "year": "year",
+        "notes": "notes",
+        "measurements": PENGUIN_MEASUREMENTS[:3],
+        "body_mass_g": "body_mass_g",
+    }
+    first = _spec(
+        tmp_path / "first",
+        "penguin_adapted_model",
+        tmp_path / "penguins.csv",
+        steps=300,
+        labels="species",
+        features=features,
+        eval_files=tmp_path / "penguins.csv",
+    )
     trained = job.run(first)
     second = dict(first, model_dir=str(tmp_path / "second"), warm_start=first["model_dir"])
     second["model"] = dict(first["model"], factory_kwargs={"seed": 9})  # other initial weights
@@ -501,6 +708,7 @@ def test_a_warm_start_into_a_model_with_adapted_layers_takes_the_trained_weights
 
 # --------------------------------------------------------------------------- subclassed models
 
+
 def test_a_subclassed_model_trains_evaluates_and_publishes_through_k2e_run(tmp_path, capsys):
     from k2e_core import cli, conversion
     from k2e_core._tensorflow import tf
@@ -508,8 +716,14 @@ def test_a_subclassed_model_trains_evaluates_and_publishes_through_k2e_run(tmp_p
     frame = real_data.sklearn_frame("wine")
     frame.to_csv(tmp_path / "wine.csv", index=False)
     columns = [c for c in frame.columns if c != "target"]
-    spec = _spec(tmp_path, "wine_subclassed_model", tmp_path / "wine.csv", steps=300,
-                 labels="target", features={"x": columns})
+    spec = _spec(
+        tmp_path,
+        "wine_subclassed_model",
+        tmp_path / "wine.csv",
+        steps=300,
+        labels="target",
+        features={"x": columns},
+    )
     path = tmp_path / "job.json"
     path.write_text(json.dumps(spec))
     capsys.readouterr()
@@ -521,27 +735,47 @@ def test_a_subclassed_model_trains_evaluates_and_publishes_through_k2e_run(tmp_p
 
     with job._job(spec) as j:
         trained = conversion.keras_model_at(j.model, tf.train.latest_checkpoint(spec["model_dir"]))
-    trained.compile(optimizer=tf.keras.optimizers.legacy.SGD(),
-                    loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    trained.compile(
+        optimizer=tf.keras.optimizers.legacy.SGD(),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     x, y = frame[columns].to_numpy(np.float32), frame["target"].to_numpy()
     loss, accuracy = trained.evaluate(x, y, verbose=0)
     assert done["metrics"]["loss"] == pytest.approx(loss, rel=1e-5)
     signature = tf.saved_model.load(done["export_path"]).signatures["serving_default"]
-    np.testing.assert_allclose(list(signature(x=tf.constant(x[:10])).values())[0],
-                               trained.predict(x[:10], verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        list(signature(x=tf.constant(x[:10])).values())[0],
+        trained.predict(x[:10], verbose=0),
+        atol=1e-5,
+    )
 
 
-@pytest.mark.parametrize("change,field", [
-    ({"factory_kwargs": {"called": False}}, "model.factory: the subclassed model WineNet was never called"),
-    ({"checkpoint_format": "saver"}, "model.checkpoint_format: saver checkpoints name variables"),
-])
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        (
+            {"factory_kwargs": {"called": False}},
+            "model.factory: the subclassed model WineNet was never called",
+        ),
+        (
+            {"checkpoint_format": "saver"},
+            "model.checkpoint_format: saver checkpoints name variables",
+        ),
+    ],
+)
 def test_subclassed_models_the_job_cannot_take_are_named(tmp_path, capsys, change, field):
     from k2e_core import cli
 
     frame = real_data.sklearn_frame("wine")
     frame.to_csv(tmp_path / "wine.csv", index=False)
-    spec = _spec(tmp_path, "wine_subclassed_model", tmp_path / "wine.csv", labels="target",
-                 features={"x": [c for c in frame.columns if c != "target"]})
+    spec = _spec(
+        tmp_path,
+        "wine_subclassed_model",
+        tmp_path / "wine.csv",
+        labels="target",
+        features={"x": [c for c in frame.columns if c != "target"]},
+    )
     spec["model"].update(change)
     path = tmp_path / "job.json"
     path.write_text(json.dumps(spec))

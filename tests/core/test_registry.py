@@ -31,8 +31,9 @@ def test_three_scheduled_runs_from_the_cli(retraining_spec, example_data, tmp_pa
     base = retraining_spec["export"]["base"]
 
     def day(n, *extra):
-        code, out, err = _cli(["run", str(spec), *_sets(retraining_day(n, example_data, tmp_path)),
-                               *extra], capsys)
+        code, out, err = _cli(
+            ["run", str(spec), *_sets(retraining_day(n, example_data, tmp_path)), *extra], capsys
+        )
         assert code == 0, err
         return json.loads(out.strip().splitlines()[-1]), err
 
@@ -57,7 +58,11 @@ def test_three_scheduled_runs_from_the_cli(retraining_spec, example_data, tmp_pa
     code, out, _ = _cli(["registry", "list", str(spec)], capsys)
     rows = [line.split() for line in out.strip().splitlines()]
     assert code == 0 and rows[0][:3] == ["name", "blessed", "pinned"]
-    assert [(r[0], r[1]) for r in rows[1:]] == [("1", "yes"), ("2", "yes"), ("candidates/day3", "no")]
+    assert [(r[0], r[1]) for r in rows[1:]] == [
+        ("1", "yes"),
+        ("2", "yes"),
+        ("candidates/day3", "no"),
+    ]
     code, out, _ = _cli(["registry", "latest", base], capsys)
     assert json.loads(out)["version"] == 2
 
@@ -87,9 +92,18 @@ def _version(tmp_path, name="saved") -> str:
 
 
 def _decision(run_id, blessed, reason="accuracy 0.9 >= 0.8"):
-    return {"run_id": run_id, "metrics": {"accuracy": 0.9}, "eval_data": {"files": ["eval.csv"]},
-            "passed": blessed, "checks": [], "baseline": None, "blessed": blessed,
-            "by": "gate", "reason": reason, "decided_at": "2026-11-20T00:00:00+00:00"}
+    return {
+        "run_id": run_id,
+        "metrics": {"accuracy": 0.9},
+        "eval_data": {"files": ["eval.csv"]},
+        "passed": blessed,
+        "checks": [],
+        "baseline": None,
+        "blessed": blessed,
+        "by": "gate",
+        "reason": reason,
+        "decided_at": "2026-11-20T00:00:00+00:00",
+    }
 
 
 def _add(base, local, run_id, blessed=True):
@@ -115,7 +129,10 @@ def test_bless_unbless_promote_pin_and_retention_by_hand(tmp_path, where, reques
         assert registry.latest_blessed(base)["version"] == 3
 
         unblessed = registry.unbless(base, "3", "wrong labels upstream")
-        assert not unblessed["blessed"] and unblessed["history"][-1]["reason"] == "wrong labels upstream"
+        assert (
+            not unblessed["blessed"]
+            and unblessed["history"][-1]["reason"] == "wrong labels upstream"
+        )
         assert registry.latest_blessed(base)["version"] == 2
         with pytest.raises(SpecError, match="--reason: is required"):
             registry.bless(base, "3", "")
@@ -130,7 +147,10 @@ def test_bless_unbless_promote_pin_and_retention_by_hand(tmp_path, where, reques
         removed = registry.prune(base, keep=1)
         # 4 is the newest and the latest blessed; 1 is pinned.
         assert removed == ["2", "3"]
-        assert [(e["name"], e["pinned"]) for e in registry.entries(base)] == [("1", True), ("4", False)]
+        assert [(e["name"], e["pinned"]) for e in registry.entries(base)] == [
+            ("1", True),
+            ("4", False),
+        ]
 
         registry.unbless(base, "4", "rollback")
         assert registry.prune(base, keep=1) == []  # 1 is pinned, and now the latest blessed too
@@ -153,16 +173,25 @@ def test_the_gate_names_unknown_metrics_and_publishes_nothing(iris_spec):
     from k2e_core.errors import SpecError
 
     spec = {**iris_spec, "gate": {"metrics": {"acc": {"at_least": 0.5}}}}
-    with pytest.raises(SpecError, match=r"gate.metrics.acc: the evaluation reports no such "
-                                        r"metric; use one of \['accuracy', 'global_step', 'loss'\]"):
+    with pytest.raises(
+        SpecError,
+        match=r"gate.metrics.acc: the evaluation reports no such "
+        r"metric; use one of \['accuracy', 'global_step', 'loss'\]",
+    ):
         job.run(spec)
     assert not os.path.exists(spec["export"]["base"]) or not [
-        n for n in os.listdir(spec["export"]["base"]) if not n.startswith(".")]
+        n for n in os.listdir(spec["export"]["base"]) if not n.startswith(".")
+    ]
 
 
 class _Rule:
     def __init__(self, at_least=None, at_most=None, tolerance=0.0, better=None):
-        self.at_least, self.at_most, self.tolerance, self.better = at_least, at_most, tolerance, better
+        self.at_least, self.at_most, self.tolerance, self.better = (
+            at_least,
+            at_most,
+            tolerance,
+            better,
+        )
 
 
 class _Gate:
@@ -170,20 +199,48 @@ class _Gate:
         self.metrics, self.baseline, self.force = metrics, baseline, force
 
 
-@pytest.mark.parametrize("rules, metrics, baseline, blessed, reason", [
-    ({}, {"loss": 1.0}, None, True, "no gate metrics set"),
-    ({"accuracy": _Rule(at_least=0.9)}, {"accuracy": 0.95}, None, True,
-     "accuracy 0.95 >= 0.9; no blessed baseline yet: judged on thresholds alone"),
-    ({"accuracy": _Rule(at_least=0.9)}, {"accuracy": 0.85}, None, False, "accuracy 0.85 < 0.9"),
-    ({"loss": _Rule(tolerance=0.05)}, {"loss": 0.52}, {"version": 4, "metrics": {"loss": 0.5}},
-     True, "loss 0.52 <= 0.55 (baseline version 4: 0.5, with tolerance)"),
-    ({"loss": _Rule(tolerance=0.01)}, {"loss": 0.52}, {"version": 4, "metrics": {"loss": 0.5}},
-     False, "loss 0.52 > 0.51 (baseline version 4: 0.5, with tolerance)"),
-    ({"auc": _Rule(tolerance=None)}, {"auc": 0.5}, {"version": 4, "metrics": {"auc": 0.9}},
-     True, "no checks apply"),
-    ({"auc": _Rule()}, {"auc": 0.9}, {"version": 4, "error": "does not fit this model"},
-     False, "baseline version 4 could not be measured (does not fit this model)"),
-])
+@pytest.mark.parametrize(
+    "rules, metrics, baseline, blessed, reason",
+    [
+        ({}, {"loss": 1.0}, None, True, "no gate metrics set"),
+        (
+            {"accuracy": _Rule(at_least=0.9)},
+            {"accuracy": 0.95},
+            None,
+            True,
+            "accuracy 0.95 >= 0.9; no blessed baseline yet: judged on thresholds alone",
+        ),
+        ({"accuracy": _Rule(at_least=0.9)}, {"accuracy": 0.85}, None, False, "accuracy 0.85 < 0.9"),
+        (
+            {"loss": _Rule(tolerance=0.05)},
+            {"loss": 0.52},
+            {"version": 4, "metrics": {"loss": 0.5}},
+            True,
+            "loss 0.52 <= 0.55 (baseline version 4: 0.5, with tolerance)",
+        ),
+        (
+            {"loss": _Rule(tolerance=0.01)},
+            {"loss": 0.52},
+            {"version": 4, "metrics": {"loss": 0.5}},
+            False,
+            "loss 0.52 > 0.51 (baseline version 4: 0.5, with tolerance)",
+        ),
+        (
+            {"auc": _Rule(tolerance=None)},
+            {"auc": 0.5},
+            {"version": 4, "metrics": {"auc": 0.9}},
+            True,
+            "no checks apply",
+        ),
+        (
+            {"auc": _Rule()},
+            {"auc": 0.9},
+            {"version": 4, "error": "does not fit this model"},
+            False,
+            "baseline version 4 could not be measured (does not fit this model)",
+        ),
+    ],
+)
 def test_gate_decisions(rules, metrics, baseline, blessed, reason):
     from k2e_core import gate
 
@@ -194,7 +251,8 @@ def test_gate_decisions(rules, metrics, baseline, blessed, reason):
 def test_a_forced_bless_keeps_the_failed_checks_in_its_reason():
     from k2e_core import gate
 
-    decision = gate.judge(_Gate({"accuracy": _Rule(at_least=0.9)}, force="hotfix"),
-                          {"accuracy": 0.5}, None)
+    decision = gate.judge(
+        _Gate({"accuracy": _Rule(at_least=0.9)}, force="hotfix"), {"accuracy": 0.5}, None
+    )
     assert decision["blessed"] and not decision["passed"] and decision["by"] == "forced"
     assert decision["reason"] == "forced: hotfix (checks failed: accuracy 0.5 < 0.9)"

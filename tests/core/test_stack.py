@@ -10,8 +10,9 @@ def test_wrong_keras_is_one_clear_sentence(monkeypatch):
     from k2e_core import versions
 
     real = versions.installed
-    monkeypatch.setattr(versions, "installed",
-                        lambda name: "3.6.0" if name == "keras" else real(name))
+    monkeypatch.setattr(
+        versions, "installed", lambda name: "3.6.0" if name == "keras" else real(name)
+    )
     problem = versions.stack_problem()
     assert "keras 3.6.0" in problem and "Keras 2.15" in problem and "Keras 3" in problem
     assert problem.count(".\n") == 0 and "\n" not in problem
@@ -21,8 +22,9 @@ def test_missing_tensorflow_is_named(monkeypatch):
     from k2e_core import versions
 
     real = versions.installed
-    monkeypatch.setattr(versions, "installed",
-                        lambda name: None if name == "tensorflow" else real(name))
+    monkeypatch.setattr(
+        versions, "installed", lambda name: None if name == "tensorflow" else real(name)
+    )
     assert "tensorflow not installed" in versions.stack_problem()
 
 
@@ -33,8 +35,10 @@ def test_installed_stack_passes():
 
 
 def test_importing_k2e_and_the_orchestrator_packages_does_not_import_tensorflow():
-    code = ("import sys, k2e_core, k2e_core.spec, k2e_core.cli, airflow_plugin.operators.k2e, "
-            "airflow_plugin.hooks.storage, kfp_components; "
-            "print('tensorflow' in sys.modules)")
+    code = (
+        "import sys, k2e_core, k2e_core.spec, k2e_core.cli, airflow_plugin.operators.k2e, "
+        "airflow_plugin.hooks.storage, kfp_components; "
+        "print('tensorflow' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr

@@ -18,11 +18,18 @@ from tests.conftest import REPO, retraining_day
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory):
     path = tmp_path_factory.mktemp("kfp") / "k2e-training.yaml"
-    code = ("import sys; from kfp_components.compile import main; main([sys.argv[1]]); "
-            "print('tensorflow' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
-                          text=True, timeout=120, cwd=REPO,
-                          env={**os.environ, "K2E_IMAGE": "registry.example/k2e:0.1.0"})
+    code = (
+        "import sys; from kfp_components.compile import main; main([sys.argv[1]]); "
+        "print('tensorflow' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+        env={**os.environ, "K2E_IMAGE": "registry.example/k2e:0.1.0"},
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "False"  # compiled without TensorFlow
     return path
@@ -32,24 +39,40 @@ def test_compiled_pipeline_parses_into_a_pipeline_spec(compiled):
     from google.protobuf import json_format
     from kfp.pipeline_spec import pipeline_spec_pb2
 
-    spec = json_format.ParseDict(yaml.safe_load(compiled.read_text()),
-                                 pipeline_spec_pb2.PipelineSpec())
+    spec = json_format.ParseDict(
+        yaml.safe_load(compiled.read_text()), pipeline_spec_pb2.PipelineSpec()
+    )
     assert spec.pipeline_info.name == "k2e-training"
     tasks = spec.root.dag.tasks
     assert {name: sorted(t.dependent_tasks) for name, t in tasks.items()} == {
-        "convert": [], "train": ["convert"], "evaluate": ["train"], "export": ["evaluate", "train"]}
+        "convert": [],
+        "train": ["convert"],
+        "evaluate": ["train"],
+        "export": ["evaluate", "train"],
+    }
     params = spec.root.input_definitions.parameters
-    kinds = {name: pipeline_spec_pb2.ParameterType.ParameterTypeEnum.Name(p.parameter_type)
-             for name, p in params.items()}
-    assert kinds == {"spec": "STRING", "train_files": "STRING", "eval_files": "STRING",
-                     "train_steps": "NUMBER_INTEGER", "export_base": "STRING",
-                     "warm_start": "STRING", "overrides": "STRING"}
+    kinds = {
+        name: pipeline_spec_pb2.ParameterType.ParameterTypeEnum.Name(p.parameter_type)
+        for name, p in params.items()
+    }
+    assert kinds == {
+        "spec": "STRING",
+        "train_files": "STRING",
+        "eval_files": "STRING",
+        "train_steps": "NUMBER_INTEGER",
+        "export_base": "STRING",
+        "warm_start": "STRING",
+        "overrides": "STRING",
+    }
     images = {e.container.image for e in _executors(spec)}
     assert images == {"registry.example/k2e:0.1.0"}
     outputs = spec.root.output_definitions.artifacts
     assert {n: a.artifact_type.schema_title for n, a in outputs.items()} == {
-        "model": "system.Model", "checkpoints": "system.Artifact", "metrics": "system.Metrics",
-        "classification": "system.ClassificationMetrics"}
+        "model": "system.Model",
+        "checkpoints": "system.Artifact",
+        "metrics": "system.Metrics",
+        "classification": "system.ClassificationMetrics",
+    }
 
 
 def _executors(spec):
@@ -57,8 +80,10 @@ def _executors(spec):
     from kfp.pipeline_spec import pipeline_spec_pb2
 
     executors = json_format.MessageToDict(spec.deployment_spec)["executors"]
-    return [json_format.ParseDict(e, pipeline_spec_pb2.PipelineDeploymentConfig.ExecutorSpec())
-            for e in executors.values()]
+    return [
+        json_format.ParseDict(e, pipeline_spec_pb2.PipelineDeploymentConfig.ExecutorSpec())
+        for e in executors.values()
+    ]
 
 
 def test_the_dockerfile_installs_the_pinned_set_the_components_need():
@@ -80,7 +105,8 @@ def local_runner(tmp_path):
 
 
 def test_pipeline_runs_locally_and_a_second_run_warm_starts_from_the_first(
-        local_runner, iris_spec, tmp_path, tf):
+    local_runner, iris_spec, tmp_path, tf
+):
     from kfp_components.pipelines import training_pipeline
 
     spec = json.dumps({k: v for k, v in iris_spec.items() if k != "export"})
@@ -107,19 +133,24 @@ def test_pipeline_runs_locally_and_a_second_run_warm_starts_from_the_first(
     assert os.path.exists(os.path.join(checkpoints.path, "model.ckpt-80.index"))
     assert checkpoints.metadata["global_step"] == 80
 
-    second = training_pipeline(spec=spec, train_steps=80, export_base=base,
-                               warm_start=checkpoints.uri).outputs
+    second = training_pipeline(
+        spec=spec, train_steps=80, export_base=base, warm_start=checkpoints.uri
+    ).outputs
     assert second["model"].metadata["version"] == 2
     with open(os.path.join(base, "2", "k2e-manifest.json")) as f:
         source = json.load(f)["source"]
     first_ckpt = os.path.join(checkpoints.path, "model.ckpt-80")
-    assert source["warm_start"] == {"from": "checkpoint", "url": first_ckpt,
-                                    "optimizer_state": first_ckpt}
+    assert source["warm_start"] == {
+        "from": "checkpoint",
+        "url": first_ckpt,
+        "optimizer_state": first_ckpt,
+    }
     assert second["metrics"].metadata["accuracy"] >= metrics["accuracy"] - 0.1
 
 
-def test_three_scheduled_runs_publish_only_blessed_versions(local_runner, retraining_spec,
-                                                          example_data, tmp_path):
+def test_three_scheduled_runs_publish_only_blessed_versions(
+    local_runner, retraining_spec, example_data, tmp_path
+):
     """The gate decides inside the export component: day 1 and the better day 2 become
     versions 1 and 2; day 3's worse model stays a candidate, and a retried export task of
     that run (same run id) decides the same and publishes nothing."""
@@ -131,8 +162,14 @@ def test_three_scheduled_runs_publish_only_blessed_versions(local_runner, retrai
     runs = []
     for day in (1, 2, 3):
         fields = retraining_day(day, example_data, tmp_path)
-        runs.append(training_pipeline(spec=spec, train_files=fields["data.train.files"],
-                                      export_base=base, warm_start="latest").outputs)
+        runs.append(
+            training_pipeline(
+                spec=spec,
+                train_files=fields["data.train.files"],
+                export_base=base,
+                warm_start="latest",
+            ).outputs
+        )
     assert [r["blessed"] for r in runs] == [True, True, False]
     assert [r["model"].metadata["version"] for r in runs] == [1, 2, 0]
     assert runs[1]["export_path"] == os.path.join(base, "2") and runs[2]["export_path"] == ""
@@ -146,9 +183,16 @@ def test_three_scheduled_runs_publish_only_blessed_versions(local_runner, retrai
 
     # What a retried export task runs (the local runner takes no input artifacts alone).
     retry_model = SimpleNamespace(path=str(tmp_path / "retry-model"), metadata={})
-    retried = runtime.export(spec=spec, spec_overrides="{}", eval_files="", export_base=base,
-                             metrics_json="", run_id=run_id, checkpoints=runs[2]["checkpoints"],
-                             model=retry_model)
+    retried = runtime.export(
+        spec=spec,
+        spec_overrides="{}",
+        eval_files="",
+        export_base=base,
+        metrics_json="",
+        run_id=run_id,
+        checkpoints=runs[2]["checkpoints"],
+        model=retry_model,
+    )
     assert retried["blessed"] is False and retried["reason"] == third["reason"]
     assert retry_model.metadata["candidate"] == third["candidate"]
     assert sorted(n for n in os.listdir(base) if not n.startswith(".")) == ["1", "2", "candidates"]
@@ -159,6 +203,7 @@ def test_job_pipeline_runs_the_whole_job_as_one_task(local_runner, iris_spec, tm
     """One component, one process: the same published version, metrics and artifacts as the
     four-task pipeline; the pipeline compiles to a single task."""
     from kfp import compiler
+
     from kfp_components.pipelines import job_pipeline
 
     compiled = tmp_path / "k2e-job.yaml"
@@ -180,7 +225,8 @@ def test_job_pipeline_runs_the_whole_job_as_one_task(local_runner, iris_spec, tm
 
 
 def test_bad_input_fails_the_component_with_one_line_and_no_traceback(
-        local_runner, tmp_path, capfd):
+    local_runner, tmp_path, capfd
+):
     from kfp_components.pipelines import training_pipeline
 
     missing = str(tmp_path / "nowhere.yaml")
@@ -201,20 +247,26 @@ def test_malformed_overrides_fail_the_component_with_one_line(local_runner, iris
     assert "k2e convert: error: overrides: is not JSON" in text and "Traceback" not in text
 
 
-def test_any_failure_ends_a_component_with_one_line_and_the_clis_exit_code(iris_spec, tmp_path,
-                                                                          capfd):
+def test_any_failure_ends_a_component_with_one_line_and_the_clis_exit_code(
+    iris_spec, tmp_path, capfd
+):
     """As the CLI: a diverging job exits 3 (a rerun would diverge too), with one line."""
     from kfp_components import runtime
     from tests.core.test_cli import DIVERGING
 
     (tmp_path / "diverging.py").write_text(DIVERGING)
     with pytest.raises(SystemExit) as exited:
-        runtime.step("run", json.dumps(iris_spec), json.dumps(
-            {"model.factory": str(tmp_path / "diverging.py") + ":build"}), {})
+        runtime.step(
+            "run",
+            json.dumps(iris_spec),
+            json.dumps({"model.factory": str(tmp_path / "diverging.py") + ":build"}),
+            {},
+        )
     assert exited.value.code == 3
     problems = [line for line in capfd.readouterr().err.splitlines() if " k2e " not in line[:14]]
     assert len(problems) == 1 and problems[0].startswith(
-        "k2e run: failed: training diverged: the loss is NaN at step "), problems
+        "k2e run: failed: training diverged: the loss is NaN at step "
+    ), problems
     assert not os.path.exists(iris_spec["export"]["base"])
 
 
@@ -223,13 +275,16 @@ def test_overrides_must_be_a_json_object():
     from kfp_components.runtime import overrides
 
     assert overrides('{"data.batch_size": 8}', train_steps=50, eval_files="") == {
-        "data.batch_size": 8, "train.steps": 50}
+        "data.batch_size": 8,
+        "train.steps": 50,
+    }
     with pytest.raises(SpecError, match="overrides: is not JSON"):
         overrides("train.steps=5")
 
 
 def test_tfjob_pipeline_compiles_without_tensorflow_and_runs_the_tfjob(
-        local_runner, iris_spec, s3, tmp_path, monkeypatch):
+    local_runner, iris_spec, s3, tmp_path, monkeypatch
+):
     """The step submits the spec's TFJob through the Kubernetes client (here to a local
     stand-in for the API server and training operator, which runs every replica's command
     with its TF_CONFIG), waits, and returns the version the chief published."""
@@ -239,10 +294,17 @@ def test_tfjob_pipeline_compiles_without_tensorflow_and_runs_the_tfjob(
     from tests.conftest import BUCKET
 
     compiled = tmp_path / "k2e-tfjob.yaml"
-    code = ("import sys; from kfp_components.compile import main; "
-            "main([sys.argv[1], '--pipeline', 'tfjob']); print('tensorflow' in sys.modules)")
-    proc = subprocess.run([sys.executable, "-c", code, str(compiled)], capture_output=True,
-                          text=True, timeout=120, cwd=REPO)
+    code = (
+        "import sys; from kfp_components.compile import main; "
+        "main([sys.argv[1], '--pipeline', 'tfjob']); print('tensorflow' in sys.modules)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(compiled)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode == 0 and proc.stdout.split()[-1] == "False", proc.stderr
     assert list(yaml.safe_load(compiled.read_text())["root"]["dag"]["tasks"]) == ["run-tfjob"]
 
@@ -250,11 +312,22 @@ def test_tfjob_pipeline_compiles_without_tensorflow_and_runs_the_tfjob(
 
     root = f"s3://{BUCKET}/{uuid.uuid4().hex}"
     endpoint = {k: v for k, v in s3["s3"].items() if k not in ("key", "secret")}
-    spec = {**iris_spec, "model_dir": f"{root}/model", "export": {"base": f"{root}/export"},
-            "storage": {"options": {"s3": endpoint}},
-            "cluster": {"workers": 1, "ps": 1, "evaluator": True, "kubernetes": {
-                "image": "registry.example/k2e:0.1.0", "shared_volume": "k2e-shared",
-                "poll_secs": 0.5}}}
+    spec = {
+        **iris_spec,
+        "model_dir": f"{root}/model",
+        "export": {"base": f"{root}/export"},
+        "storage": {"options": {"s3": endpoint}},
+        "cluster": {
+            "workers": 1,
+            "ps": 1,
+            "evaluator": True,
+            "kubernetes": {
+                "image": "registry.example/k2e:0.1.0",
+                "shared_volume": "k2e-shared",
+                "poll_secs": 0.5,
+            },
+        },
+    }
     with ApiServer(str(tmp_path / "volume")) as api_server:
         monkeypatch.setenv("KUBECONFIG", api_server.kubeconfig(tmp_path / "kubeconfig"))
         outputs = tfjob_pipeline(spec=json.dumps(spec), train_steps=300).outputs

@@ -14,8 +14,12 @@ from k2e_core.checkpoints import latest_checkpoint_name
 
 def _spec(iris_spec, location):
     base, options = location
-    return dict(iris_spec, model_dir=storage.join(base, "model"), storage={"options": options},
-                run_config={"tf_random_seed": 1, "save_checkpoints_steps": 10, "log_every_secs": 60})
+    return dict(
+        iris_spec,
+        model_dir=storage.join(base, "model"),
+        storage={"options": options},
+        run_config={"tf_random_seed": 1, "save_checkpoints_steps": 10, "log_every_secs": 60},
+    )
 
 
 def _train(spec, steps):
@@ -24,14 +28,22 @@ def _train(spec, steps):
 
 def _state_names(spec) -> str | None:
     with storage.configured(spec["storage"]["options"]):
-        return latest_checkpoint_name(storage.read_bytes(storage.join(spec["model_dir"], "checkpoint")).decode())
+        return latest_checkpoint_name(
+            storage.read_bytes(storage.join(spec["model_dir"], "checkpoint")).decode()
+        )
 
 
 def _warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and r.name.startswith("k2e")]
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and r.name.startswith("k2e")
+    ]
 
 
-def test_a_lost_or_garbled_state_file_resumes_from_the_newest_checkpoint(location, iris_spec, caplog):
+def test_a_lost_or_garbled_state_file_resumes_from_the_newest_checkpoint(
+    location, iris_spec, caplog
+):
     spec = _spec(iris_spec, location)
     assert _train(spec, 30)["global_step"] == 30
     state = storage.join(spec["model_dir"], "checkpoint")
@@ -41,7 +53,10 @@ def test_a_lost_or_garbled_state_file_resumes_from_the_newest_checkpoint(locatio
     with caplog.at_level(logging.WARNING, logger="k2e"):
         result = _train(spec, 40)
     assert (result["global_step"], result["steps_trained"]) == (40, 10)
-    assert any("has no checkpoint state file; continuing from model.ckpt-30" in w for w in _warnings(caplog))
+    assert any(
+        "has no checkpoint state file; continuing from model.ckpt-30" in w
+        for w in _warnings(caplog)
+    )
     assert _state_names(spec) == "model.ckpt-40"
 
     with storage.configured(spec["storage"]["options"]):
@@ -50,7 +65,9 @@ def test_a_lost_or_garbled_state_file_resumes_from_the_newest_checkpoint(locatio
     with caplog.at_level(logging.WARNING, logger="k2e"):
         result = _train(spec, 50)
     assert (result["global_step"], result["steps_trained"]) == (50, 10)
-    assert any("checkpoint is unreadable; continuing from model.ckpt-40" in w for w in _warnings(caplog))
+    assert any(
+        "checkpoint is unreadable; continuing from model.ckpt-40" in w for w in _warnings(caplog)
+    )
     assert _state_names(spec) == "model.ckpt-50"
 
 
@@ -58,7 +75,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(location, ir
     spec = _spec(iris_spec, location)
     assert _train(spec, 30)["global_step"] == 30
     with storage.configured(spec["storage"]["options"]):
-        shards = [url for url in storage.glob(storage.join(spec["model_dir"], "model.ckpt-30.data-*"))]
+        shards = [
+            url for url in storage.glob(storage.join(spec["model_dir"], "model.ckpt-30.data-*"))
+        ]
         for url in shards:
             storage.write_bytes(url, np.random.default_rng(1).bytes(len(storage.read_bytes(url))))
     caplog.clear()
@@ -66,8 +85,11 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(location, ir
         evaluated = job.evaluate_step(spec)
     assert evaluated["global_step"] == 20  # measured on the checkpoint that reads
     warned = _warnings(caplog)
-    assert any("model.ckpt-30 in" in w and "does not read (its data fails its checksum); "
-               "continuing from model.ckpt-20" in w for w in warned), warned
+    assert any(
+        "model.ckpt-30 in" in w
+        and "does not read (its data fails its checksum); continuing from model.ckpt-20" in w
+        for w in warned
+    ), warned
 
     result = _train(spec, 40)
     assert (result["global_step"], result["steps_trained"]) == (40, 20)

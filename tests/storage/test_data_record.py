@@ -23,9 +23,12 @@ def test_later_steps_use_the_recorded_vocabulary_and_fills(location, tmp_path):
     spec = {
         "model": {"factory": factory("penguin_model")},
         "model_dir": f"{base}/model",
-        "data": {"train": {"files": str(tmp_path / "train.csv")},
-                 "features": {"measurements": PENGUIN_MEASUREMENTS}, "labels": "species",
-                 "missing": {c: "median" for c in PENGUIN_MEASUREMENTS}},
+        "data": {
+            "train": {"files": str(tmp_path / "train.csv")},
+            "features": {"measurements": PENGUIN_MEASUREMENTS},
+            "labels": "species",
+            "missing": {c: "median" for c in PENGUIN_MEASUREMENTS},
+        },
         "train": {"steps": 100},
         "run_config": {"tf_random_seed": 1},
         "storage": {"options": options},
@@ -36,8 +39,14 @@ def test_later_steps_use_the_recorded_vocabulary_and_fills(location, tmp_path):
     assert recorded["label_vocabulary"] == {"species": ["Adelie", "Chinstrap", "Gentoo"]}
     assert recorded["fills"]["bill_length_mm"] == pytest.approx(frame.bill_length_mm.median())
 
-    later = dict(spec, data=dict(spec["data"], train={"files": str(tmp_path / "eval.csv")},
-                                 eval={"files": str(tmp_path / "eval.csv")}))
+    later = dict(
+        spec,
+        data=dict(
+            spec["data"],
+            train={"files": str(tmp_path / "eval.csv")},
+            eval={"files": str(tmp_path / "eval.csv")},
+        ),
+    )
     evaluated = job.evaluate_step(later)
     assert evaluated["confusion_matrix"]["categories"] == ["Adelie", "Chinstrap", "Gentoo"]
     assert evaluated["metrics"]["accuracy"] > 0.8

@@ -21,11 +21,16 @@ K2E = os.path.join(os.path.dirname(sys.executable), "k2e")
 
 def _loadable_versions(base):
     """Numbered directories a server could load: those holding saved_model.pb."""
-    return [n for n in storage.listdir(base) if n.isdigit()
-            and storage.exists(storage.join(base, n, "saved_model.pb"))]
+    return [
+        n
+        for n in storage.listdir(base)
+        if n.isdigit() and storage.exists(storage.join(base, n, "saved_model.pb"))
+    ]
 
 
-def test_server_stopped_mid_publish_then_rerun_publishes_exactly_one_version(s3, s3_server, tmp_path):
+def test_server_stopped_mid_publish_then_rerun_publishes_exactly_one_version(
+    s3, s3_server, tmp_path
+):
     base = f"s3://{BUCKET}/faults/model"
     src = make_savedmodel_like(str(tmp_path / "sm"), files=40, size=50_000)
     stopped = threading.Event()
@@ -94,8 +99,11 @@ def test_retrying_an_unreachable_store_is_bounded_and_says_how_long():
     refused = {"s3": {"endpoint_url": f"http://127.0.0.1:{free_port()}", "key": "k", "secret": "s"}}
     began = time.perf_counter()
     with storage.configured(refused, retries=2):
-        with pytest.raises(storage.StorageError, match=r"gave up after 2 attempts in \d+\.\ds "
-                           r"\(storage.retries, storage.retry_seconds\)"):
+        with pytest.raises(
+            storage.StorageError,
+            match=r"gave up after 2 attempts in \d+\.\ds "
+            r"\(storage.retries, storage.retry_seconds\)",
+        ):
             storage.read_bytes("s3://bucket/x")
     assert time.perf_counter() - began < 6
     began = time.perf_counter()
@@ -129,8 +137,9 @@ def _s3_job(tmp_path, s3, iris_spec, steps, prefix):
 
 def test_training_killed_after_a_checkpoint_resumes_from_it(s3, iris_spec, tmp_path):
     spec = _s3_job(tmp_path, s3, iris_spec, steps=20000, prefix="killed")
-    proc = subprocess.Popen([K2E, "train", spec], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [K2E, "train", spec], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     state = f"s3://{BUCKET}/killed/model_dir/checkpoint"
     deadline = time.time() + 120
     with storage.configured(s3):
@@ -143,20 +152,29 @@ def test_training_killed_after_a_checkpoint_resumes_from_it(s3, iris_spec, tmp_p
     uploaded_step = int(text.split('model_checkpoint_path: "model.ckpt-')[1].split('"')[0])
     assert 0 < uploaded_step < 20000
 
-    rerun = subprocess.run([K2E, "train", spec, "--set", f"train.steps={uploaded_step + 200}"],
-                           capture_output=True, text=True, timeout=300)
+    rerun = subprocess.run(
+        [K2E, "train", spec, "--set", f"train.steps={uploaded_step + 200}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert rerun.returncode == 0, rerun.stderr
     result = json.loads(rerun.stdout.strip().splitlines()[-1])
     assert f"training from step {uploaded_step} " in rerun.stderr
     assert result["global_step"] == uploaded_step + 200
     assert result["steps_trained"] == 200
-    assert result["checkpoint"] == f"s3://{BUCKET}/killed/model_dir/model.ckpt-{uploaded_step + 200}"
+    assert (
+        result["checkpoint"] == f"s3://{BUCKET}/killed/model_dir/model.ckpt-{uploaded_step + 200}"
+    )
     # Resuming fetched that checkpoint's variables and a few small records; not the graph
     # (.meta), the event files, older checkpoints or the Keras warm-start checkpoint.
     with storage.configured(s3):
         files = storage.find(f"s3://{BUCKET}/killed/model_dir")
-    resumed = sum(size for name, size in files.items()
-                  if name.startswith(f"model.ckpt-{uploaded_step}.") and not name.endswith(".meta"))
+    resumed = sum(
+        size
+        for name, size in files.items()
+        if name.startswith(f"model.ckpt-{uploaded_step}.") and not name.endswith(".meta")
+    )
     assert resumed <= result["resume_download_bytes"] <= resumed + 1024, (resumed, files)
 
 

@@ -17,7 +17,9 @@ def make_savedmodel_like(root, files=12, size=20_000, seed=0):
     os.makedirs(os.path.join(root, "variables"))
     os.makedirs(os.path.join(root, "assets"))
     for i in range(files):
-        with open(os.path.join(root, "variables", f"variables.data-{i:05d}-of-{files:05d}"), "wb") as f:
+        with open(
+            os.path.join(root, "variables", f"variables.data-{i:05d}-of-{files:05d}"), "wb"
+        ) as f:
             f.write(rng.bytes(size))
     with open(os.path.join(root, "variables", "variables.index"), "wb") as f:
         f.write(rng.bytes(500))
