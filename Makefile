@@ -10,12 +10,14 @@ EXTRAS := airflow,kfp,kubernetes,s3,gcs,dev
 run: $(VENV)/.installed examples/data/.generated
 	$(BIN)/k2e run examples/iris.yaml
 
-# Lint and format checks (ruff, configured in pyproject.toml), then the test suite. pytest
-# exits 5 when a selection (PYTEST_ARGS) collects no test: said, not failed.
+# Lint and format checks (ruff, configured in pyproject.toml), then the test suite on
+# TEST_WORKERS processes (pytest-xdist). pytest exits 5 when a selection (PYTEST_ARGS)
+# collects no test: said, not failed. The quick set: make test PYTEST_ARGS='-m "not slow"'.
+TEST_WORKERS ?= 2
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@rc=0; $(BIN)/python -m pytest -ra $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; $(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)"; rc=0; fi; \
 	exit $$rc
 

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.airflow.conftest import dags_test
 from tests.conftest import REPO
 
@@ -52,6 +54,7 @@ def test_every_dag_file_imports_fast_without_tensorflow():
     assert report["seconds"] < 2.0, report  # parsing every file, after Airflow itself is imported
 
 
+@pytest.mark.slow
 def test_three_scheduled_runs_publish_only_blessed_versions(
     airflow_db, retraining_spec, example_data, tmp_path
 ):
@@ -108,6 +111,7 @@ def test_three_scheduled_runs_publish_only_blessed_versions(
     assert predicted["version"] == 2 and len(predicted["species"]) == 3
 
 
+@pytest.mark.slow
 def test_one_task_dag_runs_the_whole_job_and_a_rerun_publishes_nothing_new(
     airflow_db, iris_spec, tmp_path
 ):
@@ -128,6 +132,7 @@ def test_one_task_dag_runs_the_whole_job_and_a_rerun_publishes_nothing_new(
     ]
 
 
+@pytest.mark.slow
 def test_missing_spec_fails_the_task_with_one_clear_line(airflow_db, tmp_path):
     conf = {"spec": str(tmp_path / "nowhere.yaml"), "root": str(tmp_path / "iris")}
     proc = dags_test("k2e_iris_retraining", "2026-11-03", conf)

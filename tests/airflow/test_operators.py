@@ -284,6 +284,7 @@ def _wait_for_checkpoint(model_dir, step, timeout=120):
     raise AssertionError(f"no checkpoint at step >= {step} in {model_dir}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("python", [None, sys.executable], ids=["here", "interpreter"])
 def test_on_kill_stops_training_within_seconds_and_a_retry_resumes_and_publishes_once(
     iris_spec, python

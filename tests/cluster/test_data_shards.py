@@ -45,6 +45,7 @@ def model():
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("files", [1, 4])
 def test_workers_read_disjoint_shares_that_cover_the_training_set(tmp_path, files, monkeypatch):
     rows = 64

@@ -35,6 +35,7 @@ def _versions(base):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["between_graph", "parameter_server"])
 def test_chief_worker_and_ps_train_together_and_only_the_chief_publishes(
     iris_spec, tmp_path, strategy
@@ -61,6 +62,7 @@ def test_chief_worker_and_ps_train_together_and_only_the_chief_publishes(
         assert noise not in proc.stderr
 
 
+@pytest.mark.slow
 def test_evaluator_follows_checkpoints_and_early_stopping_ends_the_cluster(iris_spec, tmp_path):
     iris_spec["train"] = {
         "steps": 200000,
@@ -122,6 +124,7 @@ def _checkpoint_steps(model_dir):
     ]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_stops_the_cluster_clearly_and_a_rerun_resumes(iris_spec, tmp_path):
     iris_spec["train"]["steps"] = 400000  # far more than is trained before the kill
     iris_spec["run_config"]["save_checkpoints_steps"] = 300

@@ -462,6 +462,7 @@ def test_adapted_layers_inside_a_nested_model(tf, tmp_path):
 @pytest.mark.parametrize(
     "application", ["MobileNetV3Small"]
 )  # EfficientNetB0, ResNet50 pass too (30-60 s each)
+@pytest.mark.slow
 def test_keras_applications_evaluate_as_keras_and_train(tf, tmp_path, application):
     """Keras' own architectures (BatchNorm, Rescaling, hard-swish, depthwise convolutions),
     on scikit-learn's digits scaled to 32x32 RGB."""

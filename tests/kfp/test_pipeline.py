@@ -104,6 +104,7 @@ def local_runner(tmp_path):
     return tmp_path / "root"
 
 
+@pytest.mark.slow
 def test_pipeline_runs_locally_and_a_second_run_warm_starts_from_the_first(
     local_runner, iris_spec, tmp_path, tf
 ):
@@ -148,6 +149,7 @@ def test_pipeline_runs_locally_and_a_second_run_warm_starts_from_the_first(
     assert second["metrics"].metadata["accuracy"] >= metrics["accuracy"] - 0.1
 
 
+@pytest.mark.slow
 def test_three_scheduled_runs_publish_only_blessed_versions(
     local_runner, retraining_spec, example_data, tmp_path
 ):
@@ -282,6 +284,7 @@ def test_overrides_must_be_a_json_object():
         overrides("train.steps=5")
 
 
+@pytest.mark.slow
 def test_tfjob_pipeline_compiles_without_tensorflow_and_runs_the_tfjob(
     local_runner, iris_spec, s3, tmp_path, monkeypatch
 ):

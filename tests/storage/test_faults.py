@@ -105,12 +105,12 @@ def test_retrying_an_unreachable_store_is_bounded_and_says_how_long():
             r"\(storage.retries, storage.retry_seconds\)",
         ):
             storage.read_bytes("s3://bucket/x")
-    assert time.perf_counter() - began < 6
+    assert time.perf_counter() - began < 10  # was 17.6 s
     began = time.perf_counter()
     with storage.configured(refused, retries=1000, retry_seconds=3):
         with pytest.raises(storage.StorageError, match=r"gave up after \d+ attempts"):
             storage.read_bytes("s3://bucket/x")
-    assert time.perf_counter() - began < 8
+    assert time.perf_counter() - began < 10
 
 
 def test_missing_bucket_fails_at_once_and_says_so(s3):
@@ -142,10 +142,15 @@ def test_training_killed_after_a_checkpoint_resumes_from_it(s3, iris_spec, tmp_p
     )
     state = f"s3://{BUCKET}/killed/model_dir/checkpoint"
     deadline = time.time() + 120
+
+    def uploaded():  # a checkpoint after training began (model.ckpt-0 is the initial one)
+        if not storage.exists(state):
+            return False
+        return 'model_checkpoint_path: "model.ckpt-0"' not in storage.read_bytes(state).decode()
+
     with storage.configured(s3):
-        while time.time() < deadline and not storage.exists(state):
+        while time.time() < deadline and not uploaded():
             time.sleep(0.2)
-        time.sleep(0.5)
         proc.kill()
         proc.wait(30)
         text = storage.read_bytes(state).decode()
