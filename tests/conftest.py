@@ -64,9 +64,14 @@ def example_data(tmp_path_factory, gen, tf):
 @pytest.fixture
 def iris_spec(example_data, tmp_path):
     """A small iris job (CSV) writing into tmp_path."""
+    return iris_job(example_data, tmp_path)
+
+
+def iris_job(example_data, root) -> dict:
+    """The iris job's spec (CSV, 60 steps), writing model_dir and export under `root`."""
     return {
         "model": {"factory": os.path.join(EXAMPLES, "models.py") + ":iris_model"},
-        "model_dir": str(tmp_path / "model"),
+        "model_dir": str(root / "model"),
         "data": {
             "train": {"files": str(example_data / "iris_train.csv")},
             "eval": {"files": str(example_data / "iris_test.csv")},
@@ -78,7 +83,7 @@ def iris_spec(example_data, tmp_path):
         },
         "train": {"steps": 60},
         "run_config": {"tf_random_seed": 1, "log_every_secs": 0.05},
-        "export": {"base": str(tmp_path / "export")},
+        "export": {"base": str(root / "export")},
     }
 
 

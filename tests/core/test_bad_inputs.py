@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from tests.conftest import BUCKET, EXAMPLES
+from tests.conftest import BUCKET, EXAMPLES, iris_job
 from tests.core.test_cli import DIVERGING, _main, _write, problem_lines
 
 
@@ -468,22 +468,11 @@ def trained(example_data, tmp_path_factory):
     from k2e_core import job
 
     root = tmp_path_factory.mktemp("trained")
-    spec = {
-        "model": {"factory": FACTORY},
-        "model_dir": str(root / "model"),
-        "data": {
-            "train": {"files": str(example_data / "iris_train.csv")},
-            "eval": {"files": str(example_data / "iris_test.csv")},
-            "features": {
-                "dense_input": ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-            },
-            "labels": "species",
-            "batch_size": 16,
-        },
-        "train": {"steps": 30},
-        "run_config": {"tf_random_seed": 1, "save_checkpoints_steps": 10, "log_every_secs": 60},
-        "export": {"base": str(root / "export")},
-    }
+    spec = dict(
+        iris_job(example_data, root),
+        train={"steps": 30},
+        run_config={"tf_random_seed": 1, "save_checkpoints_steps": 10, "log_every_secs": 60},
+    )
     assert job.run(spec)["version"] == 1
     return {"spec": spec, "model_dir": spec["model_dir"], "export": spec["export"]["base"]}
 
