@@ -24,9 +24,9 @@ log = logging.getLogger("k2e.data")
 
 #: A cell larger than this is refused (Python's csv default; TensorFlow has none and slows).
 FIELD_LIMIT = 131072
-CHUNK_ROWS = 20_000
+CHUNK_ROWS = 20_000  # CSV rows checked at once, column by column
 #: Number texts that are not finite numbers (case and sign aside): missing values, like NaN.
-NON_FINITE = ["nan", "inf", "infinity"]  # CSV rows checked at once, column by column
+NON_FINITE = ["nan", "inf", "infinity"]
 _IMAGE_MAGIC = {
     "png": (b"\x89PNG",),
     "jpeg": (b"\xff\xd8",),
@@ -192,10 +192,9 @@ class _Rows:
 
     def refuse_missing(self, where, c, value):
         shown = value if not isinstance(value, list) else value[:3]
-        infinite = str(shown).strip().lower().lstrip("+-") in ("inf", "infinity") or (
-            isinstance(value, (float, list)) and np.isinf(np.asarray(value, float)).any()
+        what = (
+            f"is {shown!r}, not a finite number" if _infinite(value) else f"is missing ({shown!r})"
         )
-        what = f"is {shown!r}, not a finite number" if infinite else f"is missing ({shown!r})"
         raise SpecError(
             f"{self.source.field}.files",
             f"{where} column {c!r} {what}",
@@ -327,6 +326,16 @@ class _Rows:
                     f"{v!r} is outside the model's {classes} classes (0..{classes - 1})",
                     "fix the row, or give the output as many units as classes",
                 )
+
+
+def _infinite(value) -> bool:
+    """Whether a cell (or a list of values) holds an infinity, as a float or as text."""
+    for v in value if isinstance(value, list) else [value]:
+        if isinstance(v, float) and math.isinf(v):
+            return True
+        if isinstance(v, str) and v.strip().lower().lstrip("+-") in ("inf", "infinity"):
+            return True
+    return False
 
 
 def _bounded_lines(f, limit, counter):

@@ -292,7 +292,7 @@ def bucket_of(url: str) -> str | None:
     protocol, _, rest = str(url).partition("://")
     if protocol not in _BUCKET_PROTOCOLS or not rest:
         return None
-    return rest.split("@")[-1].split("/")[0] or None
+    return rest.split("/")[0].rpartition("@")[2] or None
 
 
 def missing_bucket(url: str) -> str | None:

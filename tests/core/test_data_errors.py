@@ -218,3 +218,42 @@ def test_the_schema_documents_every_data_field(capsys):
     for name in ("columns", "na_values", "missing", "label_vocabulary", "decode", "scan_mb"):
         assert data[name].get("description"), name
     assert set(schema["$defs"]["ImageDecode"]["properties"]) == {"format", "resize", "channels"}
+
+
+TAGS_MODEL = """
+import tensorflow as tf
+
+def build():
+    tags = tf.keras.Input(shape=(2,), dtype=tf.string, name="tags")
+    ids = tf.keras.layers.StringLookup(vocabulary=["a", "b"])(tags)
+    hot = tf.keras.layers.CategoryEncoding(num_tokens=3, output_mode="multi_hot")(ids)
+    model = tf.keras.Model(tags, tf.keras.layers.Dense(1, activation="sigmoid")(hot))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    return model
+"""
+
+
+def test_a_missing_value_in_a_list_of_texts_is_named(tmp_path, tf):
+    from k2e_core import job
+    from k2e_core.errors import SpecError
+
+    with tf.io.TFRecordWriter(str(tmp_path / "tags.tfrecord")) as writer:
+        for i in range(20):
+            tags = [b"a", b"b"] if i != 7 else [b"a", b""]
+            feature = {
+                "tags": tf.train.Feature(bytes_list=tf.train.BytesList(value=tags)),
+                "y": tf.train.Feature(float_list=tf.train.FloatList(value=[i % 2])),
+            }
+            example = tf.train.Example(features=tf.train.Features(feature=feature))
+            writer.write(example.SerializeToString())
+    (tmp_path / "tags_model.py").write_text(TAGS_MODEL)
+    spec = {
+        "model": {"factory": str(tmp_path / "tags_model.py") + ":build"},
+        "model_dir": str(tmp_path / "model"),
+        "data": {"train": {"files": str(tmp_path / "tags.tfrecord")}, "labels": "y"},
+        "train": {"steps": 1},
+    }
+    with pytest.raises(
+        SpecError, match=r"tags.tfrecord record 8 column 'tags' is missing \(\['a', ''\]\)"
+    ):
+        job.validate(spec)
