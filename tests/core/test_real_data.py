@@ -782,3 +782,38 @@ def test_subclassed_models_the_job_cannot_take_are_named(tmp_path, capsys, chang
     assert cli.main(["validate", str(path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and field in err[0]
+
+
+def test_infinities_as_pandas_writes_them_are_missing_values(tmp_path):
+    """pandas writes inf as `inf`, which TensorFlow parses as a number: it trained silently.
+    It is refused by default, and `missing: drop` trains as Keras does on the finite rows."""
+    from k2e_core import job
+    from k2e_core.errors import SpecError
+
+    frame = real_data.penguins()[["species", *PENGUIN_MEASUREMENTS]].dropna()
+    frame.loc[frame.index[[5, 40]], "body_mass_g"] = [np.inf, -np.inf]
+    frame.to_csv(tmp_path / "penguins.csv", index=False)
+    spec = _spec(
+        tmp_path,
+        "penguin_model",
+        tmp_path / "penguins.csv",
+        features={"measurements": PENGUIN_MEASUREMENTS},
+        labels="species",
+        batch_size=512,
+    )
+    with pytest.raises(
+        SpecError,
+        match=r"penguins.csv line 7 column 'body_mass_g' is 'inf', not a "
+        r"finite number; set data.missing: drop",
+    ):
+        job.validate(spec)
+
+    result = job.run(dict(spec, data=dict(spec["data"], missing="drop")))
+    finite = frame[np.isfinite(frame["body_mass_g"])]
+    codes = finite["species"].map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}).to_numpy()
+    loss, accuracy = _trained_keras(spec).evaluate(
+        finite[PENGUIN_MEASUREMENTS].to_numpy(np.float32), codes, batch_size=512, verbose=0
+    )
+    assert np.isfinite(result["metrics"]["loss"])
+    assert result["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
+    assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
