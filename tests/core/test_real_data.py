@@ -28,6 +28,28 @@ def _spec(tmp_path, model, train, steps=200, eval_files=None, factory_kwargs=Non
     return spec
 
 
+def _assert_evaluates_as_keras(spec, result, rows):
+    """The job's eval metrics equal Keras `evaluate` of its trained model on `rows` (species
+    and the four measurements of the penguins)."""
+    codes = rows["species"].map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}).to_numpy()
+    loss, accuracy = _trained_keras(spec).evaluate(
+        rows[PENGUIN_MEASUREMENTS].to_numpy(np.float32), codes, batch_size=512, verbose=0
+    )
+    assert result["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
+    assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+#: penguin_adapted_model's inputs and the columns of real_data.penguin_notes() feeding them.
+NOTES_FEATURES = {
+    "island": "island",
+    "sex": "sex",
+    "year": "year",
+    "notes": "notes",
+    "measurements": PENGUIN_MEASUREMENTS[:3],
+    "body_mass_g": "body_mass_g",
+}
+
+
 def _trained_keras(spec):
     """The Keras model holding the job's latest checkpoint, for Keras' own evaluate/predict."""
     from k2e_core import conversion, job
@@ -221,13 +243,7 @@ def test_drop_skips_rows_with_missing_values_and_counts_them(tmp_path, caplog):
     assert f"{dropped} with missing values skipped" in caplog.text
     result = job.run(dict(spec, data=dict(spec["data"], batch_size=512)))
     assert result["metrics"]["accuracy"] > 0.9
-    clean = frame.dropna()
-    codes = clean["species"].map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}).to_numpy()
-    loss, accuracy = _trained_keras(spec).evaluate(
-        clean[PENGUIN_MEASUREMENTS].to_numpy(np.float32), codes, batch_size=512, verbose=0
-    )
-    assert result["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
-    assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    _assert_evaluates_as_keras(spec, result, frame.dropna())
     from k2e_core.serving import predict_version
 
     served = predict_version(
@@ -614,14 +630,7 @@ def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(
         frame.to_csv(path, index=False)
     else:
         real_data.write_frame_tfrecord(frame, str(path))
-    features = {
-        "island": "island",
-        "sex": "sex",
-        "year": "year",
-        "notes": "notes",
-        "measurements": PENGUIN_MEASUREMENTS[:3],
-        "body_mass_g": "body_mass_g",
-    }
+    features = NOTES_FEATURES
     spec = _spec(
         tmp_path, "penguin_adapted_model", path, steps=300, labels="species", features=features
     )
@@ -680,14 +689,7 @@ def test_a_warm_start_into_a_model_with_adapted_layers_takes_the_trained_weights
 
     frame = real_data.penguin_notes()
     frame.to_csv(tmp_path / "penguins.csv", index=False)
-    features = {
-        "island": "island",
-        "sex": "sex",
-        "year": "year",
-        "notes": "notes",
-        "measurements": PENGUIN_MEASUREMENTS[:3],
-        "body_mass_g": "body_mass_g",
-    }
+    features = NOTES_FEATURES
     first = _spec(
         tmp_path / "first",
         "penguin_adapted_model",
@@ -809,11 +811,5 @@ def test_infinities_as_pandas_writes_them_are_missing_values(tmp_path):
         job.validate(spec)
 
     result = job.run(dict(spec, data=dict(spec["data"], missing="drop")))
-    finite = frame[np.isfinite(frame["body_mass_g"])]
-    codes = finite["species"].map({"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}).to_numpy()
-    loss, accuracy = _trained_keras(spec).evaluate(
-        finite[PENGUIN_MEASUREMENTS].to_numpy(np.float32), codes, batch_size=512, verbose=0
-    )
     assert np.isfinite(result["metrics"]["loss"])
-    assert result["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
-    assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    _assert_evaluates_as_keras(spec, result, frame[np.isfinite(frame["body_mass_g"])])
