@@ -59,7 +59,7 @@ from k2e_core.logs import quiet_tensorflow
 quiet_tensorflow()
 import tensorflow as tf
 import models
-from k2e_core import conversion
+from k2e_core.estimator import conversion
 
 
 class Subclassed(tf.keras.Model):

@@ -118,7 +118,8 @@ def _cpu_seconds(pid) -> float | None:
 
 
 def publish_once(src, options, concurrency, server_pid) -> dict:
-    from k2e_core import publish, storage
+    from k2e_core import storage
+    from k2e_core.storage import publish
 
     server_cpu = _cpu_seconds(server_pid)
     cpu, began = time.process_time(), time.perf_counter()
@@ -171,7 +172,8 @@ def publish_rows(src, options, reps, server_pid, label, met_required) -> list:
 
 
 def resume_row(options, steps) -> dict:
-    from k2e_core import job, storage
+    from k2e_core import storage
+    from k2e_core.steps import job
 
     spec = job.load_spec(
         os.path.join(REPO, "examples", "bag_of_words.yaml"),

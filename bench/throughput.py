@@ -136,7 +136,7 @@ def _mapping(model: str, cols: dict, fmt_: str) -> dict:
 
 
 def _spec(model, train_file, mapping, batch, steps, model_dir):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     return job.load_spec(
         os.path.join(REPO, "examples", MODELS[model][0]),
@@ -154,7 +154,7 @@ def _spec(model, train_file, mapping, batch, steps, model_dir):
 
 
 def k2e_rate(spec) -> float:
-    from k2e_core import job
+    from k2e_core.steps import job
 
     with job._job(spec) as j:
         j.plan()
@@ -163,7 +163,7 @@ def k2e_rate(spec) -> float:
 
 
 def keras_rate(spec, steps) -> float:
-    from k2e_core import job
+    from k2e_core.steps import job
 
     with job._job(spec) as j:
         model, ds = j.model, j.input_fn("train")()
@@ -176,8 +176,8 @@ def keras_rate(spec, steps) -> float:
 def upstream_rate(spec, steps, model_dir) -> float:
     import tensorflow as tf
 
-    from k2e_core import job
     from k2e_core.logs import progress_hook
+    from k2e_core.steps import job
 
     with job._job(spec) as j:
         j.plan()

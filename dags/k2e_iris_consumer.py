@@ -26,7 +26,7 @@ with DAG(
 
     @task(inlets=[MODEL])
     def predict(*, triggering_asset_events=None, inlet_events=None) -> dict:
-        from k2e_core.serving import predict_version
+        from k2e_core.estimator.serving import predict_version
 
         events = [e for evs in (triggering_asset_events or {}).values() for e in evs]
         event = events[-1] if events else inlet_events[MODEL][-1]

@@ -8,17 +8,17 @@ the CLI's argument handling work without TensorFlow.
 __version__ = "0.1.0"
 
 _LAZY = {
-    "convert": "k2e_core.conversion",
-    "model_to_estimator": "k2e_core.conversion",
-    "load_keras_model": "k2e_core.conversion",
+    "convert": "k2e_core.estimator.conversion",
+    "model_to_estimator": "k2e_core.estimator.conversion",
+    "load_keras_model": "k2e_core.estimator.conversion",
     "JobSpec": "k2e_core.spec",
     "load_spec": "k2e_core.spec",
-    "run": "k2e_core.job",
-    "validate": "k2e_core.job",
-    "convert_step": "k2e_core.job",
-    "train_step": "k2e_core.job",
-    "evaluate_step": "k2e_core.job",
-    "export_step": "k2e_core.job",
+    "run": "k2e_core.steps.job",
+    "validate": "k2e_core.steps.job",
+    "convert_step": "k2e_core.steps.job",
+    "train_step": "k2e_core.steps.job",
+    "evaluate_step": "k2e_core.steps.job",
+    "export_step": "k2e_core.steps.job",
 }
 
 __all__ = sorted(_LAZY)

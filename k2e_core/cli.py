@@ -170,7 +170,7 @@ def _metrics_argument(text):
     if text is None:
         return None
     from k2e_core.errors import SpecError
-    from k2e_core.job import check_metrics
+    from k2e_core.steps.job import check_metrics
 
     try:
         metrics = json.loads(text)
@@ -188,7 +188,7 @@ def _stop_training_on_sigterm():
     """SIGTERM (an orchestrator stopping the task): save a checkpoint, stop, exit 1."""
     import signal
 
-    from k2e_core.training import request_stop
+    from k2e_core.estimator.training import request_stop
 
     def on_sigterm(signum, frame):
         print("k2e: SIGTERM: stopping after the current step", file=sys.stderr)
@@ -262,7 +262,7 @@ def _registry(args) -> int:
 
 
 def _tfjob(args, spec) -> int:
-    from k2e_core import tfjob
+    from k2e_core.distributed import tfjob
 
     if not args.submit:
         import yaml
@@ -296,10 +296,10 @@ def main(argv=None) -> int:
             spec = load_spec(spec, ["data.scan_mb=all"])
         if args.command == "tfjob":
             return _tfjob(args, spec)
-        from k2e_core.job import STEPS
+        from k2e_core.steps.job import STEPS
 
         if getattr(args, "cluster", None):
-            from k2e_core import launcher
+            from k2e_core.distributed import launcher
 
             spec = load_spec(spec, launcher.parse_layout(args.cluster))
             result = launcher.launch(args.command, spec)

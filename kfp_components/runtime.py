@@ -58,7 +58,7 @@ def step(
     ends as one clear line. `fixed`: overrides applied as they are, None values included."""
 
     def run_step(merged):
-        from k2e_core import job
+        from k2e_core.steps import job
 
         return job.STEPS[name](spec, merged, **kwargs)
 
@@ -233,7 +233,7 @@ def run_tfjob(
     submitted from this pod, awaited; returns what its chief published. No TensorFlow here."""
 
     def submit(merged):
-        from k2e_core import tfjob
+        from k2e_core.distributed import tfjob
         from k2e_core.spec import load_spec
 
         return tfjob.run(load_spec(spec, merged), tfjob.name_for(run_id) if run_id else None)

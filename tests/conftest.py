@@ -38,7 +38,7 @@ def _k2e_logging():
 
 @pytest.fixture(scope="session")
 def tf():
-    from k2e_core._tensorflow import tf
+    from k2e_core.estimator.compat import tf
 
     return tf
 

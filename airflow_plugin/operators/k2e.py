@@ -90,7 +90,7 @@ class K2eBaseOperator(BaseOperator):
             deadline.daemon = True
             deadline.start()
             return
-        training = sys.modules.get("k2e_core.training")
+        training = sys.modules.get("k2e_core.estimator.training")
         if training is not None:
             training.request_stop()
 
@@ -145,7 +145,7 @@ class K2eBaseOperator(BaseOperator):
             )
 
     def _run_step(self, overrides: dict) -> dict:
-        from k2e_core.job import STEPS
+        from k2e_core.steps.job import STEPS
 
         return STEPS[self.step](self.spec, overrides, **self.step_kwargs())
 
@@ -312,7 +312,7 @@ class K2eJobOperator(_PublishesModel):
 
     def execute(self, context) -> dict:
         if self.kubernetes:
-            from k2e_core.tfjob import name_for
+            from k2e_core.distributed.tfjob import name_for
 
             self._tfjob_name = name_for(context["dag"].dag_id, self.task_id, context["run_id"])
             self.python = None  # the pods run TensorFlow; this task only submits and waits
@@ -321,7 +321,7 @@ class K2eJobOperator(_PublishesModel):
     def _run_step(self, overrides: dict) -> dict:
         if not self.kubernetes:
             return super()._run_step(overrides)
-        from k2e_core import tfjob
+        from k2e_core.distributed import tfjob
         from k2e_core.spec import load_spec
 
         return tfjob.run(

@@ -42,7 +42,7 @@ def test_every_dag_file_imports_fast_without_tensorflow():
         "print(json.dumps({'seconds': time.perf_counter() - began, 'errors': bag.import_errors,\n"
         "                  'dags': sorted(bag.dag_ids), 'files': len(bag.dagbag_stats),\n"
         "                  'tensorflow': 'tensorflow' in sys.modules,\n"
-        "                  'k2e_job': 'k2e_core.job' in sys.modules}))\n"
+        "                  'k2e_job': 'k2e_core.steps.job' in sys.modules}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

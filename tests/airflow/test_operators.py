@@ -162,7 +162,7 @@ def test_a_step_in_another_interpreter_imports_no_tensorflow_in_the_worker(iris_
         "python=sys.executable)\n"
         "result = op.execute(task_context())\n"
         "print(json.dumps([result['valid'], sorted(m for m in ('tensorflow', 'keras', "
-        "'k2e_core.job') if m in sys.modules)]))\n"
+        "'k2e_core.steps.job') if m in sys.modules)]))\n"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO

@@ -44,7 +44,8 @@ def test_provider_info_names_modules_that_hold_the_operators_and_hook():
 def test_operators_import_without_tensorflow_or_the_core_job():
     code = (
         "import sys, airflow.sdk, airflow_plugin.operators.k2e, airflow_plugin.hooks.storage; "
-        "print(sorted(m for m in ('tensorflow', 'keras', 'k2e_core.job') if m in sys.modules))"
+        "print(sorted(m for m in ('tensorflow', 'keras', 'k2e_core.steps.job') "
+        "if m in sys.modules))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -44,14 +44,14 @@ def s3_spec(iris_spec, s3):
 
 
 def _manifest(spec, name=None):
-    from k2e_core import tfjob
+    from k2e_core.distributed import tfjob
     from k2e_core.spec import load_spec
 
     return tfjob.manifest(load_spec(spec), name)
 
 
 def test_the_manifest_is_a_tfjob_the_training_operator_accepts(s3_spec, tmp_path):
-    from k2e_core import tfjob
+    from k2e_core.distributed import tfjob
 
     s3_spec["cluster"].update(workers=2, evaluator=True)
     s3_spec["cluster"]["kubernetes"]["resources"] = {"worker": {"requests": {"cpu": "4"}}}
@@ -131,7 +131,8 @@ def test_a_submitted_tfjob_trains_from_its_replicas_commands_and_returns_the_ver
 ):
     """Every replica runs the manifest's command with the TF_CONFIG the operator computes;
     the submitter waits through the Kubernetes client and reads what the chief published."""
-    from k2e_core import registry, storage, tfjob
+    from k2e_core import registry, storage
+    from k2e_core.distributed import tfjob
     from k2e_core.spec import load_spec
 
     s3_spec["train"]["steps"] = 800
@@ -154,7 +155,7 @@ def test_a_submitted_tfjob_trains_from_its_replicas_commands_and_returns_the_ver
 
 
 def test_a_failing_replica_fails_the_tfjob_with_its_error(s3_spec, tmp_path):
-    from k2e_core import tfjob
+    from k2e_core.distributed import tfjob
     from k2e_core.errors import K2eError
     from k2e_core.spec import load_spec
 

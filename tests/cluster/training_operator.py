@@ -17,7 +17,7 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from k2e_core import cluster, launcher, tfjob
+from k2e_core.distributed import cluster, launcher, tfjob
 from k2e_core.errors import K2eError
 
 BIN = os.path.dirname(sys.executable)

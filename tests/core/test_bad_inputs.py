@@ -465,7 +465,7 @@ CASES = {
 @pytest.fixture(scope="module")
 def trained(example_data, tmp_path_factory):
     """The iris job trained to step 30 (a checkpoint every 10 steps) and published once."""
-    from k2e_core import job
+    from k2e_core.steps import job
 
     root = tmp_path_factory.mktemp("trained")
     spec = dict(

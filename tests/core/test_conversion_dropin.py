@@ -367,7 +367,7 @@ ADAPTED = [
 @pytest.mark.parametrize("layer", [*ADAPTED, "normalization", "hashing"])
 def test_preprocessing_layers_evaluate_predict_and_train_as_keras_does(tf, tmp_path, layer):
     import k2e_core
-    from k2e_core import conversion
+    from k2e_core.estimator import conversion
 
     model, values, labels = _preprocessing_model(tf, layer)
     keras_loss, keras_accuracy = model.evaluate(values, labels, verbose=0)

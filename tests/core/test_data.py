@@ -12,10 +12,10 @@ import pytest
 
 
 def test_csv_columns_are_stacked_into_the_model_input_in_file_order(iris_spec, tf):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     with job._job(iris_spec) as j:
-        features, labels = __import__("k2e_core.pipeline", fromlist=["x"]).first_batch(
+        features, labels = __import__("k2e_core.estimator.pipeline", fromlist=["x"]).first_batch(
             j.plan(), j.source("train"), j.spec.data, 5
         )
     with open(iris_spec["data"]["train"]["files"]) as f:
@@ -34,7 +34,7 @@ def test_csv_columns_are_stacked_into_the_model_input_in_file_order(iris_spec, t
 
 def test_a_float_column_whose_first_rows_hold_whole_numbers_is_read_as_float(iris_spec, tmp_path):
     """Writers often print 1.0 as "1": the column's type comes from many rows, not the first."""
-    from k2e_core import job
+    from k2e_core.steps import job
 
     with open(iris_spec["data"]["train"]["files"]) as f:
         header, *rows = f.read().splitlines()
@@ -51,7 +51,7 @@ def test_a_float_column_whose_first_rows_hold_whole_numbers_is_read_as_float(iri
 
 
 def test_data_at_memory_urls_split_over_several_gzipped_files(iris_spec, tmp_path):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     memory = fsspec.filesystem("memory")
     with open(iris_spec["data"]["train"]["files"]) as f:
@@ -72,7 +72,7 @@ def test_data_at_memory_urls_split_over_several_gzipped_files(iris_spec, tmp_pat
 
 
 def test_sample_weight_column_changes_training(iris_spec, tmp_path):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     with open(iris_spec["data"]["train"]["files"]) as f:
         lines = f.read().splitlines()
@@ -103,8 +103,8 @@ def test_sample_weight_column_changes_training(iris_spec, tmp_path):
 
 
 def test_eval_files_are_checked_too(iris_spec, tmp_path):
-    from k2e_core import job
     from k2e_core.errors import SpecError
+    from k2e_core.steps import job
 
     other = tmp_path / "other.csv"
     other.write_text("a,b\n1,2\n")
@@ -116,8 +116,8 @@ def test_eval_files_are_checked_too(iris_spec, tmp_path):
 
 
 def test_tfrecord_feature_width_must_match_the_model_input(example_data, tmp_path):
-    from k2e_core import job
     from k2e_core.errors import SpecError
+    from k2e_core.steps import job
     from tests.conftest import EXAMPLES
 
     spec = {

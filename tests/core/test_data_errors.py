@@ -97,7 +97,7 @@ def test_a_sample_beyond_the_budget_and_every_row_with_full(
     rows[-10] = "5.1,3.5,1.4,0.2,9"
     iris_spec["data"]["train"] = {"files": _write(tmp_path / "train.csv", header, rows)}
     iris_spec["data"]["scan_mb"] = 0.1
-    from k2e_core import job
+    from k2e_core.steps import job
 
     checked = job.validate(iris_spec)["checked"]["data.train"]
     assert not checked["complete"] and 0 < checked["rows"] < len(rows)
@@ -120,8 +120,8 @@ def test_an_error_that_surfaces_mid_run_names_files_and_column(
 
 
 def test_files_of_one_split_must_share_their_header(iris_spec, example_data, tmp_path):
-    from k2e_core import job
     from k2e_core.errors import SpecError
+    from k2e_core.steps import job
 
     header, rows = _iris_rows(example_data)
     _write(tmp_path / "a.csv", header, rows)
@@ -135,8 +135,8 @@ def test_files_of_one_split_must_share_their_header(iris_spec, example_data, tmp
 
 
 def test_tfrecord_and_npz_problems_are_named_by_record_and_row(example_data, tmp_path, tf):
-    from k2e_core import job
     from k2e_core.errors import SpecError
+    from k2e_core.steps import job
     from tests.conftest import EXAMPLES
 
     with tf.io.TFRecordWriter(str(tmp_path / "bad.tfrecord")) as writer:
@@ -234,8 +234,8 @@ def build():
 
 
 def test_a_missing_value_in_a_list_of_texts_is_named(tmp_path, tf):
-    from k2e_core import job
     from k2e_core.errors import SpecError
+    from k2e_core.steps import job
 
     with tf.io.TFRecordWriter(str(tmp_path / "tags.tfrecord")) as writer:
         for i in range(20):

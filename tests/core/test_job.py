@@ -16,7 +16,7 @@ def _versions(base):
 def test_checkpoints_are_saved_by_time_by_default_and_by_steps_when_asked(iris_spec):
     """A fast model is not slowed by a save every N steps: by default a checkpoint is saved
     every 60 s (and at the start and end); save_checkpoints_steps asks for steps."""
-    from k2e_core import job
+    from k2e_core.steps import job
 
     def checkpoints(model_dir):
         return sorted(
@@ -38,7 +38,7 @@ def test_checkpoints_are_saved_by_time_by_default_and_by_steps_when_asked(iris_s
 
 
 def test_run_trains_evaluates_and_publishes_a_verified_version(iris_spec, tf):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     result = job.run(iris_spec)
     base = iris_spec["export"]["base"]
@@ -59,7 +59,7 @@ def test_run_trains_evaluates_and_publishes_a_verified_version(iris_spec, tf):
 
 
 def test_rerun_resumes_and_publishes_no_second_version_of_the_same_run(iris_spec):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     first = job.run(iris_spec)
     again = job.run(iris_spec)  # a retried task: same checkpoint, same run
@@ -72,7 +72,7 @@ def test_rerun_resumes_and_publishes_no_second_version_of_the_same_run(iris_spec
 
 
 def test_steps_one_process_each_like_an_orchestrator(iris_spec):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     converted = job.convert_step(iris_spec)
     assert converted["global_step"] == 0
@@ -89,7 +89,7 @@ def test_steps_one_process_each_like_an_orchestrator(iris_spec):
 
 
 def test_training_learns_what_keras_fit_learns(iris_spec, example_models, gen, tf):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     result = job.run(iris_spec, {"train.steps": 400})
     x, y = gen.iris(30, seed=2)
@@ -102,7 +102,7 @@ def test_training_learns_what_keras_fit_learns(iris_spec, example_models, gen, t
 
 
 def test_early_stopping_stops_before_train_steps(iris_spec):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     spec = dict(
         iris_spec,
@@ -124,7 +124,7 @@ def test_early_stopping_stops_before_train_steps(iris_spec):
 
 
 def test_tf_example_serving_signature(iris_spec, tf):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     spec = dict(iris_spec, export=dict(iris_spec["export"], serving_input="tf_example"))
     result = job.run(spec)
@@ -143,8 +143,9 @@ def test_tf_example_serving_signature(iris_spec, tf):
 
 
 def test_export_that_disagrees_with_keras_is_not_published(iris_spec, monkeypatch):
-    from k2e_core import conversion, export, job
     from k2e_core.errors import ExportMismatch
+    from k2e_core.estimator import conversion, export
+    from k2e_core.steps import job
 
     job.train_step(iris_spec)
     real = conversion.keras_model_at
@@ -166,7 +167,7 @@ def test_export_that_disagrees_with_keras_is_not_published(iris_spec, monkeypatc
 
 
 def test_multi_io_npz_job_with_renamed_metrics_and_heads(example_data, tmp_path, tf):
-    from k2e_core import job
+    from k2e_core.steps import job
     from tests.conftest import EXAMPLES
 
     spec = {
@@ -200,7 +201,7 @@ def test_multi_io_npz_job_with_renamed_metrics_and_heads(example_data, tmp_path,
 
 
 def test_bag_of_words_tfrecord_job(example_data, tmp_path):
-    from k2e_core import job
+    from k2e_core.steps import job
     from tests.conftest import EXAMPLES
 
     spec = {
@@ -218,7 +219,7 @@ def test_bag_of_words_tfrecord_job(example_data, tmp_path):
 
 
 def test_evaluate_reports_a_confusion_matrix_and_can_leave_model_dir_untouched(iris_spec):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     job.train_step(iris_spec)
     before = sorted(os.listdir(iris_spec["model_dir"]))

@@ -52,8 +52,9 @@ NOTES_FEATURES = {
 
 def _trained_keras(spec):
     """The Keras model holding the job's latest checkpoint, for Keras' own evaluate/predict."""
-    from k2e_core import conversion, job
-    from k2e_core._tensorflow import tf
+    from k2e_core.estimator import conversion
+    from k2e_core.estimator.compat import tf
+    from k2e_core.steps import job
 
     with job._job(spec) as j:
         model = conversion.keras_model_at(j.model, tf.train.latest_checkpoint(spec["model_dir"]))
@@ -69,7 +70,7 @@ def _trained_keras(spec):
 def test_columns_in_any_order_give_what_keras_gives_on_the_same_rows(tmp_path):
     """wine as pandas writes it with the label first; features listed in another order than
     the file's, and the weight column between them."""
-    from k2e_core import job
+    from k2e_core.steps import job
 
     frame = real_data.sklearn_frame("wine")
     frame.insert(3, "w", 1.0)
@@ -104,8 +105,8 @@ def test_sample_weights_train_and_evaluate_as_keras_fit_does(tmp_path):
     """breast_cancer, weight 0 on every malignant (class 0) row, the weight column first:
     like Keras fit(sample_weight=...), the model stops predicting class 0; evaluation is
     weighted as Keras evaluate weighs it."""
-    from k2e_core import job
-    from k2e_core._tensorflow import tf
+    from k2e_core.estimator.compat import tf
+    from k2e_core.steps import job
 
     frame = real_data.sklearn_frame("breast_cancer")
     frame.insert(0, "weight", (frame["target"] == 1).astype(float))
@@ -165,7 +166,7 @@ def test_sample_weights_train_and_evaluate_as_keras_fit_does(tmp_path):
 
 
 def test_sample_weights_reach_every_output_of_a_multi_output_model(example_data, tmp_path):
-    from k2e_core import job
+    from k2e_core.steps import job
     from tests.conftest import EXAMPLES
 
     for split in ("train", "test"):
@@ -211,7 +212,7 @@ def test_missing_values_stop_validate_naming_column_file_and_line(tmp_path):
     path.write_text(json.dumps(spec))
     assert cli.main(["validate", str(path)]) == 2
     with pytest.raises(Exception) as caught:
-        from k2e_core import job
+        from k2e_core.steps import job
 
         job.validate(spec)
     text = str(caught.value)
@@ -221,7 +222,7 @@ def test_missing_values_stop_validate_naming_column_file_and_line(tmp_path):
 
 
 def test_drop_skips_rows_with_missing_values_and_counts_them(tmp_path, caplog):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     spec = _spec(
         tmp_path,
@@ -244,7 +245,7 @@ def test_drop_skips_rows_with_missing_values_and_counts_them(tmp_path, caplog):
     result = job.run(dict(spec, data=dict(spec["data"], batch_size=512)))
     assert result["metrics"]["accuracy"] > 0.9
     _assert_evaluates_as_keras(spec, result, frame.dropna())
-    from k2e_core.serving import predict_version
+    from k2e_core.estimator.serving import predict_version
 
     served = predict_version(
         result["export_path"], [[39.1, 18.7, 181.0, 3750.0], [46.5, 13.5, 210.0, 4550.0]]
@@ -253,8 +254,8 @@ def test_drop_skips_rows_with_missing_values_and_counts_them(tmp_path, caplog):
 
 
 def test_fills_come_from_the_training_data_and_apply_in_the_serving_signature(tmp_path):
-    from k2e_core import job
-    from k2e_core._tensorflow import tf
+    from k2e_core.estimator.compat import tf
+    from k2e_core.steps import job
 
     frame = real_data.penguins()
     spec = _spec(
@@ -309,8 +310,8 @@ def test_fills_come_from_the_training_data_and_apply_in_the_serving_signature(tm
 
 
 def test_text_labels_train_like_class_ids_and_serving_returns_class_names(tmp_path):
-    from k2e_core import job
-    from k2e_core._tensorflow import tf
+    from k2e_core.estimator.compat import tf
+    from k2e_core.steps import job
 
     frame = real_data.penguins().dropna(subset=PENGUIN_MEASUREMENTS)
     text = tmp_path / "penguins.csv"
@@ -361,8 +362,8 @@ def test_text_labels_train_like_class_ids_and_serving_returns_class_names(tmp_pa
 
 
 def test_a_label_outside_the_vocabulary_is_named_with_file_and_line(tmp_path):
-    from k2e_core import job
     from k2e_core.errors import SpecError
+    from k2e_core.steps import job
 
     frame = real_data.penguins().dropna(subset=PENGUIN_MEASUREMENTS)
     frame.to_csv(tmp_path / "train.csv", index=False)
@@ -398,7 +399,8 @@ def _mixed_frame():
 
 @pytest.mark.parametrize("fmt", ["csv", "tfrecord", "npz"])
 def test_text_and_integer_categorical_features_feed_string_and_int_inputs(tmp_path, fmt):
-    from k2e_core import job, pipeline
+    from k2e_core.estimator import pipeline
+    from k2e_core.steps import job
 
     frame = _mixed_frame()
     if fmt == "csv":
@@ -446,8 +448,9 @@ def test_text_and_integer_categorical_features_feed_string_and_int_inputs(tmp_pa
 
 
 def test_declared_column_types_keep_a_zip_code_as_text(tmp_path):
-    from k2e_core import job, pipeline
     from k2e_core.errors import SpecError
+    from k2e_core.estimator import pipeline
+    from k2e_core.steps import job
 
     rows = ["zip_code,bought"] + [
         f"{z},{int(z.startswith('0'))}"
@@ -472,8 +475,8 @@ def test_declared_column_types_keep_a_zip_code_as_text(tmp_path):
 
 @pytest.mark.parametrize("size", [8, 16])
 def test_encoded_images_in_tfrecords_are_decoded_and_served_from_the_same_bytes(tmp_path, size):
-    from k2e_core import job
-    from k2e_core._tensorflow import tf
+    from k2e_core.estimator.compat import tf
+    from k2e_core.steps import job
 
     images, labels = real_data.write_digits_tfrecord(str(tmp_path / "train.tfrecord"), rows=1500)
     real_data.write_digits_tfrecord(str(tmp_path / "all.tfrecord"))
@@ -512,7 +515,8 @@ def test_encoded_images_in_tfrecords_are_decoded_and_served_from_the_same_bytes(
 
 @pytest.mark.parametrize("width", [64, None])
 def test_variable_length_features_are_padded_to_the_input(tmp_path, width):
-    from k2e_core import job, pipeline
+    from k2e_core.estimator import pipeline
+    from k2e_core.steps import job
 
     real_data.write_digits_tfrecord(str(tmp_path / "digits.tfrecord"))
     spec = _spec(
@@ -534,8 +538,8 @@ def test_variable_length_features_are_padded_to_the_input(tmp_path, width):
 
 
 def test_a_variable_length_feature_longer_than_its_input_is_named(tmp_path):
-    from k2e_core import job
     from k2e_core.errors import SpecError
+    from k2e_core.steps import job
 
     real_data.write_digits_tfrecord(str(tmp_path / "digits.tfrecord"), rows=50)
     spec = _spec(
@@ -556,8 +560,9 @@ def test_a_variable_length_feature_longer_than_its_input_is_named(tmp_path):
 
 @pytest.mark.parametrize("serving_input", ["raw", "tf_example"])
 def test_a_ragged_input_takes_each_row_at_its_own_length(tmp_path, serving_input):
-    from k2e_core import job, pipeline
-    from k2e_core._tensorflow import tf
+    from k2e_core.estimator import pipeline
+    from k2e_core.estimator.compat import tf
+    from k2e_core.steps import job
 
     real_data.write_digits_tfrecord(str(tmp_path / "digits.tfrecord"))
     spec = _spec(
@@ -582,7 +587,8 @@ def test_a_ragged_input_takes_each_row_at_its_own_length(tmp_path, serving_input
 def test_every_missing_marker_counts_whichever_ones_a_file_uses(tmp_path):
     """One file, three markers (what several writers appended to one CSV leave): each is
     missing, in the checks and in the pipeline."""
-    from k2e_core import job, pipeline
+    from k2e_core.estimator import pipeline
+    from k2e_core.steps import job
 
     frame = real_data.penguins()[["species", *PENGUIN_MEASUREMENTS]]
     text = frame.to_csv(index=False, na_rep="NA").splitlines()
@@ -621,8 +627,9 @@ def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(
     Hashing, adapted on the penguins: `k2e run` trains them from the file, its evaluation
     equals Keras `evaluate`, and the published SavedModel predicts what the user's own Keras
     model predicts with the trained weights."""
-    from k2e_core import cli, conversion
-    from k2e_core._tensorflow import tf
+    from k2e_core import cli
+    from k2e_core.estimator import conversion
+    from k2e_core.estimator.compat import tf
 
     frame = real_data.penguin_notes()
     path = tmp_path / f"penguins.{fmt}"
@@ -669,7 +676,7 @@ def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(
     if serving_input == "raw":
         served = signature(**{k: tf.constant(v[rows]) for k, v in columns.items()})
     else:
-        from k2e_core import data, export
+        from k2e_core.estimator import data, export
 
         as_bytes = {
             k: np.vectorize(str.encode, otypes=[object])(v[rows]) if v.dtype == object else v[rows]
@@ -685,7 +692,7 @@ def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(
 
 
 def test_a_warm_start_into_a_model_with_adapted_layers_takes_the_trained_weights(tmp_path):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     frame = real_data.penguin_notes()
     frame.to_csv(tmp_path / "penguins.csv", index=False)
@@ -712,8 +719,9 @@ def test_a_warm_start_into_a_model_with_adapted_layers_takes_the_trained_weights
 
 
 def test_a_subclassed_model_trains_evaluates_and_publishes_through_k2e_run(tmp_path, capsys):
-    from k2e_core import cli, conversion
-    from k2e_core._tensorflow import tf
+    from k2e_core import cli
+    from k2e_core.estimator import conversion
+    from k2e_core.estimator.compat import tf
 
     frame = real_data.sklearn_frame("wine")
     frame.to_csv(tmp_path / "wine.csv", index=False)
@@ -733,7 +741,7 @@ def test_a_subclassed_model_trains_evaluates_and_publishes_through_k2e_run(tmp_p
     done = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert done["metrics"]["accuracy"] > 0.95
 
-    from k2e_core import job
+    from k2e_core.steps import job
 
     with job._job(spec) as j:
         trained = conversion.keras_model_at(j.model, tf.train.latest_checkpoint(spec["model_dir"]))
@@ -789,8 +797,8 @@ def test_subclassed_models_the_job_cannot_take_are_named(tmp_path, capsys, chang
 def test_infinities_as_pandas_writes_them_are_missing_values(tmp_path):
     """pandas writes inf as `inf`, which TensorFlow parses as a number: it trained silently.
     It is refused by default, and `missing: drop` trains as Keras does on the finite rows."""
-    from k2e_core import job
     from k2e_core.errors import SpecError
+    from k2e_core.steps import job
 
     frame = real_data.penguins()[["species", *PENGUIN_MEASUREMENTS]].dropna()
     frame.loc[frame.index[[5, 40]], "body_mass_g"] = [np.inf, -np.inf]

@@ -107,7 +107,8 @@ def _decision(run_id, blessed, reason="accuracy 0.9 >= 0.8"):
 
 
 def _add(base, local, run_id, blessed=True):
-    from k2e_core import publish, registry
+    from k2e_core import registry
+    from k2e_core.storage import publish
 
     record = registry.new_record(_decision(run_id, blessed), {"model_dir": "m", "global_step": 1})
     keep = publish.publish if blessed else publish.keep_candidate
@@ -159,7 +160,8 @@ def test_bless_unbless_promote_pin_and_retention_by_hand(tmp_path, where, reques
 
 
 def test_retention_runs_after_each_publish(iris_spec):
-    from k2e_core import job, registry
+    from k2e_core import registry
+    from k2e_core.steps import job
 
     spec = {**iris_spec, "export": {**iris_spec["export"], "keep": 2}, "train": {"steps": 10}}
     for step in (10, 20, 30):
@@ -169,8 +171,8 @@ def test_retention_runs_after_each_publish(iris_spec):
 
 
 def test_the_gate_names_unknown_metrics_and_publishes_nothing(iris_spec):
-    from k2e_core import job
     from k2e_core.errors import SpecError
+    from k2e_core.steps import job
 
     spec = {**iris_spec, "gate": {"metrics": {"acc": {"at_least": 0.5}}}}
     with pytest.raises(
@@ -242,14 +244,14 @@ class _Gate:
     ],
 )
 def test_gate_decisions(rules, metrics, baseline, blessed, reason):
-    from k2e_core import gate
+    from k2e_core.registry import gate
 
     decision = gate.judge(_Gate(rules), metrics, baseline)
     assert decision["blessed"] is blessed and decision["reason"] == reason
 
 
 def test_a_forced_bless_keeps_the_failed_checks_in_its_reason():
-    from k2e_core import gate
+    from k2e_core.registry import gate
 
     decision = gate.judge(
         _Gate({"accuracy": _Rule(at_least=0.9)}, force="hotfix"), {"accuracy": 0.5}, None

@@ -31,7 +31,7 @@ def _next_run(spec, tmp_path, name, **fields):
 
 
 def test_latest_version_seeds_a_new_model_dir_and_is_recorded(iris_spec, tmp_path, tf):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     first = job.run(iris_spec)
     second = _next_run(iris_spec, tmp_path, "second", warm_start="latest")
@@ -59,7 +59,7 @@ def test_latest_version_seeds_a_new_model_dir_and_is_recorded(iris_spec, tmp_pat
 
 
 def test_a_checkpoint_url_or_a_model_dir_seeds_a_new_model_dir(iris_spec, tmp_path, tf):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     job.train_step(iris_spec)
     ckpt = tf.train.latest_checkpoint(iris_spec["model_dir"])
@@ -77,7 +77,7 @@ def test_a_checkpoint_url_or_a_model_dir_seeds_a_new_model_dir(iris_spec, tmp_pa
 
 
 def test_latest_with_nothing_published_starts_from_the_models_own_weights(iris_spec):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     result = job.run({**iris_spec, "warm_start": "latest"})
     assert result["version"] == 1 and result["warm_start"] is None
@@ -95,8 +95,8 @@ def test_latest_with_nothing_published_starts_from_the_models_own_weights(iris_s
     ],
 )
 def test_unusable_sources_are_named(iris_spec, change, message):
-    from k2e_core import job
     from k2e_core.errors import SpecError
+    from k2e_core.steps import job
 
     spec = {k: v for k, v in {**iris_spec, **change}.items() if v is not None}
     with pytest.raises(SpecError, match=message):
@@ -104,8 +104,8 @@ def test_unusable_sources_are_named(iris_spec, change, message):
 
 
 def test_a_checkpoint_of_another_architecture_is_refused_clearly(iris_spec, tmp_path, example_data):
-    from k2e_core import job
     from k2e_core.errors import SpecError
+    from k2e_core.steps import job
 
     job.train_step(iris_spec)
     other = _next_run(
@@ -141,8 +141,8 @@ def test_warm_start_carries_the_optimizer_state_of_the_same_model(iris_spec, tmp
     0.9 * the source's + 0.1 * the new gradient, far from a fresh start's 0.1 * gradient."""
     import numpy as np
 
-    from k2e_core import job
-    from k2e_core.conversion import checkpoint_variables
+    from k2e_core.estimator.conversion import checkpoint_variables
+    from k2e_core.steps import job
 
     def first_moment(prefix):
         reader = tf.train.load_checkpoint(prefix)
@@ -165,7 +165,7 @@ def test_a_version_whose_training_checkpoint_is_gone_starts_the_optimizer_fresh(
 ):
     import shutil
 
-    from k2e_core import job
+    from k2e_core.steps import job
 
     job.run(iris_spec)
     shutil.rmtree(iris_spec["model_dir"])
@@ -177,7 +177,7 @@ def test_a_version_whose_training_checkpoint_is_gone_starts_the_optimizer_fresh(
 
 
 def test_a_version_on_s3_seeds_a_local_model_dir(iris_spec, tmp_path, s3, tf):
-    from k2e_core import job
+    from k2e_core.steps import job
 
     remote = {
         **iris_spec,

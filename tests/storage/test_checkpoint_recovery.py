@@ -8,8 +8,9 @@ import logging
 
 import numpy as np
 
-from k2e_core import job, storage
-from k2e_core.checkpoints import latest_checkpoint_name
+from k2e_core import storage
+from k2e_core.estimator.checkpoints import latest_checkpoint_name
+from k2e_core.steps import job
 
 
 def _spec(iris_spec, location):

@@ -12,7 +12,8 @@ from tests.real_data import PENGUIN_MEASUREMENTS, factory
 
 
 def test_later_steps_use_the_recorded_vocabulary_and_fills(location, tmp_path):
-    from k2e_core import job, storage
+    from k2e_core import storage
+    from k2e_core.steps import job
 
     base, options = location
     frame = real_data.penguins()

@@ -12,7 +12,8 @@ import time
 import pytest
 import yaml
 
-from k2e_core import publish, storage
+from k2e_core import storage
+from k2e_core.storage import publish
 from tests.conftest import BUCKET, free_port
 from tests.storage.test_publish import make_savedmodel_like
 

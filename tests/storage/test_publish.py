@@ -8,7 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from k2e_core import publish, storage
+from k2e_core import storage
+from k2e_core.storage import publish
 
 
 def make_savedmodel_like(root, files=12, size=20_000, seed=0):

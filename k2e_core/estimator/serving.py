@@ -7,8 +7,9 @@ import tempfile
 
 import numpy as np
 
-from k2e_core import publish, storage
-from k2e_core._tensorflow import tf
+from k2e_core import storage
+from k2e_core.estimator.compat import tf
+from k2e_core.storage import publish
 
 
 def predict_version(version_url: str, inputs, signature: str = "serving_default") -> dict:

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from k2e_core import storage
-from k2e_core._tensorflow import tf
-from k2e_core.conversion import KERAS_DIR, output_keys_of
 from k2e_core.errors import SpecError, first_line
+from k2e_core.estimator.compat import tf
+from k2e_core.estimator.conversion import KERAS_DIR, output_keys_of
 
 #: Where a model_dir keeps what the data resolved to (vocabularies, fill values), so that
 #: every later step and the exported signatures use the same.

@@ -9,9 +9,9 @@ import tempfile
 
 import numpy as np
 
-from k2e_core._tensorflow import tf
-from k2e_core.conversion import export_heads, keras_model_at
 from k2e_core.errors import ExportMismatch, SpecError
+from k2e_core.estimator.compat import tf
+from k2e_core.estimator.conversion import export_heads, keras_model_at
 
 log = logging.getLogger("k2e.export")
 
@@ -64,7 +64,7 @@ def feature_spec(io, plan=None) -> dict:
 def serving_input_fn(io, kind: str, plan=None):
     """The serving receiver: what a client sends (tf.Examples, or one tensor per input, with
     encoded images as bytes) through the input pipeline's own `model_inputs`."""
-    from k2e_core.pipeline import model_inputs, pad_to
+    from k2e_core.estimator.pipeline import model_inputs, pad_to
 
     def transform(features):
         return model_inputs(plan, features) if plan is not None else features

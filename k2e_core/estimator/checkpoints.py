@@ -22,8 +22,8 @@ import os
 import re
 
 from k2e_core import storage
-from k2e_core._tensorflow import tf
 from k2e_core.errors import SpecError, first_line
+from k2e_core.estimator.compat import tf
 
 log = logging.getLogger("k2e.checkpoints")
 

@@ -16,7 +16,8 @@ import logging
 import re
 import time
 
-from k2e_core import cluster, storage
+from k2e_core import storage
+from k2e_core.distributed import cluster
 from k2e_core.errors import K2eError, SpecError
 
 log = logging.getLogger("k2e.tfjob")

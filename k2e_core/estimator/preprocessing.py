@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 from keras.src.layers.preprocessing import discretization, index_lookup
 
-from k2e_core._tensorflow import tf
+from k2e_core.estimator.compat import tf
 
 
 def _static_size(lookup):

@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 
-from k2e_core import cluster
-from k2e_core._tensorflow import tf
-from k2e_core.data import loss_name
+from k2e_core.distributed import cluster
 from k2e_core.errors import K2eError
+from k2e_core.estimator.compat import tf
+from k2e_core.estimator.data import loss_name
 from k2e_core.logs import progress_hook
 
 log = logging.getLogger("k2e.training")

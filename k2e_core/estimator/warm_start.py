@@ -15,10 +15,12 @@ import json
 import logging
 import os
 
-from k2e_core import conversion, publish, registry, storage
-from k2e_core._tensorflow import tf
-from k2e_core.checkpoints import STATE, latest_checkpoint_name, unreadable
+from k2e_core import registry, storage
 from k2e_core.errors import SpecError, first_line
+from k2e_core.estimator import conversion
+from k2e_core.estimator.checkpoints import STATE, latest_checkpoint_name, unreadable
+from k2e_core.estimator.compat import tf
+from k2e_core.storage import publish
 
 log = logging.getLogger("k2e.warm_start")
 

@@ -17,8 +17,9 @@ import json
 import logging
 import tempfile
 
-from k2e_core import publish, storage
+from k2e_core import storage
 from k2e_core.errors import SpecError
+from k2e_core.storage import publish
 
 log = logging.getLogger("k2e.registry")
 

@@ -164,7 +164,7 @@ def run_config_settings(spec) -> dict:
     """RunConfig arguments for a cluster (RunConfig itself reads TF_CONFIG)."""
     settings = {"experimental_max_worker_delay_secs": spec.cluster.max_worker_delay_secs}
     if spec.cluster.strategy == "parameter_server":
-        from k2e_core._tensorflow import tf
+        from k2e_core.estimator.compat import tf
 
         settings["train_distribute"] = (
             tf.compat.v1.distribute.experimental.ParameterServerStrategy()

@@ -39,10 +39,10 @@ from tensorflow_estimator.python.estimator.export import export_lib
 from tensorflow_estimator.python.estimator.mode_keys import ModeKeys
 
 from k2e_core import storage
-from k2e_core._tensorflow import tf
 from k2e_core.errors import first_line
+from k2e_core.estimator.compat import tf
+from k2e_core.estimator.preprocessing import clone_layer, copy_weights
 from k2e_core.objects import resolve_custom_objects
-from k2e_core.preprocessing import clone_layer, copy_weights
 
 log = logging.getLogger("k2e.conversion")
 

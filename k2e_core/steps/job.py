@@ -19,25 +19,24 @@ import shutil
 import tempfile
 import time
 
-from k2e_core import (
+from k2e_core import registry, storage
+from k2e_core.distributed import cluster
+from k2e_core.errors import K2eError, SpecError
+from k2e_core.estimator import (
     checkpoints,
-    cluster,
     conversion,
     data,
     datacheck,
     export,
-    gate,
     pipeline,
-    publish,
-    registry,
-    storage,
     training,
     warm_start,
 )
-from k2e_core._tensorflow import tf
-from k2e_core.errors import K2eError, SpecError
+from k2e_core.estimator.compat import tf
 from k2e_core.objects import ImportFailed, import_object, resolve_custom_objects
+from k2e_core.registry import gate
 from k2e_core.spec import JobSpec, load_spec
+from k2e_core.storage import publish
 
 log = logging.getLogger("k2e.job")
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from k2e_core import data
 from k2e_core.errors import SpecError
+from k2e_core.estimator import data
 
 log = logging.getLogger("k2e.data")
 
@@ -403,7 +403,7 @@ def _scan_csv(path, source, checker, limit) -> bool:
 
 
 def _scan_tfrecord(path, source, checker, limit) -> bool:
-    from k2e_core._tensorflow import tf
+    from k2e_core.estimator.compat import tf
 
     p = checker.p
     wanted = p.columns()

@@ -1,4 +1,4 @@
-"""Input pipelines over the files a data plan maps (k2e_core.data): every format runs
+"""Input pipelines over the files a data plan maps (k2e_core.estimator.data): every format runs
 
     records -> [shard] -> [cache] -> [shuffle] -> repeat -> batch -> vectorised parse
     -> [drop rows with missing values] -> columns -> (features, labels) -> model_inputs -> prefetch
@@ -13,9 +13,9 @@ import re
 
 import numpy as np
 
-from k2e_core._tensorflow import tf
-from k2e_core.data import INT_MISSING, Plan, Source, compression_of, for_source, loss_name
 from k2e_core.errors import SpecError, first_line
+from k2e_core.estimator.compat import tf
+from k2e_core.estimator.data import INT_MISSING, Plan, Source, compression_of, for_source, loss_name
 
 AUTOTUNE = tf.data.AUTOTUNE
 

@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 
-from k2e_core import cluster
+from k2e_core.distributed import cluster
 from k2e_core.errors import K2eError, SpecError
 
 log = logging.getLogger("k2e.launcher")
