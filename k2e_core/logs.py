@@ -26,9 +26,7 @@ def quiet_tensorflow() -> None:
         warnings.filterwarnings("ignore", module=module)
         warnings.filterwarnings("ignore", module=module + r"\..*")
     import tensorflow as tf
-    from tensorflow.python.util import deprecation
 
-    deprecation._PRINT_DEPRECATION_WARNINGS = False
     tf.get_logger().setLevel(logging.ERROR)
     tf.get_logger().addFilter(_said_by_k2e)
     tf.autograph.set_verbosity(0)

@@ -147,17 +147,9 @@ def prepare_process(task: Task) -> None:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if task.type != "worker":
         return
-    from tensorflow.python.training import session_manager
+    from k2e_core.estimator import compat
 
-    init = session_manager.SessionManager.__init__
-    if getattr(init, "_k2e", False):
-        return
-
-    def __init__(self, *args, recovery_wait_secs=1, **kwargs):
-        init(self, *args, recovery_wait_secs=recovery_wait_secs, **kwargs)
-
-    __init__._k2e = True
-    session_manager.SessionManager.__init__ = __init__
+    compat.check_workers_every_second()
 
 
 def run_config_settings(spec) -> dict:
@@ -201,9 +193,9 @@ def training_ended_at(model_dir: str, train_steps: int) -> int | None:
 def evaluator_listener(model_dir: str, train_steps: int):
     """Keeps the evaluator going until it has evaluated the checkpoint training ended at.
     Upstream stops only at train max_steps, so after an early stop it would wait forever."""
-    from tensorflow_estimator.python.estimator import training as estimator_training
+    from k2e_core.estimator import compat
 
-    class FollowTraining(estimator_training._ContinuousEvalListener):
+    class FollowTraining(compat.ContinuousEvalListener):
         def __init__(self):
             self.evaluations = 0
             self.last = None  # (global step, metrics) of the latest evaluation

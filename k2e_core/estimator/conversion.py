@@ -30,16 +30,10 @@ import re
 import tempfile
 
 import numpy as np
-from keras.src.engine import base_layer, base_layer_v1, training, training_v1
-from keras.src.optimizers import optimizer_v1
-from keras.src.utils import version_utils
-from tensorflow_estimator.python.estimator import estimator as estimator_lib
-from tensorflow_estimator.python.estimator import keras_lib
-from tensorflow_estimator.python.estimator.export import export_lib
-from tensorflow_estimator.python.estimator.mode_keys import ModeKeys
 
 from k2e_core import storage
 from k2e_core.errors import first_line
+from k2e_core.estimator import compat
 from k2e_core.estimator.compat import tf
 from k2e_core.estimator.preprocessing import clone_layer, copy_weights
 from k2e_core.objects import resolve_custom_objects
@@ -99,7 +93,7 @@ def convert(
             keras_model_path, custom_objects, allow_unsafe_deserialization
         )
     else:
-        keras_lib._assert_valid_model(keras_model, custom_objects)
+        compat.assert_valid_model(keras_model, custom_objects)
     if not getattr(keras_model, "optimizer", None):
         raise ValueError(
             "The given keras model has not been compiled yet. Please compile the model "
@@ -107,7 +101,7 @@ def convert(
         )
     save_object_ckpt = checkpoint_format == "checkpoint"
     if save_object_ckpt and not (
-        keras_model._is_graph_network or isinstance(keras_model, tf.keras.Sequential)
+        compat.is_graph_network(keras_model) or isinstance(keras_model, tf.keras.Sequential)
     ):
         raise ValueError(
             "Object-based checkpoints are currently not supported with subclassed models."
@@ -125,7 +119,7 @@ def convert(
 
     if config is not None and model_dir and config.model_dir and config.model_dir != model_dir:
         config = config.replace(model_dir=model_dir)  # the argument wins, as documented
-    config = estimator_lib.maybe_overwrite_model_dir_and_session_config(config, model_dir)
+    config = compat.maybe_overwrite_model_dir_and_session_config(config, model_dir)
     model_fn = _model_fn(
         model,
         custom_objects,
@@ -141,7 +135,7 @@ def convert(
 
     warm_start = None
     keras_ckpt = variables = None
-    if model._is_graph_network and config.is_chief:
+    if compat.is_graph_network(model) and config.is_chief:
         keras_ckpt, variables = _keras_checkpoint(model, custom_objects, config, save_object_ckpt)
     if keras_ckpt:
         warm_start = tf.estimator.WarmStartSettings(
@@ -168,21 +162,17 @@ def keras_classes(model):
     base classes of Sequential, Dense, metrics... to their v1 twins for the whole process,
     which leaves every eager model of those classes in an "invalid state".
     """
-    objects = [model, *model._flatten_layers(include_self=False, recursive=True)]
-    compiled = getattr(model, "compiled_metrics", None)
-    for metric in [*getattr(model, "metrics", []), *(getattr(compiled, "_metrics", None) or [])]:
+    objects = [model, *compat.inner_layers(model)]
+    for metric in [*getattr(model, "metrics", []), *compat.compiled_metric_objects(model)]:
         objects.extend(tf.nest.flatten(metric))
     return frozenset(type(o) for o in objects)
 
 
 def restore_eager_classes(classes):
-    if not tf.__internal__.tf2.enabled():
+    if not compat.tf2_enabled():
         return
     for cls in classes:
-        if issubclass(cls, (base_layer.Layer, base_layer_v1.Layer)):
-            version_utils.swap_class(cls, base_layer.Layer, base_layer_v1.Layer, use_v2=True)
-        if issubclass(cls, (training.Model, training_v1.Model)):
-            version_utils.swap_class(cls, training.Model, training_v1.Model, use_v2=True)
+        compat.use_v2_classes(cls)
 
 
 # --------------------------------------------------------------------------- model source
@@ -326,7 +316,7 @@ def legacy_optimizer(optimizer):
         return [legacy_optimizer(o) for o in optimizer]
     if isinstance(optimizer, tf.keras.optimizers.legacy.Optimizer):
         return optimizer
-    if isinstance(optimizer, optimizer_v1.TFOptimizer):
+    if isinstance(optimizer, compat.TFOptimizer):
         # A tf.compat.v1.train optimizer, which compile() wraps itself; every graph-mode
         # clone wraps the same one again, as upstream's do.
         return optimizer.optimizer
@@ -348,12 +338,12 @@ def legacy_optimizer(optimizer):
             "tf.keras.optimizers.legacy optimizer (for example "
             "tf.keras.optimizers.legacy.Adam) and add weight decay as a kernel regularizer"
         )
-    return tf.keras.__internal__.optimizers.convert_to_legacy_optimizer(optimizer)
+    return compat.convert_to_legacy_optimizer(optimizer)
 
 
 def private_copy(keras_model, optimizer, custom_objects=None):
     """A compiled copy of `keras_model` with equal weights; the original stays untouched."""
-    args = keras_model._get_compile_args()
+    args = compat.compile_args(keras_model)
     args["optimizer"] = optimizer
     with tf.keras.utils.custom_object_scope(custom_objects or {}):
         if is_subclassed(keras_model):
@@ -382,14 +372,14 @@ def private_copy(keras_model, optimizer, custom_objects=None):
 
 def is_subclassed(model) -> bool:
     """A `Model` subclass with its own `call` (premade LinearModel, WideDeepModel too)."""
-    return not (model._is_graph_network or isinstance(model, tf.keras.Sequential))
+    return not (compat.is_graph_network(model) or isinstance(model, tf.keras.Sequential))
 
 
 def functional_view(model, input_name: str | None = None):
     """A built subclassed model as a compiled functional model that calls it, with named
     inputs (from the shapes it was called with) for input pipelines and serving signatures.
     None when the model was never called, so its inputs are unknown."""
-    spec = model._get_save_spec(dynamic_batch=True)
+    spec = compat.save_spec(model)
     if spec is None:
         return None
 
@@ -403,7 +393,7 @@ def functional_view(model, input_name: str | None = None):
     else:
         return None
     view = tf.keras.Model(inputs, model(inputs), name=model.name)
-    view.compile(**model._get_compile_args())
+    view.compile(**compat.compile_args(model))
     return view
 
 
@@ -414,13 +404,13 @@ def _fresh_compile_args(model):
     objects, which graph-mode compile then renames; every later clone would add another
     `<output>_` prefix to metric names.
     """
-    model._get_compile_args = model._k2e_compile_args
+    compat.replace_compile_args(model, model._k2e_compile_args)
 
 
 def clone_for(mode, model, custom_objects=None, **kwargs):
     """Upstream's clone-and-build, with fresh compile arguments for every clone."""
     _fresh_compile_args(model)
-    return keras_lib._clone_and_build_model(mode, model, custom_objects, **kwargs)
+    return compat.clone_and_build_model(mode, model, custom_objects, **kwargs)
 
 
 def output_keys_of(model):
@@ -469,9 +459,9 @@ def evaluation_metric_names(keras_model, metric_names_map=None, custom_objects=N
 def compiled_metric_names(model):
     """Metric names as the Estimator reports them before renaming (no losses)."""
     with keeping_classes_eager(model), tf.Graph().as_default():
-        clone = clone_for(ModeKeys.EVAL, model)
-        clone._make_test_function()
-        return [m.name for m in clone._compile_metric_functions]
+        clone = clone_for(compat.ModeKeys.EVAL, model)
+        compat.make_test_function(clone)
+        return [m.name for m in compat.compiled_metrics(clone)]
 
 
 @contextlib.contextmanager
@@ -483,7 +473,7 @@ def keeping_classes_eager(model):
         restore_eager_classes(keras_classes(model))
 
 
-class UnknownExportOutput(ValueError, keras_lib.FormattedKeyError):
+class UnknownExportOutput(ValueError, compat.FormattedKeyError):
     """An export_outputs key that names no output (upstream raises FormattedKeyError)."""
 
     def __init__(self, message):
@@ -515,7 +505,7 @@ def export_heads(model, output_keys, export_outputs):
                 f"keys: {{{key!r}}}); use one of {output_keys}, or give (ExportOutput class, "
                 "output name) as the value"
             )
-        if not (isinstance(cls, type) and issubclass(cls, export_lib.ExportOutput)):
+        if not (isinstance(cls, type) and issubclass(cls, compat.ExportOutput)):
             raise ValueError(
                 f"export_outputs[{name!r}]: expected an ExportOutput class such as "
                 f"tf.estimator.export.PredictOutput, got {cls!r}"
@@ -635,20 +625,20 @@ def _model_fn(
                 predictions[key], names
             )
         loss = train_op = eval_metric_ops = None
-        if mode != ModeKeys.PREDICT:
-            if mode == ModeKeys.TRAIN:
-                model._make_train_function()
+        if mode != compat.ModeKeys.PREDICT:
+            if mode == compat.ModeKeys.TRAIN:
+                compat.make_train_function(model)
                 train_op = model.train_function.updates_op
                 if optimizer_state_from:
                     _init_slots_from(model, optimizer_state_from)
             else:
-                model._make_test_function()
+                compat.make_test_function(model)
             loss = model.total_loss
-            if mode == ModeKeys.EVAL:
+            if mode == compat.ModeKeys.EVAL:
                 if tf.distribute.has_strategy():  # Keras divides it among the replicas
                     loss = loss * tf.distribute.get_strategy().num_replicas_in_sync
                 loss = _loss_per_example(loss, model.outputs)
-            metrics = {m.name: m for m in model._compile_metric_functions}
+            metrics = {m.name: m for m in compat.compiled_metrics(model)}
             if is_subclassed(keras_model):
                 _check_metric_names_map(metrics, metric_names_map)
             names = metric_names_map or {}
@@ -659,12 +649,14 @@ def _model_fn(
         if init_fn:
             scaffold = tf.compat.v1.train.Scaffold(init_fn=init_fn)
         if save_object_ckpt:
-            model._track_trackable(tf.compat.v1.train.get_global_step(), "estimator_global_step")
-            graph_view = tf.compat.v2.__internal__.tracking.ObjectGraphView(model)
+            compat.track(model, tf.compat.v1.train.get_global_step(), "estimator_global_step")
+            graph_view = compat.ObjectGraphView(model)
             # Training checkpoints also hold the step under its usual name, for
             # get_variable_value and tools; other modes may restore the Keras warm-start
             # checkpoint (export before training), which has it under its object key only.
-            by_name = [tf.compat.v1.train.get_global_step()] if mode == ModeKeys.TRAIN else []
+            by_name = (
+                [tf.compat.v1.train.get_global_step()] if mode == compat.ModeKeys.TRAIN else []
+            )
             saver = tf.compat.v1.train.Saver(
                 var_list=[*graph_view.frozen_saveable_objects(), *by_name],
                 sharded=True,
@@ -672,11 +664,11 @@ def _model_fn(
                 keep_checkpoint_every_n_hours=config.keep_checkpoint_every_n_hours,
                 save_relative_paths=True,  # the model_dir may be synced to another place
             )
-            saver._object_restore_saver = keras_lib.trackable_util.frozen_saver(model)
+            compat.restore_objects_with(saver, model)
             scaffold = tf.compat.v1.train.Scaffold(saver=saver, init_fn=init_fn)
 
         export = None
-        if mode == ModeKeys.PREDICT:
+        if mode == compat.ModeKeys.PREDICT:
             examples = _serving_receives_examples()
             export = {
                 name: _export_output(
@@ -706,7 +698,7 @@ def _model_fn(
         )
         # The spec holds plain tensors and ops now; nothing Keras runs after this point.
         if is_subclassed(keras_model):
-            tf.keras.__internal__.models.in_place_subclassed_model_state_restoration(keras_model)
+            compat.restore_subclassed_model_state(keras_model)
             keras_model.optimizer = keras_model._k2e_optimizer  # unbuilt: restoration drops it
         if not in_replica:
             restore_eager_classes(classes)
@@ -945,7 +937,7 @@ def _keras_checkpoint(model, custom_objects, config, save_object_ckpt):
     # the model's weights as initialised and copies them.
     with keeping_classes_eager(model):
         _fresh_compile_args(model)
-        path = keras_lib._save_first_checkpoint(model, custom_objects, config, save_object_ckpt)
+        path = compat.save_first_checkpoint(model, custom_objects, config, save_object_ckpt)
     if previous != current:
         with tf.io.gfile.GFile(marker, "w") as f:
             json.dump(current, f)

@@ -19,6 +19,7 @@ import numpy as np
 
 from k2e_core import storage
 from k2e_core.errors import SpecError, first_line
+from k2e_core.estimator import compat
 from k2e_core.estimator.compat import tf
 from k2e_core.estimator.conversion import KERAS_DIR, output_keys_of
 
@@ -120,7 +121,7 @@ def loss_name(loss):
 def label_kinds(model) -> dict:
     """Output name -> (kind, classes): 'sparse' (class ids), 'onehot', 'binary' (0/1) or
     'value' (anything else: regression, custom losses), from the compiled loss."""
-    loss = model._get_compile_args().get("loss")
+    loss = compat.compile_args(model).get("loss")
     kinds = {}
     for i, (name, tensor) in enumerate(zip(model.output_names, model.outputs)):
         if isinstance(loss, dict):

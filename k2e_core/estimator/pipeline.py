@@ -9,11 +9,13 @@ serving signatures apply too, so training and serving never see different inputs
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import numpy as np
 
 from k2e_core.errors import SpecError, first_line
+from k2e_core.estimator import compat
 from k2e_core.estimator.compat import tf
 from k2e_core.estimator.data import INT_MISSING, Plan, Source, compression_of, for_source, loss_name
 
@@ -407,7 +409,7 @@ def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:
     except (ValueError, tf.errors.InvalidArgumentError, TypeError) as err:
         label_shapes = tf.nest.map_structure(lambda a: list(a.shape), labels)
         output_shapes = [list(t.shape) for t in model.outputs]
-        loss = loss_name(model._get_compile_args().get("loss"))
+        loss = loss_name(compat.compile_args(model).get("loss"))
         raise SpecError(
             "data.labels",
             f"labels of shape {label_shapes} do not fit loss {loss!r} for outputs of shape "
@@ -450,6 +452,18 @@ def _data_message(err) -> str | None:
 
 
 _FEATURE = re.compile(r"(?:Feature|Key): ([^\s,(]+)")
+
+
+@contextlib.contextmanager
+def named_data_errors(plan: Plan, source: Source):
+    """A data error TensorFlow raises mid-run, as one line naming the files and column."""
+    try:
+        yield
+    except tf.errors.OpError as err:
+        named = explain(err, plan, source)
+        if named is None:
+            raise
+        raise named from None
 
 
 def explain(err: Exception, p: Plan, source: Source) -> SpecError | None:

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from keras.src.layers.preprocessing import discretization, index_lookup
 
+from k2e_core.estimator import compat
 from k2e_core.estimator.compat import tf
 
 
@@ -24,7 +24,7 @@ def _static_size(lookup):
     """The vocabulary size of a lookup layer given its vocabulary as a list, else None."""
     vocabulary = getattr(lookup, "input_vocabulary", None)
     if isinstance(vocabulary, Sequence) and not isinstance(vocabulary, str):
-        return len(vocabulary) + lookup._token_start_index()
+        return len(vocabulary) + compat.token_start_index(lookup)
     return None
 
 
@@ -52,7 +52,9 @@ class TextVectorization(tf.keras.layers.TextVectorization):
         # table's size, a tensor there. Set once the lookup has its vocabulary.
         super().__init__(*args, **kwargs)
         self._lookup_layer.__class__ = StringLookup
-        self._lookup_layer._frozen_vocab_size = _static_size(self._lookup_layer) or vocabulary_size
+        compat.freeze_vocabulary_size(
+            self._lookup_layer, _static_size(self._lookup_layer) or vocabulary_size
+        )
 
 
 _GRAPH_READY = {
@@ -66,28 +68,28 @@ def clone_layer(layer):
     """A fresh layer from `layer`'s config, with what `adapt` learnt written into it, under
     the same name; a functional or Sequential model inside the model, layer by layer."""
     if isinstance(layer, tf.keras.Model) and (
-        layer._is_graph_network or isinstance(layer, tf.keras.Sequential)
+        compat.is_graph_network(layer) or isinstance(layer, tf.keras.Sequential)
     ):
         return tf.keras.models.clone_model(layer, clone_function=clone_layer)
     config = layer.get_config()
     lookup = getattr(layer, "_lookup_layer", layer)  # TextVectorization wraps a StringLookup
     cls = type(layer)
-    if isinstance(lookup, index_lookup.IndexLookup) and cls in _GRAPH_READY:
+    if isinstance(lookup, compat.IndexLookup) and cls in _GRAPH_READY:
         if config.get("vocabulary") is None:
             vocabulary = lookup.get_vocabulary(include_special_tokens=False)
             if vocabulary:
                 config["vocabulary"] = vocabulary
                 if lookup.output_mode == "tf_idf":
                     idf = np.asarray(lookup.idf_weights_const)
-                    config["idf_weights"] = idf[lookup._token_start_index() :].tolist()
+                    config["idf_weights"] = idf[compat.token_start_index(lookup) :].tolist()
         cls = _GRAPH_READY[cls]
-    if isinstance(layer, discretization.Discretization) and config.get("bin_boundaries") is None:
+    if isinstance(layer, compat.Discretization) and config.get("bin_boundaries") is None:
         boundaries = getattr(layer, "bin_boundaries", None)
         if boundaries is not None and len(boundaries):
             config.update(bin_boundaries=[float(b) for b in boundaries], num_bins=None)
     clone = cls.from_config(config)
     if clone.name != layer.name:  # a subclassed model's config may leave its name out
-        clone._name = layer.name
+        compat.rename_layer(clone, layer.name)
     return clone
 
 
@@ -115,4 +117,4 @@ def copy_weights(source, target):
 
 def _adapted(layer) -> bool:
     lookup = getattr(layer, "_lookup_layer", layer)
-    return isinstance(lookup, (index_lookup.IndexLookup, discretization.Discretization))
+    return isinstance(lookup, (compat.IndexLookup, compat.Discretization))

@@ -13,6 +13,7 @@ import numpy as np
 
 from k2e_core.distributed import cluster
 from k2e_core.errors import K2eError
+from k2e_core.estimator import compat
 from k2e_core.estimator.compat import tf
 from k2e_core.estimator.data import loss_name
 from k2e_core.logs import progress_hook
@@ -155,7 +156,7 @@ def classes_of(model) -> int | None:
     cross-entropy), else None."""
     if len(model.outputs) != 1:
         return None
-    losses = tf.nest.flatten(model._get_compile_args().get("loss"))
+    losses = tf.nest.flatten(compat.compile_args(model).get("loss"))
     name = loss_name(losses[0]) if losses else None
     classes = model.outputs[0].shape[-1]
     if isinstance(name, str) and "categorical_crossentropy" in name and classes and classes >= 2:
@@ -248,8 +249,6 @@ def train_in_cluster(
     (the chief also checkpoints, and stops everyone early when asked), the evaluator
     evaluates each new checkpoint until training has ended, a ps serves variables until it
     is stopped."""
-    from tensorflow_estimator.python.estimator import training as estimator_training
-
     model_dir = estimator.model_dir
     progress = progress_hook(spec.train.steps, spec.run_config.log_every_secs)
     hooks = [progress, _StopOnRequest()]
@@ -284,7 +283,7 @@ def train_in_cluster(
     )
     began = time.perf_counter()
     with _diverged_as_error(estimator, progress):
-        estimator_training._TrainingExecutor(
+        compat.TrainingExecutor(
             estimator, train_spec, eval_spec, continuous_eval_listener=listener
         ).run()
     _raise_if_stopped(estimator)
