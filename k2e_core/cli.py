@@ -23,6 +23,15 @@ STEP_HELP = {
 }
 
 
+SCHEMA_NAMES = [
+    "spec",
+    "decision",
+    "warm-start",
+    "version",
+    "manifest",
+    *(name for name in STEP_HELP),
+]
+
 REGISTRY_ACTIONS = {
     "list": "every version and candidate with its record",
     "latest": "the latest blessed version's record",
@@ -133,7 +142,13 @@ def parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--context", help="kubeconfig context")
     s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
-    s = sub.add_parser("schema", help="print the job spec's JSON Schema")
+    s = sub.add_parser(
+        "schema",
+        help="print the JSON Schema of the job spec, a record or a step's result",
+        description="print the JSON Schema of the job spec (default), of a record k2e keeps "
+        "(decision, warm-start, version, manifest) or of a step's result",
+    )
+    s.add_argument("name", nargs="?", default="spec", choices=SCHEMA_NAMES)
     s.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -276,9 +291,15 @@ def _tfjob(args, spec) -> int:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     if args.command == "schema":
+        from k2e_core.records import SCHEMAS
         from k2e_core.spec import json_schema
 
-        sys.stdout.write(json.dumps(json_schema(), indent=2) + "\n")
+        schema = (
+            json_schema()
+            if args.name == "spec"
+            else SCHEMAS[args.name].model_json_schema(by_alias=True)
+        )
+        sys.stdout.write(json.dumps(schema, indent=2) + "\n")
         return 0
 
     from k2e_core.errors import describe

@@ -19,6 +19,7 @@ import tempfile
 
 from k2e_core import storage
 from k2e_core.errors import SpecError
+from k2e_core.records import VersionRecord
 from k2e_core.storage import publish
 
 log = logging.getLogger("k2e.registry")
@@ -40,28 +41,30 @@ def _user() -> str:
 
 def new_record(decision: dict, source: dict) -> dict:
     """A candidate's record from the gate's decision and where the candidate came from."""
-    return {
-        "format": RECORD_FORMAT,
-        "run_id": decision["run_id"],
-        "created": _now(),
-        "metrics": decision["metrics"],
-        "eval_data": decision["eval_data"],
-        "source": {k: v for k, v in source.items() if k != "warm_start"},
-        "warm_start": source.get("warm_start"),
-        "gate": {k: decision[k] for k in ("passed", "checks", "baseline")},
-        "blessed": decision["blessed"],
-        "by": decision["by"],
-        "reason": decision["reason"],
-        "pinned": False,
-        "history": [
-            {
-                "at": decision["decided_at"],
-                "action": "blessed" if decision["blessed"] else "not blessed",
-                "by": decision["by"],
-                "reason": decision["reason"],
-            }
-        ],
-    }
+    return VersionRecord(
+        **{
+            "format": RECORD_FORMAT,
+            "run_id": decision["run_id"],
+            "created": _now(),
+            "metrics": decision["metrics"],
+            "eval_data": decision["eval_data"],
+            "source": {k: v for k, v in source.items() if k != "warm_start"},
+            "warm_start": source.get("warm_start"),
+            "gate": {k: decision[k] for k in ("passed", "checks", "baseline")},
+            "blessed": decision["blessed"],
+            "by": decision["by"],
+            "reason": decision["reason"],
+            "pinned": False,
+            "history": [
+                {
+                    "at": decision["decided_at"],
+                    "action": "blessed" if decision["blessed"] else "not blessed",
+                    "by": decision["by"],
+                    "reason": decision["reason"],
+                }
+            ],
+        }
+    ).dump()
 
 
 # --------------------------------------------------------------------------- reading

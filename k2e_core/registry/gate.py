@@ -10,6 +10,7 @@ check, so a record says exactly why.
 from __future__ import annotations
 
 from k2e_core.errors import SpecError
+from k2e_core.records import GateCheck
 
 
 def better(name: str, rule) -> str:
@@ -118,14 +119,9 @@ def judge(gate_spec, metrics: dict, baseline: dict | None) -> dict:
 
 
 def _check(metric, value, op, limit, ok, **extra) -> dict:
-    return {
-        "metric": metric,
-        "value": value,
-        "op": op,
-        "limit": round(limit, 10),
-        "ok": ok,
-        **extra,
-    }
+    return GateCheck(
+        metric=metric, value=value, op=op, limit=round(limit, 10), ok=ok, **extra
+    ).dump()
 
 
 def _describe(check: dict) -> str:

@@ -27,6 +27,7 @@ import time
 import uuid
 
 from k2e_core import storage
+from k2e_core.records import Manifest
 
 log = logging.getLogger("k2e.publish")
 
@@ -56,15 +57,15 @@ def manifest_for(local_dir: str, run_id: str, metrics=None, source=None) -> dict
         for d, subs, _ in os.walk(local_dir)
         for sub in subs
     )
-    return {
-        "format": MANIFEST_FORMAT,
-        "run_id": run_id,
-        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "files": files,
-        "dirs": dirs,
-        "metrics": metrics or {},
-        "source": source or {},
-    }
+    return Manifest(
+        format=MANIFEST_FORMAT,
+        run_id=run_id,
+        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        files=files,
+        dirs=dirs,
+        metrics=metrics or {},
+        source=source or {},
+    ).dump()
 
 
 def read_manifest(version_url: str) -> dict | None:

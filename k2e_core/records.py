@@ -1,0 +1,261 @@
+"""Typed records and step results: what k2e keeps beside its models, and what each step returns.
+
+Records (gate decisions, warm-start records, version records, manifests) are written as JSON
+and read back by this and later k2e releases, so they accept fields they do not know. Step
+results are what the CLI prints and what the Airflow operators and KFP components receive:
+plain JSON-serialisable dicts with exactly these models' keys (`as_result`).
+`k2e schema NAME` prints each one's JSON Schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Metrics = dict[str, float | int | None]
+
+
+class Record(BaseModel):
+    """A record k2e writes; one written by a later release still reads."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    def dump(self) -> dict:
+        """The record as JSON-ready dict: the fields it was given, no others."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+class Result(Record):
+    """A step's result: exactly these keys."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- gate
+
+
+class GateCheck(Record):
+    metric: str
+    value: float
+    op: Literal[">=", "<="]
+    limit: float
+    ok: bool
+    baseline: int | None = Field(None, description="the blessed version compared with")
+    baseline_value: float | None = None
+
+
+class BaselineMeasure(Record):
+    """The latest blessed version, measured on the candidate's eval data (or why not)."""
+
+    version: int
+    metrics: Metrics | None = None
+    error: str | None = None
+
+
+class EvalData(Record):
+    """What the metrics were measured on: the eval files and a digest of their contents."""
+
+    files: list[str]
+    file_count: int | None = None
+    sha256: str | None = None
+
+
+class GateDecision(Record):
+    """The gate's decision for one run's candidate, kept under export.base/.k2e/decisions."""
+
+    blessed: bool
+    by: Literal["gate", "forced", "hand"]
+    passed: bool
+    reason: str
+    checks: list[GateCheck]
+    baseline: BaselineMeasure | None
+    run_id: str
+    checkpoint: str
+    global_step: int | None
+    metrics: Metrics
+    eval_data: EvalData
+    force: str | None
+    decided_at: str
+
+
+# --------------------------------------------------------------------------- warm start
+
+
+class WarmStartRecord(Record):
+    """Where a model_dir's first weights came from (model_dir/keras/k2e-warm-start.json)."""
+
+    from_: str = Field(
+        alias="from", description="latest, a version number, 'version' or 'checkpoint'"
+    )
+    url: str
+    version: int | None = None
+    optimizer_state: str | None = Field(
+        None, description="the training checkpoint whose optimizer slots were taken"
+    )
+    skipped: str | None = Field(None, description="why the source was not applied")
+
+
+# --------------------------------------------------------------------------- registry
+
+
+class HistoryEvent(Record):
+    at: str | None
+    action: str
+    by: str
+    reason: str
+    user: str | None = None
+
+
+class VersionRecord(Record):
+    """A version's or candidate's record (k2e-record.json beside its SavedModel)."""
+
+    format: str
+    run_id: str | None
+    created: str | None
+    metrics: Metrics
+    eval_data: EvalData | None = None
+    source: dict[str, Any]
+    warm_start: WarmStartRecord | None = None
+    gate: dict[str, Any] | None = Field(None, description="passed, checks and baseline")
+    blessed: bool
+    by: str
+    reason: str
+    pinned: bool = False
+    history: list[HistoryEvent]
+
+
+class ManifestFile(Record):
+    size: int
+    sha256: str
+    md5: str | None = None
+
+
+class Manifest(Record):
+    """k2e-manifest.json: written last, so a version counts once every file it names is up."""
+
+    format: str
+    run_id: str | None
+    created: str | None = None
+    files: dict[str, ManifestFile]
+    dirs: list[str] = []
+    metrics: Metrics = {}
+    source: dict[str, Any] = {}
+    version: int | None = None
+    candidate: str | None = None
+
+
+# --------------------------------------------------------------------------- step results
+
+
+class ConvertResult(Result):
+    model_dir: str
+    keras_checkpoint: str
+    inputs: dict[str, list[int | None]]
+    outputs: list[str]
+    global_step: int
+    warm_start: WarmStartRecord | None
+    convert_seconds: float
+
+
+class TrainResult(Result):
+    """Training's outcome. In a cluster (TF_CONFIG) each task reports its own part: workers
+    no checkpoint (the chief's), the evaluator its evaluations instead of training figures."""
+
+    task: str | None = Field(None, description="the cluster task that ran (TF_CONFIG)")
+    model_dir: str | None = None
+    checkpoint: str | None = None
+    global_step: int | None
+    steps_trained: int | None = None
+    train_seconds: float | None = None
+    steps_per_second: float | None = None
+    examples_per_second: float | None = None
+    stopped_early: bool | None = None
+    evaluations: int | None = Field(None, description="the evaluator's evaluations")
+    metrics: Metrics | None = Field(None, description="the evaluator's last evaluation")
+    resume_download_bytes: int | None = None
+
+
+class EvaluateResult(Result):
+    metrics: Metrics
+    checkpoint: str | None
+    confusion_matrix: dict[str, Any] | None = None
+    gate: GateDecision | None = None
+    global_step: int | None
+
+
+class ExportResult(Result):
+    version: int | None
+    export_path: str | None = None
+    candidate_path: str | None = None
+    manifest: str
+    reused: bool
+    files: int
+    bytes: int
+    signatures: list[str]
+    verified_rows: int
+    max_abs_diff: float | None
+    export_base: str
+    metrics: Metrics
+    run_id: str
+    global_step: int | None
+    blessed: bool
+    reason: str
+    gate: GateDecision
+    pruned: list[str]
+
+
+class RunResult(Result):
+    export_path: str | None
+    candidate_path: str | None
+    export_base: str
+    version: int | None
+    blessed: bool
+    reason: str
+    gate: GateDecision
+    pruned: list[str]
+    manifest: str
+    metrics: Metrics
+    global_step: int
+    model_dir: str
+    run_id: str
+    task: str | None = None
+    warm_start: WarmStartRecord | None
+    reused: bool
+    signatures: list[str]
+    train: TrainResult
+    convert_seconds: float
+    total_seconds: float
+
+
+class ValidateResult(Result):
+    valid: bool
+    inputs: dict[str, list[int | None]]
+    outputs: list[str]
+    features: dict[str, list[str]]
+    labels: dict[str, list[str]]
+    train_files: int
+    eval_files: int
+    column_types: dict[str, str]
+    checked: dict[str, dict[str, Any]]
+    label_vocabulary: dict[str, list[Any]]
+    fills: dict[str, Any]
+
+
+SCHEMAS = {
+    "decision": GateDecision,
+    "warm-start": WarmStartRecord,
+    "version": VersionRecord,
+    "manifest": Manifest,
+    "convert": ConvertResult,
+    "train": TrainResult,
+    "evaluate": EvaluateResult,
+    "export": ExportResult,
+    "run": RunResult,
+    "validate": ValidateResult,
+}
+
+
+def as_result(model: type[Result], values: dict) -> dict:
+    """`values` checked against a step's result model, as the plain dict adapters receive."""
+    return model.model_validate(values).dump()
