@@ -156,16 +156,15 @@ def _spec(model, train_file, mapping, batch, steps, model_dir):
 def k2e_rate(spec) -> float:
     from k2e_core.steps import job
 
-    with job._job(spec) as j:
-        j.plan()
-        j.convert()
+    with job.open_job(spec) as j:
+        j.check_data()
         return job._train(j)["steps_per_second"]
 
 
 def keras_rate(spec, steps) -> float:
     from k2e_core.steps import job
 
-    with job._job(spec) as j:
+    with job.open_job(spec) as j:
         model, ds = j.model, j.input_fn("train")()
         model.fit(ds, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)
         began = time.perf_counter()
@@ -179,8 +178,8 @@ def upstream_rate(spec, steps, model_dir) -> float:
     from k2e_core.logs import progress_hook
     from k2e_core.steps import job
 
-    with job._job(spec) as j:
-        j.plan()
+    with job.open_job(spec) as j:
+        j.check_data()
         est = tf.keras.estimator.model_to_estimator(keras_model=j.model, model_dir=model_dir)
         hook = progress_hook(steps, every_secs=1e9)
         est.train(j.input_fn("train"), max_steps=steps, hooks=[hook])

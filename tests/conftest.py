@@ -12,6 +12,10 @@ import numpy as np
 import pytest
 import requests
 
+# As k2e does before it imports TensorFlow: test modules that import TensorFlow themselves are
+# collected first, and TensorFlow's C++ warnings would otherwise reach the captured output.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(REPO, "examples")
 

@@ -224,6 +224,12 @@ class RemoteModelDir:
             )
         return stats
 
+    def pull_records(self) -> None:
+        """Downloads only model_dir's records (keras/*.json): what the data resolved to."""
+        remote = storage.find(self.url)
+        wanted = [rel for rel in remote if rel.startswith("keras/") and rel.endswith(".json")]
+        self._download(wanted, remote, "read records")
+
     def _download(self, rels, remote, purpose) -> dict:
         pairs = [(storage.join(self.url, rel), os.path.join(self.local, rel)) for rel in rels]
         stats = storage.download(

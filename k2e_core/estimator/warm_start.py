@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 
 from k2e_core import registry, storage
 from k2e_core.errors import SpecError, first_line
 from k2e_core.estimator import conversion
 from k2e_core.estimator.checkpoints import STATE, latest_checkpoint_name, unreadable
 from k2e_core.estimator.compat import tf
+from k2e_core.records import WarmStartRecord
 from k2e_core.storage import publish
 
 log = logging.getLogger("k2e.warm_start")
@@ -30,8 +32,9 @@ _FIX = (
 )
 
 
-def resolve(spec, staging_dir: str) -> tuple[str, dict] | None:
-    """(local checkpoint prefix, record) for `spec.warm_start`; None: nothing to start from."""
+def locate(spec) -> tuple[str, dict] | None:
+    """(URL, record) of `spec.warm_start`'s source, found without fetching it: the URL of a
+    published version, or a checkpoint prefix. None: nothing to start from."""
     value = spec.warm_start
     if not value:
         return None
@@ -63,16 +66,66 @@ def resolve(spec, staging_dir: str) -> tuple[str, dict] | None:
                 f"use 'latest' or one of {published[-5:]}",
             )
         url = storage.join(base, str(version))
-        return version_checkpoint(url, staging_dir), {
-            "from": value,
-            "version": version,
-            "url": storage.redact(url),
-        }
+        return url, {"from": value, "version": version, "url": storage.redact(url)}
     url = spec.path(value)
     if storage.exists(storage.join(url, "saved_model.pb")):
-        return version_checkpoint(url, staging_dir), {"from": "version", "url": storage.redact(url)}
+        return url, {"from": "version", "url": storage.redact(url)}
     prefix = _checkpoint_prefix(url)
-    return _fetch_prefix(prefix, staging_dir), {"from": "checkpoint", "url": storage.redact(prefix)}
+    return prefix, {"from": "checkpoint", "url": storage.redact(prefix)}
+
+
+def resolve(spec, staging_dir: str) -> tuple[str, dict] | None:
+    """(local checkpoint prefix, record) for `spec.warm_start`; None: nothing to start from."""
+    found = locate(spec)
+    if found is None:
+        return None
+    url, record = found
+    if record["from"] == "checkpoint":
+        return _fetch_prefix(url, staging_dir), record
+    return version_checkpoint(url, staging_dir), record
+
+
+@dataclass
+class Seed:
+    """What a model_dir starts from: `record` (None: the model's own weights) and the local
+    checkpoint whose optimizer slots training starts from (None: fresh slots)."""
+
+    record: dict | None = None
+    optimizer_state: str | None = None
+
+
+def seed(model, model_dir: str, spec, staging_dir: str) -> Seed:
+    """Puts the warm-start weights into `model`. Must run before conversion, which copies
+    the model's weights into model_dir's first checkpoint.
+
+    The source is resolved once, when model_dir is first converted, and recorded there;
+    later steps take its weights from model_dir/keras and fetch its optimizer state again
+    for the first training step. Once model_dir holds a training checkpoint, nothing is
+    applied: training resumes from it."""
+    record = load_record(model_dir)
+    if tf.train.latest_checkpoint(model_dir):
+        return Seed(record)
+    keras_ckpt = tf.train.latest_checkpoint(os.path.join(model_dir, conversion.KERAS_DIR))
+    if record is not None and keras_ckpt:
+        apply(model, keras_ckpt, record)
+        return Seed(record, fetch_optimizer_state(record, staging_dir))
+    found = resolve(spec, staging_dir)
+    if found is None:
+        save_record(model_dir, None)
+        return Seed()
+    prefix, record = found
+    state = None
+    try:
+        apply(model, prefix, record)
+        log.info("warm start from %s", record["url"])
+        state = optimizer_state(model, prefix, record, staging_dir)
+    except SpecError as err:
+        if spec.warm_start_mismatch != "fresh":
+            raise
+        log.warning("warm start skipped, starting from the model's own weights: %s", err.problem)
+        record = {**record, "skipped": err.problem}
+    save_record(model_dir, record)
+    return Seed(record, state)
 
 
 def apply(model, prefix: str, record: dict, field: str = "warm_start") -> None:
@@ -163,7 +216,7 @@ def save_record(model_dir: str, record: dict | None) -> None:
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
-        json.dump(record, f)
+        json.dump(WarmStartRecord.model_validate(record).dump(), f)
 
 
 def load_record(model_dir: str) -> dict | None:

@@ -3,13 +3,25 @@
     convert_step -> train_step -> evaluate_step -> export_step      (or run: all four)
 
 Steps are independent: each may run in its own process (an Airflow task, a KFP component)
-and finds what earlier steps left in `model_dir`.
+and finds what earlier steps left in `model_dir`. A step opens its job (`open_job`) in
+named steps, in this order:
+
+1. the spec, and the cluster task TF_CONFIG names, if any;
+2. preflight: every location the job writes can be written;
+3. model_dir: where TensorFlow reads and writes it (`ModelDir`);
+4. the Keras model, built or loaded (`keras_model`);
+5. the warm start: its weights put into the model, which must happen before conversion
+   copies the model (`warm_start.seed`).
+
+The data plan and the Estimator are then built once, on first use (`Job.plan`,
+`Job.estimator`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -19,123 +31,90 @@ import shutil
 import tempfile
 import time
 
-from k2e_core import registry, storage
+from k2e_core import records, registry, storage
 from k2e_core.distributed import cluster
 from k2e_core.errors import K2eError, SpecError
 from k2e_core.estimator import (
-    checkpoints,
     conversion,
     data,
     datacheck,
     export,
+    keras_model,
     pipeline,
     training,
     warm_start,
 )
-from k2e_core.estimator.compat import tf
-from k2e_core.objects import ImportFailed, import_object, resolve_custom_objects
 from k2e_core.registry import gate
 from k2e_core.spec import JobSpec, load_spec
+from k2e_core.steps.model_dir import Access, ModelDir
 from k2e_core.storage import publish
 
 log = logging.getLogger("k2e.job")
 
 
 class Job:
-    """What the steps share: the spec, the Keras model, its Estimator, the data plan."""
+    """An opened job: its spec, model_dir and warm-started Keras model; the data plan and
+    the Estimator, each built once on first use."""
 
     def __init__(
         self,
         spec: JobSpec,
         staging_dir: str,
-        read_only: bool = False,
+        model_dir: ModelDir,
+        model,
+        custom_objects: dict,
+        seed: warm_start.Seed,
         task: cluster.Task | None = None,
     ):
         self.spec = spec
         self.staging_dir = staging_dir
-        self.model_dir_url = spec.path(spec.model_dir)
-        self.read_only = read_only
+        self.model_dir = model_dir
+        self.model = model
+        self.custom_objects = custom_objects
+        self.warm_start = seed.record
+        self.optimizer_state = seed.optimizer_state
         self.task = task  # this process's cluster task; None: a single process
-        self.remote = None
-        self.resume = None
-        leads = task is None or task.is_chief  # resolves the warm start, syncs model_dir
-        if storage.is_local(self.model_dir_url) and not read_only:
-            self.model_dir = storage.local_path(self.model_dir_url)
-            os.makedirs(self.model_dir, exist_ok=True)
-            if leads:
-                checkpoints.recover_local(self.model_dir, where=storage.redact(self.model_dir_url))
-        elif task is not None:
-            self.model_dir = cluster.shared_dir(self.model_dir_url)
-            if leads:  # a fresh copy: nothing a killed earlier run left behind gets uploaded
-                shutil.rmtree(self.model_dir, ignore_errors=True)
-                self.remote = checkpoints.RemoteModelDir(self.model_dir_url, self.model_dir)
-                self.resume = self.remote.pull_for_resume("resume")
-            os.makedirs(self.model_dir, exist_ok=True)
-        else:
-            self.model_dir = os.path.join(staging_dir, "model_dir")
-            self.remote = checkpoints.RemoteModelDir(self.model_dir_url, self.model_dir)
-            self.resume = self.remote.pull_for_resume("read" if read_only else "resume")
-        self.custom_objects = _custom_objects(spec)
-        self.model = _load_model(spec, self.custom_objects)
-        self.optimizer_state = None  # local training checkpoint seeding the optimizer slots
-        self.warm_start = self._warm_start() if leads else None
-        self.io = data.model_io(self.model)
+        self.io = data.model_io(model)
         self.export_outputs = export.export_outputs_from_spec(spec.model.export_outputs)
-        self._sources = {}
-        self._plan = None
         self.scans = []
-        self.estimator = None
         self.convert_seconds = None
+        self._sources = {}
 
-    def _warm_start(self) -> dict | None:
-        """The warm-start record of this model_dir. The source is resolved once, when the
-        model_dir is first converted; later steps take its weights from model_dir/keras and
-        fetch its optimizer state again for the first training step."""
-        record = warm_start.load_record(self.model_dir)
-        if tf.train.latest_checkpoint(self.model_dir):
-            return record
-        keras_ckpt = tf.train.latest_checkpoint(os.path.join(self.model_dir, conversion.KERAS_DIR))
-        if record is not None and keras_ckpt:
-            warm_start.apply(self.model, keras_ckpt, record)
-            self.optimizer_state = warm_start.fetch_optimizer_state(record, self.staging_dir)
-            return record
-        found = warm_start.resolve(self.spec, self.staging_dir)
-        if found is None:
-            warm_start.save_record(self.model_dir, None)
-            return None
-        prefix, record = found
-        try:
-            warm_start.apply(self.model, prefix, record)
-            log.info("warm start from %s", record["url"])
-            self.optimizer_state = warm_start.optimizer_state(
-                self.model, prefix, record, self.staging_dir
-            )
-        except SpecError as err:
-            if self.spec.warm_start_mismatch != "fresh":
-                raise
-            log.warning(
-                "warm start skipped, starting from the model's own weights: %s", err.problem
-            )
-            record = {**record, "skipped": err.problem}
-        warm_start.save_record(self.model_dir, record)
-        return record
+    @property
+    def leads(self) -> bool:
+        """Whether this process writes model_dir's records (a single process or the chief)."""
+        return self.task is None or self.task.is_chief
 
-    def convert(self):
-        """The Estimator. Steps that read data build the plan first: then predictions carry
-        class names, and model_dir records what the data resolved to."""
+    @functools.cached_property
+    def plan(self) -> data.Plan:
+        """The data plan: columns mapped and typed, every split's rows checked, vocabularies
+        and fills taken from model_dir's record or the training data."""
+        sources = [self.source("train"), self.source("eval")]
+        record = data.load_record(self.model_dir.path)
+        plan = data.plan(self.spec.data, self.io, sources, record)
+        plan, self.scans = datacheck.check(plan, sources, self.spec.data)
+        pipeline.check_labels_fit(self.model, plan, sources[-1], self.spec.data)
+        datacheck.report(plan, self.scans, self.spec.data)
+        return plan
+
+    @functools.cached_property
+    def estimator(self):
+        """The Estimator of the warm-started model. Once the plan is built (steps that read
+        data build it first), predictions carry class names and model_dir records what the
+        data resolved to."""
         spec = self.spec
-        plan = self._plan
+        planned = "plan" in self.__dict__
         began = time.perf_counter()
         try:
-            self.estimator = conversion.convert(
+            estimator = conversion.convert(
                 keras_model=self.model,
                 custom_objects=self.custom_objects,
-                config=training.run_config(spec, self.model_dir, self.task),
+                config=training.run_config(spec, self.model_dir.path, self.task),
                 checkpoint_format=spec.model.checkpoint_format,
                 metric_names_map=spec.model.metric_names_map,
                 export_outputs=self.export_outputs,
                 optimizer_state_from=self.optimizer_state,
-                class_names=self.class_names() if plan else None,
+                class_names=self.class_names() if planned else None,
             )
         except SpecError:
             raise
@@ -146,37 +125,23 @@ class Job:
             )
             raise SpecError(field or "model", text if field else str(err)) from None
         self.convert_seconds = time.perf_counter() - began
-        if plan and not self.read_only and (self.task is None or self.task.is_chief):
-            data.save_record(self.model_dir, plan)
+        if planned and self.model_dir.writable and self.leads:
+            data.save_record(self.model_dir.path, self.plan)
         log.info(
             "converted %s to an Estimator in %.2fs (model_dir %s)",
             self.model.name,
             self.convert_seconds,
-            storage.redact(self.model_dir_url),
+            storage.redact(self.model_dir.url),
         )
-        self.sync()
-        return self.estimator
-
-    def sync(self):
-        """Uploads what changed in a remote model_dir's local mirror."""
-        if self.remote and not self.read_only:
-            self.remote.push()
-
-    def listeners(self):
-        return [self.remote.listener()] if self.remote and not self.read_only else []
-
-    def checkpoint_url(self, checkpoint: str) -> str:
-        """Where a checkpoint of this job's model_dir lives (outside a local mirror)."""
-        if self.remote is None:
-            return checkpoint
-        return storage.join(self.model_dir_url, os.path.basename(checkpoint))
+        self.model_dir.sync()
+        return estimator
 
     def run_id(self) -> str:
         """The spec's run id, or one derived from the checkpoint being exported."""
         if self.spec.run_id:
             return self.spec.run_id
         ckpt = os.path.basename(self.estimator.latest_checkpoint() or "none")
-        return "ckpt-" + hashlib.sha256(f"{self.model_dir_url}|{ckpt}".encode()).hexdigest()[:16]
+        return "ckpt-" + hashlib.sha256(f"{self.model_dir.url}|{ckpt}".encode()).hexdigest()[:16]
 
     def source(self, split: str) -> data.Source:
         """The split's files; evaluation falls back to the training files."""
@@ -192,32 +157,22 @@ class Job:
             )
         return self._sources[split]
 
-    def plan(self) -> data.Plan:
-        """The data plan, built once: columns mapped and typed, every split's rows checked,
-        vocabularies and fills taken from model_dir's record or the training data."""
-        if self._plan is None:
-            sources = [self.source("train"), self.source("eval")]
-            record = data.load_record(self.model_dir)
-            plan = data.plan(self.spec.data, self.io, sources, record)
-            self._plan, self.scans = datacheck.check(plan, sources, self.spec.data)
-            pipeline.check_labels_fit(self.model, self._plan, sources[-1], self.spec.data)
-            datacheck.report(self._plan, self.scans, self.spec.data)
-        return self._plan
+    def check_data(self) -> data.Plan:
+        """The plan, built now: bad data stops the step before TensorFlow builds anything."""
+        return self.plan
 
     def class_names(self) -> dict:
         """{output key: class names} of outputs trained on text labels."""
-        plan = self.plan()
         names = {}
-        for output, columns in plan.labels.items():
-            if columns[0] in plan.vocabulary:
-                names[self.io.output_keys[self.io.outputs.index(output)]] = plan.vocabulary[
-                    columns[0]
-                ]
+        for output, columns in self.plan.labels.items():
+            if columns[0] in self.plan.vocabulary:
+                key = self.io.output_keys[self.io.outputs.index(output)]
+                names[key] = self.plan.vocabulary[columns[0]]
         return names
 
     def input_fn(self, split: str):
         return pipeline.input_fn(
-            self.plan(),
+            self.plan,
             self.source(split),
             self.spec.data,
             training=split == "train",
@@ -228,20 +183,16 @@ class Job:
     @contextlib.contextmanager
     def data_errors(self, split: str):
         """A data error TensorFlow raises mid-run as one line naming the files and column."""
-        try:
+        with pipeline.named_data_errors(self.plan, self.source(split)):
             yield
-        except tf.errors.OpError as err:
-            named = pipeline.explain(err, self.plan(), self.source(split))
-            if named is None:
-                raise
-            raise named from None
 
 
 @contextlib.contextmanager
-def _job(spec, overrides=None, read_only=False, in_cluster=False):
-    """A Job in a staging directory; `read_only`: model_dir is read from a mirror of its
-    latest checkpoint and never written (evaluation summaries stay in the mirror).
-    `in_cluster`: the step may run as any task TF_CONFIG names; other steps refuse one."""
+def open_job(spec, overrides=None, access: Access = "train", in_cluster: bool = False):
+    """The job, opened in a staging directory removed afterwards. `access`: what the step
+    does with model_dir (see `ModelDir.open`); `inspect` also leaves the warm start
+    unresolved. `in_cluster`: the step may run as any task TF_CONFIG names; other steps
+    refuse one."""
     spec = load_spec(spec, overrides)
     task = cluster.current_task(spec)
     if task is not None:
@@ -259,15 +210,23 @@ def _job(spec, overrides=None, read_only=False, in_cluster=False):
         with storage.configured(
             settings.options, settings.retries, settings.concurrency, settings.retry_seconds
         ):
-            _preflight(spec, read_only)
-            yield Job(spec, staging, read_only, task)
+            _preflight(spec, access)
+            model_dir = ModelDir.open(spec.path(spec.model_dir), staging, access, task)
+            objects = keras_model.custom_objects(spec)
+            model = keras_model.load(spec, objects)
+            leads = task is None or task.is_chief
+            if access == "inspect" or not leads:
+                seed = warm_start.Seed()
+            else:
+                seed = warm_start.seed(model, model_dir.path, spec, staging)
+            yield Job(spec, staging, model_dir, model, objects, seed, task)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _preflight(spec: JobSpec, read_only: bool) -> None:
+def _preflight(spec: JobSpec, access: Access) -> None:
     """Every location the job writes can be written, checked before any work is done."""
-    places = [] if read_only else [("model_dir", spec.path(spec.model_dir), ())]
+    places = [] if access == "read" else [("model_dir", spec.path(spec.model_dir), ())]
     if spec.export is not None:  # versions, candidates, claims and gate decisions
         places.append(("export.base", spec.path(spec.export.base), (publish.CANDIDATES, ".k2e")))
     for field, url, below in places:
@@ -282,92 +241,6 @@ def _preflight(spec: JobSpec, read_only: bool) -> None:
                 else f"point {field} at a directory this user can write"
             )
             raise SpecError(field, f"cannot write to {storage.redact(url)}: {problem}", fix)
-
-
-def _custom_objects(spec: JobSpec):
-    try:
-        return resolve_custom_objects(spec.model.custom_objects, spec.base_dir)
-    except ValueError as err:
-        raise SpecError("model.custom_objects", str(err), "fix the import path") from None
-
-
-def _load_model(spec: JobSpec, custom_objects):
-    if spec.model.path:
-        url = spec.path(spec.model.path)
-        try:
-            model = conversion.load_keras_model(
-                url, custom_objects, spec.model.allow_unsafe_deserialization
-            )
-        except FileNotFoundError as err:
-            raise SpecError(
-                "model.path", str(err), "check the URL or save the model first"
-            ) from None
-        except conversion.UnsafeModelFile as err:
-            raise SpecError(
-                "model.path",
-                str(err),
-                "load only files you trust: set model.allow_unsafe_deserialization: "
-                "true, or build the model with model.factory",
-            ) from None
-        except ValueError as err:
-            raise SpecError(
-                "model.path",
-                str(err),
-                "save the model with model.save('model.keras') and pass custom_objects",
-            ) from None
-    else:
-        try:
-            factory = import_object(spec.model.factory, spec.base_dir)
-        except ImportFailed as err:
-            raise SpecError("model.factory", str(err), "fix the module") from None
-        except ValueError as err:
-            raise SpecError("model.factory", str(err), "fix the import path") from None
-        # Fresh layer-name counters: the factory names inputs as in a fresh process
-        # (Sequential's `dense_input`), whatever this process built before.
-        tf.keras.backend.clear_session()
-        try:
-            model = factory(**spec.model.factory_kwargs)
-        except Exception as err:  # user code: report it as bad input, with its own words
-            raise SpecError(
-                "model.factory",
-                f"{spec.model.factory} raised {type(err).__name__}: "
-                f"{str(err).splitlines()[0] if str(err) else ''}",
-                "fix the factory or model.factory_kwargs",
-            ) from None
-        if not isinstance(model, tf.keras.Model):
-            raise SpecError(
-                "model.factory",
-                f"{spec.model.factory} returned {type(model).__name__}",
-                "return a compiled tf.keras.Model",
-            )
-    where = "model.factory" if spec.model.factory else "model.path"
-    if not getattr(model, "optimizer", None):
-        raise SpecError(
-            where,
-            "the Keras model is not compiled",
-            "call model.compile(optimizer, loss, metrics) before returning/saving it",
-        )
-    if conversion.is_subclassed(model):
-        groups = list(spec.data.features or {})
-        view = conversion.functional_view(model, groups[0] if len(groups) == 1 else None)
-        if view is None:
-            raise SpecError(
-                where,
-                f"the subclassed model {type(model).__name__} was never "
-                "called, so its inputs are unknown",
-                "call it once on a batch (model(x)) or fit it before returning it",
-            )
-        if spec.model.checkpoint_format == "saver":
-            raise SpecError(
-                "model.checkpoint_format",
-                "saver checkpoints name variables by "
-                "layer names, which the layers inside a subclassed model do not "
-                "keep between copies",
-                "leave checkpoint_format at checkpoint: k2e "
-                "calls the model from a functional model, which supports it",
-            )
-        model = view
-    return model
 
 
 def _check_gate_metrics(job: Job) -> None:
@@ -386,9 +259,9 @@ def _sample_features(job: Job):
     if not job.spec.export.verify_rows:
         return None
     sent, (seen, _) = pipeline.serving_rows(
-        job.plan(), job.source("eval"), job.spec.data, job.spec.export.verify_rows
+        job.plan, job.source("eval"), job.spec.data, job.spec.export.verify_rows
     )
-    plan = data.for_source(job.plan(), job.source("eval"))
+    plan = data.for_source(job.plan, job.source("eval"))
     return sent, seen["features"] if plan.sample_weight else seen
 
 
@@ -397,22 +270,25 @@ def _sample_features(job: Job):
 
 def convert_step(spec, overrides=None) -> dict:
     """Converts the model and writes its warm-start checkpoint into model_dir."""
-    with _job(spec, overrides) as job:
-        est = job.convert()
-        return {
-            "model_dir": job.model_dir_url,
-            "keras_checkpoint": storage.join(job.model_dir_url, conversion.KERAS_DIR),
-            "inputs": {k: list(s) for k, (s, _) in job.io.inputs.items()},
-            "outputs": job.io.output_keys,
-            "global_step": training.global_step(est),
-            "warm_start": job.warm_start,
-            "convert_seconds": round(job.convert_seconds, 3),
-        }
+    with open_job(spec, overrides) as job:
+        est = job.estimator
+        return records.as_result(
+            records.ConvertResult,
+            {
+                "model_dir": job.model_dir.url,
+                "keras_checkpoint": storage.join(job.model_dir.url, conversion.KERAS_DIR),
+                "inputs": {k: list(s) for k, (s, _) in job.io.inputs.items()},
+                "outputs": job.io.output_keys,
+                "global_step": training.global_step(est),
+                "warm_start": job.warm_start,
+                "convert_seconds": round(job.convert_seconds, 3),
+            },
+        )
 
 
 def _train(job: Job) -> dict:
     spec = job.spec
-    est = job.estimator or job.convert()
+    est = job.estimator
     with job.data_errors("train"):
         if job.task is not None:
             result = training.train_in_cluster(
@@ -422,7 +298,7 @@ def _train(job: Job) -> dict:
                 spec,
                 job.task,
                 spec.data.batch_size,
-                job.listeners(),
+                job.model_dir.listeners(),
             )
         elif spec.train.early_stopping:
             result = training.train_and_evaluate(
@@ -431,43 +307,44 @@ def _train(job: Job) -> dict:
                 job.input_fn("eval"),
                 spec,
                 spec.data.batch_size,
-                job.listeners(),
+                job.model_dir.listeners(),
             )
         else:
             result = training.train(
-                est, job.input_fn("train"), spec, spec.data.batch_size, job.listeners()
+                est, job.input_fn("train"), spec, spec.data.batch_size, job.model_dir.listeners()
             )
-    job.sync()
-    if job.remote:
-        result["model_dir"] = job.model_dir_url
-        result["checkpoint"] = job.checkpoint_url(result["checkpoint"])
-    if job.resume is not None:
-        result["resume_download_bytes"] = job.resume["bytes"]
+    job.model_dir.sync()
+    if job.model_dir.remote:
+        result["model_dir"] = job.model_dir.url
+        result["checkpoint"] = job.model_dir.checkpoint_url(result["checkpoint"])
+    if job.model_dir.resume is not None:
+        result["resume_download_bytes"] = job.model_dir.resume["bytes"]
     return result
 
 
 def train_step(spec, overrides=None) -> dict:
     """Trains to train.steps total steps; a rerun resumes from the last checkpoint. In a
     cluster (TF_CONFIG) it runs this process's task."""
-    with _job(spec, overrides, in_cluster=True) as job:
-        job.plan()
+    with open_job(spec, overrides, in_cluster=True) as job:
+        job.check_data()
         return _task_result(job, _train(job))
 
 
 def _task_result(job: Job, result: dict) -> dict:
-    return result if job.task is None else {"task": job.task.name, **result}
+    task = {} if job.task is None else {"task": job.task.name}
+    return records.as_result(records.TrainResult, {**task, **result})
 
 
 def evaluate_step(spec, overrides=None, read_only=False) -> dict:
     """Evaluates the latest checkpoint on the eval files; classifiers also get a confusion
     matrix. With an export section the gate decides too (`gate` in the result). `read_only`:
     leave model_dir untouched (no eval summaries written there)."""
-    with _job(spec, overrides, read_only) as job:
-        plan = job.plan()
-        est = job.convert()
+    with open_job(spec, overrides, "read" if read_only else "train") as job:
+        plan = job.check_data()
+        est = job.estimator
         with job.data_errors("eval"):
             result = training.evaluate(est, job.input_fn("eval"), job.spec)
-        job.sync()
+        job.model_dir.sync()
         classes = training.classes_of(job.model)
         if classes:
             trained = conversion.keras_model_at(
@@ -483,9 +360,12 @@ def evaluate_step(spec, overrides=None, read_only=False) -> dict:
             )
         if job.spec.export is not None:
             result["gate"] = _decide(job, result["metrics"])
-        if job.remote:
-            result["checkpoint"] = job.checkpoint_url(result["checkpoint"])
-        return {**result, "global_step": result["metrics"].get("global_step")}
+        if job.model_dir.remote:
+            result["checkpoint"] = job.model_dir.checkpoint_url(result["checkpoint"])
+        return records.as_result(
+            records.EvaluateResult,
+            {**result, "global_step": result["metrics"].get("global_step")},
+        )
 
 
 # --------------------------------------------------------------------------- gate
@@ -496,7 +376,7 @@ def _decide(job: Job, metrics=None) -> dict:
     retried run (same run id, same checkpoint) gets the same decision."""
     spec = job.spec
     base = spec.path(spec.export.base)
-    est = job.estimator or job.convert()
+    est = job.estimator
     run_id = job.run_id()
     checkpoint = os.path.basename(est.latest_checkpoint())
     earlier = registry.decision_for(base, run_id)
@@ -528,8 +408,8 @@ def _decide(job: Job, metrics=None) -> dict:
                 baseline = {"version": found["version"], "metrics": _evaluate_version(job, found)}
             except SpecError as err:
                 baseline = {"version": found["version"], "error": err.problem}
-    decision = gate.judge(spec.gate, metrics, baseline)
-    decision.update(
+    decision = records.GateDecision(
+        **gate.judge(spec.gate, metrics, baseline),
         run_id=run_id,
         checkpoint=checkpoint,
         global_step=training.global_step(est),
@@ -537,7 +417,7 @@ def _decide(job: Job, metrics=None) -> dict:
         eval_data=_eval_data(job),
         force=spec.gate.force,
         decided_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-    )
+    ).dump()
     registry.save_decision(base, run_id, decision)
     log.info(
         "gate: %s: %s", "blessed" if decision["blessed"] else "not blessed", decision["reason"]
@@ -584,7 +464,7 @@ def _export(job: Job, metrics=None, copy_to=None) -> dict:
     spec = job.spec
     if spec.export is None:
         raise SpecError("export", "no export section", "add export.base (where versions go)")
-    est = job.estimator or job.convert()
+    est = job.estimator
     decision = _decide(job, metrics)
     local, report = export.export_verified(
         est,
@@ -594,14 +474,14 @@ def _export(job: Job, metrics=None, copy_to=None) -> dict:
         job.export_outputs,
         _sample_features(job),
         spec.model.checkpoint_format,
-        job.plan(),
+        job.plan,
     )
     source = {
-        "model_dir": storage.redact(job.model_dir_url),
+        "model_dir": storage.redact(job.model_dir.url),
         "checkpoint": os.path.basename(est.latest_checkpoint()),
         "global_step": training.global_step(est),
         "warm_start": job.warm_start,
-        "data": job.plan().record(),
+        "data": job.plan.record(),
     }
     base = spec.path(spec.export.base)
     metrics = decision["metrics"]
@@ -618,18 +498,21 @@ def _export(job: Job, metrics=None, copy_to=None) -> dict:
     pruned = registry.prune(base, spec.export.keep) if spec.export.keep else []
     if not decision["blessed"]:
         published["candidate_path"] = published.pop("export_path")
-    return {
-        **published,
-        **report,
-        "export_base": storage.redact(base),
-        "metrics": metrics,
-        "run_id": decision["run_id"],
-        "global_step": source["global_step"],
-        "blessed": decision["blessed"],
-        "reason": decision["reason"],
-        "gate": decision,
-        "pruned": pruned,
-    }
+    return records.as_result(
+        records.ExportResult,
+        {
+            **published,
+            **report,
+            "export_base": storage.redact(base),
+            "metrics": metrics,
+            "run_id": decision["run_id"],
+            "global_step": source["global_step"],
+            "blessed": decision["blessed"],
+            "reason": decision["reason"],
+            "gate": decision,
+            "pruned": pruned,
+        },
+    )
 
 
 def export_step(spec, overrides=None, metrics=None, read_only=False, copy_to=None) -> dict:
@@ -637,8 +520,8 @@ def export_step(spec, overrides=None, metrics=None, read_only=False, copy_to=Non
     becomes the next version or a kept candidate. `metrics`: the evaluate step's (not
     measured again); `copy_to`: a local directory that also receives the SavedModel."""
     check_metrics(metrics)
-    with _job(spec, overrides, read_only) as job:
-        job.plan()
+    with open_job(spec, overrides, "read" if read_only else "train") as job:
+        job.check_data()
         return _export(job, metrics, copy_to)
 
 
@@ -669,65 +552,75 @@ def check_metrics(metrics, field: str = "metrics") -> None:
 def run(spec, overrides=None, copy_to=None) -> dict:
     """convert -> train -> evaluate -> export, in one process. `copy_to`: as in export_step."""
     began = time.perf_counter()
-    with _job(spec, overrides, in_cluster=True) as job:
+    with open_job(spec, overrides, in_cluster=True) as job:
         if job.spec.export is None:
             raise SpecError("export", "no export section", "add export.base (where versions go)")
-        job.plan()
+        job.check_data()
         _check_gate_metrics(job)
-        job.convert()
         trained = _train(job)
         if job.task is not None and not job.task.is_chief:
             return _task_result(job, trained)  # the chief evaluates, exports and publishes
         with job.data_errors("eval"):
             evaluated = training.evaluate(job.estimator, job.input_fn("eval"), job.spec)
-        job.sync()
+        job.model_dir.sync()
         exported = _export(job, evaluated["metrics"], copy_to)
-        return {
-            "export_path": exported.get("export_path"),
-            "candidate_path": exported.get("candidate_path"),
-            "export_base": exported["export_base"],
-            "version": exported["version"],
-            "blessed": exported["blessed"],
-            "reason": exported["reason"],
-            "gate": exported["gate"],
-            "pruned": exported["pruned"],
-            "manifest": exported["manifest"],
-            "metrics": evaluated["metrics"],
-            "global_step": trained["global_step"],
-            "model_dir": trained["model_dir"],
-            "run_id": exported["run_id"],
-            **({"task": job.task.name} if job.task else {}),
-            "warm_start": job.warm_start,
-            "reused": exported["reused"],
-            "signatures": exported["signatures"],
-            "train": trained,
-            "convert_seconds": round(job.convert_seconds, 3),
-            "total_seconds": round(time.perf_counter() - began, 3),
-        }
+        return records.as_result(
+            records.RunResult,
+            {
+                "export_path": exported.get("export_path"),
+                "candidate_path": exported.get("candidate_path"),
+                "export_base": exported["export_base"],
+                "version": exported["version"],
+                "blessed": exported["blessed"],
+                "reason": exported["reason"],
+                "gate": exported["gate"],
+                "pruned": exported["pruned"],
+                "manifest": exported["manifest"],
+                "metrics": evaluated["metrics"],
+                "global_step": trained["global_step"],
+                "model_dir": trained["model_dir"],
+                "run_id": exported["run_id"],
+                **({"task": job.task.name} if job.task else {}),
+                "warm_start": job.warm_start,
+                "reused": exported["reused"],
+                "signatures": exported["signatures"],
+                "train": trained,
+                "convert_seconds": round(job.convert_seconds, 3),
+                "total_seconds": round(time.perf_counter() - began, 3),
+            },
+        )
 
 
 def validate(spec, overrides=None) -> dict:
     """Checks the spec, the files, and model/data compatibility without training."""
-    with _job(spec, overrides) as job:
-        plan = job.plan()
+    with open_job(spec, overrides, "inspect") as job:
+        plan = job.check_data()
         _check_gate_metrics(job)
+        warm_start.locate(job.spec)
         if job.spec.export and job.spec.export.serving_input == "tf_example":
             export.feature_spec(job.io, plan)
-        return {
-            "valid": True,
-            "inputs": {k: list(s) for k, (s, _) in job.io.inputs.items()},
-            "outputs": job.io.output_keys,
-            "features": plan.features,
-            "labels": plan.labels,
-            "train_files": len(job.source("train").files),
-            "eval_files": len(job.source("eval").files),
-            "column_types": plan.types,
-            "checked": {
-                scan.field: {"rows": scan.rows, "complete": scan.complete, "dropped": scan.dropped}
-                for scan in job.scans
+        return records.as_result(
+            records.ValidateResult,
+            {
+                "valid": True,
+                "inputs": {k: list(s) for k, (s, _) in job.io.inputs.items()},
+                "outputs": job.io.output_keys,
+                "features": plan.features,
+                "labels": plan.labels,
+                "train_files": len(job.source("train").files),
+                "eval_files": len(job.source("eval").files),
+                "column_types": plan.types,
+                "checked": {
+                    scan.field: {
+                        "rows": scan.rows,
+                        "complete": scan.complete,
+                        "dropped": scan.dropped,
+                    }
+                    for scan in job.scans
+                },
+                **plan.record(),
             },
-            **plan.record(),
-        }
+        )
 
 
 STEPS = {

@@ -56,7 +56,7 @@ def _trained_keras(spec):
     from k2e_core.estimator.compat import tf
     from k2e_core.steps import job
 
-    with job._job(spec) as j:
+    with job.open_job(spec) as j:
         model = conversion.keras_model_at(j.model, tf.train.latest_checkpoint(spec["model_dir"]))
         model.compile(
             optimizer=tf.keras.optimizers.legacy.SGD(), loss=j.model.loss, metrics=["accuracy"]
@@ -433,8 +433,8 @@ def test_text_and_integer_categorical_features_feed_string_and_int_inputs(tmp_pa
         checked["column_types"]["island"] == "string" and checked["column_types"]["year"] == "int"
     )
     assert checked["fills"] == {"sex": "male"}
-    with job._job(spec) as j:
-        features, labels = pipeline.first_batch(j.plan(), j.source("train"), j.spec.data, 8)
+    with job.open_job(spec) as j:
+        features, labels = pipeline.first_batch(j.plan, j.source("train"), j.spec.data, 8)
     assert [v.decode() for v in features["island"].reshape(-1)] == frame.island.iloc[:8].tolist()
     assert (
         features["year"].dtype == np.int64
@@ -461,8 +461,8 @@ def test_declared_column_types_keep_a_zip_code_as_text(tmp_path):
     spec = _spec(
         tmp_path, "zip_model", path, steps=50, labels="bought", columns={"zip_code": "string"}
     )
-    with job._job(spec) as j:
-        features, _ = pipeline.first_batch(j.plan(), j.source("train"), j.spec.data, 3)
+    with job.open_job(spec) as j:
+        features, _ = pipeline.first_batch(j.plan, j.source("train"), j.spec.data, 3)
     assert features["zip_code"].reshape(-1).tolist() == [b"02139", b"10001", b"02140"]
     assert job.run(spec)["metrics"]["accuracy"] == 1.0
     spec["data"]["columns"] = {"zip_code": "sting"}
@@ -528,8 +528,8 @@ def test_variable_length_features_are_padded_to_the_input(tmp_path, width):
         labels="digit",
         features={"pixels": "pixels"},
     )
-    with job._job(spec) as j:
-        features, _ = pipeline.first_batch(j.plan(), j.source("train"), j.spec.data, 4)
+    with job.open_job(spec) as j:
+        features, _ = pipeline.first_batch(j.plan, j.source("train"), j.spec.data, 4)
     lengths = (features["pixels"] > 0).sum(axis=1)
     assert len(set(lengths.tolist())) > 1
     assert features["pixels"].shape[1] == (width or lengths.max())
@@ -575,8 +575,8 @@ def test_a_ragged_input_takes_each_row_at_its_own_length(tmp_path, serving_input
         features={"pixels": "pixels"},
     )
     spec["export"]["serving_input"] = serving_input
-    with job._job(spec) as j:
-        features, _ = pipeline.first_batch(j.plan(), j.source("train"), j.spec.data, 4)
+    with job.open_job(spec) as j:
+        features, _ = pipeline.first_batch(j.plan, j.source("train"), j.spec.data, 4)
     assert isinstance(features["pixels"], tf.RaggedTensor)
     assert len(set(features["pixels"].row_lengths().numpy().tolist())) > 1
     assert 0 not in features["pixels"].flat_values.numpy()  # nothing padded
@@ -605,9 +605,9 @@ def test_every_missing_marker_counts_whichever_ones_a_file_uses(tmp_path):
         labels="species",
         batch_size=400,
     )
-    with job._job(spec) as j:
-        features, _ = pipeline.first_batch(j.plan(), j.source("train"), j.spec.data, 400)
-        fills = j.plan().fills
+    with job.open_job(spec) as j:
+        features, _ = pipeline.first_batch(j.plan, j.source("train"), j.spec.data, 400)
+        fills = j.plan.fills
     measurements = features["measurements"]
     assert len(measurements) == len(frame) and not np.isnan(measurements).any()
     assert measurements[3].tolist() == pytest.approx([fills[c] for c in PENGUIN_MEASUREMENTS])
@@ -709,9 +709,9 @@ def test_a_warm_start_into_a_model_with_adapted_layers_takes_the_trained_weights
     trained = job.run(first)
     second = dict(first, model_dir=str(tmp_path / "second"), warm_start=first["model_dir"])
     second["model"] = dict(first["model"], factory_kwargs={"seed": 9})  # other initial weights
-    with job._job(second) as j:
-        j.plan()
-        warm = j.convert().evaluate(j.input_fn("eval"))  # before any training of its own
+    with job.open_job(second) as j:
+        j.check_data()
+        warm = j.estimator.evaluate(j.input_fn("eval"))  # before any training of its own
     assert warm["loss"] == pytest.approx(trained["metrics"]["loss"], rel=1e-5)
 
 
@@ -743,7 +743,7 @@ def test_a_subclassed_model_trains_evaluates_and_publishes_through_k2e_run(tmp_p
 
     from k2e_core.steps import job
 
-    with job._job(spec) as j:
+    with job.open_job(spec) as j:
         trained = conversion.keras_model_at(j.model, tf.train.latest_checkpoint(spec["model_dir"]))
     trained.compile(
         optimizer=tf.keras.optimizers.legacy.SGD(),
