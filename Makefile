@@ -17,7 +17,7 @@ TEST_WORKERS ?= 2
 test: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	@rc=0; $(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist load $(PYTEST_ARGS) || rc=$$?; \
+	@rc=0; $(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist load --maxschedchunk 1 $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)"; rc=0; fi; \
 	exit $$rc
 

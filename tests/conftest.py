@@ -201,3 +201,9 @@ def s3(s3_server):
     fs = s3fs.S3FileSystem(**options["s3"])
     fs.mkdir(BUCKET)
     return options
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow end-to-end tests first: spread over the workers from the start, they overlap
+    the many short ones instead of running last while the other workers idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)

@@ -3,7 +3,7 @@ relies on, in one place.
 
 TensorFlow is imported after a check of the installed stack (package metadata) and with its
 log noise turned down (see k2e_core.logs). The private parts below are what breaks first when
-the pinned versions move (see README, "Pinned stack"): upstream `model_to_estimator`'s own
+the versions pinned in constraints.txt move (k2e_core.versions checks them): upstream `model_to_estimator`'s own
 helpers (`keras_lib`), Keras 2's engine classes, the Estimator's private training executor,
 and private attributes of Keras models and layers. Everything else in k2e uses public APIs.
 """

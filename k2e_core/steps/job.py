@@ -269,7 +269,11 @@ def _sample_features(job: Job):
 
 
 def convert_step(spec, overrides=None) -> dict:
-    """Converts the model and writes its warm-start checkpoint into model_dir."""
+    """Converts the model and writes its warm-start checkpoint into model_dir.
+
+    `spec`: a JobSpec, a dict, a JSON/YAML string or a file path/URL; `overrides`: a list of
+    "KEY=VALUE" strings or a {KEY: VALUE} dict, applied to the spec first (as in every step).
+    Result: `records.ConvertResult`."""
     with open_job(spec, overrides) as job:
         est = job.estimator
         return records.as_result(
@@ -324,7 +328,7 @@ def _train(job: Job) -> dict:
 
 def train_step(spec, overrides=None) -> dict:
     """Trains to train.steps total steps; a rerun resumes from the last checkpoint. In a
-    cluster (TF_CONFIG) it runs this process's task."""
+    cluster (TF_CONFIG) it runs this process's task. Result: `records.TrainResult`."""
     with open_job(spec, overrides, in_cluster=True) as job:
         job.check_data()
         return _task_result(job, _train(job))
@@ -338,7 +342,8 @@ def _task_result(job: Job, result: dict) -> dict:
 def evaluate_step(spec, overrides=None, read_only=False) -> dict:
     """Evaluates the latest checkpoint on the eval files; classifiers also get a confusion
     matrix. With an export section the gate decides too (`gate` in the result). `read_only`:
-    leave model_dir untouched (no eval summaries written there)."""
+    leave model_dir untouched (no eval summaries written there).
+    Result: `records.EvaluateResult`."""
     with open_job(spec, overrides, "read" if read_only else "train") as job:
         plan = job.check_data()
         est = job.estimator
@@ -518,7 +523,8 @@ def _export(job: Job, metrics=None, copy_to=None) -> dict:
 def export_step(spec, overrides=None, metrics=None, read_only=False, copy_to=None) -> dict:
     """Exports the latest checkpoint as a verified SavedModel; the gate decides whether it
     becomes the next version or a kept candidate. `metrics`: the evaluate step's (not
-    measured again); `copy_to`: a local directory that also receives the SavedModel."""
+    measured again); `read_only`: as in evaluate_step; `copy_to`: a local directory that
+    also receives the SavedModel. Result: `records.ExportResult`."""
     check_metrics(metrics)
     with open_job(spec, overrides, "read" if read_only else "train") as job:
         job.check_data()
@@ -550,7 +556,8 @@ def check_metrics(metrics, field: str = "metrics") -> None:
 
 
 def run(spec, overrides=None, copy_to=None) -> dict:
-    """convert -> train -> evaluate -> export, in one process. `copy_to`: as in export_step."""
+    """convert -> train -> evaluate -> export, in one process. `copy_to`: as in export_step.
+    Result: `records.RunResult`."""
     began = time.perf_counter()
     with open_job(spec, overrides, in_cluster=True) as job:
         if job.spec.export is None:
@@ -592,7 +599,8 @@ def run(spec, overrides=None, copy_to=None) -> dict:
 
 
 def validate(spec, overrides=None) -> dict:
-    """Checks the spec, the files, and model/data compatibility without training."""
+    """Checks the spec, the files, and model/data compatibility without training; writes
+    nothing and fetches no warm-start source. Result: `records.ValidateResult`."""
     with open_job(spec, overrides, "inspect") as job:
         plan = job.check_data()
         _check_gate_metrics(job)
