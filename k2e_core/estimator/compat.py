@@ -3,9 +3,10 @@ relies on, in one place.
 
 TensorFlow is imported after a check of the installed stack (package metadata) and with its
 log noise turned down (see k2e_core.logs). The private parts below are what breaks first when
-the versions pinned in constraints.txt move (k2e_core.versions checks them): upstream `model_to_estimator`'s own
-helpers (`keras_lib`), Keras 2's engine classes, the Estimator's private training executor,
-and private attributes of Keras models and layers. Everything else in k2e uses public APIs.
+the versions pinned in constraints.txt move (k2e_core.versions checks them): upstream
+`model_to_estimator`'s own helpers (`keras_lib`), Keras 2's engine classes, the Estimator's
+private training executor, and private attributes of Keras models and layers. Everything
+else in k2e uses public APIs.
 """
 
 from k2e_core.logs import quiet_tensorflow
