@@ -314,14 +314,7 @@ def _tfrecord_columns(spec_field, path):
         )
     kinds, lengths = {}, {}
     for i, record in enumerate(records):
-        try:
-            example = tf.train.Example.FromString(record)
-        except Exception:  # protobuf's DecodeError
-            raise SpecError(
-                f"{spec_field}.files",
-                f"{path} record {i + 1} is not a tf.train.Example",
-                "write tf.train.Example records",
-            ) from None
+        example = parse_example(record, spec_field, f"{path} record {i + 1}")
         for name, feat in example.features.feature.items():
             kind = feat.WhichOneof("kind")
             if kind is None:
@@ -336,6 +329,18 @@ def _tfrecord_columns(spec_field, path):
         varlen = len(counts) > 1
         columns[name] = Column(kind, (None,) if varlen else (counts.pop(),), varlen=varlen)
     return columns, []
+
+
+def parse_example(record: bytes, spec_field: str, where: str):
+    """A serialized tf.train.Example, or an error naming the record (`where`)."""
+    try:
+        return tf.train.Example.FromString(record)
+    except Exception:  # protobuf's DecodeError
+        raise SpecError(
+            f"{spec_field}.files",
+            f"{where} is not a tf.train.Example",
+            "write tf.train.Example records",
+        ) from None
 
 
 def _npz_columns(spec_field, path):

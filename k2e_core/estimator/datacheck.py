@@ -422,14 +422,7 @@ def _scan_tfrecord(path, source, checker, limit) -> bool:
             raw = record.numpy()
             size += len(raw)
             where = f"{path} record {number}"
-            try:
-                example = tf.train.Example.FromString(raw)
-            except Exception:  # protobuf's DecodeError
-                raise SpecError(
-                    f"{source.field}.files",
-                    f"{where} is not a tf.train.Example",
-                    "write tf.train.Example records",
-                ) from None
+            example = data.parse_example(raw, source.field, where)
             values = {}
             for c in wanted:
                 feat = example.features.feature.get(c)

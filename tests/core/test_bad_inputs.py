@@ -63,6 +63,34 @@ class Workspace:
         lines[line - 1] = row
         return self.write(name, "\n".join(lines) + "\n")
 
+    def tfrecord(self, name, bad_record: int, copies: int = 1) -> str:
+        """The training CSV's rows (`copies` times) as tf.train.Example records, as a
+        TFRecord writer writes them, with record `bad_record` (1-based) replaced by bytes
+        that are no Example."""
+        import csv
+
+        import tensorflow as tf
+
+        path = str(self.tmp / name)
+        with open(self.train_csv) as f:
+            rows = list(csv.DictReader(f)) * copies
+        with tf.io.TFRecordWriter(path) as writer:
+            for number, row in enumerate(rows, 1):
+                if number == bad_record:
+                    writer.write(b"\x0a\xff truncated")
+                    continue
+                feature = {
+                    k: tf.train.Feature(float_list=tf.train.FloatList(value=[float(v)]))
+                    for k, v in row.items()
+                    if k != "species"
+                }
+                feature["species"] = tf.train.Feature(
+                    int64_list=tf.train.Int64List(value=[int(row["species"])])
+                )
+                example = tf.train.Example(features=tf.train.Features(feature=feature))
+                writer.write(example.SerializeToString())
+        return path
+
     def snapshot(self) -> dict:
         """{path: sha256} of every file in model_dir and the export base."""
         found = {}
@@ -275,6 +303,17 @@ CASES = {
             },
             eval=None,
         ),
+    ),
+    "TFRecord of something else": Case(
+        "data.train.files: {tmp}/other.tfrecord record 1 is not a tf.train.Example; "
+        "write tf.train.Example records",
+        _data(train=lambda ws: {"files": ws.tfrecord("other.tfrecord", 1)}, eval=None),
+    ),
+    "TFRecord with a stray record past the sampled ones": Case(
+        "data.train.files: {tmp}/late.tfrecord record 230 is not a tf.train.Example; "
+        "write tf.train.Example records",
+        _data(train=lambda ws: {"files": ws.tfrecord("late.tfrecord", 230, copies=2)}, eval=None),
+        args=("--full",),
     ),
     "unknown data format": Case(
         "data.train.format: cannot tell the format of x.parquet",
