@@ -317,6 +317,7 @@ def test_on_kill_stops_training_within_seconds_and_a_retry_resumes_and_publishes
     assert [n for n in os.listdir(iris_spec["export"]["base"]) if n.isdigit()] == ["1"]
 
 
+@pytest.mark.slow
 def test_job_operator_on_kubernetes_submits_the_tfjob_waits_and_publishes_once(
     iris_spec, s3, tmp_path
 ):

@@ -92,6 +92,7 @@ def test_evaluator_follows_checkpoints_and_early_stopping_ends_the_cluster(iris_
     assert _versions(iris_spec["export"]["base"]) == ["1"]
 
 
+@pytest.mark.slow
 def test_a_chief_and_an_evaluator_without_workers(iris_spec, tmp_path):
     iris_spec["train"]["steps"] = 600
     iris_spec["run_config"]["save_checkpoints_steps"] = 200

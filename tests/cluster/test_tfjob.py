@@ -126,6 +126,7 @@ def test_a_manifest_that_could_not_work_is_refused_naming_the_field(s3_spec, cha
     assert err.value.field == field and err.value.fix
 
 
+@pytest.mark.slow
 def test_a_submitted_tfjob_trains_from_its_replicas_commands_and_returns_the_version(
     s3_spec, tmp_path
 ):
@@ -154,6 +155,7 @@ def test_a_submitted_tfjob_trains_from_its_replicas_commands_and_returns_the_ver
     assert any(name.startswith("model.ckpt-") for name in checkpoints)  # synced by the chief
 
 
+@pytest.mark.slow
 def test_a_failing_replica_fails_the_tfjob_with_its_error(s3_spec, tmp_path):
     from k2e_core.distributed import tfjob
     from k2e_core.errors import K2eError
