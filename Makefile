@@ -11,7 +11,8 @@ run: $(VENV)/.installed examples/data/.generated
 	$(BIN)/k2e run examples/iris.yaml
 
 # Lint and format checks (ruff, configured in pyproject.toml), then the test suite on
-# TEST_WORKERS processes (pytest-xdist). pytest exits 5 when a selection (PYTEST_ARGS)
+# TEST_WORKERS processes (pytest-xdist), one test at a time each, the slow ones first
+# (tests/conftest.py): no long test starts last. pytest exits 5 when a selection (PYTEST_ARGS)
 # collects no test: said, not failed. The quick set: make test PYTEST_ARGS='-m "not slow"'.
 TEST_WORKERS ?= 2
 test: $(VENV)/.installed
