@@ -87,9 +87,8 @@ def _train(spec_file, layout, batch) -> tuple[float | None, float]:
 
 
 def measure(reps: int, quick: bool) -> list:
-    from k2e_core.logs import quiet_tensorflow
+    from k2e_core.estimator import compat  # noqa: F401 - TensorFlow, quietly
 
-    quiet_tensorflow()
     work = tempfile.mkdtemp(prefix="k2e-bench-cluster-")
     rows = []
     try:

@@ -55,9 +55,7 @@ print(seconds, "tensorflow" in sys.modules)
 _CONVERT = """
 import json, os, sys, tempfile, time
 sys.path.insert(0, os.path.join({repo!r}, "examples"))
-from k2e_core.logs import quiet_tensorflow
-quiet_tensorflow()
-import tensorflow as tf
+from k2e_core.estimator.compat import tf
 import models
 from k2e_core.estimator import conversion
 

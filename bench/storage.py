@@ -223,11 +223,10 @@ def _bow_data() -> str:
 
 
 def measure(reps: int, quick: bool, rtt_ms: float) -> list:
-    from k2e_core.logs import quiet_tensorflow
+    from k2e_core.estimator import compat  # noqa: F401 - TensorFlow, quietly
     from tests.conftest import free_port
     from tests.storage.test_publish import make_savedmodel_like
 
-    quiet_tensorflow()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     port, proxy_port = free_port(), free_port()

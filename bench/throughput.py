@@ -232,9 +232,8 @@ def measure_cell(model, fmt_, batch, steps, reps, work) -> dict:
 
 
 def measure(reps: int, quick: bool, models) -> list:
-    from k2e_core.logs import quiet_tensorflow
+    from k2e_core.estimator import compat  # noqa: F401 - TensorFlow, quietly
 
-    quiet_tensorflow()
     work = tempfile.mkdtemp(prefix="k2e-bench-throughput-")
     try:
         rows = []

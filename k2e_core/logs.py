@@ -1,46 +1,15 @@
-"""Clean logs: TensorFlow's deprecation noise off, k2e's own progress lines on.
+"""Clean logs: k2e's own progress lines (step, loss, steps/s) on stderr.
 
-Set K2E_TF_LOGS=1 to keep TensorFlow's own logging as it is.
+TensorFlow's own noise is turned down where TensorFlow is imported (k2e_core.estimator.compat).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
-import warnings
 
 log = logging.getLogger("k2e")
-
-
-def quiet_tensorflow() -> None:
-    """Silences TF's C++ info logs, Python deprecation warnings and INFO chatter.
-
-    Call before TensorFlow is imported for the C++ part to take effect.
-    """
-    if os.environ.get("K2E_TF_LOGS") == "1":
-        return
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    for module in ("tensorflow", "keras", "tensorflow_estimator", "absl", "h5py"):
-        warnings.filterwarnings("ignore", module=module)
-        warnings.filterwarnings("ignore", module=module + r"\..*")
-    import tensorflow as tf
-
-    tf.get_logger().setLevel(logging.ERROR)
-    tf.get_logger().addFilter(_said_by_k2e)
-    tf.autograph.set_verbosity(0)
-    try:
-        import absl.logging
-
-        absl.logging.set_verbosity(absl.logging.ERROR)
-    except ImportError:  # pragma: no cover - absl ships with TF
-        pass
-
-
-def _said_by_k2e(record: logging.LogRecord) -> bool:
-    """Drops TensorFlow's ERROR lines that k2e reports in its own words (a NaN loss)."""
-    return not str(record.msg).startswith("Model diverged with loss")
 
 
 def configure_cli_logging(verbose: bool = False) -> None:

@@ -70,7 +70,7 @@ def test_only_the_estimator_package_imports_tensorflow():
     for path, tree in _sources():
         if path.startswith(os.path.join("k2e_core", "estimator")) or path == os.path.join(
             "k2e_core",
-            "logs.py",  # quiets TensorFlow's logs, called by compat
+            "logs.py",  # its progress_hook, a SessionRunHook, imports it when called
         ):
             continue
         outside = [

@@ -128,6 +128,12 @@ def check(task: Task, spec) -> None:
         )
 
 
+def leads(task: Task | None) -> bool:
+    """Whether this process writes model_dir's records and syncs it: a single process (no
+    TF_CONFIG) or the chief."""
+    return task is None or task.is_chief
+
+
 def shared_dir(model_dir_url: str) -> str:
     """The local copy of a remote model_dir that every task of the cluster uses."""
     root = os.environ.get(SHARED_DIR_ENV) or os.path.join(tempfile.gettempdir(), "k2e-shared")

@@ -1,19 +1,27 @@
 """TensorFlow, imported once, and every private TensorFlow, Keras and Estimator API k2e
 relies on, in one place.
 
-TensorFlow is imported after a check of the installed stack (package metadata) and with its
-log noise turned down (see k2e_core.logs). The private parts below are what breaks first when
-the versions pinned in constraints.txt move (k2e_core.versions checks them): upstream
-`model_to_estimator`'s own helpers (`keras_lib`), Keras 2's engine classes, the Estimator's
-private training executor, and private attributes of Keras models and layers. Everything
-else in k2e uses public APIs.
+TensorFlow is imported after a check of the installed stack (package metadata), with its
+C++ info logs, deprecation notices and INFO chatter turned down (K2E_TF_LOGS=1 keeps them).
+The private parts below are what breaks first when the versions pinned in constraints.txt
+move (k2e_core.versions checks them): upstream `model_to_estimator`'s own helpers
+(`keras_lib`), Keras 2's engine classes, the Estimator's private training executor, and
+private attributes of Keras models and layers. Everything else in k2e uses public APIs.
 """
 
-from k2e_core.logs import quiet_tensorflow
+import logging
+import os
+import warnings
+
 from k2e_core.versions import check_stack
 
 check_stack()
-quiet_tensorflow()
+QUIET = os.environ.get("K2E_TF_LOGS") != "1"
+if QUIET:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read when TensorFlow loads
+    for _module in ("tensorflow", "keras", "tensorflow_estimator", "absl", "h5py"):
+        warnings.filterwarnings("ignore", module=_module)
+        warnings.filterwarnings("ignore", module=_module + r"\..*")
 
 import tensorflow as tf  # noqa: E402
 from keras.src.engine import base_layer, base_layer_v1, training_v1  # noqa: E402
@@ -28,7 +36,20 @@ from tensorflow_estimator.python.estimator import keras_lib  # noqa: E402
 from tensorflow_estimator.python.estimator import training as estimator_training  # noqa: E402
 from tensorflow_estimator.python.estimator.export import export_lib  # noqa: E402
 
-deprecation._PRINT_DEPRECATION_WARNINGS = False
+
+def _said_by_k2e(record: logging.LogRecord) -> bool:
+    """Drops TensorFlow's ERROR lines that k2e reports in its own words (a NaN loss)."""
+    return not str(record.msg).startswith("Model diverged with loss")
+
+
+if QUIET:
+    import absl.logging  # noqa: E402 - ships with TensorFlow
+
+    deprecation._PRINT_DEPRECATION_WARNINGS = False
+    tf.get_logger().setLevel(logging.ERROR)
+    tf.get_logger().addFilter(_said_by_k2e)
+    tf.autograph.set_verbosity(0)
+    absl.logging.set_verbosity(absl.logging.ERROR)
 
 ModeKeys = tf.estimator.ModeKeys
 ExportOutput = export_lib.ExportOutput

@@ -83,7 +83,7 @@ class Job:
     @property
     def leads(self) -> bool:
         """Whether this process writes model_dir's records (a single process or the chief)."""
-        return self.task is None or self.task.is_chief
+        return cluster.leads(self.task)
 
     @functools.cached_property
     def plan(self) -> data.Plan:
@@ -214,8 +214,7 @@ def open_job(spec, overrides=None, access: Access = "train", in_cluster: bool = 
             model_dir = ModelDir.open(spec.path(spec.model_dir), staging, access, task)
             objects = keras_model.custom_objects(spec)
             model = keras_model.load(spec, objects)
-            leads = task is None or task.is_chief
-            if access == "inspect" or not leads:
+            if access == "inspect" or not cluster.leads(task):
                 seed = warm_start.Seed()
             else:
                 seed = warm_start.seed(model, model_dir.path, spec, staging)
@@ -565,7 +564,7 @@ def run(spec, overrides=None, copy_to=None) -> dict:
         job.check_data()
         _check_gate_metrics(job)
         trained = _train(job)
-        if job.task is not None and not job.task.is_chief:
+        if not job.leads:
             return _task_result(job, trained)  # the chief evaluates, exports and publishes
         with job.data_errors("eval"):
             evaluated = training.evaluate(job.estimator, job.input_fn("eval"), job.spec)

@@ -41,7 +41,7 @@ class ModelDir:
     ) -> ModelDir:
         """`access`: train (resume and write), read (the latest checkpoint, never written
         back), inspect (records only, nothing created)."""
-        leads = task is None or task.is_chief
+        leads = cluster.leads(task)
         where = storage.redact(url)
         if access == "inspect":
             return cls._inspect(url, staging_dir)
