@@ -158,6 +158,12 @@ class ConvertResult(Result):
     convert_seconds: float
 
 
+class StreamStats(Record):
+    downloads: int = Field(description="files downloaded, every epoch counted")
+    bytes: int
+    peak_files: int = Field(description="the most files on local disk at once")
+
+
 class TrainResult(Result):
     """Training's outcome. In a cluster (TF_CONFIG) each task reports its own part: workers
     no checkpoint (the chief's), the evaluator its evaluations instead of training figures."""
@@ -174,6 +180,9 @@ class TrainResult(Result):
     evaluations: int | None = Field(None, description="the evaluator's evaluations")
     metrics: Metrics | None = Field(None, description="the evaluator's last evaluation")
     resume_download_bytes: int | None = None
+    streamed: StreamStats | None = Field(
+        None, description="remote training data: what streaming it downloaded"
+    )
 
 
 class EvaluateResult(Result):

@@ -179,7 +179,17 @@ class DataSpec(_Section):
     batch_size: int = Field(32, gt=0)
     shuffle_buffer: int = Field(10_000, ge=0, description="0 turns shuffling off")
     prefetch: int | Literal["auto"] = "auto"
-    parallel_reads: int = Field(4, gt=0)
+    parallel_reads: int = Field(
+        4, gt=0, description="Files read at once, a record of each in turn (shuffled order)"
+    )
+    local_files: int = Field(
+        8,
+        ge=2,
+        description="Remote CSV and TFRecord files (s3://, gs://, ...) are streamed: training "
+        "starts once the first are downloaded, the next download while it runs, and at most "
+        "this many are on local disk at a time (each deleted once read, fetched again the "
+        "next epoch unless cache keeps the records)",
+    )
     cache: bool = Field(False, description="Keep parsed training data in memory after one pass")
 
     @field_validator("missing")

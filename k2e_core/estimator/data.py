@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import os
+import zlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -22,6 +23,7 @@ from k2e_core.errors import SpecError, first_line
 from k2e_core.estimator import compat
 from k2e_core.estimator.compat import tf
 from k2e_core.estimator.conversion import KERAS_DIR, output_keys_of
+from k2e_core.storage import stream
 
 #: Where a model_dir keeps what the data resolved to (vocabularies, fill values), so that
 #: every later step and the exported signatures use the same.
@@ -46,6 +48,13 @@ class Source:
     format: str
     columns: dict
     csv_header: list = field(default_factory=list)
+    #: Remote files streamed while training reads them (storage.stream); `files` are then
+    #: their URLs. None: `files` are local paths.
+    stream: object = None
+
+    def names(self) -> list[str]:
+        """The files as error messages name them."""
+        return [storage.redact(f) for f in self.files]
 
 
 @dataclass
@@ -165,8 +174,12 @@ def _format_of(path: str, declared: str) -> str:
     )
 
 
-def open_source(spec_field: str, files_spec, resolve, staging_dir: str, na_values=()) -> Source:
-    """Resolves globs, fetches remote files into `staging_dir`, and reads the columns."""
+def open_source(
+    spec_field: str, files_spec, resolve, staging_dir: str, na_values=(), local_files: int = 8
+) -> Source:
+    """Resolves globs and reads the columns. Remote CSV and TFRecord files are streamed while
+    training reads them, `local_files` on disk at most; others are fetched into
+    `staging_dir` now."""
     urls = []
     for pattern in files_spec.files:
         url = resolve(pattern)
@@ -189,28 +202,99 @@ def open_source(spec_field: str, files_spec, resolve, staging_dir: str, na_value
         fmt = _format_of(urls[0], files_spec.format)
     except SpecError as err:
         raise SpecError(f"{spec_field}.format", err.problem, err.fix) from None
-    local = []
     os.makedirs(staging_dir, exist_ok=True)
-    for i, url in enumerate(urls):
-        if storage.is_local(url):
-            local.append(storage.local_path(url))
-        else:
-            local.append(storage.fetch(url, os.path.join(staging_dir, str(i))))
-    for path in local:
-        if os.path.getsize(path) == 0:
-            raise SpecError(
-                f"{spec_field}.files", f"{path} is empty", "point it at a file with data"
-            )
+    if fmt != "npz" and not all(storage.is_local(u) for u in urls):
+        source = Source(field=spec_field, files=urls, format=fmt, columns={})
+        source.stream = stream.RemoteFiles(
+            urls, os.path.join(staging_dir, "stream"), local_files, spec_field
+        )
+        ((path, whole),) = stream.heads(
+            urls[:1], stream.HEAD_BYTES, os.path.join(staging_dir, "head")
+        )
+        name = source.names()[0]
+        _refuse_empty(spec_field, path, name)
+        if not whole:
+            path = _cut_to_whole_records(path, fmt)
+    else:
+        local = []
+        for i, url in enumerate(urls):
+            if storage.is_local(url):
+                local.append(storage.local_path(url))
+            else:
+                local.append(storage.fetch(url, os.path.join(staging_dir, str(i))))
+        for path in local:
+            if os.path.getsize(path) == 0:
+                raise SpecError(
+                    f"{spec_field}.files", f"{path} is empty", "point it at a file with data"
+                )
+        source = Source(field=spec_field, files=local, format=fmt, columns={})
+        path = name = local[0]
     if fmt == "csv":
-        columns, header = _csv_columns(spec_field, local[0], set(na_values))
+        source.columns, source.csv_header = _csv_columns(spec_field, path, set(na_values), name)
     else:
         reader = {"tfrecord": _tfrecord_columns, "npz": _npz_columns}[fmt]
-        columns, header = reader(spec_field, local[0])
-    return Source(field=spec_field, files=local, format=fmt, columns=columns, csv_header=header)
+        source.columns, source.csv_header = reader(spec_field, path, name)
+    return source
+
+
+def readable_files(source: Source, nbytes: int | None, local_dir: str):
+    """(local path, name, whole?) of each file, at least its first `nbytes` (None: all):
+    local files as they are; a remote file's start, fetched concurrently and cut after its
+    last whole line or record (whole files: fetched one at a time, and deleted once read)."""
+    if source.stream is None:
+        for path in source.files:
+            yield path, path, True
+        return
+    names = source.names()
+    if nbytes is None:
+        for url, name in zip(source.files, names):
+            path = storage.fetch(url, local_dir)
+            _refuse_empty(source.field, path, name)
+            yield path, name, True
+            os.remove(path)
+        return
+    slack = 1 << 16  # the line or record that crosses `nbytes` is read whole
+    for (path, whole), name in zip(stream.heads(source.files, nbytes + slack, local_dir), names):
+        _refuse_empty(source.field, path, name)
+        if not whole:
+            path = _cut_to_whole_records(path, source.format)
+        yield path, name, whole
+        os.remove(path)
+
+
+def _refuse_empty(spec_field, path, name):
+    if os.path.getsize(path) == 0:
+        raise SpecError(f"{spec_field}.files", f"{name} is empty", "point it at a file with data")
+
+
+def _cut_to_whole_records(path: str, fmt: str) -> str:
+    """A file's start, as fetched, rewritten without the line or record cut off at its end
+    (uncompressed: the name loses its .gz)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    if path.endswith(".gz"):
+        raw = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw)
+        os.remove(path)
+        path = path.removesuffix(".gz")
+    if fmt == "csv":
+        raw = raw[: raw.rfind(b"\n") + 1]
+    else:  # TFRecord: u64 length, u32 crc, data, u32 crc
+        end = 0
+        while end + 12 <= len(raw):
+            size = 16 + int.from_bytes(raw[end : end + 8], "little")
+            if end + size > len(raw):
+                break
+            end += size
+        raw = raw[:end]
+    with open(path, "wb") as f:
+        f.write(raw)
+    return path
 
 
 def fingerprint(source: Source) -> str:
     """A digest of the split's file contents: same digest, same data."""
+    if source.stream is not None:
+        return stream.sha256_of(source.files)
     digest = hashlib.sha256()
     for path in source.files:
         digest.update(storage.sha256_file(path).encode())
@@ -248,8 +332,8 @@ def line_break_error(spec_field, path, line, lines) -> SpecError:
     )
 
 
-def _csv_columns(spec_field, path, na_values):
-    with open_text(path) as f:
+def _csv_columns(spec_field, local, na_values, path):
+    with open_text(local) as f:
         rows = csv.reader(f)
         try:
             header = next(rows, None)
@@ -294,11 +378,11 @@ def compression_of(path):
 TFRECORD_SAMPLE_RECORDS = 200
 
 
-def _tfrecord_columns(spec_field, path):
+def _tfrecord_columns(spec_field, local, path):
     try:
         records = [
             r.numpy()
-            for r in tf.data.TFRecordDataset(path, compression_of(path)).take(
+            for r in tf.data.TFRecordDataset(local, compression_of(local)).take(
                 TFRECORD_SAMPLE_RECORDS
             )
         ]
@@ -343,9 +427,9 @@ def parse_example(record: bytes, spec_field: str, where: str):
         ) from None
 
 
-def _npz_columns(spec_field, path):
+def _npz_columns(spec_field, local, path):
     try:
-        with np.load(path) as arrays:
+        with np.load(local) as arrays:
             columns = {k: Column(_np_kind(a.dtype), tuple(a.shape[1:])) for k, a in arrays.items()}
             rows = {len(a) for a in arrays.values()}
     except (OSError, ValueError, EOFError) as err:

@@ -138,8 +138,9 @@ def scan(p: data.Plan, source: data.Source, limit: int | None) -> Scan:
     checker = _Rows(p, source, result)
     per_file = None if limit is None else max(limit // len(source.files), 1)
     read = {"csv": _scan_csv, "tfrecord": _scan_tfrecord, "npz": _scan_npz}[source.format]
-    for path in source.files:
-        if not read(path, source, checker, per_file):
+    scratch = source.stream.local_dir + "-check" if source.stream is not None else None
+    for local, name, whole in data.readable_files(source, per_file, scratch):
+        if not read(name, source, checker, per_file, local) or not whole:
             result.complete = False
     return result
 
@@ -347,7 +348,7 @@ def _bounded_lines(f, limit, counter):
             return
 
 
-def _scan_csv(path, source, checker, limit) -> bool:
+def _scan_csv(path, source, checker, limit, local) -> bool:
     p = checker.p
     header = source.csv_header
     wanted = p.columns()
@@ -355,7 +356,7 @@ def _scan_csv(path, source, checker, limit) -> bool:
     counter = [0, False]
     previous = csv.field_size_limit(FIELD_LIMIT)
     try:
-        with data.open_text(path) as f:
+        with data.open_text(local) as f:
             rows = csv.reader(_bounded_lines(f, limit, counter))
             try:
                 first = next(rows, None)
@@ -402,7 +403,7 @@ def _scan_csv(path, source, checker, limit) -> bool:
     return not counter[1]
 
 
-def _scan_tfrecord(path, source, checker, limit) -> bool:
+def _scan_tfrecord(path, source, checker, limit, local) -> bool:
     from k2e_core.estimator.compat import tf
 
     p = checker.p
@@ -417,7 +418,7 @@ def _scan_tfrecord(path, source, checker, limit) -> bool:
     complete = True
     try:
         for number, record in enumerate(
-            tf.data.TFRecordDataset(path, data.compression_of(path)), 1
+            tf.data.TFRecordDataset(local, data.compression_of(local)), 1
         ):
             raw = record.numpy()
             size += len(raw)
@@ -477,9 +478,9 @@ def _scan_tfrecord(path, source, checker, limit) -> bool:
     return complete
 
 
-def _scan_npz(path, source, checker, limit) -> bool:
+def _scan_npz(path, source, checker, limit, local) -> bool:
     p = checker.p
-    with np.load(path) as arrays:
+    with np.load(local) as arrays:
         columns = {c: arrays[c] for c in p.columns()}
     rows = len(next(iter(columns.values())))
     size = sum(a.nbytes for a in columns.values())

@@ -154,6 +154,7 @@ class Job:
                 self.spec.path,
                 os.path.join(self.staging_dir, split),
                 self.spec.data.na_values,
+                self.spec.data.local_files,
             )
         return self._sources[split]
 
@@ -322,6 +323,9 @@ def _train(job: Job) -> dict:
         result["checkpoint"] = job.model_dir.checkpoint_url(result["checkpoint"])
     if job.model_dir.resume is not None:
         result["resume_download_bytes"] = job.model_dir.resume["bytes"]
+    streamed = job.source("train").stream
+    if streamed is not None:
+        result["streamed"] = streamed.stats()
     return result
 
 

@@ -1,0 +1,138 @@
+"""Remote data files read as a stream: training starts once the first files are local, the
+next ones download while it runs, and local disk holds at most `keep` of them at a time.
+
+A reader asks for one epoch's files in turn (`epoch`); each comes back as a local path once
+downloaded, and the reader calls `release(path)` when it has read the file to its end, which
+deletes it. Every epoch downloads the files again. Downloads run in threads of their own,
+in the storage settings (`storage.configured`) of the code that made the stream, with the
+retries of every other transfer.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import logging
+import os
+import random
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from k2e_core import storage
+
+log = logging.getLogger("k2e.storage")
+
+#: Bytes of each remote file fetched for the checks before training, at least (a CSV
+#: header with the type sample, the first TFRecords), on top of the data check's share.
+HEAD_BYTES = 1 << 20
+
+
+class RemoteFiles:
+    """`urls`, downloaded into `local_dir` as they are read, `keep` files on disk at most."""
+
+    def __init__(self, urls: list[str], local_dir: str, keep: int, label: str):
+        self.urls = list(urls)
+        self.local_dir = local_dir
+        self.keep = max(2, keep)
+        self.label = label
+        self.context = contextvars.copy_context()
+        self.lock = threading.Lock()
+        self.on_disk: set[str] = set()
+        self.peak_files = 0
+        self.downloads = 0
+        self.bytes = 0
+        self.fetched: list[str] = []  # URLs in the order their downloads ended
+
+    def local_path(self, url: str) -> str:
+        return os.path.join(self.local_dir, f"{self.urls.index(url):05d}-{os.path.basename(url)}")
+
+    def epoch(self, urls: list[str] | None = None, open_at_once=1, shuffled=False, seed=None):
+        """Local paths of `urls` (default: all), in order or `shuffled` (by `seed`), each once
+        it is downloaded. `open_at_once`: files the reader holds open together; the rest of
+        `keep` download ahead."""
+        order = list(self.urls if urls is None else urls)
+        if shuffled:
+            random.Random(seed).shuffle(order)
+        ahead = max(1, self.keep - open_at_once)
+        pending: deque = deque()
+        queue = iter(order)
+        pool = ThreadPoolExecutor(min(ahead, 4), thread_name_prefix="k2e-stream")
+        try:
+            while True:
+                while len(pending) < ahead:
+                    url = next(queue, None)
+                    if url is None:
+                        break
+                    pending.append(pool.submit(self.context.copy().run, self._download, url))
+                if not pending:
+                    return
+                yield pending.popleft().result()
+        finally:
+            # The reader stopped early (or failed): downloads under way are deleted when
+            # they end, without waiting for them here.
+            for future in pending:
+                future.add_done_callback(self._discard)
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def _discard(self, future) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.release(future.result())
+
+    def _download(self, url: str) -> str:
+        path = self.local_path(url)
+        fs, remote = storage.filesystem(url)
+        os.makedirs(self.local_dir, exist_ok=True)
+        storage.call(f"downloading {storage.redact(url)}", fs.get_file, remote, path)
+        with self.lock:
+            self.on_disk.add(path)
+            self.peak_files = max(self.peak_files, len(self.on_disk))
+            self.downloads += 1
+            self.bytes += os.path.getsize(path)
+            self.fetched.append(url)
+        return path
+
+    def release(self, path: str) -> None:
+        """The reader is done with `path`: it is deleted."""
+        with self.lock:
+            self.on_disk.discard(path)
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+    def stats(self) -> dict:
+        return {"downloads": self.downloads, "bytes": self.bytes, "peak_files": self.peak_files}
+
+
+def heads(urls: list[str], nbytes: int, local_dir: str) -> list[tuple[str, bool]]:
+    """The first `nbytes` of each of `urls` as local files, fetched concurrently:
+    [(local path, whole file?)]. The names keep the URL's suffix (.gz, .csv)."""
+    os.makedirs(local_dir, exist_ok=True)
+    context = contextvars.copy_context()
+
+    def one(item):
+        i, url = item
+        fs, path = storage.filesystem(url)
+        data = storage.call(f"reading {storage.redact(url)}", fs.read_block, path, 0, nbytes + 1)
+        local = os.path.join(local_dir, f"{i:05d}-{os.path.basename(url)}")
+        with open(local, "wb") as f:
+            f.write(data[:nbytes])
+        return local, len(data) <= nbytes
+
+    with ThreadPoolExecutor(min(len(urls), 16) or 1, thread_name_prefix="k2e-heads") as pool:
+        return list(pool.map(lambda item: context.copy().run(one, item), enumerate(urls)))
+
+
+def sha256_of(urls: list[str]) -> str:
+    """A digest of the files' contents, read through without a local copy: the same digest
+    as `data.fingerprint` of the same files on local disk."""
+    digest = hashlib.sha256()
+    for url in urls:
+        fs, path = storage.filesystem(url)
+        one = hashlib.sha256()
+        with storage.call(f"reading {storage.redact(url)}", fs.open, path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                one.update(block)
+        digest.update(one.hexdigest().encode())
+    return digest.hexdigest()
