@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/run.py [--reps 3] [--quick] [--parts throughput,...] [--readme]
 
-Parts: throughput (k2e against Keras fit), startup (imports, DAG parsing, `k2e --help`,
+Parts: throughput (k2e against Keras fit), pipeline (against hand-written tf.data, shards,
+streaming from S3), startup (imports, DAG parsing, `k2e --help`,
 conversion), orchestration (k2e run against Airflow and KFP), storage (concurrent publish,
 resume bytes). Each runs in a process of its own. Writes REPORT.md and report.json to
 --out (default bench/results) with the date, the machine and the versions; `--readme` also
@@ -29,6 +30,7 @@ from bench.common import REPO, machine  # noqa: E402
 
 PARTS = {
     "throughput": "Training throughput (examples/s; median of repetitions, min-max)",
+    "pipeline": "Input pipelines against hand-written tf.data (median of repetitions, min-max)",
     "startup": "Start-up",
     "orchestration": "Orchestration overhead (wall time of fresh commands)",
     "storage": "Storage (moto S3 server on 127.0.0.1)",

@@ -25,6 +25,15 @@ def _check_throughput(rows):
         assert r["upstream"]["median"] > 0
 
 
+def _check_pipeline(rows):
+    kinds = [r["kind"] for r in rows]
+    assert kinds == ["pipeline"] * 5 + ["training", "shards", "shards", "stream"]
+    assert all(r["value"]["median"] > 0 and r["baseline"]["median"] > 0 for r in rows)
+    stream = rows[-1]
+    # streamed: 64 shards never need more local disk than the data
+    assert 0 < stream["disk"]["64"]["median"] <= stream["data_bytes"]
+
+
 def _check_startup(rows):
     startup = {r["measure"].split(" (")[0]: r for r in rows}
     assert startup["import airflow_plugin and its operators"]["tensorflow"] is False
@@ -53,6 +62,7 @@ def _check_cluster(rows):
 
 CHECKS = {
     "throughput": _check_throughput,
+    "pipeline": _check_pipeline,
     "startup": _check_startup,
     "orchestration": _check_orchestration,
     "storage": _check_storage,

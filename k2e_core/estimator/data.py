@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import zlib
 from dataclasses import dataclass, field, replace
@@ -24,6 +25,8 @@ from k2e_core.estimator import compat
 from k2e_core.estimator.compat import tf
 from k2e_core.estimator.conversion import KERAS_DIR, output_keys_of
 from k2e_core.storage import stream
+
+log = logging.getLogger("k2e.data")
 
 #: Where a model_dir keeps what the data resolved to (vocabularies, fill values), so that
 #: every later step and the exported signatures use the same.
@@ -207,6 +210,13 @@ def open_source(
         source = Source(field=spec_field, files=urls, format=fmt, columns={})
         source.stream = stream.RemoteFiles(
             urls, os.path.join(staging_dir, "stream"), local_files, spec_field
+        )
+        log.info(
+            "%s: %d remote file(s) streamed while training reads them, at most %d on local "
+            "disk at a time",
+            spec_field,
+            len(urls),
+            source.stream.keep,
         )
         ((path, whole),) = stream.heads(
             urls[:1], stream.HEAD_BYTES, os.path.join(staging_dir, "head")

@@ -10,8 +10,10 @@ retries of every other transfer.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
+import itertools
 import logging
 import os
 import random
@@ -38,14 +40,23 @@ class RemoteFiles:
         self.label = label
         self.context = contextvars.copy_context()
         self.lock = threading.Lock()
+        #: One per file on local disk, whole or being written: a download waits for one, so
+        #: `keep` holds across readers (one stopped early still finishing its downloads).
+        self.slots = threading.BoundedSemaphore(self.keep)
         self.on_disk: set[str] = set()
+        self.writing = 0
         self.peak_files = 0
         self.downloads = 0
         self.bytes = 0
         self.fetched: list[str] = []  # URLs in the order their downloads ended
+        self.numbers = itertools.count()
 
-    def local_path(self, url: str) -> str:
-        return os.path.join(self.local_dir, f"{self.urls.index(url):05d}-{os.path.basename(url)}")
+    def _local_path(self, url: str) -> str:
+        """A name of its own for each download: two readers (training, then evaluation of
+        the same files) never share one."""
+        with self.lock:
+            number = next(self.numbers)
+        return os.path.join(self.local_dir, f"{number:06d}-{os.path.basename(url)}")
 
     def epoch(self, urls: list[str] | None = None, open_at_once=1, shuffled=False, seed=None):
         """Local paths of `urls` (default: all), in order or `shuffled` (by `seed`), each once
@@ -57,6 +68,7 @@ class RemoteFiles:
         ahead = max(1, self.keep - open_at_once)
         pending: deque = deque()
         queue = iter(order)
+        handed: list[str] = []
         pool = ThreadPoolExecutor(min(ahead, 4), thread_name_prefix="k2e-stream")
         try:
             while True:
@@ -67,10 +79,15 @@ class RemoteFiles:
                     pending.append(pool.submit(self.context.copy().run, self._download, url))
                 if not pending:
                     return
-                yield pending.popleft().result()
+                handed.append(pending.popleft().result())
+                yield handed[-1]
+        except GeneratorExit:
+            # The reader is gone (its iterator destroyed): so is any use of its files.
+            for path in handed:
+                self.release(path)
+            raise
         finally:
-            # The reader stopped early (or failed): downloads under way are deleted when
-            # they end, without waiting for them here.
+            # Downloads still under way are deleted when they end, without waiting here.
             for future in pending:
                 future.add_done_callback(self._discard)
             pool.shutdown(wait=False, cancel_futures=True)
@@ -80,13 +97,25 @@ class RemoteFiles:
             self.release(future.result())
 
     def _download(self, url: str) -> str:
-        path = self.local_path(url)
+        path = self._local_path(url)
         fs, remote = storage.filesystem(url)
         os.makedirs(self.local_dir, exist_ok=True)
-        storage.call(f"downloading {storage.redact(url)}", fs.get_file, remote, path)
+        self.slots.acquire()
+        with self.lock:
+            self.writing += 1
+            self.peak_files = max(self.peak_files, len(self.on_disk) + self.writing)
+        try:
+            storage.call(f"downloading {storage.redact(url)}", fs.get_file, remote, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+            self.slots.release()
+            raise
+        finally:
+            with self.lock:
+                self.writing -= 1
         with self.lock:
             self.on_disk.add(path)
-            self.peak_files = max(self.peak_files, len(self.on_disk))
             self.downloads += 1
             self.bytes += os.path.getsize(path)
             self.fetched.append(url)
@@ -95,11 +124,12 @@ class RemoteFiles:
     def release(self, path: str) -> None:
         """The reader is done with `path`: it is deleted."""
         with self.lock:
-            self.on_disk.discard(path)
-        try:
+            if path not in self.on_disk:
+                return
+            self.on_disk.remove(path)
+        with contextlib.suppress(FileNotFoundError):
             os.remove(path)
-        except FileNotFoundError:
-            pass
+        self.slots.release()
 
     def stats(self) -> dict:
         return {"downloads": self.downloads, "bytes": self.bytes, "peak_files": self.peak_files}
