@@ -207,7 +207,7 @@ def streamed_run(files_url: str, options: dict, steps: int, work: str) -> dict:
     tmp = tempfile.mkdtemp(dir=work)
     spec = _spec(files_url, os.path.join(work, os.path.basename(tmp) + "-model"), steps)
     path = os.path.join(tmp, "..", os.path.basename(tmp) + ".yaml")
-    raw = spec.model_dump(mode="json", exclude_none=True)
+    raw = spec.model_dump(mode="json", exclude_none=True, warnings=False)
     raw["storage"] = {"options": options}
     raw["model"]["factory"] = os.path.join(REPO, "examples", "models.py") + ":iris_model"
     raw["run_config"]["log_every_secs"] = 0.01
@@ -274,8 +274,8 @@ def measure(reps: int, quick: bool) -> list:
     from k2e_core.estimator import compat  # noqa: F401 - TensorFlow, quietly
 
     rows_n = 20_000 if quick else 400_000
-    batches = 20 if quick else 600
-    steps = 30 if quick else 1500
+    batches = 20 if quick else 3000
+    steps = 30 if quick else 5000
     work = tempfile.mkdtemp(prefix="k2e-bench-pipeline-")
     x, y = _rows(rows_n)
     out = []

@@ -244,6 +244,8 @@ def open_source(
     else:
         reader = {"tfrecord": _tfrecord_columns, "npz": _npz_columns}[fmt]
         source.columns, source.csv_header = reader(spec_field, path, name)
+    if source.stream is not None:
+        os.remove(path)  # the start of the first file, read for its columns
     return source
 
 

@@ -135,14 +135,14 @@ class RemoteFiles:
         return {"downloads": self.downloads, "bytes": self.bytes, "peak_files": self.peak_files}
 
 
-def heads(urls: list[str], nbytes: int, local_dir: str) -> list[tuple[str, bool]]:
-    """The first `nbytes` of each of `urls` as local files, fetched concurrently:
-    [(local path, whole file?)]. The names keep the URL's suffix (.gz, .csv)."""
+def heads(urls: list[str], nbytes: int, local_dir: str, window: int = 8):
+    """The first `nbytes` of each of `urls`, in order, as local files: (local path, whole
+    file?). `window` are fetched concurrently ahead of the one handed out, which the caller
+    deletes when done: local disk holds at most `window` + 1 of them."""
     os.makedirs(local_dir, exist_ok=True)
     context = contextvars.copy_context()
 
-    def one(item):
-        i, url = item
+    def one(i, url):
         fs, path = storage.filesystem(url)
         data = storage.call(f"reading {storage.redact(url)}", fs.read_block, path, 0, nbytes + 1)
         local = os.path.join(local_dir, f"{i:05d}-{os.path.basename(url)}")
@@ -150,8 +150,19 @@ def heads(urls: list[str], nbytes: int, local_dir: str) -> list[tuple[str, bool]
             f.write(data[:nbytes])
         return local, len(data) <= nbytes
 
-    with ThreadPoolExecutor(min(len(urls), 16) or 1, thread_name_prefix="k2e-heads") as pool:
-        return list(pool.map(lambda item: context.copy().run(one, item), enumerate(urls)))
+    pending: deque = deque()
+    items = iter(enumerate(urls))
+    with ThreadPoolExecutor(window, thread_name_prefix="k2e-heads") as pool:
+        try:
+            while True:
+                for i, url in itertools.islice(items, window - len(pending)):
+                    pending.append(pool.submit(context.copy().run, one, i, url))
+                if not pending:
+                    return
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def sha256_of(urls: list[str]) -> str:
