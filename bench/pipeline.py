@@ -3,7 +3,8 @@
     .venv/bin/python bench/pipeline.py [--reps 3] [--quick]
 
 Iris-like rows (4 float features, an int class), batch 256, in turns within each repetition:
-  * the pipeline alone, per format (CSV, CSV.gz, TFRecord, TFRecord.gz, NPZ) on one file:
+  * the pipeline alone, per format (CSV, CSV.gz, TFRecord, TFRecord.gz, NPZ) on one file,
+    at least 5 repetitions:
     k2e's input_fn against `TextLineDataset -> shuffle -> repeat -> batch -> decode_csv`
     (`TFRecordDataset ... parse_example`, `from_tensor_slices` for NPZ), examples/s;
   * training on one CSV: `k2e train` (steady state) against Keras `fit` of the same compiled
@@ -283,7 +284,7 @@ def measure(reps: int, quick: bool) -> list:
         files = {f: write(x, y, os.path.join(work, f"iris.{f}")) for f in FORMATS}
         for fmt_ in FORMATS:
             k2e, hand = [], []
-            for rep in range(reps):
+            for rep in range(reps if quick else max(reps, 5)):  # about a second each
                 sides = [("hand", hand), ("k2e", k2e)]
                 for side, samples in sides if rep % 2 == 0 else sides[::-1]:
                     if side == "hand":

@@ -377,9 +377,10 @@ def fetch(url: str, dest_dir: str) -> str:
         download(
             [(join(url, rel), os.path.join(target, rel)) for rel in files],
             f"download {redact(url)}",
+            sizes={join(url, rel): n for rel, n in files.items()},
         )
     else:
-        download([(url, target)], f"download {redact(url)}")
+        download([(url, target)], f"download {redact(url)}", sizes={url: size(url)})
     return target
 
 
@@ -421,9 +422,10 @@ class Progress:
 
     def line(self, now=None) -> str:
         seconds = max((now or time.perf_counter()) - self.began, 1e-9)
+        of_total = f"/{self.total / 1e6:.1f}" if self.total else ""  # 0: sizes not known
         return (
-            f"{self.done_files}/{self.files} files, {self.done_bytes / 1e6:.1f}/"
-            f"{self.total / 1e6:.1f} MB, {self.done_bytes / 1e6 / seconds:.1f} MB/s"
+            f"{self.done_files}/{self.files} files, {self.done_bytes / 1e6:.1f}{of_total} MB, "
+            f"{self.done_bytes / 1e6 / seconds:.1f} MB/s"
         )
 
     def finish(self) -> dict:

@@ -175,3 +175,35 @@ def test_remote_eval_data_has_the_digest_of_the_same_files_on_disk(s3, tmp_path)
     with job.open_job(_penguin_job(str(local / "*"), tmp_path), access="inspect") as j:
         assert data.fingerprint(j.source("train")) == streamed
     assert gzip.decompress((local / "part-00.csv.gz").read_bytes()).startswith(b"species")
+
+
+def test_cached_records_download_each_remote_file_once(s3, tmp_path):
+    """data.cache keeps the parsed records after the first epoch: no download after it.
+    (The checks before training read the first rows too: up to local_files downloads.)"""
+    from k2e_core.steps import job
+
+    frame, local = _penguin_shards(tmp_path, 4)
+    remote = _upload(s3, local, "cached")
+    downloads = {}
+    for cache in (True, False):
+        data = {"batch_size": 16, "cache": cache, "local_files": 3}
+        spec = {
+            **_penguin_job(f"{remote}/*", tmp_path / str(cache), **data),
+            "storage": {"options": s3},
+        }
+        spec["train"]["steps"] = 4 * len(frame) // 16  # four epochs
+        downloads[cache] = job.train_step(spec)["streamed"]["downloads"]
+    assert 4 <= downloads[True] <= 4 + 3
+    assert downloads[False] >= 4 * 4
+
+
+def test_a_downloaded_file_logs_its_size_against_its_total(tmp_path, caplog):
+    import uuid
+
+    from k2e_core import storage
+
+    url = f"memory://k2e-{uuid.uuid4().hex}/data.bin"
+    storage.write_bytes(url, b"x" * 300_000)
+    with caplog.at_level("INFO", logger="k2e.storage"):
+        storage.fetch(url, str(tmp_path))
+    assert "1/1 files, 0.3/0.3 MB" in caplog.text
