@@ -129,6 +129,11 @@ _CONFIGURATION_ERRORS = {
 }
 
 
+#: A client error's text that no retry mends; a status code only as a number of its own (a
+#: port such as 40365 in an unreachable endpoint's URL made a refused connection permanent).
+_PERMANENT = re.compile(r"AccessDenied|NoSuchBucket|(?<![\d.:])40[34](?!\d)")
+
+
 def is_transient(exc: BaseException) -> bool:
     """Timeouts, connection failures, 5xx and throttling: worth another try."""
     if isinstance(
@@ -151,8 +156,7 @@ def is_transient(exc: BaseException) -> bool:
         return False
     module = type(exc).__module__
     if module.startswith(("botocore", "aiohttp", "urllib3", "requests", "google.api_core")):
-        text = str(exc)
-        return not any(code in text for code in ("AccessDenied", "NoSuchBucket", "403", "404"))
+        return not _PERMANENT.search(str(exc))
     return isinstance(exc, OSError)
 
 

@@ -94,6 +94,19 @@ def test_transient_errors_are_retried_and_permanent_ones_are_not(tmp_path, caplo
     assert time.perf_counter() - began < 1.0
 
 
+@pytest.mark.parametrize("port", [40365, 14040, 9000])
+def test_a_refused_connection_is_retried_whatever_the_port(port):
+    """A status code is read as a number of its own: the port 40365 in an endpoint's URL
+    once made a refused connection permanent (no retry) in one test run in ten."""
+    from botocore.exceptions import ClientError, EndpointConnectionError
+
+    refused = EndpointConnectionError(endpoint_url=f"http://127.0.0.1:{port}/bucket/x")
+    assert storage.is_transient(refused)
+    denied = ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "GetObject")
+    missing = ClientError({"Error": {"Code": "NoSuchBucket", "Message": "-"}}, "GetObject")
+    assert not storage.is_transient(denied) and not storage.is_transient(missing)
+
+
 def test_retrying_an_unreachable_store_is_bounded_and_says_how_long():
     """A refused connection used to take 17.6 s with storage.retries: 2 (the S3 client and
     s3fs retried inside each attempt); storage.retry_seconds bounds the total."""
