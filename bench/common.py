@@ -66,6 +66,24 @@ def row(
     }
 
 
+def start_server(command, port):
+    """Starts `command` (a server on 127.0.0.1:`port`) and waits until it answers."""
+    import subprocess
+    import time
+
+    import requests
+
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(200):
+        try:
+            requests.get(f"http://127.0.0.1:{port}", timeout=1)
+            return proc
+        except requests.ConnectionError:
+            time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"{command[0]} did not start on port {port}")
+
+
 def ratios(values, baselines) -> list:
     return [v / b for v, b in zip(values, baselines) if v is not None and b]
 

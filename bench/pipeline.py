@@ -30,6 +30,7 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench import throughput  # noqa: E402
 from bench.common import (  # noqa: E402
     BIN,
     REPO,
@@ -41,6 +42,7 @@ from bench.common import (  # noqa: E402
     ratios,
     row,
     spread,
+    start_server,
 )
 
 PART = "pipeline"
@@ -121,22 +123,8 @@ def hand_written(path: str):
     return ds.map(parse, num_parallel_calls=autotune).prefetch(autotune)
 
 
-def _spec(files: str, model_dir: str, steps: int, extra=None) -> dict:
-    from k2e_core.steps import job
-
-    return job.load_spec(
-        os.path.join(REPO, "examples", "iris.yaml"),
-        {
-            "data.train.files": files,
-            "data.eval": None,
-            "data.cache": False,
-            "data.batch_size": BATCH,
-            "train.steps": steps,
-            "model_dir": model_dir,
-            "export": None,
-            **(extra or {}),
-        },
-    )
+def _spec(files: str, model_dir: str, steps: int):
+    return throughput._spec("iris", files, {}, BATCH, steps, model_dir)
 
 
 def batches_per_second(ds, batches: int) -> float:
@@ -173,11 +161,7 @@ def keras_fit_rate(ds, steps: int, model=None) -> float:
 
 
 def k2e_train_rate(files: str, steps: int, work: str) -> float:
-    from k2e_core.steps import job
-
-    with job.open_job(_spec(files, tempfile.mkdtemp(dir=work), steps)) as j:
-        j.check_data()
-        return job._train(j)["examples_per_second"]
+    return throughput.k2e_rate(_spec(files, tempfile.mkdtemp(dir=work), steps)) * BATCH
 
 
 def k2e_pipeline_fit_rate(files: str, steps: int, work: str) -> float:
@@ -251,19 +235,9 @@ def _moto():
     from tests.conftest import free_port
 
     port = free_port()
-    proc = subprocess.Popen(
-        [os.path.join(BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    proc = start_server(
+        [os.path.join(BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)], port
     )
-    import requests
-
-    for _ in range(100):
-        try:
-            requests.get(f"http://127.0.0.1:{port}", timeout=1)
-            break
-        except requests.ConnectionError:
-            time.sleep(0.1)
     options = {"s3": {"endpoint_url": f"http://127.0.0.1:{port}", "key": "b", "secret": "b"}}
     return proc, options
 

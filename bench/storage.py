@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ from bench.common import (  # noqa: E402
     ratios,
     row,
     spread,
+    start_server,
 )
 
 PART = "storage"
@@ -91,20 +91,6 @@ async def _proxy(listen_port, target_port, delay):
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _start(command, port):
-    import requests
-
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            requests.get(f"http://127.0.0.1:{port}", timeout=1)
-            return proc
-        except requests.ConnectionError:
-            time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"{command[0]} did not start on port {port}")
 
 
 def _cpu_seconds(pid) -> float | None:
@@ -230,8 +216,10 @@ def measure(reps: int, quick: bool, rtt_ms: float) -> list:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     port, proxy_port = free_port(), free_port()
-    server = _start([os.path.join(BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)], port)
-    proxy = _start(
+    server = start_server(
+        [os.path.join(BIN, "moto_server"), "-H", "127.0.0.1", "-p", str(port)], port
+    )
+    proxy = start_server(
         [sys.executable, __file__, "--proxy", str(proxy_port), str(port), str(rtt_ms)], proxy_port
     )
     try:

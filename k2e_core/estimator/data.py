@@ -208,9 +208,7 @@ def open_source(
     os.makedirs(staging_dir, exist_ok=True)
     if fmt != "npz" and not all(storage.is_local(u) for u in urls):
         source = Source(field=spec_field, files=urls, format=fmt, columns={})
-        source.stream = stream.RemoteFiles(
-            urls, os.path.join(staging_dir, "stream"), local_files, spec_field
-        )
+        source.stream = stream.RemoteFiles(os.path.join(staging_dir, "stream"), local_files)
         log.info(
             "%s: %d remote file(s) streamed while training reads them, at most %d on local "
             "disk at a time",
@@ -218,13 +216,8 @@ def open_source(
             len(urls),
             source.stream.keep,
         )
-        ((path, whole),) = stream.heads(
-            urls[:1], stream.HEAD_BYTES, os.path.join(staging_dir, "head")
-        )
-        name = source.names()[0]
-        _refuse_empty(spec_field, path, name)
-        if not whole:
-            path = _cut_to_whole_records(path, fmt)
+        starts = _file_starts(source, 1, COLUMNS_SAMPLE_BYTES, os.path.join(staging_dir, "head"))
+        path, name, _ = next(starts)
     else:
         local = []
         for i, url in enumerate(urls):
@@ -233,10 +226,7 @@ def open_source(
             else:
                 local.append(storage.fetch(url, os.path.join(staging_dir, str(i))))
         for path in local:
-            if os.path.getsize(path) == 0:
-                raise SpecError(
-                    f"{spec_field}.files", f"{path} is empty", "point it at a file with data"
-                )
+            _refuse_empty(spec_field, path, path)
         source = Source(field=spec_field, files=local, format=fmt, columns={})
         path = name = local[0]
     if fmt == "csv":
@@ -245,33 +235,50 @@ def open_source(
         reader = {"tfrecord": _tfrecord_columns, "npz": _npz_columns}[fmt]
         source.columns, source.csv_header = reader(spec_field, path, name)
     if source.stream is not None:
-        os.remove(path)  # the start of the first file, read for its columns
+        starts.close()  # deletes the start of the first file, read for its columns
     return source
 
 
-def readable_files(source: Source, nbytes: int | None, local_dir: str):
+def readable_files(source: Source, nbytes: int | None):
     """(local path, name, whole?) of each file, at least its first `nbytes` (None: all):
-    local files as they are; a remote file's start, fetched concurrently and cut after its
-    last whole line or record (whole files: fetched one at a time, and deleted once read)."""
+    local files as they are; a remote file's start (see `_file_starts`), or the whole file
+    fetched one at a time, deleted once read."""
     if source.stream is None:
         for path in source.files:
             yield path, path, True
         return
-    names = source.names()
-    if nbytes is None:
-        for url, name in zip(source.files, names):
-            path = storage.fetch(url, local_dir)
-            _refuse_empty(source.field, path, name)
-            yield path, name, True
-            os.remove(path)
+    scratch = source.stream.local_dir + "-check"
+    if nbytes is not None:
+        slack = 1 << 16  # the line or record that crosses `nbytes` is read whole
+        yield from _file_starts(source, len(source.files), nbytes + slack, scratch)
         return
-    slack = 1 << 16  # the line or record that crosses `nbytes` is read whole
-    for (path, whole), name in zip(stream.heads(source.files, nbytes + slack, local_dir), names):
+    for url, name in zip(source.files, source.names()):
+        path = storage.fetch(url, scratch)
         _refuse_empty(source.field, path, name)
-        if not whole:
-            path = _cut_to_whole_records(path, source.format)
-        yield path, name, whole
+        yield path, name, True
         os.remove(path)
+
+
+def _file_starts(source: Source, count: int, nbytes: int, local_dir: str):
+    """The first `nbytes` of the first `count` remote files as local files, cut after their
+    last whole line or record (uncompressed: the name loses its .gz), each deleted once the
+    caller asks for the next: (local path, name, whole?)."""
+    os.makedirs(local_dir, exist_ok=True)
+    urls = source.files[:count]
+    for i, ((raw, whole), name) in enumerate(zip(stream.heads(urls, nbytes), source.names())):
+        if not raw:
+            raise SpecError(
+                f"{source.field}.files", f"{name} is empty", "point it at a file with data"
+            )
+        path = os.path.join(local_dir, f"{i:05d}-{os.path.basename(urls[i])}")
+        if not whole:
+            raw, path = _whole_records(raw, source.format, path)
+        with open(path, "wb") as f:
+            f.write(raw)
+        try:
+            yield path, name, whole
+        finally:
+            os.remove(path)
 
 
 def _refuse_empty(spec_field, path, name):
@@ -279,28 +286,21 @@ def _refuse_empty(spec_field, path, name):
         raise SpecError(f"{spec_field}.files", f"{name} is empty", "point it at a file with data")
 
 
-def _cut_to_whole_records(path: str, fmt: str) -> str:
-    """A file's start, as fetched, rewritten without the line or record cut off at its end
-    (uncompressed: the name loses its .gz)."""
-    with open(path, "rb") as f:
-        raw = f.read()
+def _whole_records(raw: bytes, fmt: str, path: str) -> tuple[bytes, str]:
+    """A file's start without the line or record cut off at its end, and its path
+    (decompressed when it was gzipped: without the .gz)."""
     if path.endswith(".gz"):
         raw = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw)
-        os.remove(path)
         path = path.removesuffix(".gz")
     if fmt == "csv":
-        raw = raw[: raw.rfind(b"\n") + 1]
-    else:  # TFRecord: u64 length, u32 crc, data, u32 crc
-        end = 0
-        while end + 12 <= len(raw):
-            size = 16 + int.from_bytes(raw[end : end + 8], "little")
-            if end + size > len(raw):
-                break
-            end += size
-        raw = raw[:end]
-    with open(path, "wb") as f:
-        f.write(raw)
-    return path
+        return raw[: raw.rfind(b"\n") + 1], path
+    end = 0  # TFRecord: u64 length, u32 crc, data, u32 crc
+    while end + 12 <= len(raw):
+        size = 16 + int.from_bytes(raw[end : end + 8], "little")
+        if end + size > len(raw):
+            break
+        end += size
+    return raw[:end], path
 
 
 def fingerprint(source: Source) -> str:
@@ -330,6 +330,9 @@ def value_kind(text: str) -> str:
 
 
 KINDS = ("int", "float", "string")
+#: Bytes of a remote file's start read for its columns (the CSV type sample, the first
+#: TFRecords) before the data check reads its own share.
+COLUMNS_SAMPLE_BYTES = 1 << 20
 #: Rows read to tell a column's type: a float column may start with whole numbers ("1").
 CSV_SAMPLE_ROWS = 1000
 

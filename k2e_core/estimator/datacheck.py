@@ -138,8 +138,7 @@ def scan(p: data.Plan, source: data.Source, limit: int | None) -> Scan:
     checker = _Rows(p, source, result)
     per_file = None if limit is None else max(limit // len(source.files), 1)
     read = {"csv": _scan_csv, "tfrecord": _scan_tfrecord, "npz": _scan_npz}[source.format]
-    scratch = source.stream.local_dir + "-check" if source.stream is not None else None
-    for local, name, whole in data.readable_files(source, per_file, scratch):
+    for local, name, whole in data.readable_files(source, per_file):
         if not read(name, source, checker, per_file, local) or not whole:
             result.complete = False
     return result

@@ -14,7 +14,6 @@ import contextlib
 import contextvars
 import hashlib
 import itertools
-import logging
 import os
 import random
 import threading
@@ -23,21 +22,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from k2e_core import storage
 
-log = logging.getLogger("k2e.storage")
-
-#: Bytes of each remote file fetched for the checks before training, at least (a CSV
-#: header with the type sample, the first TFRecords), on top of the data check's share.
-HEAD_BYTES = 1 << 20
-
 
 class RemoteFiles:
-    """`urls`, downloaded into `local_dir` as they are read, `keep` files on disk at most."""
+    """Remote files downloaded into `local_dir` as they are read, `keep` on disk at most."""
 
-    def __init__(self, urls: list[str], local_dir: str, keep: int, label: str):
-        self.urls = list(urls)
+    def __init__(self, local_dir: str, keep: int):
         self.local_dir = local_dir
         self.keep = max(2, keep)
-        self.label = label
         self.context = contextvars.copy_context()
         self.lock = threading.Lock()
         #: One per file on local disk, whole or being written: a download waits for one, so
@@ -58,11 +49,11 @@ class RemoteFiles:
             number = next(self.numbers)
         return os.path.join(self.local_dir, f"{number:06d}-{os.path.basename(url)}")
 
-    def epoch(self, urls: list[str] | None = None, open_at_once=1, shuffled=False, seed=None):
-        """Local paths of `urls` (default: all), in order or `shuffled` (by `seed`), each once
-        it is downloaded. `open_at_once`: files the reader holds open together; the rest of
-        `keep` download ahead."""
-        order = list(self.urls if urls is None else urls)
+    def epoch(self, urls: list[str], open_at_once=1, shuffled=False, seed=None):
+        """Local paths of `urls`, in order or `shuffled` (by `seed`), each once it is
+        downloaded. `open_at_once`: files the reader holds open together; the rest of `keep`
+        download ahead."""
+        order = list(urls)
         if shuffled:
             random.Random(seed).shuffle(order)
         ahead = max(1, self.keep - open_at_once)
@@ -135,28 +126,23 @@ class RemoteFiles:
         return {"downloads": self.downloads, "bytes": self.bytes, "peak_files": self.peak_files}
 
 
-def heads(urls: list[str], nbytes: int, local_dir: str, window: int = 8):
-    """The first `nbytes` of each of `urls`, in order, as local files: (local path, whole
-    file?). `window` are fetched concurrently ahead of the one handed out, which the caller
-    deletes when done: local disk holds at most `window` + 1 of them."""
-    os.makedirs(local_dir, exist_ok=True)
+def heads(urls: list[str], nbytes: int, window: int = 8):
+    """The first `nbytes` of each of `urls`, in order: (bytes, whole file?). `window` are
+    fetched concurrently ahead of the one handed out."""
     context = contextvars.copy_context()
 
-    def one(i, url):
+    def one(url):
         fs, path = storage.filesystem(url)
         data = storage.call(f"reading {storage.redact(url)}", fs.read_block, path, 0, nbytes + 1)
-        local = os.path.join(local_dir, f"{i:05d}-{os.path.basename(url)}")
-        with open(local, "wb") as f:
-            f.write(data[:nbytes])
-        return local, len(data) <= nbytes
+        return data[:nbytes], len(data) <= nbytes
 
     pending: deque = deque()
-    items = iter(enumerate(urls))
+    queue = iter(urls)
     with ThreadPoolExecutor(window, thread_name_prefix="k2e-heads") as pool:
         try:
             while True:
-                for i, url in itertools.islice(items, window - len(pending)):
-                    pending.append(pool.submit(context.copy().run, one, i, url))
+                for url in itertools.islice(queue, window - len(pending)):
+                    pending.append(pool.submit(context.copy().run, one, url))
                 if not pending:
                     return
                 yield pending.popleft().result()
