@@ -196,10 +196,11 @@ def call(operation: str, fn, *args, **kwargs):
         raise
     except Exception as exc:  # noqa: BLE001 - every storage backend raises its own types
         tries = retrier.statistics.get("attempt_number", 1)
+        retried = tries > 1 or (is_transient(exc) and int(_setting("retries", DEFAULT_RETRIES)) > 1)
         spent = (
-            f"; gave up after {tries} attempts in {time.perf_counter() - began:.1f}s "
-            "(storage.retries, storage.retry_seconds)"
-            if tries > 1
+            f"; gave up after {tries} attempt{'s' if tries > 1 else ''} in "
+            f"{time.perf_counter() - began:.1f}s (storage.retries, storage.retry_seconds)"
+            if retried
             else ""
         )
         raise StorageError(f"{operation} failed: {_short(exc)}{spent}") from exc
