@@ -30,6 +30,7 @@ SCHEMA_NAMES = [
     "version",
     "manifest",
     *(name for name in STEP_HELP),
+    "report",
 ]
 
 REGISTRY_ACTIONS = {
@@ -109,6 +110,32 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--reason", default="", help="why (bless, unbless, pin): kept in the record")
     s.add_argument("--keep", type=int, help="prune: how many versions and candidates to keep")
     s.add_argument("--json", action="store_true", help="list: one JSON object instead of a table")
+    s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
+    s = sub.add_parser(
+        "report",
+        help="write one HTML page with the job's curves, metrics, gate and registry",
+        description="One self-contained HTML page (pictures inside, viewable offline): "
+        "training and evaluation curves, final metrics, a confusion matrix for classifiers, "
+        "the gate's latest decision and the registry's history.",
+    )
+    s.add_argument("target", help="job spec (YAML/JSON file path or URL), or an export base URL")
+    s.add_argument(
+        "--out", help="where to write it, a path or URL (default: report.html in model_dir)"
+    )
+    s.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec field (repeatable)",
+    )
+    s.add_argument(
+        "--overrides",
+        dest="overrides_file",
+        metavar="FILE",
+        help="JSON/YAML file of {KEY: VALUE} overrides, applied before --set",
+    )
     s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
     s = sub.add_parser(
         "tfjob",
@@ -309,6 +336,16 @@ def main(argv=None) -> int:
     try:
         if args.command == "registry":
             return _registry(args)
+        if args.command == "report":
+            from k2e_core.spec import parse_override
+            from k2e_core.steps.report import report_step
+
+            overrides = {
+                **(_overrides_from_file(args.overrides_file) or {}),
+                **dict(parse_override(item) for item in args.overrides),
+            }
+            _emit(report_step(args.target, args.out, overrides))
+            return 0
         from k2e_core.spec import load_spec
 
         spec = load_spec(args.spec, _overrides_from_file(args.overrides_file))

@@ -72,7 +72,17 @@ def progress_hook(total_steps: int, every_secs: float):
             if step != self._last_step:
                 self._report(step, self._loss, final=True)
 
+        def exclude(self, seconds):
+            """Leaves `seconds` the training loop spent on something else (an evaluation)
+            out of the rates."""
+            if self._last_time is not None:
+                self._last_time += seconds
+            if self._start_step is not None:
+                self._start_time += seconds
+
         def _report(self, step, loss, final=False):
+            if step == self._last_step:  # the first step is still building the graph
+                return
             now = time.perf_counter()
             rate = (step - self._last_step) / max(now - self._last_time, 1e-9)
             left = max(total_steps - step, 0) / rate if rate > 0 else float("inf")

@@ -177,8 +177,10 @@ class TrainResult(Result):
     steps_per_second: float | None = None
     examples_per_second: float | None = None
     stopped_early: bool | None = None
-    evaluations: int | None = Field(None, description="the evaluator's evaluations")
-    metrics: Metrics | None = Field(None, description="the evaluator's last evaluation")
+    evaluations: int | None = Field(
+        None, description="evaluations during training (eval.every_steps), or the evaluator's"
+    )
+    metrics: Metrics | None = Field(None, description="the last of those evaluations")
     resume_download_bytes: int | None = None
     streamed: StreamStats | None = Field(
         None, description="remote training data: what streaming it downloaded"
@@ -186,6 +188,7 @@ class TrainResult(Result):
 
 
 class EvaluateResult(Result):
+    model_dir: str | None = Field(None, description="the model_dir evaluated")
     metrics: Metrics
     checkpoint: str | None
     confusion_matrix: dict[str, Any] | None = None
@@ -194,6 +197,7 @@ class EvaluateResult(Result):
 
 
 class ExportResult(Result):
+    model_dir: str | None = Field(None, description="the model_dir exported from")
     version: int | None
     export_path: str | None = None
     candidate_path: str | None = None
@@ -251,6 +255,15 @@ class ValidateResult(Result):
     fills: dict[str, Any]
 
 
+class ReportResult(Result):
+    report: str = Field(description="where the HTML page was written")
+    pictures: int
+    model_dir: str | None
+    export_base: str | None
+    versions: int = Field(description="versions and candidates in the registry's history")
+    curves: list[str] = Field(description="the TensorBoard tags drawn")
+
+
 SCHEMAS = {
     "decision": GateDecision,
     "warm-start": WarmStartRecord,
@@ -262,9 +275,45 @@ SCHEMAS = {
     "export": ExportResult,
     "run": RunResult,
     "validate": ValidateResult,
+    "report": ReportResult,
 }
 
 
 def as_result(model: type[Result], values: dict) -> dict:
     """`values` checked against a step's result model, as the plain dict adapters receive."""
     return model.model_validate(values).dump()
+
+
+def summary_line(result: dict) -> str:
+    """A step's result as the one line an orchestrator's task log ends with: the outcome,
+    the key metrics, the step and the speed (the whole result is the task's output)."""
+    parts = []
+    if "blessed" in result:
+        if result["blessed"]:
+            where = f"version {result.get('version')}" if result.get("version") else "blessed"
+            parts.append(f"{where} published ({result.get('reason', '')})")
+        else:
+            parts.append(
+                f"not blessed, kept as a candidate at {result.get('candidate_path')}: "
+                f"{result.get('reason', '')}"
+            )
+    elif "valid" in result:
+        parts.append("valid")
+    elif "report" in result:
+        parts.append(f"{result['pictures']} pictures at {result['report']}")
+    metrics = {
+        k: v
+        for k, v in (result.get("metrics") or {}).items()
+        if k != "global_step" and v is not None
+    }
+    if metrics:
+        parts.append("  ".join(f"{k} {v:.4g}" for k, v in sorted(metrics.items())))
+    if result.get("global_step") is not None:
+        parts.append(f"step {result['global_step']}")
+    rate = result.get("steps_per_second") or (result.get("train") or {}).get("steps_per_second")
+    if rate:
+        parts.append(f"{rate:.1f} steps/s")
+    gate = result.get("gate")
+    if gate and "blessed" not in result:
+        parts.append(f"gate: {'blessed' if gate['blessed'] else 'not blessed'} ({gate['reason']})")
+    return "; ".join(parts) or "done"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from typing import Annotated, Any, Literal
 
@@ -238,9 +239,27 @@ class TrainSpec(_Section):
     early_stopping: EarlyStopping | None = None
 
 
+EVALUATIONS_BY_DEFAULT = 5
+
+
 class EvalSpec(_Section):
     steps: int | None = Field(None, gt=0, description="Default: the whole eval data once")
+    every_steps: int | Literal["checkpoint", "end"] | None = Field(
+        None,
+        description="When run and train evaluate: at most every N steps (a checkpoint is "
+        "saved there too, besides run_config's), at every checkpoint, or only at the end. "
+        f"Default: {EVALUATIONS_BY_DEFAULT} times over train.steps",
+    )
     throttle_secs: int = Field(0, ge=0, description="train_and_evaluate: min seconds between evals")
+
+    @field_validator("every_steps")
+    @classmethod
+    def _positive(cls, value):
+        if isinstance(value, int) and value <= 0:
+            raise ValueError(
+                f"must be a positive number of steps, 'checkpoint' or 'end', got {value}"
+            )
+        return value
 
 
 class RunConfigSpec(_Section):
@@ -254,7 +273,12 @@ class RunConfigSpec(_Section):
         None, gt=0, description="Checkpoint every N steps instead of save_checkpoints_secs"
     )
     keep_checkpoint_max: int = Field(5, ge=0)
-    save_summary_steps: int = Field(1000, ge=0, description="0 turns summaries off")
+    save_summary_steps: int = Field(
+        100,
+        ge=0,
+        description="TensorBoard's training curves: a point every N steps (loss and metrics "
+        "averaged over them, steps/s); 0 turns them off",
+    )
     tf_random_seed: int | None = None
     log_every_secs: float = Field(5.0, gt=0, description="Progress log interval")
 
@@ -459,6 +483,23 @@ class JobSpec(_Section):
         if isinstance(value, int) and not isinstance(value, bool):
             return str(value)
         return None if value in (None, "", "none") else value
+
+    def eval_every_steps(self) -> int | None:
+        """The most steps between evaluations during training, None: at checkpoints only."""
+        every = self.eval.every_steps
+        if every is None and not self.run_config.save_checkpoints_steps:
+            return max(1, math.ceil(self.train.steps / EVALUATIONS_BY_DEFAULT))
+        return every if isinstance(every, int) else None
+
+    @model_validator(mode="after")
+    def _one_step_cadence(self):
+        every, saves = self.eval.every_steps, self.run_config.save_checkpoints_steps
+        if isinstance(every, int) and saves and every != saves:
+            raise ValueError(
+                f"eval.every_steps ({every}) and run_config.save_checkpoints_steps ({saves}) "
+                "differ: evaluation runs on checkpoints; keep one of them, or set both alike"
+            )
+        return self
 
     def path(self, value: str) -> str:
         """`value` as an absolute URL/path (relative ones against `base_dir`)."""

@@ -133,6 +133,41 @@ def compiled_metrics(model) -> list:
     return model._compile_metric_functions
 
 
+def also_checkpoint_every(estimator, steps: int | None) -> None:
+    """Makes `estimator` also save a checkpoint after at most `steps` steps while its
+    RunConfig saves by time (train_and_evaluate evaluates each checkpoint). RunConfig takes
+    one of the two; the saver hook's timer triggers on either, only its constructor refuses
+    both. Estimator forbids subclasses to override its members, so the instance's training
+    method is wrapped."""
+    config = estimator.config
+    if not steps or not config.save_checkpoints_secs or not config.is_chief:
+        return
+    train = type(estimator)._train_with_estimator_spec.__get__(estimator)
+
+    def train_with_spec(estimator_spec, worker_hooks, hooks, global_step_tensor, listeners):
+        saver = tf.compat.v1.train.CheckpointSaverHook(
+            estimator.model_dir,
+            save_secs=config.save_checkpoints_secs,
+            scaffold=estimator_spec.scaffold,
+            save_graph_def=config.checkpoint_save_graph_def,
+        )
+        saver._timer._every_steps = steps
+        # with a saver hook among the hooks, the Estimator adds none of its own
+        return train(estimator_spec, [*worker_hooks, saver], hooks, global_step_tensor, listeners)
+
+    estimator._train_with_estimator_spec = train_with_spec
+
+
+def running_results(metrics: dict) -> dict:
+    """{name: (result tensor, state variables)} of compiled metrics in a graph-mode train
+    function: the tensor updates the metric with the batch and returns its running value."""
+    return {
+        name: (metric._call_result, metric.variables)
+        for name, metric in metrics.items()
+        if getattr(metric, "_call_result", None) is not None
+    }
+
+
 def track(model, trackable, name: str) -> None:
     model._track_trackable(trackable, name)
 

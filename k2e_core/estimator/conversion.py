@@ -33,7 +33,7 @@ import numpy as np
 
 from k2e_core import storage
 from k2e_core.errors import first_line
-from k2e_core.estimator import compat
+from k2e_core.estimator import compat, summaries
 from k2e_core.estimator.compat import tf
 from k2e_core.estimator.preprocessing import clone_layer, copy_weights
 from k2e_core.objects import resolve_custom_objects
@@ -643,6 +643,10 @@ def _model_fn(
                 _check_metric_names_map(metrics, metric_names_map)
             names = metric_names_map or {}
             eval_metric_ops = {names.get(k, k): v for k, v in metrics.items()} or None
+            if mode == compat.ModeKeys.TRAIN:
+                summaries.collect_train_metrics(
+                    {names.get(k, k): v for k, v in compat.running_results(metrics).items()}
+                )
 
         scaffold = None
         init_fn = _initial_weights_fn(model, getattr(keras_model, "_k2e_initial_weights", None))

@@ -59,6 +59,14 @@ class Source:
         """The files as error messages name them."""
         return [storage.redact(f) for f in self.files]
 
+    def another_reader(self, local_dir: str) -> Source:
+        """The same files for a reader that runs while this one holds its local files (an
+        evaluation of the training files during training): streamed with a budget of its
+        own, or both would wait for each other's slots."""
+        if self.stream is None:
+            return self
+        return replace(self, stream=stream.RemoteFiles(local_dir, self.stream.keep))
+
 
 @dataclass
 class ModelIO:

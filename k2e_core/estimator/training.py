@@ -13,7 +13,7 @@ import numpy as np
 
 from k2e_core.distributed import cluster
 from k2e_core.errors import K2eError
-from k2e_core.estimator import compat
+from k2e_core.estimator import compat, summaries
 from k2e_core.estimator.compat import tf
 from k2e_core.estimator.data import loss_name
 from k2e_core.logs import progress_hook
@@ -74,15 +74,15 @@ def _raise_if_stopped(estimator):
 
 
 def run_config(spec, model_dir: str, task=None) -> tf.estimator.RunConfig:
-    """RunConfig from the spec. Estimator's own step logging is replaced by k2e's progress
-    hook, summaries default to every 1000 steps and checkpoints to every 60 s: each costs
-    throughput on small models (a checkpoint every 1000 steps cost a fast model a fifth).
-    `task`: a cluster task; RunConfig reads its role from TF_CONFIG."""
+    """RunConfig from the spec. Estimator's own step logging and summaries are replaced by
+    k2e's progress hook and training curves (`summaries`); checkpoints default to every 60 s:
+    each costs throughput on small models (a checkpoint every 1000 steps cost a fast model a
+    fifth). `task`: a cluster task; RunConfig reads its role from TF_CONFIG."""
     rc = spec.run_config
     config = tf.estimator.RunConfig(
         model_dir=model_dir,
         tf_random_seed=rc.tf_random_seed,
-        save_summary_steps=rc.save_summary_steps or None,
+        save_summary_steps=None,
         save_checkpoints_steps=rc.save_checkpoints_steps,
         save_checkpoints_secs=rc.save_checkpoints_secs,
         keep_checkpoint_max=rc.keep_checkpoint_max,
@@ -91,6 +91,22 @@ def run_config(spec, model_dir: str, task=None) -> tf.estimator.RunConfig:
     # Given to the constructor, a strategy would switch RunConfig to the distribute
     # coordinator, which starts no TensorFlow servers for train_and_evaluate's roles.
     return config.replace(**cluster.run_config_settings(spec)) if task else config
+
+
+def _training_hooks(estimator, spec, examples_per_step, chief=True):
+    """Progress, stop-on-request and, on the chief, TensorBoard's training curves."""
+    progress = progress_hook(spec.train.steps, spec.run_config.log_every_secs)
+    hooks = [progress, _StopOnRequest()]
+    if chief and spec.run_config.save_summary_steps:
+        hooks.append(
+            summaries.TrainSummaryHook(
+                estimator.model_dir,
+                spec.run_config.save_summary_steps,
+                spec.train.steps,
+                examples_per_step,
+            )
+        )
+    return progress, hooks
 
 
 def global_step(estimator) -> int:
@@ -111,14 +127,11 @@ def train(estimator, train_input_fn, spec, examples_per_step: int, listeners=())
         )
         return _train_result(estimator, 0.0)
     log.info("training from step %d to %d", start_step, target)
-    hook = progress_hook(target, spec.run_config.log_every_secs)
+    hook, hooks = _training_hooks(estimator, spec, examples_per_step)
     began = time.perf_counter()
     with _diverged_as_error(estimator, hook):
         estimator.train(
-            train_input_fn,
-            max_steps=target,
-            hooks=[hook, _StopOnRequest()],
-            saving_listeners=list(listeners),
+            train_input_fn, max_steps=target, hooks=hooks, saving_listeners=list(listeners)
         )
     _raise_if_stopped(estimator)
     return _train_result(estimator, time.perf_counter() - began, hook, examples_per_step)
@@ -139,16 +152,21 @@ def _train_result(estimator, wall_seconds, hook=None, examples_per_step=0):
     }
 
 
-def evaluate(estimator, eval_input_fn, spec) -> dict:
+def evaluate(estimator, eval_input_fn, spec, label=None) -> dict:
+    """Evaluates the latest checkpoint; `label` names what it is in the log (default: its step)."""
     began = time.perf_counter()
     metrics = estimator.evaluate(eval_input_fn, steps=spec.eval.steps)
     log.info(
-        "evaluated step %d in %.1fs: %s",
-        metrics.get("global_step", 0),
+        "evaluated %s in %.1fs: %s",
+        label or f"step {metrics.get('global_step', 0)}",
         time.perf_counter() - began,
-        "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "global_step"),
+        _metrics_text(metrics),
     )
     return {"metrics": plain_metrics(metrics), "checkpoint": estimator.latest_checkpoint()}
+
+
+def _metrics_text(metrics: dict) -> str:
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "global_step")
 
 
 def classes_of(model) -> int | None:
@@ -193,6 +211,32 @@ def plain_metrics(metrics: dict) -> dict:
     return out
 
 
+class _LogEvaluations(compat.ContinuousEvalListener):
+    """Logs each evaluation during training, and leaves its time out of the training rate."""
+
+    def __init__(self, hooks):
+        self._clocks = [hook for hook in hooks if hasattr(hook, "exclude")]
+        self.evaluations = 0
+
+    def before_eval(self):
+        self._began = time.perf_counter()
+        return True
+
+    def after_eval(self, eval_result):
+        seconds = time.perf_counter() - self._began
+        for clock in self._clocks:
+            clock.exclude(seconds)
+        self.evaluations += 1
+        metrics = eval_result.metrics or {}
+        log.info(
+            "evaluated step %d in %.1fs: %s",
+            metrics.get("global_step", 0),
+            seconds,
+            _metrics_text(metrics),
+        )
+        return True
+
+
 def early_stopping_hook(estimator, spec):
     """A stop hook that also works under train_distribute (step-based, not time-based)."""
     es = spec.train.early_stopping
@@ -214,9 +258,22 @@ def early_stopping_hook(estimator, spec):
 def train_and_evaluate(
     estimator, train_input_fn, eval_input_fn, spec, examples_per_step, listeners=()
 ) -> dict:
-    """`tf.estimator.train_and_evaluate` with early stopping on `train.early_stopping`."""
-    progress = progress_hook(spec.train.steps, spec.run_config.log_every_secs)
-    hooks = [progress, early_stopping_hook(estimator, spec), _StopOnRequest()]
+    """`tf.estimator.train_and_evaluate`: evaluations at `spec.eval_every_steps()` (with a
+    checkpoint at each) or at checkpoints, and early stopping on `train.early_stopping`.
+    The result's `metrics` are the last evaluation's."""
+    start_step = global_step(estimator)
+    if start_step >= spec.train.steps:
+        log.info(
+            "model_dir already holds step %d >= train.steps %d; nothing to train",
+            start_step,
+            spec.train.steps,
+        )
+        return _train_result(estimator, 0.0)
+    log.info("training from step %d to %d", start_step, spec.train.steps)
+    progress, hooks = _training_hooks(estimator, spec, examples_per_step)
+    if spec.train.early_stopping:
+        hooks.insert(1, early_stopping_hook(estimator, spec))
+    compat.also_checkpoint_every(estimator, spec.eval_every_steps())
     train_spec = tf.estimator.TrainSpec(
         train_input_fn, max_steps=spec.train.steps, hooks=hooks, saving_listeners=list(listeners)
     )
@@ -228,9 +285,15 @@ def train_and_evaluate(
     )
     began = time.perf_counter()
     with _diverged_as_error(estimator, progress):
-        tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
+        listener = _LogEvaluations(hooks)
+        evaluation, _ = compat.TrainingExecutor(
+            estimator, train_spec, eval_spec, continuous_eval_listener=listener
+        ).run_local()
     _raise_if_stopped(estimator)
     result = _train_result(estimator, time.perf_counter() - began, progress, examples_per_step)
+    if evaluation:
+        result["metrics"] = plain_metrics(evaluation)
+        result["evaluations"] = listener.evaluations
     result["stopped_early"] = result["global_step"] < spec.train.steps
     if result["stopped_early"]:
         log.info(
@@ -250,8 +313,8 @@ def train_in_cluster(
     evaluates each new checkpoint until training has ended, a ps serves variables until it
     is stopped."""
     model_dir = estimator.model_dir
-    progress = progress_hook(spec.train.steps, spec.run_config.log_every_secs)
-    hooks = [progress, _StopOnRequest()]
+    progress, hooks = _training_hooks(estimator, spec, examples_per_step, chief=task.is_chief)
+    compat.also_checkpoint_every(estimator, spec.eval_every_steps())
     if spec.train.early_stopping:
         hooks.insert(1, early_stopping_hook(estimator, spec))
     train_spec = tf.estimator.TrainSpec(

@@ -41,6 +41,7 @@ from k2e_core.estimator import (
     export,
     keras_model,
     pipeline,
+    summaries,
     training,
     warm_start,
 )
@@ -172,9 +173,15 @@ class Job:
         return names
 
     def input_fn(self, split: str):
+        source = self.source(split)
+        if split == "eval" and self.spec.data.eval is None:
+            if "eval_reader" not in self._sources:
+                stream_dir = os.path.join(self.staging_dir, "eval", "stream")
+                self._sources["eval_reader"] = source.another_reader(stream_dir)
+            source = self._sources["eval_reader"]
         return pipeline.input_fn(
             self.plan,
-            self.source(split),
+            source,
             self.spec.data,
             training=split == "train",
             seed=self.spec.run_config.tf_random_seed,
@@ -304,7 +311,7 @@ def _train(job: Job) -> dict:
                 spec.data.batch_size,
                 job.model_dir.listeners(),
             )
-        elif spec.train.early_stopping:
+        elif spec.train.early_stopping or spec.eval.every_steps != "end":
             result = training.train_and_evaluate(
                 est,
                 job.input_fn("train"),
@@ -348,32 +355,45 @@ def evaluate_step(spec, overrides=None, read_only=False) -> dict:
     leave model_dir untouched (no eval summaries written there).
     Result: `records.EvaluateResult`."""
     with open_job(spec, overrides, "read" if read_only else "train") as job:
-        plan = job.check_data()
+        job.check_data()
         est = job.estimator
         with job.data_errors("eval"):
             result = training.evaluate(est, job.input_fn("eval"), job.spec)
         job.model_dir.sync()
-        classes = training.classes_of(job.model)
-        if classes:
-            trained = conversion.keras_model_at(
-                job.model, est.latest_checkpoint(), job.spec.model.checkpoint_format
-            )
-            result["confusion_matrix"] = training.confusion_matrix(
-                trained,
-                job.input_fn("eval")(),
-                classes,
-                weighted_features=data.for_source(plan, job.source("eval")).sample_weight,
-                steps=job.spec.eval.steps,
-                names=next(iter(job.class_names().values()), None),
-            )
+        confusion = confusion_matrix(job)
+        if confusion:
+            result["confusion_matrix"] = confusion
         if job.spec.export is not None:
             result["gate"] = _decide(job, result["metrics"])
         if job.model_dir.remote:
             result["checkpoint"] = job.model_dir.checkpoint_url(result["checkpoint"])
         return records.as_result(
             records.EvaluateResult,
-            {**result, "global_step": result["metrics"].get("global_step")},
+            {
+                **result,
+                "global_step": result["metrics"].get("global_step"),
+                "model_dir": storage.redact(job.model_dir.url),
+            },
         )
+
+
+def confusion_matrix(job: Job) -> dict | None:
+    """A classifier's confusion matrix on the eval data at the latest checkpoint; None for
+    other models."""
+    classes = training.classes_of(job.model)
+    if not classes:
+        return None
+    trained = conversion.keras_model_at(
+        job.model, job.estimator.latest_checkpoint(), job.spec.model.checkpoint_format
+    )
+    return training.confusion_matrix(
+        trained,
+        job.input_fn("eval")(),
+        classes,
+        weighted_features=data.for_source(job.plan, job.source("eval")).sample_weight,
+        steps=job.spec.eval.steps,
+        names=next(iter(job.class_names().values()), None),
+    )
 
 
 # --------------------------------------------------------------------------- gate
@@ -452,9 +472,14 @@ def _evaluate_version(job: Job, record: dict) -> dict:
         )
     finally:
         job.model.set_weights(own)
-    log.info("gate: measuring baseline version %s on this run's eval data", record["version"])
-    metrics = training.evaluate(estimator, job.input_fn("eval"), job.spec)["metrics"]
-    return {k: v for k, v in metrics.items() if k != "global_step"}
+    label = f"baseline version {record['version']} on this run's eval data"
+    metrics = training.evaluate(estimator, job.input_fn("eval"), job.spec, label)["metrics"]
+    metrics = {k: v for k, v in metrics.items() if k != "global_step"}
+    if job.model_dir.writable and job.leads:  # beside the candidate's evaluation in TensorBoard
+        step = training.global_step(job.estimator)
+        summaries.write_scalars(os.path.join(job.model_dir.path, "eval_baseline"), step, metrics)
+        job.model_dir.sync()
+    return metrics
 
 
 def _eval_data(job: Job) -> dict:
@@ -511,6 +536,7 @@ def _export(job: Job, metrics=None, copy_to=None) -> dict:
         {
             **published,
             **report,
+            "model_dir": source["model_dir"],
             "export_base": storage.redact(base),
             "metrics": metrics,
             "run_id": decision["run_id"],
@@ -570,8 +596,11 @@ def run(spec, overrides=None, copy_to=None) -> dict:
         trained = _train(job)
         if not job.leads:
             return _task_result(job, trained)  # the chief evaluates, exports and publishes
-        with job.data_errors("eval"):
-            evaluated = training.evaluate(job.estimator, job.input_fn("eval"), job.spec)
+        if (trained.get("metrics") or {}).get("global_step") == trained["global_step"]:
+            evaluated = {"metrics": trained["metrics"]}  # training's last evaluation
+        else:
+            with job.data_errors("eval"):
+                evaluated = training.evaluate(job.estimator, job.input_fn("eval"), job.spec)
         job.model_dir.sync()
         exported = _export(job, evaluated["metrics"], copy_to)
         return records.as_result(

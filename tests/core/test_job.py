@@ -13,9 +13,10 @@ def _versions(base):
     return sorted(int(n) for n in os.listdir(base) if n.isdigit()) if os.path.isdir(base) else []
 
 
-def test_checkpoints_are_saved_by_time_by_default_and_by_steps_when_asked(iris_spec):
-    """A fast model is not slowed by a save every N steps: by default a checkpoint is saved
-    every 60 s (and at the start and end); save_checkpoints_steps asks for steps."""
+def test_checkpoints_are_saved_by_time_and_at_each_evaluation(iris_spec):
+    """A fast model is not slowed by a save every N steps: a checkpoint is saved every 60 s
+    (and at the start and end), and at each of the evaluations during training: five by
+    default; save_checkpoints_steps asks for steps."""
     from k2e_core.steps import job
 
     def checkpoints(model_dir):
@@ -25,9 +26,15 @@ def test_checkpoints_are_saved_by_time_by_default_and_by_steps_when_asked(iris_s
             if n.startswith("model.ckpt-") and n.endswith(".index")
         )
 
-    by_time = dict(iris_spec, train={"steps": 2500})
-    job.train_step(by_time)
+    by_time = dict(iris_spec, train={"steps": 2500}, eval={"every_steps": "checkpoint"})
+    result = job.train_step(by_time)
     assert checkpoints(iris_spec["model_dir"]) == [0, 2500]
+    assert result["evaluations"] == 1
+    default = dict(iris_spec, train={"steps": 2500}, model_dir=iris_spec["model_dir"] + "-eval")
+    result = job.train_step(default)
+    assert checkpoints(default["model_dir"]) == [500, 1000, 1500, 2000, 2500]  # keeps 5
+    assert result["evaluations"] == 5
+    assert result["metrics"]["global_step"] == 2500
     by_steps = dict(
         by_time,
         model_dir=iris_spec["model_dir"] + "-steps",
