@@ -6,8 +6,10 @@ runs the spec's gate: the candidate must meet its thresholds and not regress aga
 version, both measured on the same eval data in this run. The publish task then publishes
 a blessed candidate as `<root>/models/<version>`, with an event on the `k2e-iris-model`
 asset alias (which schedules `k2e_iris_consumer`), or keeps an unblessed one under
-`<root>/models/candidates/` with the reason, and no event. A retried run (same logical
-date) gets the same decision and at most one version.
+`<root>/models/candidates/` with the reason, and no event: that publish task ends as
+skipped, with the gate's reason in its log. A retried run (same logical date) gets the same
+decision and at most one version. The publish task writes the run's `k2e report` and links
+it, with TensorBoard (`[k2e] tensorboard_url`) and the published version.
 
 Params: `spec` (the job spec), `root` (where runs and versions go; any fsspec URL),
 `train_files` (this run's training data), `train_steps`. Set `storage_conn_id` on the
@@ -88,5 +90,6 @@ with DAG(
         overrides={**common, "model_dir": train.output["model_dir"]},
         metrics=evaluate.output["metrics"],
         model_asset_alias="k2e-iris-model",
+        report=True,
     )
     convert >> train >> evaluate >> publish

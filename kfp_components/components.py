@@ -10,7 +10,7 @@ import os
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, ClassificationMetrics, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Metrics, Model, Output
 
 #: The project image; build it with `docker build -t k2e:0.1.0 .` and push it where the
 #: cluster pulls from, then compile with K2E_IMAGE=<registry>/k2e:0.1.0.
@@ -98,6 +98,7 @@ def export(
     spec: str,
     checkpoints: Input[Artifact],
     model: Output[Model],
+    report: Output[HTML],
     overrides: str = "{}",
     eval_files: str = "",
     export_base: str = "",
@@ -109,7 +110,8 @@ def export(
     """Exports a verified SavedModel into `model`; the spec's gate decides whether it is
     published under `export_base` (an fsspec URL) as the next version (`export_path`,
     `version`) or kept there as a candidate (`blessed` False, `reason` says why). `run_id`:
-    the pipeline run's id, so a retried task gets the same decision and version."""
+    the pipeline run's id, so a retried task gets the same decision and version. `report`:
+    the `k2e report` page (curves, metrics, confusion matrix, gate, registry)."""
     from kfp_components import runtime
 
     result = runtime.export(
@@ -121,6 +123,7 @@ def export(
         run_id=run_id,
         checkpoints=checkpoints,
         model=model,
+        report=report,
     )
     return runtime.published_outputs(result, export_base)
 
@@ -131,6 +134,7 @@ def run_job(
     checkpoints: Output[Artifact],
     metrics: Output[Metrics],
     model: Output[Model],
+    report: Output[HTML],
     overrides: str = "{}",
     train_files: str = "",
     eval_files: str = "",
@@ -142,7 +146,8 @@ def run_job(
     "Outputs", [("export_path", str), ("version", int), ("blessed", bool), ("reason", str)]
 ):
     """The whole job (convert, train, evaluate, export) in one container: the cheapest way
-    to run a job that needs no step of its own. Outputs and the gate as in `export`."""
+    to run a job that needs no step of its own. Outputs, the gate and `report` as in
+    `export`."""
     from kfp_components import runtime
 
     result = runtime.run_job(
@@ -157,6 +162,7 @@ def run_job(
         checkpoints=checkpoints,
         metrics=metrics,
         model=model,
+        report=report,
     )
     return runtime.published_outputs(result, export_base)
 

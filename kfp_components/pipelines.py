@@ -10,7 +10,7 @@ The gate's decision is made inside the export component (KFP's local runner has 
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import Artifact, ClassificationMetrics, Metrics, Model
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Metrics, Model
 
 from kfp_components import components
 
@@ -20,6 +20,7 @@ class TrainingOutputs(NamedTuple):
     checkpoints: Artifact
     metrics: Metrics
     classification: ClassificationMetrics
+    report: HTML
     export_path: str
     blessed: bool
 
@@ -35,6 +36,7 @@ class JobOutputs(NamedTuple):
     model: Model
     checkpoints: Artifact
     metrics: Metrics
+    report: HTML
     export_path: str
     blessed: bool
 
@@ -98,6 +100,7 @@ def training_pipeline(
         checkpoints=trained.outputs["checkpoints"],
         metrics=evaluated.outputs["metrics"],
         classification=evaluated.outputs["classification"],
+        report=exported.outputs["report"],
         export_path=exported.outputs["export_path"],
         blessed=exported.outputs["blessed"],
     )
@@ -133,6 +136,7 @@ def job_pipeline(
         model=job.outputs["model"],
         checkpoints=job.outputs["checkpoints"],
         metrics=job.outputs["metrics"],
+        report=job.outputs["report"],
         export_path=job.outputs["export_path"],
         blessed=job.outputs["blessed"],
     )

@@ -52,15 +52,28 @@ def overrides(
 
 
 def step(
-    name: str, spec: str, spec_overrides: str, fields: dict, fixed: dict | None = None, **kwargs
+    name: str,
+    spec: str,
+    spec_overrides: str,
+    fields: dict,
+    fixed: dict | None = None,
+    report=None,
+    **kwargs,
 ) -> dict:
     """Runs a core step with k2e's logs on stderr; any k2e error, bad overrides included,
-    ends as one clear line. `fixed`: overrides applied as they are, None values included."""
+    ends as one clear line. `fixed`: overrides applied as they are, None values included.
+    `report`: an HTML artifact the job's `k2e report` is written to after the step."""
 
     def run_step(merged):
         from k2e_core.steps import job
 
-        return job.STEPS[name](spec, merged, **kwargs)
+        result = job.STEPS[name](spec, merged, **kwargs)
+        if report is not None:
+            from k2e_core.steps.report import report_step
+
+            written = report_step(spec, report.path, merged)
+            report.metadata.update({"pictures": written["pictures"]})
+        return result
 
     return _reported(name, run_step, spec_overrides, fields, fixed)
 
@@ -83,7 +96,9 @@ def _reported(
             traceback.print_exc()
         print(f"k2e {name}: {failure.line}", file=sys.stderr, flush=True)
         raise SystemExit(failure.exit_code) from None
-    logging.getLogger("k2e").info("k2e %s: %s", name, json.dumps(result, default=str))
+    from k2e_core.records import summary_line
+
+    logging.getLogger("k2e").info("k2e %s: %s", name, summary_line(result))
     return result
 
 
@@ -156,10 +171,12 @@ def export(
     run_id: str,
     checkpoints,
     model,
+    report,
 ) -> dict:
     """Writes the verified SavedModel into `model`; the gate decides whether it becomes the
     next version under `export_base` or a kept candidate there. Without `export_base`, the
-    registry is a scratch one, removed afterwards: the gate has thresholds only."""
+    registry is a scratch one, removed afterwards: the gate has thresholds only. `report`:
+    the job's report page."""
     with _registry(export_base) as base:
         result = step(
             "export",
@@ -171,6 +188,7 @@ def export(
                 "export.base": base,
                 "run_id": run_id,
             },
+            report=report,
             metrics=json.loads(metrics_json) if metrics_json else None,
             read_only=True,
             copy_to=model.path,
@@ -192,10 +210,11 @@ def run_job(
     checkpoints,
     metrics,
     model,
+    report,
 ) -> dict:
     """The whole job in one process (TensorFlow is imported once): `checkpoints` is its
-    model_dir, `metrics` the evaluation, `model` the verified SavedModel; the gate publishes
-    it under `export_base` as in `export`."""
+    model_dir, `metrics` the evaluation, `model` the verified SavedModel, `report` the
+    job's report page; the gate publishes it under `export_base` as in `export`."""
     with _registry(export_base) as base:
         result = step(
             "run",
@@ -210,6 +229,7 @@ def run_job(
                 "export.base": base,
                 "run_id": run_id,
             },
+            report=report,
             copy_to=model.path,
         )
     _describe_checkpoints(checkpoints, result["train"])

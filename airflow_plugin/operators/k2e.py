@@ -26,8 +26,17 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk import Asset, AssetAlias, BaseOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
+from airflow.sdk import Asset, AssetAlias, BaseOperator, conf
+from airflow.sdk.exceptions import (
+    AirflowException,
+    AirflowFailException,
+    AirflowNotFoundException,
+    AirflowSkipException,
+)
+
+from airflow_plugin.links.k2e import K2eModelLink, K2eReportLink, K2eTensorBoardLink, links_for
+
+LINK_TEMPLATES = ("tensorboard_url", "model_url", "report_url")
 
 
 class K2eBaseOperator(BaseOperator):
@@ -41,11 +50,20 @@ class K2eBaseOperator(BaseOperator):
         that cannot carry TensorFlow themselves (templated)
     :param stop_timeout: seconds a step in `python` gets to save a checkpoint after the task
         is killed, before it is killed too
+    :param report: after the step, write `k2e report` (report.html in model_dir), link it
+        from the task, and return its location as XCom `report`
+    :param tensorboard_url: template of the task's TensorBoard link, with `{model_dir}`
+        (default: `[k2e] tensorboard_url` in the Airflow configuration; none: no link)
+    :param model_url: template of the published version's link, with `{export_path}`,
+        `{version}`, `{export_base}` (default: `[k2e] model_url`, else the location)
+    :param report_url: template of the report's link, with `{report}` (default:
+        `[k2e] report_url`, else the location)
     """
 
     step: str = ""
-    template_fields: Sequence[str] = ("spec", "overrides", "python")
+    template_fields: Sequence[str] = ("spec", "overrides", "python", *LINK_TEMPLATES)
     template_fields_renderers = {"spec": "json", "overrides": "json"}
+    operator_extra_links = (K2eTensorBoardLink(), K2eReportLink())
     ui_color = "#fde4c4"
 
     def __init__(
@@ -56,6 +74,10 @@ class K2eBaseOperator(BaseOperator):
         storage_conn_id: str | None = None,
         python: str | None = None,
         stop_timeout: float = 60,
+        report: bool = False,
+        tensorboard_url: str | None = None,
+        model_url: str | None = None,
+        report_url: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -64,18 +86,31 @@ class K2eBaseOperator(BaseOperator):
         self.storage_conn_id = storage_conn_id
         self.python = python
         self.stop_timeout = stop_timeout
+        self.report = report
+        self.tensorboard_url = tensorboard_url
+        self.model_url = model_url
+        self.report_url = report_url
+        self.k2e_links: dict[str, str] = {}
         self._child: subprocess.Popen | None = None
 
     def execute(self, context) -> dict:
+        from k2e_core.records import summary_line
+
         overrides = self._overrides()
-        if self.python:
-            result = self._run_in_interpreter(overrides)
-        else:
-            result = self._run_here(overrides)
-        self.log.info("k2e %s: %s", self.step, json.dumps(_summary(result), default=str))
+        result = self._run(self.step, overrides, self.step_kwargs())
+        if self.report:
+            result["report"] = self._run("report", overrides, {})["report"]
+        self.k2e_links = links_for(result, self._link_templates())
+        self.log.info("k2e %s: %s", self.step, summary_line(result))
         for key, value in result.items():  # `task.output["model_dir"]` in downstream tasks
             context["ti"].xcom_push(key=key, value=value)
         return result
+
+    def _link_templates(self) -> dict:
+        return {
+            name: getattr(self, name) or conf.get("k2e", name, fallback=None)
+            for name in LINK_TEMPLATES
+        }
 
     def step_kwargs(self) -> dict:
         """Extra keyword arguments of the core's step (and CLI flags in another interpreter)."""
@@ -132,49 +167,48 @@ class K2eBaseOperator(BaseOperator):
             raise self._failure(AirflowFailException, f"storage_conn_id: {err}") from None
 
     # ------------------------------------------------------------------ running
-    def _run_here(self, overrides: dict) -> dict:
+    def _run(self, step: str, overrides: dict, kwargs: dict) -> dict:
+        """The core's `step` (or `report`): here, or in `python`."""
+        if self.python:
+            return self._run_in_interpreter(step, overrides, kwargs)
         from k2e_core.errors import describe
 
         try:
-            return self._run_step(overrides)
+            return self._run_step(step, overrides, kwargs)
         except Exception as err:
             failure = describe(err)  # bad input and repeatable failures are not retried
             kind = AirflowException if failure.retryable else AirflowFailException
-            raise self._failure(kind, f"k2e {self.step}: {failure.line}") from (
+            raise self._failure(kind, f"k2e {step}: {failure.line}") from (
                 None if failure.expected else err
             )
 
-    def _run_step(self, overrides: dict) -> dict:
+    def _run_step(self, step: str, overrides: dict, kwargs: dict) -> dict:
+        if step == "report":
+            from k2e_core.steps.report import report_step
+
+            return report_step(self.spec, None, overrides)
         from k2e_core.steps.job import STEPS
 
-        return STEPS[self.step](self.spec, overrides, **self.step_kwargs())
+        return STEPS[step](self.spec, overrides, **kwargs)
 
     def _failure(self, kind, message: str) -> Exception:
         """The error, also logged as one line ahead of Airflow's traceback."""
         self.log.error("%s", message)
         return kind(message)
 
-    def _run_in_interpreter(self, overrides: dict) -> dict:
+    def _run_in_interpreter(self, step: str, overrides: dict, kwargs: dict) -> dict:
         spec = self.spec if isinstance(self.spec, str) else json.dumps(self.spec)
         with tempfile.TemporaryDirectory(prefix="k2e-task-") as tmp:
             overrides_file = os.path.join(tmp, "overrides.json")
             with os.fdopen(os.open(overrides_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
                 json.dump(overrides, f)
-            command = [
-                self.python,
-                "-m",
-                "k2e_core.cli",
-                self.step,
-                spec,
-                "--overrides",
-                overrides_file,
-            ]
-            for flag, value in self.step_kwargs().items():
+            command = [self.python, "-m", "k2e_core.cli", step, spec, "--overrides", overrides_file]
+            for flag, value in kwargs.items():
                 if value is not None:
                     command += [f"--{flag}", json.dumps(value)]
             stdout_path = os.path.join(tmp, "result.json")
             with open(stdout_path, "w") as stdout:
-                last_line = self._stream(command, stdout)
+                last_line = self._stream(step, command, stdout)
             rc = self._child.returncode
             with open(stdout_path) as f:
                 lines = f.read().strip().splitlines()
@@ -182,14 +216,14 @@ class K2eBaseOperator(BaseOperator):
             return json.loads(lines[-1])
         from k2e_core.errors import NOT_RETRYABLE
 
-        message = last_line or f"k2e {self.step} exited with code {rc}"
+        message = last_line or f"k2e {step} exited with code {rc}"
         raise self._failure(
             AirflowFailException if rc in NOT_RETRYABLE else AirflowException, message
         )
 
-    def _stream(self, command: list[str], stdout) -> str:
+    def _stream(self, step: str, command: list[str], stdout) -> str:
         """Runs `command`, its stderr (k2e's progress and errors) into the task log."""
-        self.log.info("running k2e %s in %s", self.step, self.python)
+        self.log.info("running k2e %s in %s", step, self.python)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self._child = subprocess.Popen(
             command, stdout=stdout, stderr=subprocess.PIPE, text=True, env=env
@@ -236,23 +270,35 @@ class _PublishesModel(K2eBaseOperator):
     paths); its extra holds the version, its path, the run, the metrics and the gate's
     reason. A DAG scheduled on `AssetAlias(model_asset_alias)` runs for every new serving
     version. A candidate the gate did not bless is kept under `candidates/` and emits no
-    event; the task still succeeds (the gate did its job) and XCom `blessed` is False.
+    event; the task ends as skipped with the gate's reason (XCom `blessed` is False), so the
+    grid shows it apart from a published version and downstream tasks are skipped too. A
+    retried run gets the same decision, and is skipped again.
+
+    :param skip_rejected: False: a candidate the gate did not bless ends the task as a
+        success instead
     """
 
-    def __init__(self, *, model_asset_alias: str | None = None, **kwargs):
+    operator_extra_links = (K2eTensorBoardLink(), K2eModelLink(), K2eReportLink())
+
+    def __init__(
+        self, *, model_asset_alias: str | None = None, skip_rejected: bool = True, **kwargs
+    ):
         if model_asset_alias:
             kwargs["outlets"] = [*kwargs.get("outlets", []), AssetAlias(name=model_asset_alias)]
         super().__init__(**kwargs)
         self.model_asset_alias = model_asset_alias
+        self.skip_rejected = skip_rejected
 
     def execute(self, context) -> dict:
         result = super().execute(context)
         if not result.get("blessed", True):
-            self.log.warning(
-                "not blessed, so not published: %s; the candidate is kept at %s",
-                result.get("reason"),
-                result.get("candidate_path"),
+            message = (
+                f"not blessed, so not published: {result.get('reason')}; the candidate is "
+                f"kept at {result.get('candidate_path')}"
             )
+            if self.skip_rejected:
+                raise AirflowSkipException(message)
+            self.log.warning("%s", message)
             return result
         if self.model_asset_alias:
             uri = _asset_uri(result["export_base"])
@@ -318,9 +364,9 @@ class K2eJobOperator(_PublishesModel):
             self.python = None  # the pods run TensorFlow; this task only submits and waits
         return super().execute(context)
 
-    def _run_step(self, overrides: dict) -> dict:
-        if not self.kubernetes:
-            return super()._run_step(overrides)
+    def _run_step(self, step: str, overrides: dict, kwargs: dict) -> dict:
+        if not self.kubernetes or step != "run":
+            return super()._run_step(step, overrides, kwargs)
         from k2e_core.distributed import tfjob
         from k2e_core.spec import load_spec
 
@@ -348,10 +394,6 @@ def _event_extra(result: dict) -> dict:
         "reason",
     )
     return json.loads(json.dumps({k: result.get(k) for k in keys}, default=str))
-
-
-def _summary(result: dict) -> dict:
-    return {k: v for k, v in result.items() if k not in ("train", "inputs", "outputs")}
 
 
 def _kill_if_running(child: subprocess.Popen) -> None:

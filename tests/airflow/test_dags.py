@@ -56,11 +56,13 @@ def test_every_dag_file_imports_fast_without_tensorflow():
 
 @pytest.mark.slow
 def test_three_scheduled_runs_publish_only_blessed_versions(
-    airflow_db, retraining_spec, example_data, tmp_path
+    airflow_db, retraining_spec, example_data, tmp_path, monkeypatch
 ):
     """Day 1 is published (no baseline), day 2 warm-starts from it and is published as
     better, day 3's drifted data gives a worse model: kept as a candidate, no asset event,
-    and the consumer keeps using version 2. Retrying day 3 changes nothing."""
+    its publish task skipped, and the consumer keeps using version 2. Retrying day 3 changes
+    nothing. Each publish task links TensorBoard, its report and the published version."""
+    monkeypatch.setenv("AIRFLOW__K2E__TENSORBOARD_URL", "https://tb.example.com/?run={model_dir}")
     spec = tmp_path / "retraining.json"
     spec.write_text(json.dumps(retraining_spec))
     root = tmp_path / "iris"
@@ -76,13 +78,27 @@ def test_three_scheduled_runs_publish_only_blessed_versions(
         assert proc.returncode == 0, proc.output[-3000:]
         return proc
 
-    for day in days:
-        run(day)
+    runs = {day: run(day) for day in days}
     assert (root / "runs" / "20261101T000000" / "model.ckpt-300.index").exists()
     assert sorted(os.listdir(root / "models" / "candidates")) == [
         "k2e_iris_retraining-20261103T000000"
     ]
     assert sorted(n for n in os.listdir(root / "models") if n.isdigit()) == ["1", "2"]
+    states = airflow_db.execute(
+        "SELECT state FROM task_instance WHERE dag_id=? AND task_id='publish' ORDER BY start_date",
+        ("k2e_iris_retraining",),
+    ).fetchall()
+    assert [state for (state,) in states] == ["success", "success", "skipped"]
+    assert "not blessed, so not published: " in runs[3].output
+    tensorboard = _xcom(airflow_db, "k2e_iris_retraining", "publish", "_link_K2eTensorBoardLink")
+    assert tensorboard == [
+        f"https://tb.example.com/?run={root}/runs/2026110{d}T000000" for d in (1, 2, 3)
+    ]
+    reports = _xcom(airflow_db, "k2e_iris_retraining", "publish", "_link_K2eReportLink")
+    assert reports == [f"file://{root}/runs/2026110{d}T000000/report.html" for d in (1, 2, 3)]
+    assert all((root / "runs" / f"2026110{d}T000000" / "report.html").exists() for d in (1, 2, 3))
+    published = _xcom(airflow_db, "k2e_iris_retraining", "publish", "_link_K2eModelLink")
+    assert published == [f"file://{root}/models/1", f"file://{root}/models/2", ""]
     blessed = _xcom(airflow_db, "k2e_iris_retraining", "publish", "blessed")
     reasons = _xcom(airflow_db, "k2e_iris_retraining", "publish", "reason")
     assert blessed == [True, True, False]

@@ -364,3 +364,70 @@ def test_job_operator_on_kubernetes_submits_the_tfjob_waits_and_publishes_once(
     (event,) = ctx["outlet_events"][AssetAlias(name="iris-model")].asset_alias_events
     assert event.extra["version"] == 1 and event.dest_asset_key.uri == f"{root}/export"
     assert retried["version"] == 1 and not retried["submitted"]  # re-attached, nothing new
+
+
+def test_a_job_links_tensorboard_the_version_and_the_report_and_logs_its_metrics(
+    iris_spec, monkeypatch, capfd
+):
+    """The task page's extra links (stored by the task runner from `get_link` when the task
+    ends): TensorBoard from the `[k2e]` configuration's template, the published version,
+    the report written after the job. The log's summary line has the outcome and metrics."""
+    monkeypatch.setenv(
+        "AIRFLOW__K2E__TENSORBOARD_URL", "https://tensorboard.example.com/#scalars&dir={model_dir}"
+    )
+    op = K2eJobOperator(task_id="job", spec=iris_spec, report=True)
+    assert [link.name for link in op.operator_extra_links] == [
+        "TensorBoard",
+        "Published version",
+        "k2e report",
+    ]
+    ctx = task_context()
+    result = op.execute(ctx)
+    links = {link.name: link.get_link(op, ti_key=None) for link in op.operator_extra_links}
+    assert links == {
+        "TensorBoard": "https://tensorboard.example.com/#scalars&dir=" + iris_spec["model_dir"],
+        "Published version": "file://" + result["export_path"],
+        "k2e report": "file://" + os.path.join(iris_spec["model_dir"], "report.html"),
+    }
+    assert ctx["ti"].xcoms["report"] == os.path.join(iris_spec["model_dir"], "report.html")
+    assert "<img " in open(ctx["ti"].xcoms["report"]).read()
+    logged = capfd.readouterr()
+    (line,) = [x for x in (logged.out + logged.err).splitlines() if "k2e run: " in x]
+    line = line[line.index("k2e run: ") :]
+    assert line.startswith("k2e run: version 1 published (no gate metrics set); accuracy ")
+    assert "loss " in line and "; step 60; " in line and " steps/s" in line
+    # a template on the operator wins over the configuration's; fields are URL-quoted
+    op = K2eTrainOperator(task_id="t", spec=iris_spec, tensorboard_url="https://tb/{model_dir}")
+    assert op._link_templates()["tensorboard_url"] == "https://tb/{model_dir}"
+    from airflow_plugin.links.k2e import links_for
+
+    assert links_for({"model_dir": "s3://b/a run"}, op._link_templates()) == {
+        "TensorBoard": "https://tb/s3://b/a%20run"
+    }
+
+
+@pytest.mark.parametrize("python", [None, sys.executable], ids=["here", "interpreter"])
+def test_a_rejected_candidate_skips_the_task_with_the_gate_reason_and_a_retry_too(
+    retraining_spec, example_data, tmp_path, python
+):
+    """Before: a candidate the gate rejected was a green success with one WARNING line."""
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    from k2e_core.spec import apply_overrides
+    from tests.conftest import retraining_day
+
+    K2eJobOperator(task_id="day1", spec=retraining_spec).execute(task_context())
+    day3 = apply_overrides(retraining_spec, retraining_day(3, example_data, tmp_path))
+    reasons = []
+    for _ in range(2):  # a retry of the same run gets the same decision
+        ctx = task_context()
+        op = K2eJobOperator(task_id="day3", spec=day3, python=python, report=True)
+        with pytest.raises(AirflowSkipException, match="not blessed, so not published: ") as e:
+            op.execute(ctx)
+        reasons.append(str(e.value))
+        assert ctx["ti"].xcoms["blessed"] is False
+        assert "candidates/day3" in ctx["ti"].xcoms["candidate_path"]
+        assert set(op.k2e_links) == {"k2e report"}  # nothing was published
+    assert reasons[0] == reasons[1] and "(baseline version 1:" in reasons[0]
+    kept = K2eJobOperator(task_id="day3", spec=day3, skip_rejected=False).execute(task_context())
+    assert kept["blessed"] is False

@@ -72,6 +72,7 @@ def test_compiled_pipeline_parses_into_a_pipeline_spec(compiled):
         "checkpoints": "system.Artifact",
         "metrics": "system.Metrics",
         "classification": "system.ClassificationMetrics",
+        "report": "system.HTML",
     }
 
 
@@ -224,6 +225,12 @@ def test_job_pipeline_runs_the_whole_job_as_one_task(local_runner, iris_spec, tm
     assert os.path.exists(os.path.join(outputs["checkpoints"].path, "model.ckpt-60.index"))
     served = tf.saved_model.load(outputs["model"].path).signatures["serving_default"]
     assert list(served(dense_input=tf.constant([[5.0, 3.4, 1.5, 0.2]])).values())[0].shape == (1, 3)
+    # the report beside the Metrics: an HTML artifact the KFP UI shows as a page
+    report = outputs["report"]
+    with open(report.path) as f:
+        page = f.read()
+    assert page.startswith("<!DOCTYPE html>") and "Confusion matrix" in page
+    assert page.count("<img ") == report.metadata["pictures"] == 5
 
 
 def test_bad_input_fails_the_component_with_one_line_and_no_traceback(
