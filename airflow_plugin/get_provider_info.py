@@ -19,4 +19,40 @@ def get_provider_info() -> dict:
                 "hook-name": "k2e storage (fsspec options)",
             }
         ],
+        "extra-links": [
+            "airflow_plugin.links.k2e.K2eTensorBoardLink",
+            "airflow_plugin.links.k2e.K2eModelLink",
+            "airflow_plugin.links.k2e.K2eReportLink",
+        ],
+        "config": {
+            "k2e": {
+                "description": "Links on the k2e operators' task pages (an operator's own "
+                "argument of the same name wins).",
+                "options": {
+                    "tensorboard_url": _link_option(
+                        "TensorBoard link of a task, with {model_dir}; unset: no link",
+                        "https://tensorboard.example.com/#scalars&logdir={model_dir}",
+                    ),
+                    "model_url": _link_option(
+                        "Link of a published version, with {export_path}, {version}, "
+                        "{export_base}; unset: the version's location",
+                        "https://models.example.com/browse?path={export_path}",
+                    ),
+                    "report_url": _link_option(
+                        "Link of a task's k2e report, with {report}; unset: its location",
+                        "https://storage.example.com/view?path={report}",
+                    ),
+                },
+            }
+        },
+    }
+
+
+def _link_option(description: str, example: str) -> dict:
+    return {
+        "description": description,
+        "version_added": "0.1.0",
+        "type": "string",
+        "example": example,
+        "default": None,
     }

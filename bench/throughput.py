@@ -11,6 +11,11 @@ of steps, after a warm-up. Measured side by side in each repetition, in turns:
   * upstream `tf.keras.estimator.model_to_estimator` with its default RunConfig, the same
     input_fn and the same timing hook, for reference.
 Reported in examples/s: medians, k2e / Keras per repetition (median, min-max).
+
+What TensorBoard costs: k2e's defaults (train curves every 100 steps, five evaluations
+during training, a checkpoint at each) against the same job without them
+(`run_config.save_summary_steps: 0`, `eval.every_steps: end`), in turns. The rate is the
+training rate (evaluation time left out); the evaluations' wall time is reported beside it.
 """
 
 from __future__ import annotations
@@ -231,6 +236,65 @@ def measure_cell(model, fmt_, batch, steps, reps, work) -> dict:
     )
 
 
+#: The cells whose TensorBoard cost is measured: the fastest steps, where it shows most.
+CURVES_CELLS = (("iris", "tfrecord", 32), ("two_io", "tfrecord", 32))
+NO_CURVES = {"run_config.save_summary_steps": 0, "eval.every_steps": "end"}
+
+
+def k2e_train(spec) -> dict:
+    from k2e_core.steps import job
+
+    with job.open_job(spec) as j:
+        j.check_data()
+        began = time.perf_counter()
+        result = job._train(j)
+        result["wall_seconds"] = time.perf_counter() - began
+        return result
+
+
+def measure_curves(model, fmt_, batch, steps, reps, work) -> dict:
+    """k2e's default TensorBoard curves and evaluations against none, same job, in turns."""
+    import tensorflow as tf
+
+    train_file, mapping = write_data(model, MODELS[model][1], fmt_, work)
+    samples = {"curves": [], "none": []}
+    walls = {"curves": [], "none": []}
+    for rep in range(reps):
+        order = ["curves", "none"]
+        for side in order if rep % 2 == 0 else order[::-1]:
+            model_dir = tempfile.mkdtemp(dir=work)
+            spec = _spec(model, train_file, mapping, batch, steps, model_dir)
+            if side == "none":
+                from k2e_core.spec import load_spec
+
+                spec = load_spec(spec, NO_CURVES)
+            result = k2e_train(spec)
+            samples[side].append(result["examples_per_second"])
+            walls[side].append(result["wall_seconds"])
+            shutil.rmtree(model_dir, ignore_errors=True)
+            tf.keras.backend.clear_session()
+    print(f"{model} {fmt_} b{batch} curves: {samples}, wall {walls}", file=sys.stderr, flush=True)
+    ratio = spread(ratios(samples["curves"], samples["none"]), 2)
+    return row(
+        PART,
+        f"{model} {fmt_} b{batch} TensorBoard defaults",
+        spread(samples["curves"], 1),
+        "examples/s",
+        baseline=spread(samples["none"], 1),
+        baseline_name="no curves, evaluation at the end",
+        ratio=ratio,
+        target=">= 0.95x without curves",
+        met=ratio["median"] is not None and ratio["median"] >= 0.95,
+        kind="curves",
+        model=model,
+        format=fmt_,
+        batch=batch,
+        steps=steps,
+        wall=spread(walls["curves"], 2),
+        wall_baseline=spread(walls["none"], 2),
+    )
+
+
 def measure(reps: int, quick: bool, models) -> list:
     from k2e_core.estimator import compat  # noqa: F401 - TensorFlow, quietly
 
@@ -244,6 +308,10 @@ def measure(reps: int, quick: bool, models) -> list:
                         full_steps //= CSV_STEPS_DIVISOR.get(model, 1)
                     steps = QUICK_STEPS if quick else full_steps
                     rows.append(measure_cell(model, fmt_, batch, steps, reps, work))
+        for model, fmt_, batch in CURVES_CELLS:
+            if model in models:
+                steps = QUICK_STEPS if quick else MODELS[model][2]
+                rows.append(measure_curves(model, fmt_, batch, steps, reps, work))
         return rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -255,13 +323,34 @@ def table(rows) -> list:
         "| k2e | k2e / Keras fit | >= 1.0x |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    curves = [r for r in rows if r.get("kind") == "curves"]
     for r in rows:
+        if r in curves:
+            continue
         lines.append(
             f"| {r['model']} | {r['format']} | {r['batch']} | {r['steps']} "
             f"| {fmt_spread(r['baseline'], 0)} "
             f"| {fmt_spread(r['upstream'], 0)} ({fmt(r['upstream_ratio']['median'], 2)}x) "
             f"| {fmt_spread(r['value'], 0)} | {fmt_spread(r['ratio'], 2, 'x')} | {met_cell(r)} |"
         )
+    if curves:
+        lines += [
+            "",
+            "What TensorBoard costs (k2e's defaults against no curves and one evaluation at "
+            "the end; training rate, evaluation time left out, and the whole train step's "
+            "wall time):",
+            "",
+            "| model | data | batch | steps | no curves | TensorBoard defaults | ratio "
+            "| >= 0.95x | wall: no curves | wall: defaults |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in curves:
+            lines.append(
+                f"| {r['model']} | {r['format']} | {r['batch']} | {r['steps']} "
+                f"| {fmt_spread(r['baseline'], 0)} | {fmt_spread(r['value'], 0)} "
+                f"| {fmt_spread(r['ratio'], 2, 'x')} | {met_cell(r)} "
+                f"| {fmt_spread(r['wall_baseline'], 2)} s | {fmt_spread(r['wall'], 2)} s |"
+            )
     return lines
 
 

@@ -110,3 +110,31 @@ def test_a_k2e_storage_connection_whose_extra_is_not_per_protocol_is_refused():
     conn = Connection(conn_id="f", conn_type="k2e_storage", extra=json.dumps({"anon": True}))
     with pytest.raises(ValueError, match="extra must map a protocol to its fsspec options"):
         options_from_connection(conn)
+
+
+def test_the_extra_links_and_the_k2e_config_section_are_registered():
+    """Airflow validates provider info against its schema, lists the links, and knows the
+    `[k2e]` options (and their defaults) that the links' templates come from."""
+    import os
+
+    import jsonschema
+
+    schema_path = os.path.join(
+        os.path.dirname(importlib.import_module("airflow").__file__), "provider_info.schema.json"
+    )
+    with open(schema_path) as f:
+        jsonschema.validate(get_provider_info(), json.load(f))
+    proc = airflow("providers", "links", "--output", "json")
+    assert proc.returncode == 0, proc.stderr
+    links = {
+        entry["extra_link_class_name"]
+        for entry in json.loads(proc.stdout[proc.stdout.index("[") :])
+    }
+    assert {
+        "airflow_plugin.links.k2e.K2eTensorBoardLink",
+        "airflow_plugin.links.k2e.K2eModelLink",
+        "airflow_plugin.links.k2e.K2eReportLink",
+    } <= links
+    proc = airflow("config", "list", "--section", "k2e", "--include-descriptions")
+    assert proc.returncode == 0, proc.stderr
+    assert "tensorboard_url" in proc.stdout and "{model_dir}" in proc.stdout
