@@ -53,21 +53,7 @@ def parser() -> argparse.ArgumentParser:
     for name, text in STEP_HELP.items():
         s = sub.add_parser(name, help=text, description=text)
         s.add_argument("spec", help="job spec: YAML/JSON file path or URL")
-        s.add_argument(
-            "--set",
-            dest="overrides",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help="override a spec field, e.g. --set train.steps=200 (repeatable)",
-        )
-        s.add_argument(
-            "--overrides",
-            dest="overrides_file",
-            metavar="FILE",
-            help="JSON/YAML file of {KEY: VALUE} overrides, applied before --set "
-            "(keeps secrets such as storage.options off the command line)",
-        )
+        _add_overrides(s, "train.steps=200")
         if name in ("run", "train", "validate"):
             s.add_argument(
                 "--full",
@@ -122,20 +108,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--out", help="where to write it, a path or URL (default: report.html in model_dir)"
     )
-    s.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec field (repeatable)",
-    )
-    s.add_argument(
-        "--overrides",
-        dest="overrides_file",
-        metavar="FILE",
-        help="JSON/YAML file of {KEY: VALUE} overrides, applied before --set",
-    )
+    _add_overrides(s, "model_dir=s3://bucket/runs/day2")
     s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
     s = sub.add_parser(
         "tfjob",
@@ -144,20 +117,7 @@ def parser() -> argparse.ArgumentParser:
         "(kubeflow.org/v1): YAML on stdout, or --submit to create it and wait.",
     )
     s.add_argument("spec", help="job spec: YAML/JSON file path or URL")
-    s.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a spec field, e.g. --set cluster.workers=4 (repeatable)",
-    )
-    s.add_argument(
-        "--overrides",
-        dest="overrides_file",
-        metavar="FILE",
-        help="JSON/YAML file of {KEY: VALUE} overrides, applied before --set",
-    )
+    _add_overrides(s, "cluster.workers=4")
     s.add_argument("--name", help="TFJob name, also the run id (default: from the spec)")
     s.add_argument(
         "--submit",
@@ -178,6 +138,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("name", nargs="?", default="spec", choices=SCHEMA_NAMES)
     s.add_argument("-v", "--verbose", action="store_true", help=argparse.SUPPRESS)
     return p
+
+
+def _add_overrides(s: argparse.ArgumentParser, example: str) -> None:
+    s.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a spec field, e.g. --set {example} (repeatable)",
+    )
+    s.add_argument(
+        "--overrides",
+        dest="overrides_file",
+        metavar="FILE",
+        help="JSON/YAML file of {KEY: VALUE} overrides, applied before --set "
+        "(keeps secrets such as storage.options off the command line)",
+    )
 
 
 def _emit(result: dict) -> None:

@@ -34,6 +34,7 @@ def progress_hook(total_steps: int, every_secs: float):
         and fills the input pipeline) to the end; None after fewer than two steps."""
 
         steps, rate, final_step, last_step = 0, None, None, None
+        losses = 0.0, 0  # (sum, count) of the step losses since `take_mean_loss`
 
         def begin(self):
             self._global_step = tf.compat.v1.train.get_global_step()
@@ -57,6 +58,8 @@ def progress_hook(total_steps: int, every_secs: float):
 
         def after_run(self, run_context, run_values):
             self._loss = run_values.results.get("loss")
+            if self._loss is not None:
+                self.losses = self.losses[0] + float(self._loss), self.losses[1] + 1
             self.last_step = int(run_values.results["step"]) + 1
             if self._start_step is None:
                 self._start_step = int(run_values.results["step"]) + 1
@@ -71,6 +74,12 @@ def progress_hook(total_steps: int, every_secs: float):
                 self.rate = (step - self._start_step) / (time.perf_counter() - self._start_time)
             if step != self._last_step:
                 self._report(step, self._loss, final=True)
+
+        def take_mean_loss(self):
+            """The mean step loss since the last call (None: no step), and a new window."""
+            total, count = self.losses
+            self.losses = 0.0, 0
+            return total / count if count else None
 
         def exclude(self, seconds):
             """Leaves `seconds` the training loop spent on something else (an evaluation)

@@ -104,6 +104,7 @@ def _training_hooks(estimator, spec, examples_per_step, chief=True):
                 spec.run_config.save_summary_steps,
                 spec.train.steps,
                 examples_per_step,
+                progress,
             )
         )
     return progress, hooks

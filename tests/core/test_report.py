@@ -140,3 +140,26 @@ def test_nothing_to_report_is_one_line_and_exit_2(tmp_path):
         and "nothing to report on" in stderr
     )
     assert "run the job first" in stderr
+
+
+def test_a_job_on_s3_gets_its_report_from_the_event_files_there(iris_spec, s3):
+    """model_dir and export base on an S3 server: the event files are fetched, the page is
+    written back to the bucket."""
+    import s3fs
+
+    from k2e_core.steps import job, report
+    from tests.conftest import BUCKET
+
+    spec = {
+        **iris_spec,
+        "model_dir": f"s3://{BUCKET}/iris/model",
+        "export": {"base": f"s3://{BUCKET}/iris/export"},
+        "storage": {"options": s3},
+    }
+    job.run(spec)
+    out = f"s3://{BUCKET}/iris/report.html"
+    result = report.report_step(spec, out)
+    assert result["report"] == out and result["pictures"] == 5
+    assert {"loss", "accuracy", "global_step/sec"} <= set(result["curves"])
+    page = s3fs.S3FileSystem(**s3["s3"]).cat(out).decode()
+    assert page.count("<img ") == 5 and 'Gate: 1 <span class="blessed">' in page
