@@ -350,6 +350,12 @@ class K2eJobOperator(_PublishesModel):
         kube_context: str | None = None,
         **kwargs,
     ):
+        if kubernetes and kwargs.get("report"):
+            raise ValueError(
+                "report=True with kubernetes=True: the report reads the job's model with "
+                "TensorFlow, which this task does not have; run k2e report in a later task "
+                "(K2eEvaluateOperator(report=True, python=...))"
+            )
         super().__init__(**kwargs)
         self.kubernetes = kubernetes
         self.kube_config = kube_config

@@ -31,16 +31,20 @@ def report_step(target, out: str | None = None, overrides=None) -> dict:
     """Writes the report of `target` (a job spec, or an export base URL) to `out` (a local
     path or URL; default: report.html under model_dir, or under the base).
     Result: `records.ReportResult`."""
-    page = gather(target, overrides)
-    out = out or storage.join(page["model_dir"] or page["base"], "report.html")
-    text = render(page)
-    if storage.is_local(out):
-        path = storage.local_path(out)
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-    else:
-        storage.write_bytes(out, text.encode())
+    from k2e_core.spec import load_spec
+
+    spec = load_spec(target, overrides) if is_spec(target) else None
+    with storage.configured(spec.storage.options if spec else None):
+        page = gather(spec if spec is not None else target, _title(target))
+        out = out or storage.join(page["model_dir"] or page["base"], "report.html")
+        text = render(page)
+        if storage.is_local(out):
+            path = storage.local_path(out)
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        else:
+            storage.write_bytes(out, text.encode())
     return records.as_result(
         records.ReportResult,
         {
@@ -61,37 +65,38 @@ def is_spec(target) -> bool:
     return target.lstrip().startswith("{") or target.lower().endswith(SPEC_SUFFIXES)
 
 
-def gather(target, overrides=None) -> dict:
-    """What the page shows, as plain data. `target`: a job spec or an export base URL."""
-    from k2e_core.spec import load_spec
+def _title(target) -> str | None:
+    if isinstance(target, str) and not target.lstrip().startswith("{"):
+        return os.path.basename(target.rstrip("/"))
+    return None
 
-    spec = load_spec(target, overrides) if is_spec(target) else None
-    settings = spec.storage.options if spec else None
-    with storage.configured(settings):
-        if spec is not None:
-            model_dir = spec.path(spec.model_dir)
-            base = spec.path(spec.export.base) if spec.export else None
-            named = isinstance(target, str) and not target.lstrip().startswith("{")
-            title = os.path.basename(target) if named else os.path.basename(model_dir)
-        else:
-            model_dir, base, title = None, target, target.rstrip("/").rsplit("/", 1)[-1]
-        history = sorted(
-            registry.entries(base) if base and storage.exists(base) else [],
-            key=lambda r: r.get("created") or "",
+
+def gather(spec_or_base, title: str | None = None) -> dict:
+    """What the page shows, as plain data: of a job spec (a loaded `JobSpec`), or of an
+    export base URL. Storage is configured by the caller."""
+    if isinstance(spec_or_base, str):
+        spec, model_dir, base = None, None, spec_or_base
+    else:
+        spec = spec_or_base
+        model_dir = spec.path(spec.model_dir)
+        base = spec.path(spec.export.base) if spec.export else None
+    history = sorted(
+        registry.entries(base) if base and storage.exists(base) else [],
+        key=lambda r: r.get("created") or "",
+    )
+    if model_dir is None and history:
+        model_dir = history[-1].get("source", {}).get("model_dir")
+    curves = read_curves(model_dir) if model_dir and storage.exists(model_dir) else {}
+    if not curves and not history:
+        raise SpecError(
+            "report",
+            f"nothing to report on: no event files under {storage.redact(model_dir or '-')} "
+            f"and no versions under {storage.redact(base or '-')}",
+            "run the job first (k2e run SPEC), or pass its spec or export base",
         )
-        if model_dir is None and history:
-            model_dir = history[-1].get("source", {}).get("model_dir")
-        curves = read_curves(model_dir) if model_dir and storage.exists(model_dir) else {}
-        if not curves and not history:
-            raise SpecError(
-                "report",
-                f"nothing to report on: no event files under {storage.redact(model_dir or '-')} "
-                f"and no versions under {storage.redact(base or '-')}",
-                "run the job first (k2e run SPEC), or pass its spec or export base",
-            )
-        confusion = _confusion_matrix(spec) if spec is not None and curves else None
+    confusion = _confusion_matrix(spec) if spec is not None and curves else None
     return {
-        "title": title,
+        "title": title or os.path.basename(str(model_dir or base).rstrip("/")),
         "model_dir": model_dir,
         "base": base,
         "curves": curves,

@@ -431,3 +431,8 @@ def test_a_rejected_candidate_skips_the_task_with_the_gate_reason_and_a_retry_to
     assert reasons[0] == reasons[1] and "(baseline version 1:" in reasons[0]
     kept = K2eJobOperator(task_id="day3", spec=day3, skip_rejected=False).execute(task_context())
     assert kept["blessed"] is False
+
+
+def test_a_report_from_a_task_without_tensorflow_is_refused_when_the_dag_is_parsed():
+    with pytest.raises(ValueError, match="report=True with kubernetes=True: the report reads"):
+        K2eJobOperator(task_id="job", spec="job.yaml", kubernetes=True, report=True)

@@ -106,7 +106,9 @@ def test_the_report_holds_what_the_registry_and_evaluation_say(two_days):
     from k2e_core.steps import job, report
 
     _, day2 = two_days
-    page = report.gather(json.dumps(day2))
+    from k2e_core.spec import load_spec
+
+    page = report.gather(load_spec(day2))
     evaluated = job.evaluate_step(day2, read_only=True)
     assert page["confusion"] == evaluated["confusion_matrix"]
     entries = registry.entries(day2["export"]["base"])

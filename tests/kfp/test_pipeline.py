@@ -186,6 +186,7 @@ def test_three_scheduled_runs_publish_only_blessed_versions(
 
     # What a retried export task runs (the local runner takes no input artifacts alone).
     retry_model = SimpleNamespace(path=str(tmp_path / "retry-model"), metadata={})
+    retry_report = SimpleNamespace(path=str(tmp_path / "retry-report.html"), metadata={})
     retried = runtime.export(
         spec=spec,
         spec_overrides="{}",
@@ -195,6 +196,7 @@ def test_three_scheduled_runs_publish_only_blessed_versions(
         run_id=run_id,
         checkpoints=runs[2]["checkpoints"],
         model=retry_model,
+        report=retry_report,
     )
     assert retried["blessed"] is False and retried["reason"] == third["reason"]
     assert retry_model.metadata["candidate"] == third["candidate"]
