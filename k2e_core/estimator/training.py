@@ -116,18 +116,25 @@ def global_step(estimator) -> int:
     return int(ckpt.rsplit("-", 1)[1]) if ckpt else 0
 
 
-def train(estimator, train_input_fn, spec, examples_per_step: int, listeners=()) -> dict:
-    """Trains to `spec.train.steps` total steps (a rerun resumes and stops there)."""
-    start_step = global_step(estimator)
-    target = spec.train.steps
+def _starts_training(estimator, spec) -> bool:
+    """Logs where training goes from; False when model_dir already holds train.steps."""
+    start_step, target = global_step(estimator), spec.train.steps
     if start_step >= target:
         log.info(
             "model_dir already holds step %d >= train.steps %d; nothing to train",
             start_step,
             target,
         )
-        return _train_result(estimator, 0.0)
+        return False
     log.info("training from step %d to %d", start_step, target)
+    return True
+
+
+def train(estimator, train_input_fn, spec, examples_per_step: int, listeners=()) -> dict:
+    """Trains to `spec.train.steps` total steps (a rerun resumes and stops there)."""
+    target = spec.train.steps
+    if not _starts_training(estimator, spec):
+        return _train_result(estimator, 0.0)
     hook, hooks = _training_hooks(estimator, spec, examples_per_step)
     began = time.perf_counter()
     with _diverged_as_error(estimator, hook):
@@ -262,15 +269,8 @@ def train_and_evaluate(
     """`tf.estimator.train_and_evaluate`: evaluations at `spec.eval_every_steps()` (with a
     checkpoint at each) or at checkpoints, and early stopping on `train.early_stopping`.
     The result's `metrics` are the last evaluation's."""
-    start_step = global_step(estimator)
-    if start_step >= spec.train.steps:
-        log.info(
-            "model_dir already holds step %d >= train.steps %d; nothing to train",
-            start_step,
-            spec.train.steps,
-        )
+    if not _starts_training(estimator, spec):
         return _train_result(estimator, 0.0)
-    log.info("training from step %d to %d", start_step, spec.train.steps)
     progress, hooks = _training_hooks(estimator, spec, examples_per_step)
     if spec.train.early_stopping:
         hooks.insert(1, early_stopping_hook(estimator, spec))
