@@ -2,9 +2,9 @@
 
 Training writes, every `run_config.save_summary_steps` steps, to model_dir's own run:
 `loss` (the mean over the steps since the last point), every compiled metric under the
-name evaluation gives it (`accuracy`, ...; over the same steps), `global_step/sec` and
-`examples/sec`. Evaluation writes the same names to `eval/`, so train and eval curves
-overlay; the gate's baseline goes to `eval_baseline/`.
+name evaluation gives it (`accuracy`, ...; over the last tenth of those steps),
+`global_step/sec` and `examples/sec`. Evaluation writes the same names to `eval/`, so
+train and eval curves overlay; the gate's baseline goes to `eval_baseline/`.
 """
 
 from __future__ import annotations

@@ -38,13 +38,7 @@ def report_step(target, out: str | None = None, overrides=None) -> dict:
         page = gather(spec if spec is not None else target, _title(target))
         out = out or storage.join(page["model_dir"] or page["base"], "report.html")
         text = render(page)
-        if storage.is_local(out):
-            path = storage.local_path(out)
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
-        else:
-            storage.write_bytes(out, text.encode())
+        storage.write_bytes(out, text.encode())
     return records.as_result(
         records.ReportResult,
         {
@@ -253,7 +247,7 @@ def history_picture(history: list) -> str | None:
         },
         key=lambda t: (t != "loss", t),
     )
-    if not names or len(history) < 1:
+    if not names:
         return None
     figure = _figure(7.0, 2.4 * len(names))
     axes_list = figure.subplots(len(names), 1, squeeze=False, sharex=True)[:, 0]
