@@ -72,7 +72,8 @@ def iris_spec(example_data, tmp_path):
 
 
 def iris_job(example_data, root) -> dict:
-    """The iris job's spec (CSV, 60 steps), writing model_dir and export under `root`."""
+    """The iris job's spec (CSV, 60 steps, evaluated once at the end), writing model_dir and
+    export under `root`."""
     return {
         "model": {"factory": os.path.join(EXAMPLES, "models.py") + ":iris_model"},
         "model_dir": str(root / "model"),
@@ -86,6 +87,8 @@ def iris_job(example_data, root) -> dict:
             "batch_size": 16,
         },
         "train": {"steps": 60},
+        # one evaluation, after training: the default cadence (five) has tests of its own
+        "eval": {"every_steps": "end"},
         "run_config": {"tf_random_seed": 1, "log_every_secs": 0.05},
         "export": {"base": str(root / "export")},
     }

@@ -30,7 +30,8 @@ def test_checkpoints_are_saved_by_time_and_at_each_evaluation(iris_spec):
     result = job.train_step(by_time)
     assert checkpoints(iris_spec["model_dir"]) == [0, 2500]
     assert result["evaluations"] == 1
-    default = dict(iris_spec, train={"steps": 2500}, model_dir=iris_spec["model_dir"] + "-eval")
+    defaults = {k: v for k, v in iris_spec.items() if k != "eval"}
+    default = dict(defaults, train={"steps": 2500}, model_dir=iris_spec["model_dir"] + "-eval")
     result = job.train_step(default)
     assert checkpoints(default["model_dir"]) == [500, 1000, 1500, 2000, 2500]  # keeps 5
     assert result["evaluations"] == 5

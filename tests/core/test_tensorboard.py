@@ -109,7 +109,7 @@ def test_evaluation_cadence_is_chosen_in_the_spec(iris_spec):
     assert not os.path.isdir(os.path.join(at_end["model_dir"], "eval"))  # train alone
     assert "evaluations" not in result
     by_checkpoint = dict(
-        iris_spec,
+        {k: v for k, v in iris_spec.items() if k != "eval"},  # the default follows checkpoints
         model_dir=iris_spec["model_dir"] + "-ckpt",
         run_config={**iris_spec["run_config"], "save_checkpoints_steps": 20},
     )
