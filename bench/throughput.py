@@ -242,6 +242,9 @@ def measure_cell(model, fmt_, batch, steps, reps, work) -> dict:
 
 #: The cells whose TensorBoard cost is measured: the fastest steps, where it shows most.
 CURVES_CELLS = (("iris", "tfrecord", 32), ("two_io", "tfrecord", 32))
+#: Runs of one setting on these machines differ by up to a third: a few percent needs more
+#: and longer turns than the throughput cells.
+CURVES_REPS, CURVES_STEPS = 8, 8000
 CURVES_SIDES = {
     "none": {"run_config.save_summary_steps": 0, "eval.every_steps": "end"},
     "curves": {"eval.every_steps": "end"},
@@ -316,8 +319,8 @@ def measure(reps: int, quick: bool, models) -> list:
                     rows.append(measure_cell(model, fmt_, batch, steps, reps, work))
         for model, fmt_, batch in CURVES_CELLS:
             if model in models:
-                steps = QUICK_STEPS if quick else MODELS[model][2]
-                rows.append(measure_curves(model, fmt_, batch, steps, reps, work))
+                steps, turns = (QUICK_STEPS, reps) if quick else (CURVES_STEPS, CURVES_REPS)
+                rows.append(measure_curves(model, fmt_, batch, steps, turns, work))
         return rows
     finally:
         shutil.rmtree(work, ignore_errors=True)

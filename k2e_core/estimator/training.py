@@ -51,7 +51,10 @@ class Diverged(K2eError):
 
 
 @contextlib.contextmanager
-def _diverged_as_error(estimator, progress):
+def _training(estimator, progress):
+    """Around a training loop: a NaN loss becomes `Diverged`, and the event files are closed
+    after it (TensorFlow keeps a writer thread and an open file per directory for the life
+    of the process: a worker running job after job would pile them up)."""
     try:
         yield
     except tf.compat.v1.train.NanLossDuringTrainingError:
@@ -62,6 +65,8 @@ def _diverged_as_error(estimator, progress):
             f"{'; ' + os.path.basename(kept) + ' is kept' if kept else ''}); lower the learning "
             "rate, or look for NaN/inf in the data (k2e validate --full)"
         ) from None
+    finally:
+        tf.compat.v1.summary.FileWriterCache.clear()
 
 
 def _raise_if_stopped(estimator):
@@ -137,7 +142,7 @@ def train(estimator, train_input_fn, spec, examples_per_step: int, listeners=())
         return _train_result(estimator, 0.0)
     hook, hooks = _training_hooks(estimator, spec, examples_per_step)
     began = time.perf_counter()
-    with _diverged_as_error(estimator, hook):
+    with _training(estimator, hook):
         estimator.train(
             train_input_fn, max_steps=target, hooks=hooks, saving_listeners=list(listeners)
         )
@@ -163,7 +168,10 @@ def _train_result(estimator, wall_seconds, hook=None, examples_per_step=0):
 def evaluate(estimator, eval_input_fn, spec, label=None) -> dict:
     """Evaluates the latest checkpoint; `label` names what it is in the log (default: its step)."""
     began = time.perf_counter()
-    metrics = estimator.evaluate(eval_input_fn, steps=spec.eval.steps)
+    try:
+        metrics = estimator.evaluate(eval_input_fn, steps=spec.eval.steps)
+    finally:
+        tf.compat.v1.summary.FileWriterCache.clear()  # as after training
     log.info(
         "evaluated %s in %.1fs: %s",
         label or f"step {metrics.get('global_step', 0)}",
@@ -285,7 +293,7 @@ def train_and_evaluate(
         start_delay_secs=0,
     )
     began = time.perf_counter()
-    with _diverged_as_error(estimator, progress):
+    with _training(estimator, progress):
         listener = _LogEvaluations(hooks)
         evaluation, _ = compat.TrainingExecutor(
             estimator, train_spec, eval_spec, continuous_eval_listener=listener
@@ -346,7 +354,7 @@ def train_in_cluster(
         }[task.type],
     )
     began = time.perf_counter()
-    with _diverged_as_error(estimator, progress):
+    with _training(estimator, progress):
         compat.TrainingExecutor(
             estimator, train_spec, eval_spec, continuous_eval_listener=listener
         ).run()

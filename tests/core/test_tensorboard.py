@@ -94,6 +94,33 @@ def test_with_a_point_every_step_a_train_point_is_one_batch(iris_spec):
         assert abs(value * 16 - round(value * 16)) < 1e-4
 
 
+def test_a_process_that_runs_job_after_job_keeps_no_event_file_open(iris_spec, tmp_path):
+    """An Airflow worker running jobs in its own process: each job's event writers (train,
+    eval, the checkpoint saver's) are closed when it ends, not kept until the process exits."""
+    import threading
+
+    import psutil
+
+    from k2e_core.steps import job
+
+    def writer_threads():
+        return sum(t.name == "EventLoggerThread" for t in threading.enumerate())
+
+    before = writer_threads()
+    for n in range(2):
+        spec = dict(
+            iris_spec,
+            model_dir=str(tmp_path / f"model{n}"),
+            export={"base": str(tmp_path / f"export{n}")},
+            eval={"every_steps": 30},
+        )
+        assert job.run(spec)["version"] == 1
+        assert scalars(os.path.join(spec["model_dir"], "eval"))["accuracy"]
+    assert writer_threads() <= before
+    held = [f.path for f in psutil.Process().open_files() if f.path.startswith(str(tmp_path))]
+    assert held == []
+
+
 def test_evaluation_cadence_is_chosen_in_the_spec(iris_spec):
     from k2e_core.steps import job
 
