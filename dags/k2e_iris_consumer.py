@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk import DAG, AssetAlias, task
+from airflow.sdk.exceptions import AirflowFailException
 
 MODEL = AssetAlias(name="k2e-iris-model")
 
@@ -29,7 +30,14 @@ with DAG(
         from k2e_core.estimator.serving import predict_version
 
         events = [e for evs in (triggering_asset_events or {}).values() for e in evs]
-        event = events[-1] if events else inlet_events[MODEL][-1]
+        if not events:  # started by hand: the newest event recorded for the alias
+            recorded = inlet_events[MODEL]
+            if not len(recorded):
+                raise AirflowFailException(
+                    "no version was published on k2e-iris-model yet: run k2e_iris_retraining first"
+                )
+            events = [recorded[-1]]
+        event = events[-1]
         outputs = predict_version(event.extra["export_path"], FLOWERS)["outputs"]
         scores = next(iter(outputs.values()))
         species = [max(range(len(row)), key=row.__getitem__) for row in scores]

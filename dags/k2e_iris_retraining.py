@@ -31,7 +31,8 @@ from airflow_plugin.operators.k2e import (
 )
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RUN = "{{ (logical_date or dag_run.run_after) | ts_nodash }}"
+# Runs triggered by hand have no logical date (and no `ds`, `ts`...): their run_after instead.
+RUN = "{{ (dag_run.logical_date or dag_run.run_after) | ts_nodash }}"
 
 with DAG(
     dag_id="k2e_iris_retraining",
@@ -55,7 +56,7 @@ with DAG(
             os.path.join(REPO, "examples", "data", "retraining", "day1.csv"),
             type="string",
             description="this run's training data (URL or glob), "
-            "e.g. s3://bucket/iris/{{ ds }}/*.csv",
+            "e.g. s3://bucket/iris/2026-11-01/*.csv",
         ),
         "train_steps": Param(300, type="integer", minimum=1),
     },

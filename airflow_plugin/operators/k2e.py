@@ -11,7 +11,10 @@ result as XCom, each top-level field also under its own key, so the next task re
 
 `spec` is a job spec: a dict, or the path/URL of a YAML/JSON file. `overrides` is
 `{"train.steps": 200, ...}` (or `["train.steps=200", ...]`). Both are templated, values
-inside them too, so run-dependent locations (`{{ ds_nodash }}`) and XComArgs work.
+inside them too, so run-dependent locations and XComArgs work. A run triggered by hand has
+no logical date (`logical_date`, `ds` and the like are undefined): use
+`{{ dag_run.run_after | ts_nodash }}`, or `{{ (dag_run.logical_date or dag_run.run_after) ... }}`.
+A template that cannot be rendered fails the task without retries, naming the field.
 """
 
 from __future__ import annotations
@@ -37,6 +40,34 @@ from airflow.sdk.exceptions import (
 from airflow_plugin.links.k2e import K2eModelLink, K2eReportLink, K2eTensorBoardLink, links_for
 
 LINK_TEMPLATES = ("tensorboard_url", "model_url", "report_url")
+
+
+# What a run triggered by hand (logical_date null, Airflow 3's default) has no value for.
+_LOGICAL_DATE_KEYS = (
+    "logical_date",
+    "ds",
+    "ds_nodash",
+    "ts",
+    "ts_nodash",
+    "ts_nodash_with_tz",
+    "data_interval_start",
+    "data_interval_end",
+    "prev_data_interval_start_success",
+    "prev_data_interval_end_success",
+)
+
+
+def _template_error(task_id: str, field: str, error: Exception) -> str:
+    message = str(error).splitlines()[0] if str(error) else type(error).__name__
+    undefined = getattr(error, "message", None) or message
+    if any(f"'{key}' is undefined" in undefined for key in _LOGICAL_DATE_KEYS):
+        fix = (
+            "a run triggered by hand has no logical date: use dag_run.run_after, or "
+            "(dag_run.logical_date or dag_run.run_after)"
+        )
+    else:
+        fix = "fix the template"
+    return f"{task_id}: field '{field}' cannot be rendered: {message}; {fix} (not retried)"
 
 
 class K2eBaseOperator(BaseOperator):
@@ -92,6 +123,18 @@ class K2eBaseOperator(BaseOperator):
         self.report_url = report_url
         self.k2e_links: dict[str, str] = {}
         self._child: subprocess.Popen | None = None
+
+    def render_template_fields(self, context, jinja_env=None) -> None:
+        """As BaseOperator's, one field at a time: an error names its field, and fails the
+        task without retries (the same template fails the same way every time)."""
+        import jinja2
+
+        jinja_env = jinja_env or self.get_template_env()
+        for field in self.template_fields:
+            try:
+                self._do_render_template_fields(self, (field,), context, jinja_env, set())
+            except jinja2.TemplateError as e:
+                raise AirflowFailException(_template_error(self.task_id, field, e)) from None
 
     def execute(self, context) -> dict:
         from k2e_core.records import summary_line

@@ -65,3 +65,31 @@ def dags_test(dag_id: str, logical_date: str | None = None, conf: dict | None = 
     proc = airflow(*args)
     proc.output = proc.stdout + proc.stderr
     return proc
+
+
+_MANUAL_RUNS = """
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag()
+for dag_id, conf in json.loads(sys.argv[1]):
+    run = bag.get_dag(dag_id).test(logical_date=None, run_conf=conf)
+    print("K2E-RUN " + json.dumps({"dag_id": dag_id, "state": str(run.state),
+        "logical_date": run.logical_date and str(run.logical_date),
+        "run_after": run.run_after.strftime("%Y%m%dT%H%M%S")}), flush=True)
+"""
+
+
+def manual_runs(*runs: tuple[str, dict]) -> tuple[list[dict], str]:
+    """Runs each (dag_id, conf) as a run triggered by hand is in Airflow 3 (`airflow dags
+    trigger`, the UI's button): no logical date. One process for all: ([run], output)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", _MANUAL_RUNS, json.dumps(runs)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-3000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("K2E-RUN ")]
+    return [json.loads(line[len("K2E-RUN ") :]) for line in lines], output

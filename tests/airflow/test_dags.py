@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.airflow.conftest import dags_test
+from tests.airflow.conftest import dags_test, manual_runs
 from tests.conftest import REPO
 
 DAGS = os.path.join(REPO, "dags")
@@ -146,6 +146,45 @@ def test_one_task_dag_runs_the_whole_job_and_a_rerun_publishes_nothing_new(
         (1, False, 60),
         (1, True, 60),
     ]
+
+
+@pytest.mark.slow
+def test_every_example_dag_runs_when_triggered_by_hand(
+    airflow_db, iris_spec, retraining_spec, example_data, tmp_path
+):
+    """`airflow dags trigger` (or the UI) starts a run with no logical date: every example
+    DAG still runs, the retraining run named by its run_after, and the consumer predicts
+    with what that run published."""
+    iris = tmp_path / "iris.json"
+    iris.write_text(json.dumps(iris_spec))
+    retraining = tmp_path / "retraining.json"
+    retraining.write_text(json.dumps(retraining_spec))
+    root = tmp_path / "retraining"
+    runs, output = manual_runs(
+        ("k2e_iris", {"spec": str(iris), "root": str(tmp_path / "one"), "train_steps": 60}),
+        (
+            "k2e_iris_retraining",
+            {
+                "spec": str(retraining),
+                "root": str(root),
+                "train_files": str(example_data / "retraining" / "day1.csv"),
+                "train_steps": 60,
+            },
+        ),
+        ("k2e_iris_consumer", {}),
+    )
+    assert [(r["dag_id"], r["state"], r["logical_date"]) for r in runs] == [
+        ("k2e_iris", "success", None),
+        ("k2e_iris_retraining", "success", None),
+        ("k2e_iris_consumer", "success", None),
+    ]
+    assert sorted(os.listdir(tmp_path / "one" / "export")) == [".k2e", "1"]
+    run_after = runs[1]["run_after"]
+    assert os.listdir(root / "runs") == [run_after]
+    record = json.loads((root / "models" / "1" / "k2e-record.json").read_text())
+    assert record["run_id"] == f"k2e_iris_retraining-{run_after}"
+    assert "version 1 predicts species [" in output
+    assert "UndefinedError" not in output
 
 
 @pytest.mark.slow

@@ -85,6 +85,33 @@ def test_template_fields_render_the_spec_overrides_urls_and_interpreter():
     assert op.metrics == {"accuracy": "0.9"}
 
 
+@pytest.mark.parametrize(
+    "overrides, fix",
+    [
+        ({"model_dir": "/runs/{{ ds_nodash }}"}, "a run triggered by hand has no logical date"),
+        ({"model_dir": "/runs/{{ params.nme }}"}, "fix the template"),
+        ({"model_dir": "/runs/{{ params.name "}, "fix the template"),
+    ],
+    ids=["manual-run", "typo", "syntax"],
+)
+def test_a_template_that_cannot_render_fails_the_task_without_retries_naming_the_field(
+    overrides, fix
+):
+    """A run triggered by hand (Airflow 3: logical_date null) has no `ds`: the same template
+    fails on every retry, so it must not be retried, and the line says which field and why."""
+    from datetime import datetime
+
+    from airflow.sdk import DAG
+
+    with DAG("k2e_templates", schedule=None, start_date=datetime(2026, 1, 1)):
+        op = K2eTrainOperator(task_id="train", spec="/specs/iris.yaml", overrides=overrides)
+    with pytest.raises(AirflowFailException) as failure:
+        op.render_template_fields({"params": {"name": "iris"}, "dag_run": None})
+    message = str(failure.value)
+    assert message.startswith("train: field 'overrides' cannot be rendered: ")
+    assert fix in message and message.endswith("(not retried)") and "\n" not in message
+
+
 def test_inline_spec_renders_every_url_inside_it(iris_spec):
     spec = {
         **iris_spec,
