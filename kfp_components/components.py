@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Metrics, Model, Output
+from kfp.dsl.types.type_annotations import is_artifact_wrapped_in_Output
 
 #: The project image; build it with `docker build -t k2e:0.1.0 .` and push it where the
 #: cluster pulls from, then compile with K2E_IMAGE=<registry>/k2e:0.1.0.
@@ -18,8 +19,67 @@ IMAGE = os.environ.get("K2E_IMAGE", "k2e:0.1.0")
 
 component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 
+#: What the KFP UI shows beside each input and output of the components and pipelines.
+DESCRIPTIONS = {
+    "spec": "The job spec: its URL (reachable from the pods) or inline JSON.",
+    "overrides": 'JSON object of further spec fields, e.g. {"data.batch_size": 64}.',
+    "train_files": 'Training data, a URL or glob; "" keeps the spec\'s.',
+    "eval_files": 'Evaluation data, a URL or glob; "" keeps the spec\'s.',
+    "train_steps": "Total training steps (a rerun resumes up to them); 0 keeps the spec's.",
+    "warm_start": '"latest" (the newest blessed version), a version number, a checkpoint or '
+    "an earlier run's checkpoints artifact URI; \"\" starts from the model's own weights.",
+    "export_base": "The registry, an fsspec URL: a candidate the spec's gate blesses is "
+    'published there as the next version, others are kept under candidates/; "" publishes '
+    "nothing (the gate checks its thresholds, with no baseline).",
+    "run_id": "The pipeline run's id: a retried task gets the same gate decision and version.",
+    "converted": "The converted model_dir, with its warm-start checkpoint.",
+    "metrics_json": "The evaluation's metrics, as the evaluate step returned them.",
+    "model_dir": "The Estimator's model_dir with its warm-start checkpoint.",
+    "checkpoints": "The training run's model_dir: checkpoints and TensorBoard event files.",
+    "metrics": "The evaluation's scalar metrics.",
+    "classification": "The confusion matrix, for classifiers.",
+    "model": "The verified SavedModel; its metadata holds `blessed` and the gate's `reason`.",
+    "report": "The `k2e report` page: curves, metrics, confusion matrix, gate, registry.",
+    "global_step": "The step training reached.",
+    "export_path": 'Where the version was published; "" when it was not.',
+    "version": "The published version's number (0: none).",
+    "blessed": "Whether the gate blessed the candidate.",
+    "reason": "The gate's reason for its decision.",
+}
+
+
+TFJOB_EXPORT_BASE = 'The registry the chief publishes to, an fsspec URL; "" keeps the spec\'s.'
+
+
+def described(*outputs: str, returned: dict | None = None, **wording: str):
+    """Gives the function's docstring an Args and a Returns section from DESCRIPTIONS
+    (`wording` for inputs and `returned` for outputs where they differ), which KFP turns
+    into the descriptions of its inputs and outputs: one wording for every component and
+    pipeline. `outputs`: the output artifacts and values."""
+
+    def describe(func):
+        code = func.__code__
+        parameters = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+        annotations = func.__annotations__
+        inputs = [n for n in parameters if not is_artifact_wrapped_in_Output(annotations[n])]
+        text = [func.__doc__.strip()]
+        args = [f"    {n}: {wording.get(n, DESCRIPTIONS[n])}" for n in inputs]
+        returns = [f"    {n}: {(returned or {}).get(n, DESCRIPTIONS[n])}" for n in outputs]
+        for title, lines in (("Args", args), ("Returns", returns)):
+            if lines:
+                text.append(f"{title}:\n" + "\n".join(lines))
+        func.__doc__ = "\n\n".join(text)
+        return func
+
+    return describe
+
 
 @component
+@described(
+    "model_dir",
+    "warm_start",
+    returned={"warm_start": 'The warm start used: its URL, or "" for none.'},
+)
 def convert(
     spec: str,
     model_dir: Output[Artifact],
@@ -44,6 +104,7 @@ def convert(
 
 
 @component
+@described("checkpoints", "global_step")
 def train(
     spec: str,
     converted: Input[Artifact],
@@ -69,6 +130,7 @@ def train(
 
 
 @component
+@described("metrics", "classification", "metrics_json")
 def evaluate(
     spec: str,
     checkpoints: Input[Artifact],
@@ -94,6 +156,7 @@ def evaluate(
 
 
 @component
+@described("model", "report", "export_path", "version", "blessed", "reason")
 def export(
     spec: str,
     checkpoints: Input[Artifact],
@@ -129,6 +192,9 @@ def export(
 
 
 @component
+@described(
+    "checkpoints", "metrics", "model", "report", "export_path", "version", "blessed", "reason"
+)
 def run_job(
     spec: str,
     checkpoints: Output[Artifact],
@@ -168,6 +234,14 @@ def run_job(
 
 
 @component
+@described(
+    "metrics",
+    "export_path",
+    "version",
+    "blessed",
+    "reason",
+    export_base=TFJOB_EXPORT_BASE,
+)
 def run_tfjob(
     spec: str,
     metrics: Output[Metrics],

@@ -5,6 +5,10 @@ job as a distributed Kubeflow TFJob).
 The gate's decision is made inside the export component (KFP's local runner has no
 `dsl.If`): the Model artifact always holds the verified SavedModel, with `blessed` and
 `reason` in its metadata; only a blessed one becomes a version under `export_base`.
+
+No task is cached: each reads storage that changes between runs with the same parameters
+(data at a URL, the registry's latest version, model_dir) or publishes. A run submitted
+with `enable_caching=True` turns caching on for all of them.
 """
 
 from typing import NamedTuple
@@ -46,6 +50,9 @@ class JobOutputs(NamedTuple):
     description="Converts a compiled Keras model to an Estimator, trains, evaluates and exports "
     "a verified SavedModel, optionally publishing it to an export base.",
 )
+@components.described(
+    "model", "checkpoints", "metrics", "classification", "report", "export_path", "blessed"
+)
 def training_pipeline(
     spec: str,
     train_files: str = "",
@@ -55,22 +62,11 @@ def training_pipeline(
     warm_start: str = "",
     overrides: str = "{}",
 ) -> TrainingOutputs:
-    """
-    Args:
-        spec: the job spec's URL (reachable from the pods) or inline JSON.
-        train_files: training data URL/glob; "" keeps the spec's.
-        eval_files: evaluation data URL/glob; "" keeps the spec's.
-        train_steps: total training steps; 0 keeps the spec's.
-        export_base: the registry (fsspec URL): a candidate the spec's gate blesses is
-            published there as the next version, others are kept under candidates/; ""
-            writes only the Model artifact (gate thresholds only, no baseline).
-        warm_start: "latest" (the latest blessed version), a version number, a checkpoint or
-            earlier run's checkpoints artifact URI; "" starts from the model's own weights.
-        overrides: JSON object of further spec fields, e.g. {"data.batch_size": 64}.
-    """
+    """Convert, train, evaluate and export, one task each."""
     converted = components.convert(
         spec=spec, overrides=overrides, warm_start=warm_start, export_base=export_base
     )
+    converted.set_caching_options(False)
     converted.set_display_name("convert")
     trained = components.train(
         spec=spec,
@@ -80,12 +76,14 @@ def training_pipeline(
         eval_files=eval_files,
         train_steps=train_steps,
     )
+    trained.set_caching_options(False)
     evaluated = components.evaluate(
         spec=spec,
         checkpoints=trained.outputs["checkpoints"],
         overrides=overrides,
         eval_files=eval_files,
     )
+    evaluated.set_caching_options(False)
     exported = components.export(
         spec=spec,
         checkpoints=trained.outputs["checkpoints"],
@@ -95,6 +93,7 @@ def training_pipeline(
         metrics_json=evaluated.outputs["metrics_json"],
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     )
+    exported.set_caching_options(False)
     return TrainingOutputs(
         model=exported.outputs["model"],
         checkpoints=trained.outputs["checkpoints"],
@@ -111,6 +110,7 @@ def training_pipeline(
     description="The whole k2e job (convert, train, evaluate, export) as one task: one "
     "container start and one TensorFlow import instead of four.",
 )
+@components.described("model", "checkpoints", "metrics", "report", "export_path", "blessed")
 def job_pipeline(
     spec: str,
     train_files: str = "",
@@ -120,7 +120,7 @@ def job_pipeline(
     warm_start: str = "",
     overrides: str = "{}",
 ) -> JobOutputs:
-    """Parameters as in `training_pipeline`."""
+    """The whole job as one task."""
     job = components.run_job(
         spec=spec,
         overrides=overrides,
@@ -131,6 +131,7 @@ def job_pipeline(
         export_base=export_base,
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     )
+    job.set_caching_options(False)
     job.set_display_name("run job")
     return JobOutputs(
         model=job.outputs["model"],
@@ -147,6 +148,13 @@ def job_pipeline(
     description="The k2e job trained on a cluster: the spec's TFJob (chief, workers, parameter "
     "servers, evaluator) submitted and awaited; the chief exports and publishes.",
 )
+@components.described(
+    "metrics",
+    "export_path",
+    "version",
+    "blessed",
+    export_base=components.TFJOB_EXPORT_BASE,
+)
 def tfjob_pipeline(
     spec: str,
     train_files: str = "",
@@ -155,8 +163,8 @@ def tfjob_pipeline(
     export_base: str = "",
     overrides: str = "{}",
 ) -> TFJobOutputs:
-    """Parameters as in `training_pipeline`; the spec's `cluster` section describes the
-    TFJob, and its storage must be shared (s3://, gs://)."""
+    """The job as a TFJob: the spec's `cluster` section describes it, and its storage must
+    be shared (s3://, gs://)."""
     job = components.run_tfjob(
         spec=spec,
         overrides=overrides,
@@ -166,6 +174,7 @@ def tfjob_pipeline(
         export_base=export_base,
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
     )
+    job.set_caching_options(False)
     job.set_display_name("run TFJob")
     return TFJobOutputs(
         metrics=job.outputs["metrics"],

@@ -76,6 +76,50 @@ def test_compiled_pipeline_parses_into_a_pipeline_spec(compiled):
     }
 
 
+@pytest.fixture(scope="module")
+def every_pipeline(tmp_path_factory):
+    """The three pipelines compiled to IR YAML, as a cluster reads them: {name: dict}."""
+    out = tmp_path_factory.mktemp("kfp-all")
+    code = (
+        "import sys; from kfp_components.compile import main\n"
+        "for name in ('training', 'job', 'tfjob'):\n"
+        "    main([f'{sys.argv[1]}/{name}.yaml', '--pipeline', name])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(out)], capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr
+    return {
+        n: yaml.safe_load((out / f"{n}.yaml").read_text()) for n in ("training", "job", "tfjob")
+    }
+
+
+def test_no_task_is_cached(every_pipeline):
+    """Every step reads storage that changes under the same parameters (data at a URL, the
+    registry's latest version) or publishes: a cached result would be a stale one."""
+    for name, ir in every_pipeline.items():
+        tasks = ir["root"]["dag"]["tasks"]
+        assert tasks and all(
+            not t.get("cachingOptions", {}).get("enableCache") for t in tasks.values()
+        ), name
+
+
+def test_every_input_and_output_is_described_in_the_ui(every_pipeline):
+    """The KFP UI shows these beside each parameter and artifact of a run's form and graph."""
+    undescribed = []
+    for name, ir in every_pipeline.items():
+        specs = {"pipeline": ir["root"], **ir["components"]}
+        for owner, spec in specs.items():
+            for side in ("inputDefinitions", "outputDefinitions"):
+                for kind in ("parameters", "artifacts"):
+                    for field, definition in spec.get(side, {}).get(kind, {}).items():
+                        if not definition.get("description", "").strip():
+                            undescribed.append(f"{name}/{owner}/{field}")
+    assert undescribed == []
+    steps = every_pipeline["training"]["root"]["inputDefinitions"]["parameters"]["train_steps"]
+    assert "0 keeps the spec's" in steps["description"]
+
+
 def _executors(spec):
     from google.protobuf import json_format
     from kfp.pipeline_spec import pipeline_spec_pb2
