@@ -17,6 +17,29 @@ def get_provider_info() -> dict:
                 "connection-type": "k2e_storage",
                 "hook-class-name": "airflow_plugin.hooks.storage.K2eStorageHook",
                 "hook-name": "k2e storage (fsspec options)",
+                "conn-fields": {
+                    "protocol": _field(
+                        "Protocol", "fsspec protocol the credentials are for: s3, gcs, ...", "s3"
+                    ),
+                    "endpoint_url": _field(
+                        "Endpoint URL", "S3-compatible endpoint (MinIO, Ceph); empty for AWS"
+                    ),
+                    "region_name": _field("Region", "e.g. eu-west-1"),
+                    "options": _field(
+                        "Further options (JSON)",
+                        'Other fsspec options of the protocol, e.g. {"anon": true}',
+                    ),
+                },
+                "ui-field-behaviour": {
+                    "hidden-fields": ["host", "schema", "port"],
+                    "relabeling": {"login": "Key (access key id)", "password": "Secret"},
+                    "placeholders": {
+                        "login": "AKIA...",
+                        "endpoint_url": "https://minio.example.com:9000",
+                        "region_name": "us-east-1",
+                        "extra": '{"s3": {"anon": true}}, or the fields above',
+                    },
+                },
             }
         ],
         "extra-links": [
@@ -56,3 +79,10 @@ def _link_option(description: str, example: str) -> dict:
         "example": example,
         "default": None,
     }
+
+
+def _field(label: str, description: str, default: str | None = None) -> dict:
+    schema = {"type": ["string", "null"]}
+    if default is not None:
+        schema["default"] = default
+    return {"label": label, "description": description, "schema": schema}

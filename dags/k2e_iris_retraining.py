@@ -12,8 +12,9 @@ decision and at most one version. The publish task writes the run's `k2e report`
 it, with TensorBoard (`[k2e] tensorboard_url`) and the published version.
 
 Params: `spec` (the job spec), `root` (where runs and versions go; any fsspec URL),
-`train_files` (this run's training data), `train_steps`. Set `storage_conn_id` on the
-tasks for credentials to an object store.
+`train_files` (this run's training data), `train_steps`. Credentials to an object store:
+the Airflow connection named by $K2E_STORAGE_CONN_ID (a `k2e_storage`, `aws` or
+`google_cloud_platform` connection), given to every task as `storage_conn_id`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,11 @@ with DAG(
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
-    default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},
+    default_args={
+        "retries": 2,
+        "retry_delay": timedelta(minutes=1),
+        "storage_conn_id": os.environ.get("K2E_STORAGE_CONN_ID"),
+    },
     params={
         "spec": Param(
             os.path.join(REPO, "examples", "iris_retraining.yaml"),

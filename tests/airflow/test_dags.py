@@ -54,6 +54,20 @@ def test_every_dag_file_imports_fast_without_tensorflow():
     assert report["seconds"] < 2.0, report  # parsing every file, after Airflow itself is imported
 
 
+def test_the_retraining_dag_gives_every_task_the_storage_connection():
+    code = (
+        "from airflow.dag_processing.dagbag import DagBag\n"
+        f"bag = DagBag(dag_folder={DAGS!r})\n"
+        "print(sorted({t.storage_conn_id for t in bag.dags['k2e_iris_retraining'].tasks}))\n"
+    )
+    env = {**os.environ, "K2E_STORAGE_CONN_ID": "minio_models"}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "['minio_models']"
+
+
 @pytest.mark.slow
 def test_three_scheduled_runs_publish_only_blessed_versions(
     airflow_db, retraining_spec, example_data, tmp_path, monkeypatch

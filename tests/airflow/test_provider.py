@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import socket
 import subprocess
 import sys
 
@@ -138,3 +139,71 @@ def test_the_extra_links_and_the_k2e_config_section_are_registered():
     proc = airflow("config", "list", "--section", "k2e", "--include-descriptions")
     assert proc.returncode == 0, proc.stderr
     assert "tensorboard_url" in proc.stdout and "{model_dir}" in proc.stdout
+
+
+def test_the_storage_connection_form_asks_for_what_the_hook_reads():
+    """The connection form (Admin > Connections) shows the k2e_storage fields, hides the
+    generic ones the hook ignores, and the secret is a password field."""
+    from airflow.providers_manager import ProvidersManager
+
+    manager = ProvidersManager()
+    fields = {
+        name.removeprefix("extra__k2e_storage__"): widget.field
+        for name, widget in manager.connection_form_widgets.items()
+        if name.startswith("extra__k2e_storage__")
+    }
+    assert list(fields) == ["protocol", "endpoint_url", "region_name", "options"]
+    assert fields["protocol"]["value"] == "s3"
+    assert all(f["description"] and f["schema"]["title"] for f in fields.values())
+    behaviour = manager.field_behaviours["k2e_storage"]
+    assert set(behaviour["hidden_fields"]) == {"host", "schema", "port"}
+    assert behaviour["relabeling"]["password"] == "Secret"
+
+
+@pytest.mark.parametrize("prefix", ["", "extra__k2e_storage__"], ids=["fields", "prefixed"])
+def test_a_connection_filled_in_with_the_form_becomes_fsspec_options(prefix):
+    extra = {"protocol": "s3", "endpoint_url": "http://127.0.0.1:9000", "region_name": "eu-west-1"}
+    extra["options"] = '{"config_kwargs": {"retries": {"max_attempts": 1}}}'
+    conn = Connection(
+        conn_id="form",
+        conn_type="k2e_storage",
+        login="AKIAFORMKEY",
+        password="form-secret",
+        extra=json.dumps({prefix + k: v for k, v in extra.items()}),
+    )
+    assert options_from_connection(conn) == {
+        "s3": {
+            "key": "AKIAFORMKEY",
+            "secret": "form-secret",
+            "endpoint_url": "http://127.0.0.1:9000",
+            "client_kwargs": {"region_name": "eu-west-1"},
+            "config_kwargs": {"retries": {"max_attempts": 1}},
+        }
+    }
+    bad = Connection(
+        conn_id="form",
+        conn_type="k2e_storage",
+        extra=json.dumps({"protocol": "s3", "options": "{"}),
+    )
+    with pytest.raises(ValueError, match="field 'options' is not JSON"):
+        options_from_connection(bad)
+
+
+def test_the_connection_test_button_reaches_the_store_or_says_why_not(s3, s3_server, monkeypatch):
+    def hook(endpoint):
+        extra = {
+            "protocol": "s3",
+            "endpoint_url": endpoint,
+            "options": json.dumps({"config_kwargs": {"retries": {"max_attempts": 1}}}),
+        }
+        conn = {"conn_type": "k2e_storage", "login": "k", "password": "s", "extra": extra}
+        monkeypatch.setenv("AIRFLOW_CONN_K2E_FORM_TEST", json.dumps(conn))
+        return K2eStorageHook("k2e_form_test")
+
+    ok, message = hook(s3_server.endpoint).test_connection()
+    assert (ok, message) == (True, "s3: 1 bucket(s) listed")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    ok, message = hook(closed).test_connection()
+    assert not ok and "\n" not in message and "127.0.0.1" in message, message
