@@ -122,6 +122,7 @@ class K2eBaseOperator(BaseOperator):
         self.model_url = model_url
         self.report_url = report_url
         self.k2e_links: dict[str, str] = {}
+        self._lineage: tuple[dict, dict] = ({}, {})
         self._child: subprocess.Popen | None = None
 
     def render_template_fields(self, context, jinja_env=None) -> None:
@@ -144,10 +145,27 @@ class K2eBaseOperator(BaseOperator):
         if self.report:
             result["report"] = self._run("report", overrides, {})["report"]
         self.k2e_links = links_for(result, self._link_templates())
+        self._lineage = overrides, result
         self.log.info("k2e %s: %s", self.step, summary_line(result))
         for key, value in result.items():  # `task.output["model_dir"]` in downstream tasks
             context["ti"].xcom_push(key=key, value=value)
         return result
+
+    def get_openlineage_facets_on_complete(self, task_instance):
+        """For the OpenLineage provider: the data files this step read, the model_dir it read
+        or wrote, the version (or candidate) it published (k2e_core.steps.lineage)."""
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        from k2e_core.spec import load_spec
+        from k2e_core.steps.lineage import step_datasets
+
+        overrides, result = self._lineage
+        inputs, outputs = step_datasets(self.step, load_spec(self.spec, overrides), result)
+        return OperatorLineage(
+            inputs=[Dataset(namespace=n, name=name) for n, name in inputs],
+            outputs=[Dataset(namespace=n, name=name) for n, name in outputs],
+        )
 
     def _link_templates(self) -> dict:
         return {

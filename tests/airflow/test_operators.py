@@ -125,27 +125,49 @@ def test_inline_spec_renders_every_url_inside_it(iris_spec):
     assert op.spec["data"] == iris_spec["data"]
 
 
-def test_each_step_operator_on_small_data(iris_spec, tmp_path):
+def lineage(op) -> tuple[list, list]:
+    """What the OpenLineage provider reads off a finished task: (inputs, outputs)."""
+    facets = op.get_openlineage_facets_on_complete(None)
+    return (
+        [(d.namespace, d.name) for d in facets.inputs],
+        [(d.namespace, d.name) for d in facets.outputs],
+    )
+
+
+def test_each_step_operator_on_small_data_and_its_lineage(iris_spec, tmp_path):
+    """Each step's result as XCom, and its OpenLineage inputs and outputs: the data files it
+    read, the model_dir it read or wrote, the version it published."""
     spec = dict(iris_spec)
-    validated = K2eValidateOperator(task_id="validate", spec=spec).execute(task_context())
+    train_csv = ("file", spec["data"]["train"]["files"])
+    eval_csv = ("file", spec["data"]["eval"]["files"])
+    model_dir = ("file", spec["model_dir"])
+    op = K2eValidateOperator(task_id="validate", spec=spec)
+    validated = op.execute(task_context())
     assert validated["valid"] and validated["labels"] == {"dense_1": ["species"]}
+    assert lineage(op) == ([train_csv, eval_csv], [])
 
     ctx = task_context()
-    converted = K2eConvertOperator(task_id="convert", spec=spec).execute(ctx)
+    op = K2eConvertOperator(task_id="convert", spec=spec)
+    converted = op.execute(ctx)
     assert converted["global_step"] == 0
     assert ctx["ti"].xcoms["model_dir"] == iris_spec["model_dir"] == converted["model_dir"]
+    assert lineage(op) == ([], [model_dir])
 
     ctx = task_context()
-    trained = K2eTrainOperator(
+    op = K2eTrainOperator(
         task_id="train", spec=spec, overrides={"model_dir": converted["model_dir"]}
-    ).execute(ctx)
+    )
+    trained = op.execute(ctx)
     assert trained["global_step"] == 60
     assert ctx["ti"].xcoms["checkpoint"].endswith("model.ckpt-60")
+    assert lineage(op) == ([train_csv, model_dir], [model_dir])
 
     ctx = task_context()
-    evaluated = K2eEvaluateOperator(task_id="evaluate", spec=spec).execute(ctx)
+    op = K2eEvaluateOperator(task_id="evaluate", spec=spec)
+    evaluated = op.execute(ctx)
     assert ctx["ti"].xcoms["metrics"]["global_step"] == 60
     assert 0.0 <= evaluated["metrics"]["accuracy"] <= 1.0
+    assert lineage(op) == ([eval_csv, model_dir], [])
 
     op = K2eExportOperator(
         task_id="publish", spec=spec, metrics=evaluated["metrics"], model_asset_alias="iris-model"
@@ -156,12 +178,29 @@ def test_each_step_operator_on_small_data(iris_spec, tmp_path):
     assert published["version"] == 1 and os.path.exists(
         os.path.join(published["export_path"], "saved_model.pb")
     )
+    assert lineage(op) == ([eval_csv, model_dir], [("file", published["export_path"])])
     manifest = json.loads(open(published["manifest"]).read())
     assert manifest["metrics"] == evaluated["metrics"]
     (event,) = ctx["outlet_events"][AssetAlias(name="iris-model")].asset_alias_events
     assert event.dest_asset_key.uri == "file://" + iris_spec["export"]["base"]
     assert event.extra["version"] == 1 and event.extra["metrics"] == evaluated["metrics"]
     assert event.extra["export_path"] == published["export_path"]
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("s3://raw/iris/2026-11-01/*.csv", ("s3://raw", "iris/2026-11-01")),
+        ("gs://serving/iris/3", ("gs://serving", "iris/3")),
+        ("gcs://serving/iris/3/", ("gs://serving", "iris/3")),
+        ("/data/day=*/part-*.tfrecord.gz", ("file", "/data")),
+        ("file:///data/iris.csv", ("file", "/data/iris.csv")),
+    ],
+)
+def test_lineage_names_datasets_as_openlineage_does(url, expected):
+    from k2e_core.steps.lineage import dataset
+
+    assert dataset(url) == expected
 
 
 def test_job_operator_in_another_interpreter_streams_progress_and_returns_xcom(iris_spec, capfd):
