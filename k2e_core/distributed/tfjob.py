@@ -81,7 +81,7 @@ def manifest(spec, name: str | None = None) -> dict:
             "args": list(args),
             "env": [dict(e) for e in env],
             "ports": [{"name": PORT_NAME, "containerPort": PORT}],
-            "resources": dict(k8s.resources.get(role, {})),
+            "resources": _quantities(k8s.resources.get(role, {})),
         }
         pod = {"containers": [container]}
         if k8s.env_from_secret:
@@ -114,6 +114,13 @@ def manifest(spec, name: str | None = None) -> dict:
             "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": k8s.backoff_limit},
             "tfReplicaSpecs": replicas,
         },
+    }
+
+
+def _quantities(resources: dict) -> dict:
+    """Requests and limits as Kubernetes writes quantities: strings (`gpu: 1` -> "1")."""
+    return {
+        kind: {name: str(q) for name, q in values.items()} for kind, values in resources.items()
     }
 
 

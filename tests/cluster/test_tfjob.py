@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import uuid
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -105,6 +106,53 @@ def test_the_manifest_is_a_tfjob_the_training_operator_accepts(s3_spec, tmp_path
     assert proc.returncode == 0, proc.stderr
     assert "&id" not in proc.stdout
     assert yaml.safe_load(proc.stdout) == _manifest(str(spec_file), "iris-nightly")
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {"workers": 1, "ps": 1},
+        {"workers": 0, "ps": 0, "evaluator": True},
+        {"workers": 3, "ps": 2, "evaluator": True},
+    ],
+    ids=["worker+ps", "chief+evaluator", "workers+ps+evaluator"],
+)
+def test_every_tfjob_k2e_writes_reads_as_the_training_operators_own_api_model(s3_spec, layout):
+    """Read with the training operator's Python API models (kubeflow-training 1.9): nothing is
+    dropped as unknown, the names are the operator's, every replica type is one it runs."""
+    from kubeflow.training import models
+    from kubeflow.training.api_client import ApiClient
+    from kubeflow.training.constants import constants
+
+    from k2e_core.distributed import tfjob
+
+    s3_spec["cluster"].update(layout)
+    s3_spec["cluster"]["kubernetes"].update(
+        service_account="k2e-trainer",
+        resources={"worker": {"requests": {"cpu": "4"}, "limits": {"nvidia.com/gpu": 1}}},
+    )
+    body = _manifest(s3_spec, "iris-nightly")
+    client = ApiClient()
+    job = client.deserialize(SimpleNamespace(data=json.dumps(body)), constants.TFJOB_MODEL)
+    assert isinstance(job, models.KubeflowOrgV1TFJob)
+    assert client.sanitize_for_serialization(job) == body  # every field known, none dropped
+    assert (job.api_version, job.kind) == (constants.API_VERSION, constants.TFJOB_KIND)
+    assert (tfjob.GROUP, tfjob.PLURAL) == (constants.GROUP, constants.TFJOB_PLURAL)
+    operator_types = {*constants.TFJOB_REPLICA_TYPES, "evaluator"}  # the Go operator's set
+    assert {t.lower() for t in job.spec.tf_replica_specs} <= operator_types
+    for replica in job.spec.tf_replica_specs.values():
+        assert replica.restart_policy in ("Always", "OnFailure", "Never", "ExitCode")
+        (container,) = replica.template.spec.containers
+        assert container.name == constants.TFJOB_CONTAINER  # where the operator sets TF_CONFIG
+    # Parameter servers never exit by themselves: the job ends with the chief, and the
+    # operator deletes the pods still running (the ps) instead of leaving the TFJob hanging.
+    assert job.spec.run_policy.clean_pod_policy == "Running"
+    assert "Chief" in job.spec.tf_replica_specs and not job.spec.success_policy
+    # The evaluator gets a TF_CONFIG task but is no member of the cluster the others dial.
+    if layout.get("evaluator"):
+        config = json.loads(tfjob.tf_config(body, "evaluator", 0))
+        assert config["task"] == {"type": "evaluator", "index": 0}
+        assert "evaluator" not in config["cluster"]
 
 
 @pytest.mark.parametrize(
