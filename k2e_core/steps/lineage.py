@@ -8,8 +8,8 @@ OpenLineage's naming conventions name files and object-store paths.
 
 from __future__ import annotations
 
-import glob
 import os
+import re
 from urllib.parse import urlsplit
 
 #: The data splits each step reads (evaluation reads the training files when the spec names
@@ -28,7 +28,7 @@ def dataset(url: str) -> tuple[str, str]:
     """(namespace, name) of a file, folder or glob URL; a glob names the folder it matches in."""
     parts = url.split("/")
     for i, part in enumerate(parts):
-        if glob.has_magic(part):
+        if re.search(r"[*?[]", part):
             url = "/".join(parts[:i]) or "/"
             break
     split = urlsplit(url)
