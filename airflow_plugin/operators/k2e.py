@@ -59,8 +59,7 @@ _LOGICAL_DATE_KEYS = (
 
 def _template_error(task_id: str, field: str, error: Exception) -> str:
     message = str(error).splitlines()[0] if str(error) else type(error).__name__
-    undefined = getattr(error, "message", None) or message
-    if any(f"'{key}' is undefined" in undefined for key in _LOGICAL_DATE_KEYS):
+    if any(f"'{key}' is undefined" in message for key in _LOGICAL_DATE_KEYS):
         fix = (
             "a run triggered by hand has no logical date: use dag_run.run_after, or "
             "(dag_run.logical_date or dag_run.run_after)"
