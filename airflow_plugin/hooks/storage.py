@@ -81,8 +81,7 @@ def options_from_connection(conn) -> dict[str, dict]:
             "project": _gcp_extra(extra, "project"),
         }
         options = {"gcs": {k: v for k, v in gcs.items() if v}}
-    elif isinstance(_form_extra(extra).get("protocol"), str):  # filled in with the form
-        form = _form_extra(extra)
+    elif isinstance((form := _form_extra(extra)).get("protocol"), str):  # filled-in form
         options = {form["protocol"]: _form_options(conn, form)}
     else:
         bad = [k for k, v in extra.items() if not isinstance(v, dict)]
