@@ -13,9 +13,11 @@ from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Input, Metrics, Model, Output
 from kfp.dsl.types.type_annotations import is_artifact_wrapped_in_Output
 
-#: The project image; build it with `docker build -t k2e:0.1.0 .` and push it where the
-#: cluster pulls from, then compile with K2E_IMAGE=<registry>/k2e:0.1.0.
-IMAGE = os.environ.get("K2E_IMAGE", "k2e:0.1.0")
+#: The project image, built from the Dockerfile. The default names a registry that does not
+#: exist (so a cluster never pulls someone else's `k2e` from Docker Hub): push the image where
+#: the cluster pulls from and compile with K2E_IMAGE=<registry>/<path>/k2e:<tag>.
+PLACEHOLDER_IMAGE = "registry.example.com/k2e:0.1.0"
+IMAGE = os.environ.get("K2E_IMAGE", PLACEHOLDER_IMAGE)
 
 component = dsl.component(base_image=IMAGE, install_kfp_package=False)
 

@@ -76,22 +76,186 @@ def test_compiled_pipeline_parses_into_a_pipeline_spec(compiled):
     }
 
 
-@pytest.fixture(scope="module")
-def every_pipeline(tmp_path_factory):
-    """The three pipelines compiled to IR YAML, as a cluster reads them: {name: dict}."""
-    out = tmp_path_factory.mktemp("kfp-all")
+def _compile_every_pipeline(out, *args, image=None):
+    """The three pipelines compiled by the compile command, as a user runs it, and read as
+    a cluster reads them: ({name: IR dict}, the finished process)."""
     code = (
         "import sys; from kfp_components.compile import main\n"
         "for name in ('training', 'job', 'tfjob'):\n"
-        "    main([f'{sys.argv[1]}/{name}.yaml', '--pipeline', name])\n"
+        "    code = main([f'{sys.argv[1]}/{name}.yaml', '--pipeline', name, *sys.argv[2:]])\n"
+        "    if code: sys.exit(code)\n"
+        "print('tensorflow' in sys.modules)\n"
     )
+    env = {k: v for k, v in os.environ.items() if k != "K2E_IMAGE"}
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(out)], capture_output=True, text=True, cwd=REPO
+        [sys.executable, "-c", code, str(out), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**env, **({"K2E_IMAGE": image} if image else {})},
+    )
+    irs = {}
+    for name in ("training", "job", "tfjob") if proc.returncode == 0 else ():
+        # The pipeline spec, then (when a task has Kubernetes settings) the platform spec.
+        documents = list(yaml.safe_load_all((out / f"{name}.yaml").read_text()))
+        irs[name] = {k: v for document in documents for k, v in document.items()}
+    return irs, proc
+
+
+@pytest.fixture(scope="module")
+def every_pipeline(tmp_path_factory):
+    """The three pipelines compiled with k2e's defaults: {name: IR dict}."""
+    irs, proc = _compile_every_pipeline(tmp_path_factory.mktemp("kfp-all"))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[-1] == "False"  # compiled without TensorFlow
+    assert "placeholder image registry.example.com/k2e:0.1.0" in proc.stderr
+    return irs
+
+
+def _executor_resources(ir):
+    """{task name: its container's resources} of a compiled pipeline."""
+    executors = ir["deploymentSpec"]["executors"]
+    tasks = ir["root"]["dag"]["tasks"]
+    return {
+        name: executors[ir["components"][t["componentRef"]["name"]]["executorLabel"]][
+            "container"
+        ].get("resources", {})
+        for name, t in tasks.items()
+    }
+
+
+def _kubernetes_config(ir):
+    """{task name: its KubernetesExecutorConfig}, parsed by kfp-kubernetes' own proto, as
+    the KFP backend's driver reads the platform spec."""
+    from google.protobuf import json_format
+    from kfp.kubernetes import kubernetes_executor_config_pb2 as pb
+
+    executors = ir.get("platforms", {}).get("kubernetes", {}).get("deploymentSpec", {})
+    executors = executors.get("executors", {})
+    tasks = ir["root"]["dag"]["tasks"]
+    configs = {}
+    for name, t in tasks.items():
+        label = ir["components"][t["componentRef"]["name"]]["executorLabel"]
+        configs[name] = json_format.ParseDict(
+            executors.get(label, {}), pb.KubernetesExecutorConfig()
+        )
+    return configs
+
+
+def test_every_task_requests_cpu_and_memory_and_retries_once_by_default(every_pipeline):
+    """Without requests a pod is the first evicted and may land on a full node; the memory
+    limit is the request (no CPU limit: throttling slows TensorFlow)."""
+    for name, ir in every_pipeline.items():
+        for task, resources in _executor_resources(ir).items():
+            assert resources["resourceCpuRequest"], (name, task)
+            assert resources["resourceMemoryLimit"] == resources["resourceMemoryRequest"]
+            assert "resourceCpuLimit" not in resources
+            retry = ir["root"]["dag"]["tasks"][task]["retryPolicy"]
+            assert (retry["maxRetryCount"], retry["backoffDuration"]) == (1, "30s")
+        assert all(not c.secret_as_env for c in _kubernetes_config(ir).values())
+    trainer = _executor_resources(every_pipeline["training"])
+    assert (trainer["train"]["resourceCpuRequest"], trainer["convert"]["resourceCpuRequest"]) == (
+        "2",
+        "1",
+    )
+    assert _executor_resources(every_pipeline["job"])["run-job"]["resourceMemoryRequest"] == "4Gi"
+
+
+TASKS_FILE = """
+all: {memory: 3Gi, retries: 2}
+train:
+  cpu: "6"
+  memory: 24Gi
+  accelerator: nvidia.com/gpu
+  accelerators: 2
+  timeout_secs: 21600
+  node_selector: {cloud.google.com/gke-accelerator: nvidia-l4}
+  tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
+run_job: {accelerator: nvidia.com/gpu}
+export: {retries: 0}
+credentials: {secret: k2e-storage}
+"""
+
+
+def test_a_tasks_file_sets_each_tasks_resources_retries_timeout_and_credentials(tmp_path):
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(TASKS_FILE)
+    irs, proc = _compile_every_pipeline(
+        tmp_path, "--tasks", str(tasks), image="registry.example/ml/k2e:0.1.0"
     )
     assert proc.returncode == 0, proc.stderr
-    return {
-        n: yaml.safe_load((out / f"{n}.yaml").read_text()) for n in ("training", "job", "tfjob")
+    assert proc.stdout.split()[-1] == "False" and "placeholder" not in proc.stderr
+
+    training = irs["training"]
+    resources = _executor_resources(training)
+    assert resources["train"]["resourceCpuRequest"] == "6"
+    assert resources["train"]["resourceMemoryRequest"] == "24Gi"
+    assert resources["train"]["accelerator"]["resourceType"] == "nvidia.com/gpu"
+    assert resources["train"]["accelerator"]["resourceCount"] == "2"
+    assert resources["evaluate"]["resourceMemoryRequest"] == "3Gi"  # `all` over the default
+    assert resources["evaluate"]["resourceCpuRequest"] == "1"  # k2e's default stays
+    assert "accelerator" not in resources["evaluate"]
+    tasks_ir = training["root"]["dag"]["tasks"]
+    assert tasks_ir["train"]["retryPolicy"]["maxRetryCount"] == 2
+    assert "retryPolicy" not in tasks_ir["export"]  # the file's `export: {retries: 0}`
+
+    config = _kubernetes_config(training)
+    assert config["train"].active_deadline_seconds == 21600
+    assert config["evaluate"].active_deadline_seconds == 0
+    assert dict(config["train"].node_selector.labels) == {
+        "cloud.google.com/gke-accelerator": "nvidia-l4"
     }
+    assert [(t.key, t.operator, t.effect) for t in config["train"].tolerations] == [
+        ("nvidia.com/gpu", "Exists", "NoSchedule")
+    ]
+    for ir in irs.values():  # every task of every pipeline reads storage with the secret
+        for task, c in _kubernetes_config(ir).items():
+            assert [
+                s.secret_name_parameter.runtime_value.constant.string_value for s in c.secret_as_env
+            ] == ["k2e-storage"], task
+            assert {(k.secret_key, k.env_var) for k in c.secret_as_env[0].key_to_env} == {
+                ("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"),
+                ("AWS_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"),
+            }
+    job = _executor_resources(irs["job"])["run-job"]
+    assert job["accelerator"] == {
+        "count": "1",
+        "resourceCount": "1",
+        "resourceType": "nvidia.com/gpu",
+        "type": "nvidia.com/gpu",
+    }
+    images = {
+        e["container"]["image"]
+        for ir in irs.values()
+        for e in ir["deploymentSpec"]["executors"].values()
+    }
+    assert images == {"registry.example/ml/k2e:0.1.0"}
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('trian: {cpu: "2"}', "trian: no such task; name one of all, convert, train,"),
+        ("train: {cpus: 2}", "train.cpus: unknown field; remove it or fix its spelling"),
+        ("train: {memory: 4GB}", "train.memory: '4GB' is not a Kubernetes quantity;"),
+        ("all: {retries: -1}", "all.retries: Input should be greater than or equal to 0"),
+        ("credentials: {env: {}}", "credentials.secret: required field is missing"),
+        ("- train", "is not a mapping of task names to settings"),
+        ("train: {cpu: [", "is not valid YAML/JSON"),
+    ],
+)
+def test_a_bad_tasks_file_is_one_line_naming_the_field_and_nothing_is_compiled(
+    tmp_path, text, message
+):
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(text)
+    irs, proc = _compile_every_pipeline(tmp_path, "--tasks", str(tasks))
+    assert proc.returncode == 2
+    assert message in proc.stderr and str(tasks) in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    assert (
+        not list(tmp_path.glob("*.yaml*")) == [tasks] or not (tmp_path / "training.yaml").exists()
+    )
 
 
 def test_no_task_is_cached(every_pipeline):
@@ -138,7 +302,7 @@ def test_the_dockerfile_installs_the_pinned_set_the_components_need():
     assert 'pip install -c constraints.txt ".[kfp,s3,gcs,report]"' in dockerfile
     from kfp_components import components
 
-    assert components.IMAGE == os.environ.get("K2E_IMAGE", "k2e:0.1.0")
+    assert components.IMAGE == os.environ.get("K2E_IMAGE", "registry.example.com/k2e:0.1.0")
 
 
 @pytest.fixture
