@@ -2,7 +2,7 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := airflow,lineage,kfp,kubernetes,s3,gcs,report,dev
+EXTRAS := airflow,airflow-kubernetes,lineage,kfp,kubernetes,s3,gcs,report,dev
 
 .PHONY: run test bench venv lock clean
 

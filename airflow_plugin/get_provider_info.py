@@ -12,6 +12,9 @@ def get_provider_info() -> dict:
             {"integration-name": "k2e", "python-modules": ["airflow_plugin.operators.k2e"]}
         ],
         "hooks": [{"integration-name": "k2e", "python-modules": ["airflow_plugin.hooks.storage"]}],
+        "triggers": [
+            {"integration-name": "k2e", "python-modules": ["airflow_plugin.triggers.tfjob"]}
+        ],
         "connection-types": [
             {
                 "connection-type": "k2e_storage",

@@ -395,8 +395,14 @@ class K2eJobOperator(_PublishesModel):
         published. The TFJob is named after the DAG, task and run, which is also its run id:
         a retry re-attaches to the same TFJob and publishes at most one version. This task
         needs the Kubernetes client and no TensorFlow.
-    :param kube_config: kubeconfig file for `kubernetes` (default: in-cluster config, then
-        $KUBECONFIG or ~/.kube/config)
+    :param deferrable: with `kubernetes`, wait in Airflow's triggerer (TFJobTrigger) instead
+        of a worker slot (default: `[operators] default_deferrable`)
+    :param poll_interval: seconds between looks at the TFJob (default: the spec's
+        `cluster.kubernetes.poll_secs`); the wait ends after the spec's `timeout_secs`
+    :param kubernetes_conn_id: Airflow connection of the cluster, read through the
+        cncf-kubernetes provider's KubernetesHook (default: none, `kube_config` instead)
+    :param kube_config: kubeconfig file for `kubernetes` without a connection (default:
+        in-cluster config, then $KUBECONFIG or ~/.kube/config)
     :param kube_context: context in that kubeconfig
     """
 
@@ -406,6 +412,9 @@ class K2eJobOperator(_PublishesModel):
         self,
         *,
         kubernetes: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float | None = None,
+        kubernetes_conn_id: str | None = None,
         kube_config: str | None = None,
         kube_context: str | None = None,
         **kwargs,
@@ -418,9 +427,13 @@ class K2eJobOperator(_PublishesModel):
             )
         super().__init__(**kwargs)
         self.kubernetes = kubernetes
+        self.deferrable = deferrable
+        self.poll_interval = poll_interval
+        self.kubernetes_conn_id = kubernetes_conn_id
         self.kube_config = kube_config
         self.kube_context = kube_context
         self._tfjob_name = None
+        self._tfjob_event: dict | None = None
 
     def execute(self, context) -> dict:
         if self.kubernetes:
@@ -428,20 +441,70 @@ class K2eJobOperator(_PublishesModel):
 
             self._tfjob_name = name_for(context["dag"].dag_id, self.task_id, context["run_id"])
             self.python = None  # the pods run TensorFlow; this task only submits and waits
+            if self.deferrable and self._tfjob_event is None:
+                self._defer_to_tfjob()
         return super().execute(context)
 
-    def _run_step(self, step: str, overrides: dict, kwargs: dict) -> dict:
-        if not self.kubernetes or step != "run":
+    def execute_complete(self, context, event: dict) -> dict:
+        """Where a deferred task resumes once the trigger saw the TFJob end."""
+        self._tfjob_event = event
+        return self.execute(context)
+
+    def _defer_to_tfjob(self) -> None:
+        from airflow_plugin.triggers.tfjob import TFJobTrigger
+
+        job, k8s = self._run("submit", self._overrides(), {})
+        self.defer(
+            trigger=TFJobTrigger(
+                job=job,
+                poll_interval=self.poll_interval or k8s.poll_secs,
+                timeout=k8s.timeout_secs,
+                kubernetes_conn_id=self.kubernetes_conn_id,
+                kube_config=self.kube_config,
+                kube_context=self.kube_context,
+            ),
+            method_name="execute_complete",
+            kwargs={},
+        )
+
+    def _run_step(self, step: str, overrides: dict, kwargs: dict):
+        if not self.kubernetes or step not in ("run", "submit"):
             return super()._run_step(step, overrides, kwargs)
+        from airflow_plugin.triggers.tfjob import tfjob_api
         from k2e_core.distributed import tfjob
         from k2e_core.spec import load_spec
 
-        return tfjob.run(
-            load_spec(self.spec, overrides),
-            self._tfjob_name,
-            kube_config=self.kube_config,
-            context=self.kube_context,
+        spec = load_spec(self.spec, overrides)
+        k8s = spec.cluster.kubernetes
+        if self._tfjob_event is not None:  # resumed: the trigger saw the TFJob end
+            return self._tfjob_outcome(spec, self._tfjob_event)
+        api = tfjob_api(self.kubernetes_conn_id, self.kube_config, self.kube_context)
+        if step == "submit":
+            return tfjob.start(spec, self._tfjob_name, api=api), k8s
+        job = tfjob.start(spec, self._tfjob_name, api=api)
+        tfjob.wait(
+            api,
+            job["namespace"],
+            job["name"],
+            self.poll_interval or k8s.poll_secs,
+            k8s.timeout_secs,
         )
+        return tfjob.finished(spec, job)
+
+    def _tfjob_outcome(self, spec, event: dict) -> dict:
+        from k2e_core.distributed import tfjob
+        from k2e_core.errors import K2eError
+
+        job, state = event["job"], event["state"]
+        namespace, name = job["namespace"], job["name"]
+        if state == "Failed":
+            raise tfjob.failed(namespace, name, event["condition"])
+        if state == "timeout":
+            timeout = spec.cluster.kubernetes.timeout_secs
+            raise tfjob.timed_out(namespace, name, timeout, event["last"])
+        if state != "Succeeded":
+            raise K2eError(f"TFJob {namespace}/{name}: {event['message']}")
+        return tfjob.finished(spec, job)
 
 
 def _asset_uri(location: str) -> str:

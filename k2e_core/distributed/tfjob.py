@@ -217,36 +217,50 @@ def _api_message(err) -> str:
         return str(err.body or "")[:200]
 
 
+def state(job: dict) -> tuple[str | None, dict]:
+    """The TFJob's state (its last true condition: Created, Running, Succeeded, Failed...;
+    None while pending) and that condition."""
+    status = job.get("status") or {}
+    conditions = [c for c in status.get("conditions") or [] if c.get("status") == "True"]
+    last = conditions[-1] if conditions else {}
+    return last.get("type"), last
+
+
+def state_line(name: str, state: str | None, condition: dict) -> str:
+    message = condition.get("message")
+    return f"TFJob {name}: {state or 'pending'}" + (f" ({message})" if message else "")
+
+
+def failed(namespace: str, name: str, condition: dict) -> K2eError:
+    return K2eError(
+        f"TFJob {namespace}/{name} failed: {condition.get('reason', '')} "
+        f"{condition.get('message', '')}".rstrip()
+        + "; a resubmission of the same name resumes from the last checkpoint"
+    )
+
+
+def timed_out(namespace: str, name: str, timeout_secs: float, state: str | None) -> K2eError:
+    return K2eError(
+        f"TFJob {namespace}/{name} did not finish within {timeout_secs:g}s "
+        f"(last state: {state or 'pending'}); it keeps running"
+    )
+
+
 def wait(api, namespace: str, name: str, poll_secs: float, timeout_secs: float | None) -> dict:
     """Polls the TFJob until its last condition is Succeeded (returns its status) or Failed."""
     began, seen = time.monotonic(), None
     while True:
         job = api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-        status = job.get("status") or {}
-        conditions = [c for c in status.get("conditions") or [] if c.get("status") == "True"]
-        last = conditions[-1] if conditions else {}
-        state = last.get("type")
-        if state != seen:
-            log.info(
-                "TFJob %s: %s%s",
-                name,
-                state or "pending",
-                f" ({last.get('message')})" if last.get("message") else "",
-            )
-            seen = state
-        if state == "Succeeded":
-            return status
-        if state == "Failed":
-            raise K2eError(
-                f"TFJob {namespace}/{name} failed: {last.get('reason', '')} "
-                f"{last.get('message', '')}".rstrip()
-                + "; a resubmission of the same name resumes from the last checkpoint"
-            )
+        current, condition = state(job)
+        if current != seen:
+            log.info("%s", state_line(name, current, condition))
+            seen = current
+        if current == "Succeeded":
+            return job.get("status") or {}
+        if current == "Failed":
+            raise failed(namespace, name, condition)
         if timeout_secs and time.monotonic() - began > timeout_secs:
-            raise K2eError(
-                f"TFJob {namespace}/{name} did not finish within {timeout_secs}s "
-                f"(last state: {state or 'pending'}); it keeps running"
-            )
+            raise timed_out(namespace, name, timeout_secs, current)
         time.sleep(poll_secs)
 
 
@@ -279,6 +293,24 @@ def published(spec, run_id: str) -> dict:
     }
 
 
+def start(spec, name: str | None = None, *, api=None, kube_config=None, context=None) -> dict:
+    """Submits the spec's TFJob (or finds the one of that name): {namespace, name, submitted}."""
+    body = manifest(spec, name)
+    meta = body["metadata"]
+    created = submit(body, api or _api(kube_config, context))
+    return {"namespace": meta["namespace"], "name": meta["name"], "submitted": created}
+
+
+def finished(spec, job: dict) -> dict:
+    """What the succeeded TFJob `job` (as `start` returned it) published."""
+    run_id = spec.run_id or job["name"]
+    return {
+        **published(spec, run_id),
+        "tfjob": f"{job['namespace']}/{job['name']}",
+        "submitted": job["submitted"],
+    }
+
+
 def run(
     spec,
     name: str | None = None,
@@ -288,15 +320,8 @@ def run(
     context: str | None = None,
 ) -> dict:
     """Submits the spec's TFJob, waits for it, and returns the chief's published version."""
-    body = manifest(spec, name)
-    meta = body["metadata"]
     api = api or _api(kube_config, context)
+    job = start(spec, name, api=api)
     k8s = spec.cluster.kubernetes
-    created = submit(body, api)
-    wait(api, meta["namespace"], meta["name"], k8s.poll_secs, k8s.timeout_secs)
-    run_id = spec.run_id or meta["name"]
-    return {
-        **published(spec, run_id),
-        "tfjob": f"{meta['namespace']}/{meta['name']}",
-        "submitted": created,
-    }
+    wait(api, job["namespace"], job["name"], k8s.poll_secs, k8s.timeout_secs)
+    return finished(spec, job)

@@ -432,6 +432,98 @@ def test_job_operator_on_kubernetes_submits_the_tfjob_waits_and_publishes_once(
     assert retried["version"] == 1 and not retried["submitted"]  # re-attached, nothing new
 
 
+@pytest.mark.slow
+def test_a_deferred_job_waits_in_the_triggerer_through_a_kubernetes_connection(
+    iris_spec, s3, tmp_path, monkeypatch
+):
+    """`deferrable=True`: the task submits the TFJob and defers; the trigger, rebuilt from
+    its serialized form as the triggerer does, polls the TFJob through the cncf-kubernetes
+    KubernetesHook of `kubernetes_conn_id`; a fresh operator resumes in `execute_complete`
+    and publishes the chief's version."""
+    import asyncio
+
+    from airflow.sdk.exceptions import TaskDeferred
+    from airflow.sdk.module_loading import import_string
+
+    from airflow_plugin.get_provider_info import get_provider_info
+    from tests.cluster.training_operator import ApiServer
+
+    root = f"s3://{BUCKET}/{uuid.uuid4().hex}"
+    endpoint = {k: v for k, v in s3["s3"].items() if k not in ("key", "secret")}
+    spec = {
+        **iris_spec,
+        "model_dir": f"{root}/model",
+        "export": {"base": f"{root}/export"},
+        "storage": {"options": {"s3": endpoint}},
+        "cluster": {
+            "kubernetes": {"image": "registry.example/k2e:0.1.0", "shared_volume": "k2e-shared"}
+        },
+    }
+
+    def operator():
+        return K2eJobOperator(
+            task_id="train_on_k8s",
+            spec=spec,
+            kubernetes=True,
+            deferrable=True,
+            poll_interval=0.2,
+            kubernetes_conn_id="k2e_cluster",
+            model_asset_alias="iris-model",
+        )
+
+    async def first_event(trigger):
+        async for event in trigger.run():
+            return event
+
+    with ApiServer(str(tmp_path / "volume")) as api_server:
+        extra = {"kube_config_path": api_server.kubeconfig(tmp_path / "kubeconfig")}
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_K2E_CLUSTER", json.dumps({"conn_type": "kubernetes", "extra": extra})
+        )
+        ctx = task_context(dag=SimpleNamespace(dag_id="iris_nightly"), run_id="manual__1")
+        with pytest.raises(TaskDeferred) as deferred:
+            operator().execute(ctx)
+        assert deferred.value.method_name == "execute_complete"
+        (name,) = api_server.created
+        assert api_server.jobs[("default", name)]["status"]["conditions"][-1]["type"] != (
+            "Succeeded"
+        )  # the task deferred while the TFJob was still running
+        classpath, kwargs = deferred.value.trigger.serialize()
+        assert "airflow_plugin.triggers.tfjob" in {
+            m for t in get_provider_info()["triggers"] for m in t["python-modules"]
+        }
+        event = asyncio.run(first_event(import_string(classpath)(**kwargs)))
+        assert event.payload["state"] == "Succeeded"
+        result = operator().execute_complete(ctx, event.payload)
+        assert api_server.created == [name]  # resuming submitted nothing new
+    assert result["version"] == 1 and result["tfjob"] == f"default/{name}"
+    assert ctx["ti"].xcoms["export_path"] == f"{root}/export/1"
+    (asset_event,) = ctx["outlet_events"][AssetAlias(name="iris-model")].asset_alias_events
+    assert asset_event.extra["version"] == 1
+
+
+def test_a_tfjob_that_failed_while_deferred_fails_the_task_with_its_condition(iris_spec):
+    from k2e_core.distributed.tfjob import name_for
+
+    op = K2eJobOperator(task_id="job", spec=iris_spec, kubernetes=True, deferrable=True)
+    name = name_for("iris_nightly", "job", "manual__1")
+    job = {"namespace": "default", "name": name, "submitted": True}
+    ctx = task_context(dag=SimpleNamespace(dag_id="iris_nightly"), run_id="manual__1")
+    condition = {"type": "Failed", "reason": "TFJobFailed", "message": "chief exited 3"}
+    with pytest.raises(AirflowException) as failed:
+        op.execute_complete(ctx, {"job": job, "state": "Failed", "condition": condition})
+    assert str(failed.value) == (
+        f"k2e run: failed: TFJob default/{name} failed: TFJobFailed chief exited 3; a "
+        "resubmission "
+        "of the same name resumes from the last checkpoint"
+    )
+    with pytest.raises(AirflowException, match="did not finish within 60s .last state: Running"):
+        spec = {**iris_spec, "cluster": {"kubernetes": {"timeout_secs": 60}}}
+        K2eJobOperator(task_id="job", spec=spec, kubernetes=True, deferrable=True).execute_complete(
+            ctx, {"job": job, "state": "timeout", "last": "Running"}
+        )
+
+
 def test_a_job_links_tensorboard_the_version_and_the_report_and_logs_its_metrics(
     iris_spec, monkeypatch, capfd
 ):

@@ -19,7 +19,7 @@ from tests.airflow.conftest import airflow
 def test_airflow_lists_the_provider():
     proc = airflow("providers", "list", "--output", "json")
     assert proc.returncode == 0, proc.stderr
-    listed = json.loads(proc.stdout[proc.stdout.index("[") :])
+    listed = json.loads(proc.stdout[proc.stdout.index('[{"') :])
     (k2e,) = [p for p in listed if p["package_name"] == "k2e"]
     assert k2e["version"] == importlib.metadata.version("k2e")
 
@@ -129,7 +129,7 @@ def test_the_extra_links_and_the_k2e_config_section_are_registered():
     assert proc.returncode == 0, proc.stderr
     links = {
         entry["extra_link_class_name"]
-        for entry in json.loads(proc.stdout[proc.stdout.index("[") :])
+        for entry in json.loads(proc.stdout[proc.stdout.index('[{"') :])
     }
     assert {
         "airflow_plugin.links.k2e.K2eTensorBoardLink",
