@@ -134,6 +134,22 @@ def bn_data(rows=256, seed=0):
 BUCKET = "k2e-test"
 
 
+def on_s3(spec: dict, s3: dict, **fields) -> dict:
+    """`spec` with its model_dir and export base in a fresh folder of the S3 server, and its
+    credentials left to the environment (as a Kubernetes Secret gives them); `fields` too."""
+    import uuid
+
+    root = f"s3://{BUCKET}/{uuid.uuid4().hex}"
+    endpoint = {k: v for k, v in s3["s3"].items() if k not in ("key", "secret")}
+    return {
+        **spec,
+        "model_dir": f"{root}/model",
+        "export": {"base": f"{root}/export"},
+        "storage": {"options": {"s3": endpoint}},
+        **fields,
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

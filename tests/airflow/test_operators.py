@@ -26,7 +26,7 @@ from airflow_plugin.operators.k2e import (
     K2eTrainOperator,
     K2eValidateOperator,
 )
-from tests.conftest import BUCKET, REPO
+from tests.conftest import BUCKET, REPO, on_s3
 
 
 class RecordedXComs:
@@ -392,14 +392,10 @@ def test_job_operator_on_kubernetes_submits_the_tfjob_waits_and_publishes_once(
     replica's command with its TF_CONFIG), waits, and returns the chief's version."""
     from tests.cluster.training_operator import ApiServer
 
-    root = f"s3://{BUCKET}/{uuid.uuid4().hex}"
-    endpoint = {k: v for k, v in s3["s3"].items() if k not in ("key", "secret")}
-    spec = {
-        **iris_spec,
-        "model_dir": f"{root}/model",
-        "export": {"base": f"{root}/export"},
-        "storage": {"options": {"s3": endpoint}},
-        "cluster": {
+    spec = on_s3(
+        iris_spec,
+        s3,
+        cluster={
             "workers": 1,
             "ps": 1,
             "kubernetes": {
@@ -408,7 +404,8 @@ def test_job_operator_on_kubernetes_submits_the_tfjob_waits_and_publishes_once(
                 "poll_secs": 0.5,
             },
         },
-    }
+    )
+    root = spec["model_dir"].rsplit("/", 1)[0]
     with ApiServer(str(tmp_path / "volume")) as api_server:
         op = K2eJobOperator(
             task_id="train_on_k8s",
@@ -448,17 +445,14 @@ def test_a_deferred_job_waits_in_the_triggerer_through_a_kubernetes_connection(
     from airflow_plugin.get_provider_info import get_provider_info
     from tests.cluster.training_operator import ApiServer
 
-    root = f"s3://{BUCKET}/{uuid.uuid4().hex}"
-    endpoint = {k: v for k, v in s3["s3"].items() if k not in ("key", "secret")}
-    spec = {
-        **iris_spec,
-        "model_dir": f"{root}/model",
-        "export": {"base": f"{root}/export"},
-        "storage": {"options": {"s3": endpoint}},
-        "cluster": {
+    spec = on_s3(
+        iris_spec,
+        s3,
+        cluster={
             "kubernetes": {"image": "registry.example/k2e:0.1.0", "shared_volume": "k2e-shared"}
         },
-    }
+    )
+    root = spec["model_dir"].rsplit("/", 1)[0]
 
     def operator():
         return K2eJobOperator(

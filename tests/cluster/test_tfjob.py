@@ -8,14 +8,13 @@ import json
 import os
 import subprocess
 import sys
-import uuid
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from tests.cluster.training_operator import ApiServer
-from tests.conftest import BUCKET
+from tests.conftest import on_s3
 
 K2E = os.path.join(os.path.dirname(sys.executable), "k2e")
 IMAGE = "registry.example/k2e:0.1.0"
@@ -24,14 +23,10 @@ IMAGE = "registry.example/k2e:0.1.0"
 @pytest.fixture
 def s3_spec(iris_spec, s3):
     """The iris job on the S3 server, credentials from the environment (as a Secret gives)."""
-    root = f"s3://{BUCKET}/{uuid.uuid4().hex}"
-    endpoint = {k: v for k, v in s3["s3"].items() if k not in ("key", "secret")}
-    return {
-        **iris_spec,
-        "model_dir": f"{root}/model",
-        "export": {"base": f"{root}/export"},
-        "storage": {"options": {"s3": endpoint}},
-        "cluster": {
+    return on_s3(
+        iris_spec,
+        s3,
+        cluster={
             "workers": 1,
             "ps": 1,
             "kubernetes": {
@@ -41,7 +36,7 @@ def s3_spec(iris_spec, s3):
                 "poll_secs": 0.5,
             },
         },
-    }
+    )
 
 
 def _manifest(spec, name=None):

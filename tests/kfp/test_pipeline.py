@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from tests.conftest import REPO, retraining_day
+from tests.conftest import REPO, on_s3, retraining_day
 
 
 @pytest.fixture(scope="module")
@@ -508,10 +508,8 @@ def test_tfjob_pipeline_compiles_without_tensorflow_and_runs_the_tfjob(
     """The step submits the spec's TFJob through the Kubernetes client (here to a local
     stand-in for the API server and training operator, which runs every replica's command
     with its TF_CONFIG), waits, and returns the version the chief published."""
-    import uuid
 
     from tests.cluster.training_operator import ApiServer
-    from tests.conftest import BUCKET
 
     compiled = tmp_path / "k2e-tfjob.yaml"
     code = (
@@ -530,14 +528,10 @@ def test_tfjob_pipeline_compiles_without_tensorflow_and_runs_the_tfjob(
 
     from kfp_components.pipelines import tfjob_pipeline
 
-    root = f"s3://{BUCKET}/{uuid.uuid4().hex}"
-    endpoint = {k: v for k, v in s3["s3"].items() if k not in ("key", "secret")}
-    spec = {
-        **iris_spec,
-        "model_dir": f"{root}/model",
-        "export": {"base": f"{root}/export"},
-        "storage": {"options": {"s3": endpoint}},
-        "cluster": {
+    spec = on_s3(
+        iris_spec,
+        s3,
+        cluster={
             "workers": 1,
             "ps": 1,
             "evaluator": True,
@@ -547,7 +541,8 @@ def test_tfjob_pipeline_compiles_without_tensorflow_and_runs_the_tfjob(
                 "poll_secs": 0.5,
             },
         },
-    }
+    )
+    root = spec["model_dir"].rsplit("/", 1)[0]
     with ApiServer(str(tmp_path / "volume")) as api_server:
         monkeypatch.setenv("KUBECONFIG", api_server.kubeconfig(tmp_path / "kubeconfig"))
         outputs = tfjob_pipeline(spec=json.dumps(spec), train_steps=300).outputs
