@@ -43,6 +43,25 @@ class GateCheck(Record):
     ok: bool
     baseline: int | None = Field(None, description="the blessed version compared with")
     baseline_value: float | None = None
+    premade_baseline: str | None = Field(
+        None, description="the pre-made baseline compared with (vs_baseline), e.g. LinearClassifier"
+    )
+    premade_value: float | None = Field(None, description="the pre-made baseline's value")
+
+
+class PremadeBaseline(Record):
+    """The job's pre-made baseline (`baseline:`): what it is, how long it trained, and its
+    metrics on the candidate's eval data."""
+
+    kind: Literal["linear", "dnn"]
+    estimator: str = Field(description="the pre-made Estimator, e.g. LinearClassifier")
+    model_dir: str
+    global_step: int | None
+    metrics: Metrics | None = Field(None, description="on the eval data (after training: none)")
+    steps_trained: int | None = None
+    train_seconds: float | None = None
+    steps_per_second: float | None = None
+    examples_per_second: float | None = None
 
 
 class BaselineMeasure(Record):
@@ -70,6 +89,7 @@ class GateDecision(Record):
     reason: str
     checks: list[GateCheck]
     baseline: BaselineMeasure | None
+    premade_baseline: PremadeBaseline | None = None
     run_id: str
     checkpoint: str
     global_step: int | None
@@ -117,7 +137,9 @@ class VersionRecord(Record):
     eval_data: EvalData | None = None
     source: dict[str, Any]
     warm_start: WarmStartRecord | None = None
-    gate: dict[str, Any] | None = Field(None, description="passed, checks and baseline")
+    gate: dict[str, Any] | None = Field(
+        None, description="passed, checks, baseline and premade_baseline"
+    )
     blessed: bool
     by: str
     reason: str
@@ -185,6 +207,9 @@ class TrainResult(Result):
     streamed: StreamStats | None = Field(
         None, description="remote training data: what streaming it downloaded"
     )
+    premade_baseline: PremadeBaseline | None = Field(
+        None, description="the pre-made baseline, trained after the model"
+    )
 
 
 class EvaluateResult(Result):
@@ -193,6 +218,7 @@ class EvaluateResult(Result):
     checkpoint: str | None
     confusion_matrix: dict[str, Any] | None = None
     gate: GateDecision | None = None
+    premade_baseline: PremadeBaseline | None = None
     global_step: int | None
 
 
@@ -237,6 +263,7 @@ class RunResult(Result):
     reused: bool
     signatures: list[str]
     train: TrainResult
+    premade_baseline: PremadeBaseline | None = None
     convert_seconds: float
     total_seconds: float
 

@@ -313,8 +313,23 @@ class ExportSpec(_Section):
         return _known_protocol(value)
 
 
+class VsBaseline(_Section):
+    """The candidate against the job's pre-made baseline (`baseline:`), on the same eval data."""
+
+    tolerance: float = Field(
+        0.0,
+        ge=0,
+        description="How much worse than the pre-made baseline the candidate may be, in the "
+        "metric's units (0: at least as good)",
+    )
+    metric: str | None = Field(
+        None, description="The baseline's metric to compare with; default: the same name"
+    )
+
+
 class GateMetric(_Section):
-    """One metric the gate checks: absolute bounds, and no regression against the baseline."""
+    """One metric the gate checks: absolute bounds, no regression against the blessed version,
+    and (vs_baseline) not worse than the job's pre-made baseline."""
 
     at_least: float | None = Field(None, description="Bless only if the metric is >= this")
     at_most: float | None = Field(None, description="Bless only if the metric is <= this")
@@ -323,6 +338,11 @@ class GateMetric(_Section):
         ge=0,
         description="How much worse than the blessed baseline (measured on the same eval data "
         "in the same run) the candidate may be, in the metric's units; null: not compared",
+    )
+    vs_baseline: VsBaseline | None = Field(
+        None,
+        description="Bless only if the candidate is not worse than the pre-made baseline "
+        "(the job's `baseline:` section) by more than its tolerance",
     )
     better: Literal["higher", "lower"] | None = Field(
         None,
@@ -341,6 +361,44 @@ class GateSpec(_Section):
     force: str | None = Field(
         None, description="Bless whatever the checks say, for this reason (recorded)"
     )
+
+
+class PremadeSpec(_Section):
+    """A pre-made Estimator (LinearClassifier/Regressor or DNNClassifier/Regressor, by the
+    label's kind) on feature columns derived from the data: numeric columns standardised
+    with the training data's mean and standard deviation, text columns as vocabulary
+    columns of the training data's values (one-hot or embedded for DNNs)."""
+
+    kind: Literal["linear", "dnn", "boosted_trees"]
+    steps: int | None = Field(
+        None, gt=0, description="Training steps of the baseline; default: train.steps"
+    )
+    optimizer: Literal["Adagrad", "Adam", "Ftrl", "RMSProp", "SGD"] | None = Field(
+        None, description="Default: the Estimator's own (linear: Ftrl, dnn: Adagrad)"
+    )
+    learning_rate: float | None = Field(None, gt=0, description="Default: the optimizer's")
+    hidden_units: list[Annotated[int, Field(gt=0)]] | None = Field(
+        None, min_length=1, description="dnn: units per hidden layer; default [32, 16]"
+    )
+    dropout: float | None = Field(None, gt=0, lt=1, description="dnn: dropout rate")
+    embedding_above: int | None = Field(
+        None,
+        gt=0,
+        description="dnn: text columns with more distinct values than this get an embedding "
+        "instead of a one-hot indicator; default 20",
+    )
+
+    @model_validator(mode="after")
+    def _options_of_kind(self):
+        if self.kind == "boosted_trees":
+            raise ValueError(
+                "kind boosted_trees: TensorFlow Estimator 2.15 has no BoostedTrees Estimators "
+                "(removed upstream in 2.9, for TensorFlow Decision Forests); use linear or dnn"
+            )
+        for option in ("hidden_units", "dropout", "embedding_above"):
+            if getattr(self, option) is not None and self.kind != "dnn":
+                raise ValueError(f"{option} is an option of kind dnn, not {self.kind}")
+        return self
 
 
 class StorageSpec(_Section):
@@ -451,6 +509,12 @@ class JobSpec(_Section):
     storage: StorageSpec = Field(default_factory=StorageSpec)
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     gate: GateSpec = Field(default_factory=GateSpec)
+    baseline: PremadeSpec | None = Field(
+        None,
+        description="A pre-made Estimator trained on the same data (its own step budget, in "
+        "model_dir/baseline) and evaluated on the same eval data: the baseline a candidate "
+        "must beat (gate.metrics.NAME.vs_baseline)",
+    )
     warm_start: str | None = Field(
         None,
         description="Where a new model_dir's weights come from: 'latest' (the latest blessed "
@@ -498,6 +562,21 @@ class JobSpec(_Section):
             raise ValueError(
                 f"eval.every_steps ({every}) and run_config.save_checkpoints_steps ({saves}) "
                 "differ: evaluation runs on checkpoints; keep one of them, or set both alike"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _baseline_where_compared(self):
+        for name, rule in self.gate.metrics.items():
+            if rule.vs_baseline is not None and self.baseline is None:
+                raise ValueError(
+                    f"gate.metrics.{name}.vs_baseline: the job has no baseline section; add "
+                    "e.g. baseline: {kind: linear}"
+                )
+        if self.baseline is not None and self.cluster.roles() != {"chief": 1}:
+            raise ValueError(
+                "baseline: a pre-made baseline trains in a single process; drop the cluster "
+                "section, or train the baseline in a job of its own"
             )
         return self
 

@@ -38,7 +38,8 @@ DESCRIPTIONS = {
     "metrics_json": "The evaluation's metrics, as the evaluate step returned them.",
     "model_dir": "The Estimator's model_dir with its warm-start checkpoint.",
     "checkpoints": "The training run's model_dir: checkpoints and TensorBoard event files.",
-    "metrics": "The evaluation's scalar metrics.",
+    "metrics": "The evaluation's scalar metrics; with a pre-made baseline in the spec, its "
+    "metrics too, as baseline_<name>.",
     "classification": "The confusion matrix, for classifiers.",
     "model": "The verified SavedModel; its metadata holds `blessed` and the gate's `reason`.",
     "report": "The `k2e report` page: curves, metrics, confusion matrix, gate, registry.",

@@ -154,7 +154,7 @@ def evaluate(
         fixed={"export": None},
         read_only=True,
     )
-    _log_metrics(metrics, result["metrics"])
+    _log_metrics(metrics, result)
     if "confusion_matrix" in result:
         matrix = result["confusion_matrix"]
         classification.log_confusion_matrix(matrix["categories"], matrix["matrix"])
@@ -233,7 +233,7 @@ def run_job(
             copy_to=model.path,
         )
     _describe_checkpoints(checkpoints, result["train"])
-    _log_metrics(metrics, result["metrics"])
+    _log_metrics(metrics, result)
     _describe_model(model, result, spec, export_base)
     return result
 
@@ -269,7 +269,7 @@ def run_tfjob(
             "export.base": export_base,
         },
     )
-    _log_metrics(metrics, result["metrics"])
+    _log_metrics(metrics, result)
     return result
 
 
@@ -306,7 +306,10 @@ def _describe_checkpoints(checkpoints, trained: dict) -> None:
     )
 
 
-def _log_metrics(metrics, values: dict) -> None:
+def _log_metrics(metrics, result: dict) -> None:
+    """The candidate's metrics, and the pre-made baseline's as baseline_<name>."""
+    premade = (result.get("premade_baseline") or {}).get("metrics") or {}
+    values = {**result["metrics"], **{f"baseline_{k}": v for k, v in premade.items()}}
     for name, value in values.items():
         if isinstance(value, (int, float)):
             metrics.log_metric(name, float(value))

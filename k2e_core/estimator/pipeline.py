@@ -31,11 +31,14 @@ def input_fn(
     seed=None,
     batch_size=None,
     shard: tuple[int, int] | None = None,
+    example=None,
 ):
     """An Estimator input_fn over `source` following plan `p`. `shard`: (index, count) of
     this worker: it reads whole files when there are enough of them, else every count-th
-    record, and shuffles with a seed of its own."""
+    record, and shuffles with a seed of its own. `example`: (plan, a batch of columns) ->
+    (features, labels); default: the model's inputs and labels."""
     batch = batch_size or data_spec.batch_size
+    to_example = example or _example
     p = for_source(p, source)
     if shard and seed is not None:
         seed = seed + shard[0]
@@ -52,7 +55,7 @@ def input_fn(
             ds = ds.repeat()
         ds = ds.batch(batch, drop_remainder=False)
         ds = ds.map(
-            lambda r: _example(p, _columns(p, parse, r)),
+            lambda r: to_example(p, _columns(p, parse, r)),
             num_parallel_calls=AUTOTUNE,
             deterministic=not training,
         )
@@ -333,7 +336,7 @@ def stacked_inputs(p: Plan, cols: dict) -> dict:
     features = {}
     for name, columns in p.features.items():
         shape, dtype = p.io.inputs[name]
-        tensor = _gather(cols, columns)
+        tensor = gather(cols, columns)
         if columns[0] in p.decode:
             features[name] = tf.reshape(tensor, [-1])
             continue
@@ -377,6 +380,19 @@ def model_inputs(p: Plan, features: dict) -> dict:
     return out
 
 
+def fill_column(p: Plan, column: str, tensor):
+    """One column with its missing values filled (where data.missing fills it)."""
+    fill = p.fills.get(column)
+    if fill is None:
+        return tensor
+    if tensor.dtype == tf.string:
+        marked = tf.reduce_any(tf.equal(tensor[..., None], list(p.na_values)), axis=-1)
+        return tf.where(marked, tf.constant(str(fill), tf.string), tensor)
+    if tensor.dtype.is_floating:
+        return tf.where(tf.math.is_finite(tensor), tensor, tf.constant(fill, tensor.dtype))
+    return tensor  # ints: the parser's default is the fill
+
+
 def decode_images(encoded, how, shape, dtype):
     """A batch of PNG/JPEG bytes -> [batch, height, width, channels] in the input's dtype
     (pixel values 0-255, as the files hold them: scale inside the model)."""
@@ -402,7 +418,7 @@ def decode_images(encoded, how, shape, dtype):
 
 
 def _label(p: Plan, output: str, columns, cols):
-    tensor = _gather(cols, columns)
+    tensor = gather(cols, columns)
     column = columns[0]
     kind, classes = p.io.label_kinds[output]
     if column not in p.vocabulary:
@@ -427,7 +443,8 @@ def _label(p: Plan, output: str, columns, cols):
     return ids
 
 
-def _gather(cols, columns):
+def gather(cols, columns):
+    """The columns as one tensor: a column as it is, several side by side."""
     if len(columns) == 1:
         return cols[columns[0]]
     parts = [cols[c] if cols[c].shape.rank > 1 else cols[c][:, None] for c in columns]

@@ -50,7 +50,11 @@ def new_record(decision: dict, source: dict) -> dict:
             "eval_data": decision["eval_data"],
             "source": {k: v for k, v in source.items() if k != "warm_start"},
             "warm_start": source.get("warm_start"),
-            "gate": {k: decision[k] for k in ("passed", "checks", "baseline")},
+            "gate": {
+                k: decision[k]
+                for k in ("passed", "checks", "baseline", "premade_baseline")
+                if k in decision
+            },
             "blessed": decision["blessed"],
             "by": decision["by"],
             "reason": decision["reason"],
@@ -293,9 +297,12 @@ def table(records: list[dict]) -> str:
             if k != "global_step" and isinstance(v, (int, float))
         }
     )
-    header = ["name", "blessed", "pinned", "created", "step", *metric_names, "warm start", "reason"]
+    premade = [premade_text(r, metric_names) for r in records]
+    beside = ["pre-made baseline"] if any(premade) else []
+    header = ["name", "blessed", "pinned", "created", "step", *metric_names, "warm start"]
+    header += [*beside, "reason"]
     rows = [header]
-    for r in records:
+    for r, baseline in zip(records, premade):
         warm = r.get("warm_start") or {}
         rows.append(
             [
@@ -306,6 +313,7 @@ def table(records: list[dict]) -> str:
                 str((r.get("source") or {}).get("global_step", "")),
                 *[_number((r.get("metrics") or {}).get(m)) for m in metric_names],
                 f"v{warm['version']}" if warm.get("version") else (warm.get("from") or "none"),
+                *([baseline] if beside else []),
                 r.get("reason", ""),
             ]
         )
@@ -313,6 +321,17 @@ def table(records: list[dict]) -> str:
     return "\n".join(
         "  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows
     )
+
+
+def premade_text(record: dict, metric_names: list) -> str:
+    """The pre-made baseline a version was judged beside: its Estimator and its values of
+    the version's metrics ('LinearClassifier accuracy 0.9333 loss 0.2101'); '' if none."""
+    premade = (record.get("gate") or {}).get("premade_baseline")
+    if not premade:
+        return ""
+    values = premade.get("metrics") or {}
+    shown = [f"{m} {_number(values[m])}" for m in metric_names if m in values]
+    return " ".join([premade["estimator"], *shown])
 
 
 def _number(value) -> str:

@@ -23,10 +23,13 @@ def better(name: str, rule) -> str:
     return "lower" if any(w in name.lower() for w in ("loss", "error")) else "higher"
 
 
+def compares_with_previous(gate_spec) -> bool:
+    """Whether a rule compares with the latest blessed version (has a tolerance)."""
+    return any(rule.tolerance is not None for rule in gate_spec.metrics.values())
+
+
 def compares_with_baseline(gate_spec) -> bool:
-    return gate_spec.baseline != "none" and any(
-        rule.tolerance is not None for rule in gate_spec.metrics.values()
-    )
+    return gate_spec.baseline != "none" and compares_with_previous(gate_spec)
 
 
 def check_metric_names(gate_spec, metrics: dict) -> None:
@@ -40,15 +43,16 @@ def check_metric_names(gate_spec, metrics: dict) -> None:
             )
 
 
-def judge(gate_spec, metrics: dict, baseline: dict | None) -> dict:
+def judge(gate_spec, metrics: dict, baseline: dict | None, premade: dict | None = None) -> dict:
     """The decision for a candidate with `metrics`.
 
     `baseline`: None (no blessed version yet, or comparison turned off), or
     {"version", "metrics"} measured on the same data, or {"version", "error"} when it could
-    not be measured (then the candidate is not blessed).
+    not be measured (then the candidate is not blessed). `premade`: the job's pre-made
+    baseline ({"estimator", "metrics", ...} or {..., "error"}), for `vs_baseline` rules.
     """
     check_metric_names(gate_spec, metrics)
-    checks = []
+    checks, problems = [], []
     for name, rule in gate_spec.metrics.items():
         value = float(metrics[name])
         if rule.at_least is not None:
@@ -57,36 +61,26 @@ def judge(gate_spec, metrics: dict, baseline: dict | None) -> dict:
             checks.append(_check(name, value, "<=", rule.at_most, value <= rule.at_most))
         if baseline and "metrics" in baseline and rule.tolerance is not None:
             was = baseline["metrics"].get(name)  # measured on this run's eval data
-            if not isinstance(was, (int, float)):
-                continue
-            if better(name, rule) == "higher":
-                limit = was - rule.tolerance
+            if isinstance(was, (int, float)):
                 checks.append(
-                    _check(
+                    _compare(
                         name,
                         value,
-                        ">=",
-                        limit,
-                        value >= limit,
+                        better(name, rule),
+                        was,
+                        rule.tolerance,
                         baseline=baseline["version"],
                         baseline_value=was,
                     )
                 )
+        if rule.vs_baseline is not None:
+            check = _against_premade(name, value, rule, premade)
+            if isinstance(check, str):
+                problems.append(check)
             else:
-                limit = was + rule.tolerance
-                checks.append(
-                    _check(
-                        name,
-                        value,
-                        "<=",
-                        limit,
-                        value <= limit,
-                        baseline=baseline["version"],
-                        baseline_value=was,
-                    )
-                )
+                checks.append(check)
     failed = [c for c in checks if not c["ok"]]
-    problems = [_describe(c) for c in failed]
+    problems = [_describe(c) for c in failed] + problems
     if baseline and "error" in baseline:
         problems.append(
             f"baseline version {baseline['version']} could not be measured ({baseline['error']})"
@@ -102,7 +96,7 @@ def judge(gate_spec, metrics: dict, baseline: dict | None) -> dict:
         reason = "no gate metrics set" if not gate_spec.metrics else "no checks apply"
     else:
         reason = "; ".join(_describe(c) for c in checks)
-    if not (baseline and "metrics" in baseline) and gate_spec.metrics and passed:
+    if not (baseline and "metrics" in baseline) and compares_with_previous(gate_spec) and passed:
         reason += (
             "; no blessed baseline yet: judged on thresholds alone"
             if gate_spec.baseline != "none"
@@ -118,6 +112,37 @@ def judge(gate_spec, metrics: dict, baseline: dict | None) -> dict:
     }
 
 
+def _compare(name, value, direction, was, tolerance, **extra) -> dict:
+    """`value` against `was`, allowing `tolerance` the worse way."""
+    if direction == "higher":
+        return _check(name, value, ">=", was - tolerance, value >= was - tolerance, **extra)
+    return _check(name, value, "<=", was + tolerance, value <= was + tolerance, **extra)
+
+
+def _against_premade(name, value, rule, premade) -> dict | str:
+    """The check of `rule.vs_baseline`, or why it cannot be made (then not blessed)."""
+    if not premade:
+        return f"{name}: no pre-made baseline was measured"
+    estimator = premade["estimator"]
+    wanted = rule.vs_baseline.metric or name
+    was = (premade.get("metrics") or {}).get(wanted)
+    if not isinstance(was, (int, float)):
+        known = sorted(k for k, v in (premade.get("metrics") or {}).items() if k != "global_step")
+        return (
+            f"{name}: the pre-made baseline {estimator} reports no {wanted!r} (it reports "
+            f"{known}; set gate.metrics.{name}.vs_baseline.metric)"
+        )
+    return _compare(
+        name,
+        value,
+        better(name, rule),
+        was,
+        rule.vs_baseline.tolerance,
+        premade_baseline=estimator,
+        premade_value=was,
+    )
+
+
 def _check(metric, value, op, limit, ok, **extra) -> dict:
     return GateCheck(
         metric=metric, value=value, op=op, limit=round(limit, 10), ok=ok, **extra
@@ -130,6 +155,11 @@ def _describe(check: dict) -> str:
     if "baseline" in check:
         text += (
             f" (baseline version {check['baseline']}: {check['baseline_value']:.4g}, "
+            "with tolerance)"
+        )
+    if "premade_baseline" in check:
+        text += (
+            f" (pre-made baseline {check['premade_baseline']}: {check['premade_value']:.4g}, "
             "with tolerance)"
         )
     return text

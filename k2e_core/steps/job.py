@@ -33,7 +33,7 @@ import time
 
 from k2e_core import records, registry, storage
 from k2e_core.distributed import cluster
-from k2e_core.errors import K2eError, SpecError
+from k2e_core.errors import K2eError, SpecError, first_line
 from k2e_core.estimator import (
     conversion,
     data,
@@ -41,10 +41,12 @@ from k2e_core.estimator import (
     export,
     keras_model,
     pipeline,
+    premade,
     summaries,
     training,
     warm_start,
 )
+from k2e_core.estimator.compat import tf
 from k2e_core.registry import gate
 from k2e_core.spec import JobSpec, load_spec
 from k2e_core.steps.model_dir import Access, ModelDir
@@ -172,7 +174,8 @@ class Job:
                 names[key] = self.plan.vocabulary[columns[0]]
         return names
 
-    def input_fn(self, split: str):
+    def input_fn(self, split: str, example=None):
+        """`example`: as in `pipeline.input_fn` (the pre-made baseline's columns)."""
         source = self.source(split)
         if split == "eval" and self.spec.data.eval is None:
             if "eval_reader" not in self._sources:
@@ -186,6 +189,7 @@ class Job:
             training=split == "train",
             seed=self.spec.run_config.tf_random_seed,
             shard=self.task.data_share if self.task and split == "train" else None,
+            example=example,
         )
 
     @contextlib.contextmanager
@@ -259,6 +263,17 @@ def _check_gate_metrics(job: Job) -> None:
         job.model, spec.model.metric_names_map, job.custom_objects
     )
     gate.check_metric_names(spec.gate, dict.fromkeys([*reported, "global_step"], 0.0))
+    if spec.baseline is not None:
+        head, _, _, classes = premade.head_of(job.plan)
+        known = premade.metric_names(head, classes)
+        for name, rule in spec.gate.metrics.items():
+            wanted = rule.vs_baseline and (rule.vs_baseline.metric or name)
+            if wanted and wanted not in known:
+                raise SpecError(
+                    f"gate.metrics.{name}.vs_baseline",
+                    f"the pre-made baseline reports no {wanted!r}",
+                    f"set vs_baseline.metric to one of {known}",
+                )
 
 
 def _sample_features(job: Job):
@@ -341,7 +356,10 @@ def train_step(spec, overrides=None) -> dict:
     cluster (TF_CONFIG) it runs this process's task. Result: `records.TrainResult`."""
     with open_job(spec, overrides, in_cluster=True) as job:
         job.check_data()
-        return _task_result(job, _train(job))
+        trained = _train(job)
+        if job.spec.baseline is not None:
+            trained["premade_baseline"] = _train_baseline(job)
+        return _task_result(job, trained)
 
 
 def _task_result(job: Job, result: dict) -> dict:
@@ -363,8 +381,10 @@ def evaluate_step(spec, overrides=None, read_only=False) -> dict:
         confusion = confusion_matrix(job)
         if confusion:
             result["confusion_matrix"] = confusion
+        if job.spec.baseline is not None:
+            result["premade_baseline"] = _measure_baseline(job)
         if job.spec.export is not None:
-            result["gate"] = _decide(job, result["metrics"])
+            result["gate"] = _decide(job, result["metrics"], result.get("premade_baseline"))
         if job.model_dir.remote:
             result["checkpoint"] = job.model_dir.checkpoint_url(result["checkpoint"])
         return records.as_result(
@@ -396,12 +416,105 @@ def confusion_matrix(job: Job) -> dict | None:
     )
 
 
+# --------------------------------------------------------------------------- baseline
+
+
+class Baseline:
+    """The job's pre-made baseline in model_dir/baseline: its design (decided from the
+    training data by the train step, read back by later steps) and its Estimator."""
+
+    def __init__(self, job: Job, train: bool = False):
+        spec = job.spec
+        self.spec = spec.baseline
+        url = storage.join(job.model_dir.url, premade.BASELINE_DIR)
+        access = "train" if job.model_dir.writable else "read"
+        staging = tempfile.mkdtemp(prefix="baseline-", dir=job.staging_dir)
+        self.model_dir = ModelDir.open(url, staging, access)
+        self.design = premade.load_design(self.model_dir.path)
+        if self.design is None and train:
+            self.design = premade.decide(job.plan, job.source("train"), spec.data, self.spec.kind)
+            premade.save_design(self.model_dir.path, self.design)
+        if self.design is None:
+            raise SpecError(
+                "baseline",
+                f"{storage.redact(url)} holds no trained baseline",
+                "run the train step first (it trains the baseline after the model), or k2e run",
+            )
+        self.name = premade.ESTIMATORS[(self.spec.kind, self.design.head)]
+        self.estimator = premade.estimator(
+            self.design, self.spec, training.run_config(spec, self.model_dir.path)
+        )
+        self.example = premade.example(self.design)
+
+    def record(self, **values) -> dict:
+        return {
+            "kind": self.spec.kind,
+            "estimator": self.name,
+            "model_dir": storage.redact(self.model_dir.url),
+            "global_step": training.global_step(self.estimator),
+            **values,
+        }
+
+
+def _train_baseline(job: Job) -> dict:
+    """Trains the pre-made baseline to baseline.steps (default train.steps) on the training
+    data; a rerun resumes. A baseline that fails to train fails the step."""
+    spec = job.spec
+    baseline = Baseline(job, train=True)
+    log.info("baseline: %s", premade.describe(baseline.design, spec.baseline))
+    steps = spec.baseline.steps or spec.train.steps
+    budget = spec.model_copy(
+        update={"train": spec.train.model_copy(update={"steps": steps, "early_stopping": None})}
+    )
+    try:
+        with job.data_errors("train"):
+            trained = training.train(
+                baseline.estimator,
+                job.input_fn("train", baseline.example),
+                budget,
+                spec.data.batch_size,
+                baseline.model_dir.listeners(),
+            )
+    except training.Stopped:
+        raise
+    except K2eError as err:
+        raise K2eError(f"baseline {baseline.name}: {err}") from None
+    except (ValueError, TypeError, tf.errors.OpError) as err:
+        raise SpecError(
+            "baseline",
+            f"{baseline.name} failed to train ({first_line(err, 200)})",
+            "change the baseline's options, or leave the baseline out",
+        ) from None
+    baseline.model_dir.sync()
+    figures = ("steps_trained", "train_seconds", "steps_per_second", "examples_per_second")
+    return baseline.record(**{k: trained[k] for k in figures})
+
+
+def _measure_baseline(job: Job, trained: dict | None = None) -> dict:
+    """The pre-made baseline's metrics on the job's eval data, at its latest checkpoint."""
+    baseline = Baseline(job)
+    if baseline.estimator.latest_checkpoint() is None:
+        raise SpecError(
+            "baseline",
+            f"{storage.redact(baseline.model_dir.url)} holds no checkpoint of {baseline.name}",
+            "run the train step first (it trains the baseline after the model), or k2e run",
+        )
+    label = f"pre-made baseline {baseline.name}"
+    with job.data_errors("eval"):
+        metrics = training.evaluate(
+            baseline.estimator, job.input_fn("eval", baseline.example), job.spec, label
+        )["metrics"]
+    baseline.model_dir.sync()
+    return baseline.record(**(trained or {}), metrics=metrics)
+
+
 # --------------------------------------------------------------------------- gate
 
 
-def _decide(job: Job, metrics=None) -> dict:
+def _decide(job: Job, metrics=None, premade_baseline=None) -> dict:
     """The gate's decision for this run's candidate, made once and kept in the registry: a
-    retried run (same run id, same checkpoint) gets the same decision."""
+    retried run (same run id, same checkpoint) gets the same decision. `premade_baseline`:
+    the job's pre-made baseline as measured (else measured here, when the job has one)."""
     spec = job.spec
     base = spec.path(spec.export.base)
     est = job.estimator
@@ -436,8 +549,11 @@ def _decide(job: Job, metrics=None) -> dict:
                 baseline = {"version": found["version"], "metrics": _evaluate_version(job, found)}
             except SpecError as err:
                 baseline = {"version": found["version"], "error": err.problem}
+    if spec.baseline is not None and premade_baseline is None:
+        premade_baseline = _measure_baseline(job)
     decision = records.GateDecision(
-        **gate.judge(spec.gate, metrics, baseline),
+        **gate.judge(spec.gate, metrics, baseline, premade_baseline),
+        **({"premade_baseline": premade_baseline} if premade_baseline else {}),
         run_id=run_id,
         checkpoint=checkpoint,
         global_step=training.global_step(est),
@@ -493,12 +609,12 @@ def _eval_data(job: Job) -> dict:
     }
 
 
-def _export(job: Job, metrics=None, copy_to=None) -> dict:
+def _export(job: Job, metrics=None, copy_to=None, premade_baseline=None) -> dict:
     spec = job.spec
     if spec.export is None:
         raise SpecError("export", "no export section", "add export.base (where versions go)")
     est = job.estimator
-    decision = _decide(job, metrics)
+    decision = _decide(job, metrics, premade_baseline)
     local, report = export.export_verified(
         est,
         job.model,
@@ -596,13 +712,17 @@ def run(spec, overrides=None, copy_to=None) -> dict:
         trained = _train(job)
         if not job.leads:
             return _task_result(job, trained)  # the chief evaluates, exports and publishes
+        premade_baseline = None
+        if job.spec.baseline is not None:
+            trained["premade_baseline"] = _train_baseline(job)
+            premade_baseline = _measure_baseline(job, trained["premade_baseline"])
         if (trained.get("metrics") or {}).get("global_step") == trained["global_step"]:
             evaluated = {"metrics": trained["metrics"]}  # training's last evaluation
         else:
             with job.data_errors("eval"):
                 evaluated = training.evaluate(job.estimator, job.input_fn("eval"), job.spec)
         job.model_dir.sync()
-        exported = _export(job, evaluated["metrics"], copy_to)
+        exported = _export(job, evaluated["metrics"], copy_to, premade_baseline)
         return records.as_result(
             records.RunResult,
             {
@@ -624,6 +744,7 @@ def run(spec, overrides=None, copy_to=None) -> dict:
                 "reused": exported["reused"],
                 "signatures": exported["signatures"],
                 "train": trained,
+                **({"premade_baseline": premade_baseline} if premade_baseline else {}),
                 "convert_seconds": round(job.convert_seconds, 3),
                 "total_seconds": round(time.perf_counter() - began, 3),
             },

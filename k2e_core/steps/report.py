@@ -23,7 +23,13 @@ from k2e_core import records, registry, storage
 from k2e_core.errors import SpecError
 
 SPEED_TAGS = ("global_step/sec", "examples/sec")
-RUN_NAMES = {".": "train", "eval": "eval", "eval_baseline": "gate baseline"}
+RUN_NAMES = {
+    ".": "train",
+    "eval": "eval",
+    "eval_baseline": "gate baseline",
+    "baseline": "pre-made baseline (train)",
+    "baseline/eval": "pre-made baseline (eval)",
+}
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 
@@ -358,6 +364,9 @@ def _decision_section(record: dict | None) -> list[str]:
             rule = f"{check['op']} {check['limit']:.4g}"
             if "baseline" in check:
                 rule += f" (baseline version {check['baseline']}: {check['baseline_value']:.4g})"
+            if "premade_baseline" in check:
+                rule += f" (pre-made baseline {check['premade_baseline']}: "
+                rule += f"{check['premade_value']:.4g})"
             ok = check.get("ok")
             out.append(
                 f"<tr><td>{_e(check['metric'])}</td><td>{_number(check['value'])}</td>"
@@ -365,6 +374,17 @@ def _decision_section(record: dict | None) -> list[str]:
                 f"{'passed' if ok else 'failed'}</td></tr>"
             )
         out.append("</table>")
+    premade = gate.get("premade_baseline")
+    if premade:
+        values = ", ".join(
+            f"{k} {_number(v)}"
+            for k, v in sorted((premade.get("metrics") or {}).items())
+            if k != "global_step"
+        )
+        out.append(
+            f"<p>Pre-made baseline: {_e(premade['estimator'])} at step "
+            f"{_e(premade.get('global_step'))}, on the same eval data: {_e(values)}</p>"
+        )
     return out
 
 
@@ -379,7 +399,9 @@ def _history_section(history: list) -> list[str]:
     picture = history_picture(history)
     if picture:
         out.append(_img(picture, "metrics by version"))
+    premade = any((r.get("gate") or {}).get("premade_baseline") for r in history)
     head = "".join(f"<th>{_e(n)}</th>" for n in names)
+    head += "<th>pre-made baseline</th>" if premade else ""
     out.append(
         "<table><tr><th>name</th><th>created</th><th>blessed</th><th>pinned</th>"
         f"{head}<th>reason</th></tr>"
@@ -387,6 +409,8 @@ def _history_section(history: list) -> list[str]:
     for r in reversed(history):
         metrics = r.get("metrics") or {}
         cells = "".join(f"<td>{_number(metrics.get(n, ''))}</td>" for n in names)
+        if premade:
+            cells += f"<td>{_e(registry.premade_text(r, names))}</td>"
         blessed = r.get("blessed")
         out.append(
             f"<tr><td>{_e(r.get('name'))}</td><td>{_e(r.get('created'))}</td>"

@@ -186,37 +186,46 @@ def test_the_gate_names_unknown_metrics_and_publishes_nothing(iris_spec):
     ]
 
 
-class _Rule:
-    def __init__(self, at_least=None, at_most=None, tolerance=0.0, better=None):
-        self.at_least, self.at_most, self.tolerance, self.better = (
-            at_least,
-            at_most,
-            tolerance,
-            better,
-        )
+def _Rule(**fields):
+    from k2e_core.spec import GateMetric
+
+    return GateMetric(**fields)
 
 
-class _Gate:
-    def __init__(self, metrics, baseline="latest_blessed", force=None):
-        self.metrics, self.baseline, self.force = metrics, baseline, force
+def _Gate(metrics, baseline="latest_blessed", force=None):
+    from k2e_core.spec import GateSpec
+
+    return GateSpec(metrics=metrics, baseline=baseline, force=force)
+
+
+LINEAR = {"estimator": "LinearClassifier", "metrics": {"accuracy": 0.9, "loss": 0.3}}
 
 
 @pytest.mark.parametrize(
-    "rules, metrics, baseline, blessed, reason",
+    "rules, metrics, baseline, premade, blessed, reason",
     [
-        ({}, {"loss": 1.0}, None, True, "no gate metrics set"),
+        ({}, {"loss": 1.0}, None, None, True, "no gate metrics set"),
         (
             {"accuracy": _Rule(at_least=0.9)},
             {"accuracy": 0.95},
             None,
+            None,
             True,
             "accuracy 0.95 >= 0.9; no blessed baseline yet: judged on thresholds alone",
         ),
-        ({"accuracy": _Rule(at_least=0.9)}, {"accuracy": 0.85}, None, False, "accuracy 0.85 < 0.9"),
+        (
+            {"accuracy": _Rule(at_least=0.9)},
+            {"accuracy": 0.85},
+            None,
+            None,
+            False,
+            "accuracy 0.85 < 0.9",
+        ),
         (
             {"loss": _Rule(tolerance=0.05)},
             {"loss": 0.52},
             {"version": 4, "metrics": {"loss": 0.5}},
+            None,
             True,
             "loss 0.52 <= 0.55 (baseline version 4: 0.5, with tolerance)",
         ),
@@ -224,6 +233,7 @@ class _Gate:
             {"loss": _Rule(tolerance=0.01)},
             {"loss": 0.52},
             {"version": 4, "metrics": {"loss": 0.5}},
+            None,
             False,
             "loss 0.52 > 0.51 (baseline version 4: 0.5, with tolerance)",
         ),
@@ -231,6 +241,7 @@ class _Gate:
             {"auc": _Rule(tolerance=None)},
             {"auc": 0.5},
             {"version": 4, "metrics": {"auc": 0.9}},
+            None,
             True,
             "no checks apply",
         ),
@@ -238,15 +249,49 @@ class _Gate:
             {"auc": _Rule()},
             {"auc": 0.9},
             {"version": 4, "error": "does not fit this model"},
+            None,
             False,
             "baseline version 4 could not be measured (does not fit this model)",
         ),
+        (
+            {"accuracy": _Rule(tolerance=None, vs_baseline={})},
+            {"accuracy": 0.8},
+            None,
+            LINEAR,
+            False,
+            "accuracy 0.8 < 0.9 (pre-made baseline LinearClassifier: 0.9, with tolerance)",
+        ),
+        (
+            {"accuracy": _Rule(tolerance=None, vs_baseline={"tolerance": 0.15})},
+            {"accuracy": 0.8},
+            None,
+            LINEAR,
+            True,
+            "accuracy 0.8 >= 0.75 (pre-made baseline LinearClassifier: 0.9, with tolerance)",
+        ),
+        (
+            {"xent": _Rule(tolerance=None, better="lower", vs_baseline={"metric": "loss"})},
+            {"xent": 0.2},
+            None,
+            LINEAR,
+            True,
+            "xent 0.2 <= 0.3 (pre-made baseline LinearClassifier: 0.3, with tolerance)",
+        ),
+        (
+            {"auc": _Rule(tolerance=None, vs_baseline={})},
+            {"auc": 0.95},
+            None,
+            LINEAR,
+            False,
+            "auc: the pre-made baseline LinearClassifier reports no 'auc' (it reports "
+            "['accuracy', 'loss']; set gate.metrics.auc.vs_baseline.metric)",
+        ),
     ],
 )
-def test_gate_decisions(rules, metrics, baseline, blessed, reason):
+def test_gate_decisions(rules, metrics, baseline, premade, blessed, reason):
     from k2e_core.registry import gate
 
-    decision = gate.judge(_Gate(rules), metrics, baseline)
+    decision = gate.judge(_Gate(rules), metrics, baseline, premade)
     assert decision["blessed"] is blessed and decision["reason"] == reason
 
 
