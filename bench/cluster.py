@@ -57,6 +57,7 @@ def _spec_file(model, train_file, mapping, batch, steps, work) -> str:
             "train.steps": steps,
             "model_dir": os.path.join(work, "model"),
             "export": None,
+            "baseline": None,  # the model's training alone
             **mapping,
         },
     )

@@ -43,6 +43,47 @@ def write_iris_csv(
             w.writerow([f"{v:.1f}" for v in features] + [int(label)])
 
 
+PENGUIN_COLUMNS = [
+    "species",
+    "island",
+    "bill_length_mm",
+    "bill_depth_mm",
+    "flipper_length_mm",
+    "body_mass_g",
+    "sex",
+    "year",
+]
+PENGUIN_SPECIES = ["Adelie", "Chinstrap", "Gentoo"]
+PENGUIN_ISLANDS = ["Biscoe", "Dream", "Torgersen"]
+# Per-species means and standard deviations of the Palmer penguins' measurements
+# (bill length, bill depth, flipper length, body mass), and where each species lives.
+PENGUIN_MEANS = np.array(
+    [[38.8, 18.3, 190.0, 3700.0], [48.8, 18.4, 195.8, 3733.0], [47.5, 15.0, 217.2, 5076.0]]
+)
+PENGUIN_STDS = np.array([[2.7, 1.2, 6.5, 459.0], [3.3, 1.1, 7.1, 384.0], [3.1, 1.0, 6.5, 504.0]])
+PENGUIN_HOMES = np.array([[0.29, 0.37, 0.34], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+
+
+def write_penguins_csv(path: str, rows: int, seed: int, missing: float = 0.03) -> None:
+    """Penguins as palmerpenguins' CSV holds them: species, island and sex as text, the
+    year as an integer, and `NA` in a few measurement and sex cells."""
+    rng = np.random.default_rng(seed)
+    species = rng.integers(0, 3, rows)
+    x = rng.normal(PENGUIN_MEANS[species], PENGUIN_STDS[species])
+    islands = [rng.choice(3, p=PENGUIN_HOMES[s]) for s in species]
+    sexes = rng.choice(["female", "male"], rows)
+    years = rng.integers(2007, 2010, rows)
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(PENGUIN_COLUMNS)
+        for i in range(rows):
+            measured = [f"{v:.1f}" for v in x[i, :3]] + [str(int(round(x[i, 3], -1)))]
+            measured = [v if rng.random() >= missing else "NA" for v in measured]
+            sex = sexes[i] if rng.random() >= missing else "NA"
+            island = PENGUIN_ISLANDS[islands[i]]
+            w.writerow([PENGUIN_SPECIES[species[i]], island, *measured, sex, years[i]])
+
+
 def bag_of_words(rows: int, seed: int, vocab: int = 1000, labels: int = 20):
     """Multi-hot posts whose words depend on their tag, and one-hot tags (as float32)."""
     profiles = np.random.default_rng(7).dirichlet(np.full(vocab, 0.05), labels)
@@ -92,6 +133,8 @@ def main(out_dir: str = os.path.join(os.path.dirname(os.path.abspath(__file__)),
     os.makedirs(out_dir, exist_ok=True)
     write_iris_csv(os.path.join(out_dir, "iris_train.csv"), 120, seed=1)
     write_iris_csv(os.path.join(out_dir, "iris_test.csv"), 30, seed=2)
+    write_penguins_csv(os.path.join(out_dir, "penguins_train.csv"), 300, seed=1)
+    write_penguins_csv(os.path.join(out_dir, "penguins_test.csv"), 100, seed=2)
     write_bag_of_words_tfrecord(os.path.join(out_dir, "bow_train.tfrecord"), 2000, seed=1)
     write_bag_of_words_tfrecord(os.path.join(out_dir, "bow_test.tfrecord"), 400, seed=2)
     np.savez(os.path.join(out_dir, "two_io_train.npz"), **two_io(1000, seed=1))

@@ -21,6 +21,40 @@ def iris_model(seed: int = 42):
     return model
 
 
+def penguins_model(seed: int = 42):
+    """Penguins' species from where and when they were seen and their measurements:
+    StringLookup and IntegerLookup with their vocabularies, one-hot, beside the normalised
+    measurements."""
+    tf.keras.utils.set_random_seed(seed)
+    island = tf.keras.Input(shape=(1,), dtype=tf.string, name="island")
+    sex = tf.keras.Input(shape=(1,), dtype=tf.string, name="sex")
+    year = tf.keras.Input(shape=(1,), dtype=tf.int64, name="year")
+    measurements = tf.keras.Input(shape=(4,), name="measurements")
+    lookups = [
+        tf.keras.layers.StringLookup(vocabulary=["Biscoe", "Dream", "Torgersen"])(island),
+        tf.keras.layers.StringLookup(vocabulary=["female", "male"])(sex),
+        tf.keras.layers.IntegerLookup(vocabulary=[2007, 2008, 2009])(year),
+    ]
+    parts = [
+        tf.keras.layers.CategoryEncoding(4, output_mode="one_hot")(lookups[0]),
+        tf.keras.layers.CategoryEncoding(3, output_mode="one_hot")(lookups[1]),
+        tf.keras.layers.CategoryEncoding(4, output_mode="one_hot")(lookups[2]),
+        tf.keras.layers.Normalization(
+            mean=[44.0, 17.2, 201.0, 4200.0], variance=[30.0, 3.8, 190.0, 640000.0]
+        )(measurements),
+    ]
+    x = tf.keras.layers.Concatenate()(parts)
+    x = tf.keras.layers.Dense(16, activation="relu")(x)
+    species = tf.keras.layers.Dense(3, activation="softmax", name="species")(x)
+    model = tf.keras.Model([island, sex, year, measurements], species)
+    model.compile(
+        optimizer=tf.keras.optimizers.legacy.Adam(0.01),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
 def bag_of_words_model(vocab_size: int = 1000, num_labels: int = 20, seed: int = 42):
     """The blog's Stack Overflow tagger: a bag-of-words vector -> one of 20 tags."""
     tf.keras.utils.set_random_seed(seed)

@@ -13,6 +13,7 @@ the remote model_dir.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -156,6 +157,17 @@ def prepare_process(task: Task) -> None:
     from k2e_core.estimator import compat
 
     compat.check_workers_every_second()
+
+
+@contextlib.contextmanager
+def single_process():
+    """TF_CONFIG hidden, for a RunConfig (which reads it) of work the chief does alone."""
+    raw = os.environ.pop("TF_CONFIG", None)
+    try:
+        yield
+    finally:
+        if raw is not None:
+            os.environ["TF_CONFIG"] = raw
 
 
 def run_config_settings(spec) -> dict:

@@ -183,9 +183,7 @@ def feature_columns(design: Design, spec) -> list:
         shape = tuple(stats["shape"]) or (1,)
         mean = np.asarray(stats["mean"], np.float32)
         std = np.asarray(stats["std"], np.float32)
-        columns.append(
-            fc.numeric_column(c, shape=shape, normalizer_fn=lambda x, m=mean, s=std: (x - m) / s)
-        )
+        columns.append(fc.numeric_column(c, shape=shape, normalizer_fn=_standardise(mean, std)))
     for c, vocabulary in design.text.items():
         categorical = fc.categorical_column_with_vocabulary_list(c, vocabulary, num_oov_buckets=1)
         if spec.kind == "linear":
@@ -196,6 +194,16 @@ def feature_columns(design: Design, spec) -> list:
         else:
             columns.append(fc.indicator_column(categorical))
     return columns
+
+
+def _standardise(mean, std):
+    """(x - mean) / std in float32: the normalizer runs before numeric_column's own cast, so
+    an integer column would be shifted and scaled in integers."""
+
+    def standardise(x):
+        return (tf.cast(x, tf.float32) - mean) / std
+
+    return standardise
 
 
 def _optimizer(spec):

@@ -174,8 +174,9 @@ class Job:
                 names[key] = self.plan.vocabulary[columns[0]]
         return names
 
-    def input_fn(self, split: str, example=None):
-        """`example`: as in `pipeline.input_fn` (the pre-made baseline's columns)."""
+    def input_fn(self, split: str, example=None, shard: bool = True):
+        """`example`: as in `pipeline.input_fn` (the pre-made baseline's columns); `shard`:
+        in a cluster, this task's share of the training data (else all of it)."""
         source = self.source(split)
         if split == "eval" and self.spec.data.eval is None:
             if "eval_reader" not in self._sources:
@@ -188,7 +189,7 @@ class Job:
             self.spec.data,
             training=split == "train",
             seed=self.spec.run_config.tf_random_seed,
-            shard=self.task.data_share if self.task and split == "train" else None,
+            shard=self.task.data_share if self.task and shard and split == "train" else None,
             example=example,
         )
 
@@ -357,7 +358,7 @@ def train_step(spec, overrides=None) -> dict:
     with open_job(spec, overrides, in_cluster=True) as job:
         job.check_data()
         trained = _train(job)
-        if job.spec.baseline is not None:
+        if job.spec.baseline is not None and job.leads:
             trained["premade_baseline"] = _train_baseline(job)
         return _task_result(job, trained)
 
@@ -441,9 +442,9 @@ class Baseline:
                 "run the train step first (it trains the baseline after the model), or k2e run",
             )
         self.name = premade.ESTIMATORS[(self.spec.kind, self.design.head)]
-        self.estimator = premade.estimator(
-            self.design, self.spec, training.run_config(spec, self.model_dir.path)
-        )
+        with cluster.single_process():  # in a cluster, the chief trains it alone
+            config = training.run_config(spec, self.model_dir.path)
+        self.estimator = premade.estimator(self.design, self.spec, config)
         self.example = premade.example(self.design)
 
     def record(self, **values) -> dict:
@@ -470,7 +471,7 @@ def _train_baseline(job: Job) -> dict:
         with job.data_errors("train"):
             trained = training.train(
                 baseline.estimator,
-                job.input_fn("train", baseline.example),
+                job.input_fn("train", baseline.example, shard=False),
                 budget,
                 spec.data.batch_size,
                 baseline.model_dir.listeners(),

@@ -69,7 +69,7 @@ def test_the_iris_example_shows_train_and_eval_curves_that_overlay(example_data,
     # the run's metrics are the last evaluation's, logged as each evaluation happened
     assert result["metrics"]["loss"] == pytest.approx(evaluation["loss"][-1][1], rel=1e-5)
     assert result["train"]["evaluations"] == 5
-    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("evaluated")]
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("evaluated step")]
     assert [m.split(" in ")[0] for m in logged] == [
         f"evaluated step {s}" for s in (200, 400, 600, 800, 1000)
     ]
