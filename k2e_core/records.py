@@ -172,7 +172,7 @@ class Manifest(Record):
 
 class ConvertResult(Result):
     model_dir: str
-    keras_checkpoint: str
+    keras_checkpoint: str | None = Field(None, description="a Keras model's starting weights")
     inputs: dict[str, list[int | None]]
     outputs: list[str]
     global_step: int

@@ -57,6 +57,59 @@ class ExportHead(_Section):
     )
 
 
+class PremadeSpec(_Section):
+    """A pre-made Estimator (LinearClassifier/Regressor or DNNClassifier/Regressor, by the
+    label's kind) on feature columns derived from the data: numeric columns standardised
+    with the training data's mean and standard deviation, text columns as vocabulary
+    columns of the training data's values (one-hot or embedded for DNNs)."""
+
+    kind: Literal["linear", "dnn", "boosted_trees"]
+
+    optimizer: Literal["Adagrad", "Adam", "Ftrl", "RMSProp", "SGD"] | None = Field(
+        None, description="Default: the Estimator's own (linear: Ftrl, dnn: Adagrad)"
+    )
+    learning_rate: float | None = Field(None, gt=0, description="Default: the optimizer's")
+    hidden_units: list[Annotated[int, Field(gt=0)]] | None = Field(
+        None, min_length=1, description="dnn: units per hidden layer; default [32, 16]"
+    )
+    dropout: float | None = Field(None, gt=0, lt=1, description="dnn: dropout rate")
+    embedding_above: int | None = Field(
+        None,
+        gt=0,
+        description="dnn: text columns with more distinct values than this get an embedding "
+        "instead of a one-hot indicator; default 20",
+    )
+
+    @model_validator(mode="after")
+    def _options_of_kind(self):
+        if self.kind == "boosted_trees":
+            raise ValueError(
+                "kind boosted_trees: TensorFlow Estimator 2.15 has no BoostedTrees Estimators "
+                "(removed upstream in 2.9, for TensorFlow Decision Forests); use linear or dnn"
+            )
+        for option in ("hidden_units", "dropout", "embedding_above"):
+            if getattr(self, option) is not None and self.kind != "dnn":
+                raise ValueError(f"{option} is an option of kind dnn, not {self.kind}")
+        return self
+
+
+class PremadeModelSpec(PremadeSpec):
+    """A pre-made Estimator as the job's model."""
+
+    n_classes: int | None = Field(
+        None,
+        ge=2,
+        description="With integer class ids: the number of classes; default: the largest id "
+        "in the training data + 1",
+    )
+
+
+class BaselineSpec(PremadeSpec):
+    """A pre-made Estimator trained beside the model, as the baseline it must beat."""
+
+    steps: int | None = Field(None, gt=0, description="Training steps; default: train.steps")
+
+
 class ModelSpec(_Section):
     factory: str | None = Field(
         None,
@@ -79,13 +132,32 @@ class ModelSpec(_Section):
     checkpoint_format: Literal["checkpoint", "saver"] = "checkpoint"
     metric_names_map: dict[str, str] | None = None
     export_outputs: dict[str, ExportHead] | None = None
+    premade: PremadeModelSpec | None = Field(
+        None,
+        description="A pre-made Estimator as the model, instead of a Keras model: inputs "
+        "from data.features (default: every column but the label), a classifier for text or "
+        "integer labels, a regressor for numbers",
+    )
 
     @model_validator(mode="after")
     def _one_source(self):
-        if not self.factory and not self.path:
-            raise ValueError("no model source; set model.factory or model.path")
-        if self.factory and self.path:
-            raise ValueError("both model.factory and model.path are set; keep one of them")
+        sources = [f for f in ("factory", "path", "premade") if getattr(self, f)]
+        if not sources:
+            raise ValueError("no model source; set model.factory, model.path or model.premade")
+        if len(sources) > 1:
+            named = " and ".join(f"model.{f}" for f in sources)
+            raise ValueError(
+                f"{'both' if len(sources) == 2 else 'all of'} {named} are set; keep one of them"
+            )
+        if self.premade:
+            keras_only = ["custom_objects", "metric_names_map", "export_outputs"]
+            keras_only += ["factory_kwargs", "checkpoint_format", "allow_unsafe_deserialization"]
+            given = [f for f in keras_only if f in self.model_fields_set]
+            if given:
+                raise ValueError(
+                    f"model.{given[0]} is for Keras models; a pre-made model (model.premade) "
+                    "does not read it"
+                )
         return self
 
 
@@ -363,44 +435,6 @@ class GateSpec(_Section):
     )
 
 
-class PremadeSpec(_Section):
-    """A pre-made Estimator (LinearClassifier/Regressor or DNNClassifier/Regressor, by the
-    label's kind) on feature columns derived from the data: numeric columns standardised
-    with the training data's mean and standard deviation, text columns as vocabulary
-    columns of the training data's values (one-hot or embedded for DNNs)."""
-
-    kind: Literal["linear", "dnn", "boosted_trees"]
-    steps: int | None = Field(
-        None, gt=0, description="Training steps of the baseline; default: train.steps"
-    )
-    optimizer: Literal["Adagrad", "Adam", "Ftrl", "RMSProp", "SGD"] | None = Field(
-        None, description="Default: the Estimator's own (linear: Ftrl, dnn: Adagrad)"
-    )
-    learning_rate: float | None = Field(None, gt=0, description="Default: the optimizer's")
-    hidden_units: list[Annotated[int, Field(gt=0)]] | None = Field(
-        None, min_length=1, description="dnn: units per hidden layer; default [32, 16]"
-    )
-    dropout: float | None = Field(None, gt=0, lt=1, description="dnn: dropout rate")
-    embedding_above: int | None = Field(
-        None,
-        gt=0,
-        description="dnn: text columns with more distinct values than this get an embedding "
-        "instead of a one-hot indicator; default 20",
-    )
-
-    @model_validator(mode="after")
-    def _options_of_kind(self):
-        if self.kind == "boosted_trees":
-            raise ValueError(
-                "kind boosted_trees: TensorFlow Estimator 2.15 has no BoostedTrees Estimators "
-                "(removed upstream in 2.9, for TensorFlow Decision Forests); use linear or dnn"
-            )
-        for option in ("hidden_units", "dropout", "embedding_above"):
-            if getattr(self, option) is not None and self.kind != "dnn":
-                raise ValueError(f"{option} is an option of kind dnn, not {self.kind}")
-        return self
-
-
 class StorageSpec(_Section):
     """fsspec options per protocol; credentials may also come from the environment."""
 
@@ -509,7 +543,7 @@ class JobSpec(_Section):
     storage: StorageSpec = Field(default_factory=StorageSpec)
     cluster: ClusterSpec = Field(default_factory=ClusterSpec)
     gate: GateSpec = Field(default_factory=GateSpec)
-    baseline: PremadeSpec | None = Field(
+    baseline: BaselineSpec | None = Field(
         None,
         description="A pre-made Estimator trained on the same data (its own step budget, in "
         "model_dir/baseline; in a cluster by the chief alone, after the model) and evaluated "
@@ -563,6 +597,15 @@ class JobSpec(_Section):
             raise ValueError(
                 f"eval.every_steps ({every}) and run_config.save_checkpoints_steps ({saves}) "
                 "differ: evaluation runs on checkpoints; keep one of them, or set both alike"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _premade_starts_fresh(self):
+        if self.model.premade is not None and self.warm_start:
+            raise ValueError(
+                "warm_start: a pre-made model (model.premade) starts from its own initial "
+                "weights; remove warm_start"
             )
         return self
 

@@ -1,19 +1,20 @@
-"""Pre-made Estimators on the job's data: the baseline a Keras candidate must beat.
+"""Pre-made Estimators on the job's data: a baseline beside a Keras model, or the model itself.
 
 The Estimator guide's workflow: a pre-made Estimator first, its results the baseline, then a
-custom model. `baseline: {kind: linear | dnn}` trains `LinearClassifier`/`LinearRegressor`
-or `DNNClassifier`/`DNNRegressor` (a classifier when the model's output is one: categorical
-or binary cross-entropy, or text labels) on the columns the data plan maps, read by the same
-input pipeline, with missing values dropped or filled as for the model. (TensorFlow
-Estimator 2.15 has no BoostedTrees Estimators: upstream removed them in 2.9.)
+custom model. `LinearClassifier`/`LinearRegressor` or `DNNClassifier`/`DNNRegressor` (a
+classifier for a classifier's labels: text, class ids, one-hot rows, 0/1) train on the
+same inputs the data plan feeds a Keras model, read by the same input pipeline with
+missing values dropped or filled the same way (`pipeline.model_inputs`). TensorFlow
+Estimator 2.15 has no BoostedTrees Estimators: upstream removed them in 2.9.
 
-Feature columns come from the training data (its first `STATS_ROWS` rows, read once and kept
-in the baseline's model_dir, so every later step builds the same Estimator):
+Feature columns come from the training data (its first `STATS_ROWS` rows, read once and
+kept in the Estimator's model_dir, so every later step builds the same Estimator):
 
-- numbers: `numeric_column`, standardised with the data's mean and standard deviation;
+- numbers: `numeric_column` of the input's shape, standardised with the data's mean and
+  standard deviation;
 - text: `categorical_column_with_vocabulary_list` of the values seen (the most frequent
   `MAX_VOCABULARY`, one bucket for any other), as it is for linear models, one-hot
-  (`indicator_column`) for DNNs, an `embedding_column` where a column has more than
+  (`indicator_column`) for DNNs, an `embedding_column` where it has more than
   `embedding_above` values.
 """
 
@@ -23,26 +24,27 @@ import json
 import logging
 import math
 import os
+import shutil
+import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from k2e_core.errors import SpecError
-from k2e_core.estimator import data, pipeline
+from k2e_core.errors import ExportMismatch, SpecError
+from k2e_core.estimator import data, export, pipeline
 from k2e_core.estimator.compat import tf
 from k2e_core.estimator.conversion import KERAS_DIR
 
-log = logging.getLogger("k2e.baseline")
+log = logging.getLogger("k2e.premade")
 
-#: The baseline's own directory inside the job's model_dir (TensorBoard shows it as a run).
+#: A baseline's own directory inside the job's model_dir (TensorBoard shows it as a run).
 BASELINE_DIR = "baseline"
-#: What the training data decided for the feature columns, in the baseline's records dir.
+#: What the training data decided for the feature columns, in model_dir's records.
 DESIGN_FILE = "k2e-premade.json"
 STATS_ROWS = 100_000
 MAX_VOCABULARY = 10_000
 DEFAULTS = {"hidden_units": [32, 16], "embedding_above": 20}
-
 ESTIMATORS = {
     ("linear", "classifier"): "LinearClassifier",
     ("linear", "regressor"): "LinearRegressor",
@@ -53,26 +55,90 @@ ESTIMATORS = {
 
 @dataclass
 class Design:
-    """The feature columns and head the training data decided, as the baseline keeps them."""
+    """The feature columns and head the training data decided, as model_dir keeps them."""
 
     head: str  # "classifier" or "regressor"
-    label: list  # label column(s)
+    output: str  # the model output whose labels it learns
     onehot: bool  # classifier labels given as one-hot rows
     n_classes: int | None
     label_vocabulary: list | None
     label_dimension: int
     weight: str | None
-    numeric: dict  # column -> {"shape", "mean", "std"}
-    text: dict  # column -> vocabulary, most frequent first
+    numeric: dict  # input -> {"shape", "mean", "std"}
+    text: dict  # input -> vocabulary, most frequent first
     rows: int  # training rows read to decide
 
-    def columns(self) -> list:
+    def inputs(self) -> list:
         return [*self.numeric, *self.text]
 
 
-def head_of(p: data.Plan) -> tuple[str, list, bool, int | None]:
-    """(classifier | regressor, label columns, one-hot labels?, classes) of the model's one
-    output; a model with several outputs has no pre-made counterpart."""
+# --------------------------------------------------------------------------- a model of its own
+
+
+def model_io(data_spec, train: data.Source) -> data.ModelIO:
+    """The inputs and output a pre-made model stands for: `data.features` (default: every
+    column but the label and weight columns, each an input of its own), typed as the
+    columns are (or as `data.columns` declares them), and the label column's output: a
+    classifier for text or integer labels, a regressor for numbers."""
+    if data_spec.labels is None or isinstance(data_spec.labels, dict):
+        raise SpecError(
+            "data.labels",
+            "a pre-made model learns one label column",
+            "name it, e.g. data.labels: species",
+        )
+    labels = [data_spec.labels] if isinstance(data_spec.labels, str) else data_spec.labels
+    if len(labels) != 1:
+        raise SpecError(
+            "data.labels", f"{labels} are several columns", "a pre-made model learns one"
+        )
+    label = labels[0]
+    if label not in train.columns:
+        raise SpecError(
+            "data.labels",
+            f"column {label!r} is not in {train.field} files (they hold {sorted(train.columns)})",
+            "fix the column name",
+        )
+    features = data_spec.features or {
+        c: c for c in train.columns if c not in (label, data_spec.sample_weight)
+    }
+    inputs = {}
+    for name, columns in features.items():
+        columns = [columns] if isinstance(columns, str) else list(columns)
+        unknown = [c for c in columns if c not in train.columns]
+        if unknown:
+            raise SpecError(
+                f"data.features.{name}",
+                f"columns {unknown} are not in {train.field} files "
+                f"(they hold {sorted(train.columns)})",
+                "fix the column names",
+            )
+        kinds = {data_spec.columns.get(c) or train.columns[c].dtype for c in columns}
+        if "string" in kinds and len(kinds) > 1:
+            raise SpecError(
+                f"data.features.{name}",
+                f"mixes text and number columns {columns}",
+                "give text and number columns inputs of their own",
+            )
+        width = sum(int(np.prod(train.columns[c].shape)) for c in columns)
+        dtype = "string" if "string" in kinds else "float32" if "float" in kinds else "int64"
+        inputs[name] = ((width,), dtype)
+    kind = data_spec.columns.get(label) or train.columns[label].dtype
+    classifier = kind in ("string", "int") or data_spec.label_vocabulary is not None
+    return data.ModelIO(
+        inputs=inputs,
+        outputs=[label],
+        output_keys=[label],
+        label_kinds={label: ("sparse", None) if classifier else ("value", None)},
+        output_units={label: 1},
+    )
+
+
+# --------------------------------------------------------------------------- the design
+
+
+def head_of(p: data.Plan) -> tuple[str, str, bool, int | None]:
+    """(classifier | regressor, output, one-hot labels?, classes) of the plan's one output;
+    a model with several outputs has no pre-made counterpart."""
     if len(p.labels) != 1:
         raise SpecError(
             "baseline",
@@ -82,33 +148,33 @@ def head_of(p: data.Plan) -> tuple[str, list, bool, int | None]:
     ((output, columns),) = p.labels.items()
     kind, classes = p.io.label_kinds[output]
     if kind == "value":
-        return "regressor", columns, False, None
+        return "regressor", output, False, None
     onehot = kind == "onehot" and columns[0] not in p.vocabulary
-    return "classifier", columns, onehot, 2 if kind == "binary" else classes
+    return "classifier", output, onehot, 2 if kind == "binary" else classes
 
 
-def refuse_unfit_columns(p: data.Plan) -> None:
+def refuse_unfit_inputs(p: data.Plan, field: str) -> None:
     """Images and variable-length lists have no pre-made feature column here."""
-    for c in feature_columns_of(p):
-        if c in p.decode or c in p.varlen:
-            what = "encoded images" if c in p.decode else "lists of varying length"
+    for name, columns in p.features.items():
+        if any(c in p.decode or c in p.varlen for c in columns) or name in p.io.ragged:
+            what = "encoded images" if columns[0] in p.decode else "lists of varying length"
             raise SpecError(
-                "baseline",
-                f"column {c!r} holds {what}; pre-made Estimators here take numbers and text",
-                "leave the baseline out for this model",
+                field,
+                f"input {name!r} holds {what}; pre-made Estimators here take numbers and text",
+                "leave the baseline out for this model"
+                if field == "baseline"
+                else "use a Keras model (model.factory)",
             )
 
 
-def feature_columns_of(p: data.Plan) -> list:
-    return list(dict.fromkeys(c for cols in p.features.values() for c in cols))
-
-
 def example(design: Design):
-    """(plan, a batch of columns) -> (features by column, label), for `pipeline.input_fn`."""
+    """(plan, a batch of columns) -> (features by input, label), for `pipeline.input_fn`:
+    the inputs as the Keras model would get them, the label as the pre-made head takes it."""
 
     def make(p: data.Plan, cols: dict):
-        features = {c: pipeline.fill_column(p, c, cols[c]) for c in design.columns()}
-        label = pipeline.gather(cols, design.label)
+        features = pipeline.model_inputs(p, pipeline.stacked_inputs(p, cols))
+        features = {name: features[name] for name in design.inputs()}
+        label = pipeline.gather(cols, p.labels[design.output])
         if design.weight:  # eval files without the weight column are evaluated unweighted
             weight = cols.get(design.weight)
             features[design.weight] = (
@@ -126,49 +192,56 @@ def example(design: Design):
     return make
 
 
-def decide(p: data.Plan, source: data.Source, data_spec, kind: str) -> Design:
-    """The design from the training data's first `STATS_ROWS` rows."""
-    refuse_unfit_columns(p)
-    head, label, onehot, classes = head_of(p)
-    names = feature_columns_of(p)
+def decide(p: data.Plan, source: data.Source, data_spec, field: str, n_classes=None) -> Design:
+    """The design from the training data's first `STATS_ROWS` rows. `n_classes`: a
+    classifier's classes where the plan does not know them (default: the largest id + 1)."""
+    refuse_unfit_inputs(p, field)
+    head, output, onehot, classes = head_of(p)
     p = data.for_source(p, source)
+    names = list(p.features)
+    label_columns = p.labels[output]
 
-    def columns(plan, cols):
-        return {c: pipeline.fill_column(plan, c, cols[c]) for c in names}, tf.zeros([1])
+    def inputs_and_labels(plan, cols):
+        features = pipeline.model_inputs(plan, pipeline.stacked_inputs(plan, cols))
+        return {n: features[n] for n in names}, pipeline.gather(cols, label_columns)
 
     batch = 4096
-    fn = pipeline.input_fn(p, source, data_spec, training=False, batch_size=batch, example=columns)
-    seen = {c: [] for c in names}
-    rows = 0
-    for features, _ in fn().take(math.ceil(STATS_ROWS / batch)):
-        for c in names:
-            seen[c].append(features[c].numpy())
-        rows += len(next(iter(features.values())).numpy())
+    fn = pipeline.input_fn(
+        p, source, data_spec, training=False, batch_size=batch, example=inputs_and_labels
+    )
+    seen = {n: [] for n in names}
+    labels = []
+    for features, label in fn().take(math.ceil(STATS_ROWS / batch)):
+        for n in names:
+            seen[n].append(features[n].numpy())
+        labels.append(label.numpy())
+    rows = sum(len(a) for a in labels)
     if not rows:
-        raise SpecError("baseline", f"{source.field} holds no rows to train on", "check the data")
+        raise SpecError(field, f"{source.field} holds no rows to train on", "check the data")
     numeric, text = {}, {}
-    for c in names:
-        values = np.concatenate(seen[c])
-        if p.types[c] == "string":
+    for n in names:
+        values = np.concatenate(seen[n])
+        if values.dtype.kind in "SOU":
             counts = Counter(v.decode() for v in values.reshape(-1))
-            text[c] = [v for v, _ in counts.most_common(MAX_VOCABULARY)]
+            text[n] = [v for v, _ in counts.most_common(MAX_VOCABULARY)]
             continue
         values = values.astype(np.float64)
         std = values.std(axis=0)
-        numeric[c] = {
+        numeric[n] = {
             "shape": list(values.shape[1:]),
             "mean": values.mean(axis=0).tolist(),
             "std": np.where(std > 0, std, 1.0).tolist(),
         }
-    vocabulary = p.vocabulary.get(label[0]) if len(label) == 1 else None
-    width = sum(int(np.prod(source.columns[c].shape)) for c in label)
+    vocabulary = p.vocabulary.get(label_columns[0])
+    if head == "classifier" and not vocabulary and not onehot:
+        classes = classes or n_classes or max(2, int(np.concatenate(labels).max()) + 1)
     return Design(
         head=head,
-        label=label,
+        output=output,
         onehot=onehot,
-        n_classes=classes,
+        n_classes=len(vocabulary) if vocabulary else classes,
         label_vocabulary=vocabulary,
-        label_dimension=max(width, 1),
+        label_dimension=int(np.prod(labels[0].shape[1:])) if head == "regressor" else 1,
         weight=p.sample_weight,
         numeric=numeric,
         text=text,
@@ -179,13 +252,18 @@ def decide(p: data.Plan, source: data.Source, data_spec, kind: str) -> Design:
 def feature_columns(design: Design, spec) -> list:
     fc = tf.feature_column
     columns = []
-    for c, stats in design.numeric.items():
-        shape = tuple(stats["shape"]) or (1,)
+    for name, stats in design.numeric.items():
         mean = np.asarray(stats["mean"], np.float32)
         std = np.asarray(stats["std"], np.float32)
-        columns.append(fc.numeric_column(c, shape=shape, normalizer_fn=_standardise(mean, std)))
-    for c, vocabulary in design.text.items():
-        categorical = fc.categorical_column_with_vocabulary_list(c, vocabulary, num_oov_buckets=1)
+        columns.append(
+            fc.numeric_column(
+                name, shape=tuple(stats["shape"]) or (1,), normalizer_fn=_standardise(mean, std)
+            )
+        )
+    for name, vocabulary in design.text.items():
+        categorical = fc.categorical_column_with_vocabulary_list(
+            name, vocabulary, num_oov_buckets=1
+        )
         if spec.kind == "linear":
             columns.append(categorical)
         elif len(vocabulary) > (spec.embedding_above or DEFAULTS["embedding_above"]):
@@ -231,7 +309,7 @@ def estimator(design: Design, spec, config):
         "weight_column": design.weight,
     }
     if design.head == "classifier":
-        args["n_classes"] = len(design.label_vocabulary or ()) or design.n_classes
+        args["n_classes"] = design.n_classes
         if design.label_vocabulary:
             args["label_vocabulary"] = design.label_vocabulary
     else:
@@ -244,34 +322,6 @@ def estimator(design: Design, spec, config):
         if spec.dropout:
             args["dropout"] = spec.dropout
     return getattr(tf.estimator, name)(**args)
-
-
-# --------------------------------------------------------------------------- records
-
-
-def load_design(model_dir: str) -> Design | None:
-    path = os.path.join(model_dir, KERAS_DIR, DESIGN_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return Design(**json.load(f))
-
-
-def save_design(model_dir: str, design: Design) -> None:
-    os.makedirs(os.path.join(model_dir, KERAS_DIR), exist_ok=True)
-    with open(os.path.join(model_dir, KERAS_DIR, DESIGN_FILE), "w") as f:
-        json.dump(asdict(design), f)
-
-
-def describe(design: Design, spec) -> str:
-    """One log line: what the baseline is and what it reads."""
-    name = ESTIMATORS[(spec.kind, design.head)]
-    parts = []
-    if design.numeric:
-        parts.append(f"{len(design.numeric)} numeric")
-    if design.text:
-        parts.append(f"{len(design.text)} text ({sum(map(len, design.text.values()))} values)")
-    return f"{name} on {' and '.join(parts)} column(s), from {design.rows} training rows"
 
 
 def metric_names(head: str, n_classes: int | None) -> list:
@@ -292,3 +342,111 @@ def metric_names(head: str, n_classes: int | None) -> list:
             "recall",
         ]
     return ["accuracy", "average_loss", "loss"]
+
+
+def describe(design: Design, spec) -> str:
+    """One log line: what the Estimator is and what it reads."""
+    name = ESTIMATORS[(spec.kind, design.head)]
+    parts = []
+    if design.numeric:
+        parts.append(f"{len(design.numeric)} numeric")
+    if design.text:
+        parts.append(f"{len(design.text)} text ({sum(map(len, design.text.values()))} values)")
+    return f"{name} on {' and '.join(parts)} input(s), from {design.rows} training rows"
+
+
+# --------------------------------------------------------------------------- records
+
+
+def load_design(model_dir: str) -> Design | None:
+    path = os.path.join(model_dir, KERAS_DIR, DESIGN_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return Design(**json.load(f))
+
+
+def save_design(model_dir: str, design: Design) -> None:
+    os.makedirs(os.path.join(model_dir, KERAS_DIR), exist_ok=True)
+    with open(os.path.join(model_dir, KERAS_DIR, DESIGN_FILE), "w") as f:
+        json.dump(asdict(design), f)
+
+
+# --------------------------------------------------------------------------- export
+
+
+def serving_input_fn(io: data.ModelIO, plan: data.Plan):
+    """tf.Example input (`examples`: what TF Serving's Classify and Regress APIs send),
+    parsed with the fills as defaults; and, as the `raw` alternative, the parsed inputs
+    themselves, one tensor per input. Both go through `pipeline.model_inputs`."""
+    spec = export.feature_spec(io, plan)
+
+    def receiver():
+        serialized = tf.compat.v1.placeholder(tf.string, [None], name="input_example_tensor")
+        parsed = tf.io.parse_example(serialized, spec)
+        return tf.estimator.export.ServingInputReceiver(
+            pipeline.model_inputs(plan, parsed),
+            {"examples": serialized},
+            receiver_tensors_alternatives={"raw": parsed},
+        )
+
+    return receiver
+
+
+def export_verified(estimator, io, plan, design, export_spec, sample) -> tuple[str, dict]:
+    """Exports to a local staging directory and checks that every signature predicts what
+    the Estimator itself predicts for `sample` (rows as a client sends them). Returns (local
+    SavedModel dir, report); the caller publishes and removes the staging dir."""
+    if not estimator.latest_checkpoint():
+        raise SpecError(
+            "model_dir",
+            f"{estimator.model_dir} holds no trained checkpoint",
+            "run the train step first",
+        )
+    staging = tempfile.mkdtemp(prefix="k2e-export-")
+    try:
+        path = estimator.export_saved_model(staging, serving_input_fn(io, plan)).decode()
+        loaded = tf.saved_model.load(path)
+        report = {"signatures": sorted(loaded.signatures.keys())}
+        if export_spec.verify_rows and sample is not None:
+            report.update(_verify(estimator, loaded, io, plan, design, sample, export_spec))
+        return path, report
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def _verify(estimator, loaded, io, plan, design, sample, export_spec) -> dict:
+    rows = {k: v[: export_spec.verify_rows] for k, v in sample.items()}
+    count = len(next(iter(rows.values())))
+
+    def features():
+        filled = pipeline.model_inputs(plan, {k: tf.constant(v) for k, v in rows.items()})
+        return tf.data.Dataset.from_tensors({k: filled[k] for k in design.inputs()})
+
+    key = "probabilities" if design.head == "classifier" else "predictions"
+    expected = np.stack([p[key] for p in estimator.predict(features, yield_single_examples=True)])
+    serialized = export._serialized_examples(io, rows)
+    worst = 0.0
+    for name, fn in loaded.signatures.items():
+        arguments = fn.structured_input_signature[1]
+        if set(arguments) == set(io.inputs):
+            got = fn(**{k: tf.constant(rows[k], arguments[k].dtype) for k in arguments})
+        else:
+            got = fn(**{next(iter(arguments)): serialized})
+        out = next(got[k] for k in (key, "scores", "outputs") if k in got).numpy()
+        out = out.reshape(expected.shape)
+        diff = float(np.max(np.abs(out - expected)))
+        worst = max(worst, diff)
+        if not np.allclose(out, expected, atol=export_spec.atol, rtol=export_spec.rtol):
+            raise ExportMismatch(
+                f"export: signature {name!r} differs from the Estimator's predictions by up "
+                f"to {diff:.3g} on {count} rows (atol {export_spec.atol}); nothing was published"
+            )
+    log.info(
+        "verified %d rows on %d signature(s): max |SavedModel - Estimator| = %.2e",
+        count,
+        len(loaded.signatures),
+        worst,
+    )
+    return {"verified_rows": count, "max_abs_diff": worst}

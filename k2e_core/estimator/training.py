@@ -165,11 +165,14 @@ def _train_result(estimator, wall_seconds, hook=None, examples_per_step=0):
     }
 
 
-def evaluate(estimator, eval_input_fn, spec, label=None) -> dict:
-    """Evaluates the latest checkpoint; `label` names what it is in the log (default: its step)."""
+def evaluate(estimator, eval_input_fn, spec, label=None, checkpoint=None) -> dict:
+    """Evaluates the latest checkpoint (or `checkpoint`, a prefix); `label` names what it is
+    in the log (default: its step)."""
     began = time.perf_counter()
     try:
-        metrics = estimator.evaluate(eval_input_fn, steps=spec.eval.steps)
+        metrics = estimator.evaluate(
+            eval_input_fn, steps=spec.eval.steps, checkpoint_path=checkpoint
+        )
     finally:
         tf.compat.v1.summary.FileWriterCache.clear()  # as after training
     log.info(

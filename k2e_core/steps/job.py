@@ -56,8 +56,8 @@ log = logging.getLogger("k2e.job")
 
 
 class Job:
-    """An opened job: its spec, model_dir and warm-started Keras model; the data plan and
-    the Estimator, each built once on first use."""
+    """An opened job: its spec, model_dir and warm-started Keras model (None for a pre-made
+    model); the data plan and the Estimator, each built once on first use."""
 
     def __init__(
         self,
@@ -77,7 +77,7 @@ class Job:
         self.warm_start = seed.record
         self.optimizer_state = seed.optimizer_state
         self.task = task  # this process's cluster task; None: a single process
-        self.io = data.model_io(model)
+        self.premade = spec.model.premade
         self.export_outputs = export.export_outputs_from_spec(spec.model.export_outputs)
         self.scans = []
         self.convert_seconds = None
@@ -89,6 +89,31 @@ class Job:
         return cluster.leads(self.task)
 
     @functools.cached_property
+    def io(self) -> data.ModelIO:
+        """The model's inputs and outputs (a pre-made model's: from the data spec and the
+        training files' columns)."""
+        if self.model is None:
+            return premade.model_io(self.spec.data, self.source("train"))
+        return data.model_io(self.model)
+
+    @functools.cached_property
+    def design(self) -> premade.Design:
+        """A pre-made model's feature columns and head: model_dir's, or decided now from the
+        training data (and kept in model_dir)."""
+        design = premade.load_design(self.model_dir.path)
+        if design is None:
+            design = premade.decide(
+                self.plan,
+                self.source("train"),
+                self.spec.data,
+                "model.premade",
+                self.premade.n_classes,
+            )
+            if self.model_dir.writable and self.leads:
+                premade.save_design(self.model_dir.path, design)
+        return design
+
+    @functools.cached_property
     def plan(self) -> data.Plan:
         """The data plan: columns mapped and typed, every split's rows checked, vocabularies
         and fills taken from model_dir's record or the training data."""
@@ -96,7 +121,8 @@ class Job:
         record = data.load_record(self.model_dir.path)
         plan = data.plan(self.spec.data, self.io, sources, record)
         plan, self.scans = datacheck.check(plan, sources, self.spec.data)
-        pipeline.check_labels_fit(self.model, plan, sources[-1], self.spec.data)
+        if self.model is not None:
+            pipeline.check_labels_fit(self.model, plan, sources[-1], self.spec.data)
         datacheck.report(plan, self.scans, self.spec.data)
         return plan
 
@@ -106,6 +132,8 @@ class Job:
         data build it first), predictions carry class names and model_dir records what the
         data resolved to."""
         spec = self.spec
+        if self.premade is not None:
+            return self._premade_estimator()
         planned = "plan" in self.__dict__
         began = time.perf_counter()
         try:
@@ -136,6 +164,17 @@ class Job:
             self.convert_seconds,
             storage.redact(self.model_dir.url),
         )
+        self.model_dir.sync()
+        return estimator
+
+    def _premade_estimator(self):
+        began = time.perf_counter()
+        config = training.run_config(self.spec, self.model_dir.path, self.task)
+        estimator = premade.estimator(self.design, self.premade, config)
+        self.convert_seconds = time.perf_counter() - began
+        if self.model_dir.writable and self.leads:
+            data.save_record(self.model_dir.path, self.plan)
+        log.info("model: %s", premade.describe(self.design, self.premade))
         self.model_dir.sync()
         return estimator
 
@@ -175,8 +214,10 @@ class Job:
         return names
 
     def input_fn(self, split: str, example=None, shard: bool = True):
-        """`example`: as in `pipeline.input_fn` (the pre-made baseline's columns); `shard`:
-        in a cluster, this task's share of the training data (else all of it)."""
+        """`example`: as in `pipeline.input_fn` (default: what the model takes); `shard`: in
+        a cluster, this task's share of the training data (else all of it)."""
+        if example is None and self.premade is not None:
+            example = premade.example(self.design)
         source = self.source(split)
         if split == "eval" and self.spec.data.eval is None:
             if "eval_reader" not in self._sources:
@@ -225,6 +266,9 @@ def open_job(spec, overrides=None, access: Access = "train", in_cluster: bool = 
         ):
             _preflight(spec, access)
             model_dir = ModelDir.open(spec.path(spec.model_dir), staging, access, task)
+            if spec.model.premade is not None:
+                yield Job(spec, staging, model_dir, None, {}, warm_start.Seed(), task)
+                return
             objects = keras_model.custom_objects(spec)
             model = keras_model.load(spec, objects)
             if access == "inspect" or not cluster.leads(task):
@@ -260,9 +304,12 @@ def _check_gate_metrics(job: Job) -> None:
     spec = job.spec
     if spec.export is None or not spec.gate.metrics:
         return
-    reported = conversion.evaluation_metric_names(
-        job.model, spec.model.metric_names_map, job.custom_objects
-    )
+    if job.premade is not None:
+        reported = premade.metric_names(job.design.head, job.design.n_classes)
+    else:
+        reported = conversion.evaluation_metric_names(
+            job.model, spec.model.metric_names_map, job.custom_objects
+        )
     gate.check_metric_names(spec.gate, dict.fromkeys([*reported, "global_step"], 0.0))
     if spec.baseline is not None:
         head, _, _, classes = premade.head_of(job.plan)
@@ -303,7 +350,11 @@ def convert_step(spec, overrides=None) -> dict:
             records.ConvertResult,
             {
                 "model_dir": job.model_dir.url,
-                "keras_checkpoint": storage.join(job.model_dir.url, conversion.KERAS_DIR),
+                **(
+                    {}
+                    if job.premade
+                    else {"keras_checkpoint": storage.join(job.model_dir.url, conversion.KERAS_DIR)}
+                ),
                 "inputs": {k: list(s) for k, (s, _) in job.io.inputs.items()},
                 "outputs": job.io.output_keys,
                 "global_step": training.global_step(est),
@@ -400,7 +451,9 @@ def evaluate_step(spec, overrides=None, read_only=False) -> dict:
 
 def confusion_matrix(job: Job) -> dict | None:
     """A classifier's confusion matrix on the eval data at the latest checkpoint; None for
-    other models."""
+    other models (and pre-made ones)."""
+    if job.model is None:
+        return None
     classes = training.classes_of(job.model)
     if not classes:
         return None
@@ -574,11 +627,23 @@ def _evaluate_version(job: Job, record: dict) -> dict:
     """A published version's metrics on this run's eval data, the way the candidate's are
     measured: its variables in this model, converted, evaluated by the Estimator."""
     prefix = warm_start.version_checkpoint(record["url"], os.path.join(job.staging_dir, "baseline"))
+    label = f"baseline version {record['version']} on this run's eval data"
+    if job.premade is not None:
+        metrics = _evaluate_premade_version(job, prefix, record["version"], label)
+    else:
+        metrics = _evaluate_keras_version(job, prefix, record["version"], label)
+    metrics = {k: v for k, v in metrics.items() if k != "global_step"}
+    if job.model_dir.writable and job.leads:  # beside the candidate's evaluation in TensorBoard
+        step = training.global_step(job.estimator)
+        summaries.write_scalars(os.path.join(job.model_dir.path, "eval_baseline"), step, metrics)
+        job.model_dir.sync()
+    return metrics
+
+
+def _evaluate_keras_version(job: Job, prefix: str, version: int, label: str) -> dict:
     own = job.model.get_weights()
     try:
-        warm_start.apply(
-            job.model, prefix, {"url": f"version {record['version']}"}, field="gate.baseline"
-        )
+        warm_start.apply(job.model, prefix, {"url": f"version {version}"}, field="gate.baseline")
         estimator = conversion.convert(
             keras_model=job.model,
             custom_objects=job.custom_objects,
@@ -589,14 +654,24 @@ def _evaluate_version(job: Job, record: dict) -> dict:
         )
     finally:
         job.model.set_weights(own)
-    label = f"baseline version {record['version']} on this run's eval data"
-    metrics = training.evaluate(estimator, job.input_fn("eval"), job.spec, label)["metrics"]
-    metrics = {k: v for k, v in metrics.items() if k != "global_step"}
-    if job.model_dir.writable and job.leads:  # beside the candidate's evaluation in TensorBoard
-        step = training.global_step(job.estimator)
-        summaries.write_scalars(os.path.join(job.model_dir.path, "eval_baseline"), step, metrics)
-        job.model_dir.sync()
-    return metrics
+    return training.evaluate(estimator, job.input_fn("eval"), job.spec, label)["metrics"]
+
+
+def _evaluate_premade_version(job: Job, prefix: str, version: int, label: str) -> dict:
+    """The version's variables (its SavedModel's) restored into this job's pre-made
+    Estimator, evaluated in a directory of its own."""
+    config = training.run_config(job.spec, os.path.join(job.staging_dir, "baseline_dir"))
+    estimator = premade.estimator(job.design, job.premade, config)
+    try:
+        return training.evaluate(
+            estimator, job.input_fn("eval"), job.spec, label, checkpoint=prefix
+        )["metrics"]
+    except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
+        raise SpecError(
+            "gate.baseline",
+            f"version {version} does not fit this model ({first_line(err, 160)})",
+            "",
+        ) from None
 
 
 def _eval_data(job: Job) -> dict:
@@ -616,16 +691,22 @@ def _export(job: Job, metrics=None, copy_to=None, premade_baseline=None) -> dict
         raise SpecError("export", "no export section", "add export.base (where versions go)")
     est = job.estimator
     decision = _decide(job, metrics, premade_baseline)
-    local, report = export.export_verified(
-        est,
-        job.model,
-        job.io,
-        spec.export,
-        job.export_outputs,
-        _sample_features(job),
-        spec.model.checkpoint_format,
-        job.plan,
-    )
+    sample = _sample_features(job)
+    if job.premade is not None:
+        local, report = premade.export_verified(
+            est, job.io, job.plan, job.design, spec.export, sample and sample[0]
+        )
+    else:
+        local, report = export.export_verified(
+            est,
+            job.model,
+            job.io,
+            spec.export,
+            job.export_outputs,
+            sample,
+            spec.model.checkpoint_format,
+            job.plan,
+        )
     source = {
         "model_dir": storage.redact(job.model_dir.url),
         "checkpoint": os.path.basename(est.latest_checkpoint()),
