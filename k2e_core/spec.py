@@ -89,7 +89,10 @@ class PremadeSpec(_Section):
             )
         for option in ("hidden_units", "dropout", "embedding_above"):
             if getattr(self, option) is not None and self.kind != "dnn":
-                raise ValueError(f"{option} is an option of kind dnn, not {self.kind}")
+                raise ValueError(
+                    f"{option} is an option of kind dnn, not {self.kind}; remove it, or use "
+                    "kind: dnn"
+                )
         return self
 
 

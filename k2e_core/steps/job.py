@@ -324,6 +324,23 @@ def _check_gate_metrics(job: Job) -> None:
                 )
 
 
+def _check_baseline(job: Job, trained: bool = False) -> None:
+    """Before any work: the pre-made baseline fits the model (one head; numbers and text);
+    with `trained`, model_dir holds it (the train step trains it)."""
+    if job.spec.baseline is None:
+        return
+    premade.refuse_unfit_inputs(job.plan, "baseline")
+    premade.head_of(job.plan)
+    url = storage.join(job.model_dir.url, premade.BASELINE_DIR)
+    design = storage.join(url, conversion.KERAS_DIR, premade.DESIGN_FILE)
+    if trained and not (storage.exists(design) and storage.exists(storage.join(url, "checkpoint"))):
+        raise SpecError(
+            "baseline",
+            f"{storage.redact(url)} holds no trained baseline",
+            "run the train step first (it trains the baseline after the model), or k2e run",
+        )
+
+
 def _sample_features(job: Job):
     """(rows as a serving client sends them, the same rows as the model sees them)."""
     if not job.spec.export.verify_rows:
@@ -408,6 +425,7 @@ def train_step(spec, overrides=None) -> dict:
     cluster (TF_CONFIG) it runs this process's task. Result: `records.TrainResult`."""
     with open_job(spec, overrides, in_cluster=True) as job:
         job.check_data()
+        _check_baseline(job)
         trained = _train(job)
         if job.spec.baseline is not None and job.leads:
             trained["premade_baseline"] = _train_baseline(job)
@@ -426,6 +444,7 @@ def evaluate_step(spec, overrides=None, read_only=False) -> dict:
     Result: `records.EvaluateResult`."""
     with open_job(spec, overrides, "read" if read_only else "train") as job:
         job.check_data()
+        _check_baseline(job, trained=True)
         est = job.estimator
         with job.data_errors("eval"):
             result = training.evaluate(est, job.input_fn("eval"), job.spec)
@@ -486,14 +505,10 @@ class Baseline:
         self.model_dir = ModelDir.open(url, staging, access)
         self.design = premade.load_design(self.model_dir.path)
         if self.design is None and train:
-            self.design = premade.decide(job.plan, job.source("train"), spec.data, self.spec.kind)
+            self.design = premade.decide(job.plan, job.source("train"), spec.data, "baseline")
             premade.save_design(self.model_dir.path, self.design)
-        if self.design is None:
-            raise SpecError(
-                "baseline",
-                f"{storage.redact(url)} holds no trained baseline",
-                "run the train step first (it trains the baseline after the model), or k2e run",
-            )
+        if self.design is None:  # _check_baseline said so before any work
+            raise SpecError("baseline", f"{storage.redact(url)} holds no trained baseline", "")
         self.name = premade.ESTIMATORS[(self.spec.kind, self.design.head)]
         with cluster.single_process():  # in a cluster, the chief trains it alone
             config = training.run_config(spec, self.model_dir.path)
@@ -547,12 +562,6 @@ def _train_baseline(job: Job) -> dict:
 def _measure_baseline(job: Job, trained: dict | None = None) -> dict:
     """The pre-made baseline's metrics on the job's eval data, at its latest checkpoint."""
     baseline = Baseline(job)
-    if baseline.estimator.latest_checkpoint() is None:
-        raise SpecError(
-            "baseline",
-            f"{storage.redact(baseline.model_dir.url)} holds no checkpoint of {baseline.name}",
-            "run the train step first (it trains the baseline after the model), or k2e run",
-        )
     label = f"pre-made baseline {baseline.name}"
     with job.data_errors("eval"):
         metrics = training.evaluate(
@@ -755,6 +764,7 @@ def export_step(spec, overrides=None, metrics=None, read_only=False, copy_to=Non
     check_metrics(metrics)
     with open_job(spec, overrides, "read" if read_only else "train") as job:
         job.check_data()
+        _check_baseline(job, trained=True)
         return _export(job, metrics, copy_to)
 
 
@@ -790,6 +800,7 @@ def run(spec, overrides=None, copy_to=None) -> dict:
         if job.spec.export is None:
             raise SpecError("export", "no export section", "add export.base (where versions go)")
         job.check_data()
+        _check_baseline(job)
         _check_gate_metrics(job)
         trained = _train(job)
         if not job.leads:
@@ -838,6 +849,7 @@ def validate(spec, overrides=None) -> dict:
     nothing and fetches no warm-start source. Result: `records.ValidateResult`."""
     with open_job(spec, overrides, "inspect") as job:
         plan = job.check_data()
+        _check_baseline(job)
         _check_gate_metrics(job)
         warm_start.locate(job.spec)
         if job.spec.export and job.spec.export.serving_input == "tf_example":

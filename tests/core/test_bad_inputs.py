@@ -473,6 +473,49 @@ CASES = {
             },
         },
     ),
+    # ---------------------------------------------------------------- pre-made Estimators
+    "vs_baseline without a baseline": Case(
+        "spec: gate.metrics.accuracy.vs_baseline: the job has no baseline section",
+        {"gate": {"metrics": {"accuracy": {"vs_baseline": {}}}}},
+    ),
+    "baseline of boosted trees": Case(
+        "baseline: kind boosted_trees: TensorFlow Estimator 2.15 has no BoostedTrees",
+        {"baseline": {"kind": "boosted_trees"}},
+    ),
+    "baseline option of another kind": Case(
+        "baseline: hidden_units is an option of kind dnn, not linear",
+        {"baseline": {"kind": "linear", "hidden_units": [8]}},
+    ),
+    "baseline metric it does not report": Case(
+        "gate.metrics.accuracy.vs_baseline: the pre-made baseline reports no 'auc'",
+        {
+            "baseline": {"kind": "linear"},
+            "gate": {"metrics": {"accuracy": {"vs_baseline": {"metric": "auc"}}}},
+        },
+    ),
+    "evaluate without a trained baseline": Case(
+        "baseline: {tmp}/model/baseline holds no trained baseline",
+        {"baseline": {"kind": "linear"}},
+        command="evaluate",
+    ),
+    "export without a trained baseline": Case(
+        "baseline: {tmp}/model/baseline holds no trained baseline",
+        {"baseline": {"kind": "dnn"}},
+        command="export",
+    ),
+    "pre-made model warm-started": Case(
+        "spec: warm_start: a pre-made model (model.premade) starts from its own initial weights",
+        {"model": {"premade": {"kind": "linear"}}, "warm_start": "latest"},
+    ),
+    "pre-made model with a Keras field": Case(
+        "model: model.metric_names_map is for Keras models",
+        {"model": {"premade": {"kind": "dnn"}, "metric_names_map": {"a": "b"}}},
+    ),
+    "pre-made model on two label columns": Case(
+        "data.labels: ['species', 'sepal_width'] are several columns",
+        _model(premade={"kind": "linear"}),
+        args=("--set", "data.labels=[species, sepal_width]"),
+    ),
     # ---------------------------------------------------------------- publishing
     "run without export": Case(
         "export: no export section",
