@@ -319,7 +319,8 @@ def test_pipeline_runs_locally_and_a_second_run_warm_starts_from_the_first(
 ):
     from kfp_components.pipelines import training_pipeline
 
-    spec = json.dumps({k: v for k, v in iris_spec.items() if k != "export"})
+    job = {k: v for k, v in iris_spec.items() if k != "export"}
+    spec = json.dumps({**job, "baseline": {"kind": "linear", "steps": 100}})
     base = str(tmp_path / "serving")
     first = training_pipeline(spec=spec, train_steps=80, export_base=base).outputs
 
@@ -335,6 +336,13 @@ def test_pipeline_runs_locally_and_a_second_run_warm_starts_from_the_first(
         manifest = json.load(f)
     metrics = first["metrics"].metadata
     assert metrics["global_step"] == 80 and metrics["accuracy"] == manifest["metrics"]["accuracy"]
+    # the train task trained the pre-made baseline into the checkpoints artifact, the
+    # evaluate task measured it (the Metrics beside the model's), export recorded it
+    with open(os.path.join(base, "1", "k2e-record.json")) as f:
+        premade = json.load(f)["gate"]["premade_baseline"]
+    assert premade["estimator"] == "LinearClassifier" and premade["global_step"] == 100
+    assert metrics["baseline_accuracy"] == premade["metrics"]["accuracy"]
+    assert metrics["baseline_global_step"] == 100
     matrix = first["classification"].metadata["confusionMatrix"]
     rows = [r["row"] for r in matrix["rows"]]
     assert len(rows) == 3 and sum(map(sum, rows)) == 30  # every eval row, classes 0-2
