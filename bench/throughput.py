@@ -304,6 +304,63 @@ def measure_curves(model, fmt_, batch, steps, reps, work) -> dict:
     )
 
 
+#: The cells where the pre-made baselines' training is measured beside the model's.
+BASELINE_CELLS = (("iris", "csv", 32), ("bag_of_words", "tfrecord", 32))
+BASELINE_KINDS = ("linear", "dnn")
+
+
+def baseline_rate(spec, kind) -> float | None:
+    """examples/s of the job's pre-made baseline `kind` trained alone, as `k2e train`
+    trains it after the model (same data, batch and steps)."""
+    from k2e_core.spec import load_spec
+    from k2e_core.steps import job
+
+    spec = load_spec(spec, {"baseline": {"kind": kind, "steps": spec.train.steps}})
+    with job.open_job(spec) as j:
+        j.check_data()
+        return job._train_baseline(j)["examples_per_second"]
+
+
+def measure_baselines(model, fmt_, batch, steps, reps, work) -> list:
+    """The pre-made baselines' training speed against the Keras model's, through k2e, in
+    turns: what a baseline adds to a train step is about steps / its rate."""
+    import tensorflow as tf
+
+    train_file, mapping = write_data(model, MODELS[model][1], fmt_, work)
+    rates = {side: [] for side in ("model", *BASELINE_KINDS)}
+    for rep in range(reps):
+        order = list(rates)
+        for side in order if rep % 2 == 0 else order[::-1]:
+            model_dir = tempfile.mkdtemp(dir=work)
+            spec = _spec(model, train_file, mapping, batch, steps, model_dir)
+            if side == "model":
+                rate = k2e_rate(spec)
+                rates[side].append(rate * batch if rate else None)
+            else:
+                rates[side].append(baseline_rate(spec, side))
+            shutil.rmtree(model_dir, ignore_errors=True)
+            tf.keras.backend.clear_session()
+    print(f"{model} {fmt_} b{batch} baselines: {rates}", file=sys.stderr, flush=True)
+    return [
+        row(
+            PART,
+            f"{model} {fmt_} b{batch} pre-made {kind} baseline",
+            spread(rates[kind], 1),
+            "examples/s",
+            baseline=spread(rates["model"], 1),
+            baseline_name="the Keras model through k2e",
+            ratio=spread(ratios(rates[kind], rates["model"]), 2),
+            kind="premade",
+            premade=kind,
+            model=model,
+            format=fmt_,
+            batch=batch,
+            steps=steps,
+        )
+        for kind in BASELINE_KINDS
+    ]
+
+
 def measure(reps: int, quick: bool, models) -> list:
     from k2e_core.estimator import compat  # noqa: F401 - TensorFlow, quietly
 
@@ -321,6 +378,10 @@ def measure(reps: int, quick: bool, models) -> list:
             if model in models:
                 steps, turns = (QUICK_STEPS, reps) if quick else (CURVES_STEPS, CURVES_REPS)
                 rows.append(measure_curves(model, fmt_, batch, steps, turns, work))
+        for model, fmt_, batch in BASELINE_CELLS:
+            if model in models:
+                steps = QUICK_STEPS if quick else MODELS[model][2] // 2
+                rows += measure_baselines(model, fmt_, batch, steps, reps, work)
         return rows
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -333,8 +394,9 @@ def table(rows) -> list:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     curves = [r for r in rows if r.get("kind") == "curves"]
+    premade = [r for r in rows if r.get("kind") == "premade"]
     for r in rows:
-        if r in curves:
+        if r in curves or r in premade:
             continue
         lines.append(
             f"| {r['model']} | {r['format']} | {r['batch']} | {r['steps']} "
@@ -362,6 +424,23 @@ def table(rows) -> list:
                 f"| {fmt_spread(r['ratio'], 2, 'x')} | {met_cell(r)} "
                 f"| {fmt_spread(walls['none'], 2)} s | {fmt_spread(walls['curves'], 2)} s "
                 f"| {fmt_spread(walls['defaults'], 2)} s | {fmt_spread(r['per_evaluation'], 2)} s |"
+            )
+    if premade:
+        lines += [
+            "",
+            "What a pre-made baseline (`baseline:`) costs: its training rate beside the Keras "
+            "model's, through k2e, on the same data, batch and steps (the train step trains "
+            "it after the model, so it adds about steps / its rate):",
+            "",
+            "| model | data | batch | steps | pre-made | Keras model | pre-made | "
+            "pre-made / model |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for r in premade:
+            lines.append(
+                f"| {r['model']} | {r['format']} | {r['batch']} | {r['steps']} | {r['premade']} "
+                f"| {fmt_spread(r['baseline'], 0)} | {fmt_spread(r['value'], 0)} "
+                f"| {fmt_spread(r['ratio'], 2, 'x')} |"
             )
     return lines
 

@@ -150,21 +150,24 @@ def _row_count(features) -> int:
     return int(first.nrows()) if isinstance(first, tf.RaggedTensor) else len(first)
 
 
-def _serialized_examples(io, features):
+def serialized_examples(features: dict) -> list[bytes]:
+    """{feature: rows} as serialized tf.train.Examples, one per row (integers as int64_list,
+    floats as float_list, anything else as bytes_list)."""
     rows = _row_count(features)
     out = []
     for i in range(rows):
         feats = {}
-        for name in io.inputs:
-            value = np.asarray(features[name][i]).reshape(-1)
+        for name, values in features.items():
+            value = np.asarray(values[i]).reshape(-1)
             if value.dtype.kind in "iub":
                 feats[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=value.tolist()))
             elif value.dtype.kind == "f":
                 feats[name] = tf.train.Feature(float_list=tf.train.FloatList(value=value.tolist()))
             else:
-                feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=list(value)))
+                text = [v if isinstance(v, bytes) else str(v).encode() for v in value]
+                feats[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=text))
         out.append(tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString())
-    return tf.constant(out)
+    return out
 
 
 def _verify(loaded, trained, io, heads, features, export_spec) -> dict:
@@ -181,7 +184,7 @@ def _verify(loaded, trained, io, heads, features, export_spec) -> dict:
         fn = loaded.signatures[name]
         arg_names = list(fn.structured_input_signature[1])
         if export_spec.serving_input == "tf_example":
-            got = fn(**{arg_names[0]: _serialized_examples(io, rows)})
+            got = fn(**{arg_names[0]: tf.constant(serialized_examples(rows))})
         else:
             got = fn(
                 **{

@@ -8,6 +8,7 @@ import tempfile
 import numpy as np
 
 from k2e_core import storage
+from k2e_core.estimator import export
 from k2e_core.estimator.compat import tf
 from k2e_core.storage import publish
 
@@ -27,7 +28,7 @@ def predict_version(version_url: str, inputs, signature: str = "serving_default"
         fn = tf.saved_model.load(path).signatures[signature]
         specs = fn.structured_input_signature[1]
         if isinstance(inputs, dict) and set(inputs) != set(specs) and _takes_examples(specs):
-            inputs = {next(iter(specs)): _examples(inputs)}
+            inputs = {next(iter(specs)): export.serialized_examples(inputs)}
         if not isinstance(inputs, dict):
             if len(specs) != 1:
                 raise ValueError(f"{signature} takes inputs {sorted(specs)}; pass a dict")
@@ -45,27 +46,6 @@ def predict_version(version_url: str, inputs, signature: str = "serving_default"
 def _takes_examples(specs) -> bool:
     """A signature of serialized tf.Examples (TF Serving's Classify and Regress APIs)."""
     return len(specs) == 1 and next(iter(specs.values())).dtype == tf.string
-
-
-def _examples(inputs: dict) -> list:
-    """{feature: rows} as serialized tf.Examples, one per row."""
-    columns = {k: [np.asarray(v).reshape(-1) for v in rows] for k, rows in inputs.items()}
-    count = len(next(iter(columns.values())))
-    examples = []
-    for i in range(count):
-        feature = {}
-        for name, rows in columns.items():
-            value = rows[i]
-            if value.dtype.kind in "iub":
-                feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=value))
-            elif value.dtype.kind == "f":
-                feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=value))
-            else:
-                text = [v if isinstance(v, bytes) else str(v).encode() for v in value]
-                feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=text))
-        example = tf.train.Example(features=tf.train.Features(feature=feature))
-        examples.append(example.SerializeToString())
-    return examples
 
 
 def _plain(array: np.ndarray):

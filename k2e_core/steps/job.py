@@ -544,10 +544,8 @@ def _train_baseline(job: Job) -> dict:
                 spec.data.batch_size,
                 baseline.model_dir.listeners(),
             )
-    except training.Stopped:
-        raise
-    except K2eError as err:
-        raise K2eError(f"baseline {baseline.name}: {err}") from None
+    except training.Diverged as err:
+        raise training.Diverged(f"baseline {baseline.name}: {err}") from None
     except (ValueError, TypeError, tf.errors.OpError) as err:
         raise SpecError(
             "baseline",
