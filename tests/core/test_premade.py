@@ -284,3 +284,25 @@ def test_validate_refuses_a_baseline_for_a_model_with_two_outputs(example_data, 
     assert str(caught.value).startswith(
         "baseline: a pre-made Estimator has one head; the model has 2 outputs"
     )
+
+
+def test_a_baseline_that_fails_to_train_fails_the_job_and_publishes_nothing(
+    example_data, tmp_path, capsys
+):
+    """Not a silent pass: a baseline whose loss turns NaN stops `k2e run` with one line
+    naming it, after the model trained, before anything is judged or published."""
+    from tests.core.test_cli import problem_lines
+
+    spec = dict(
+        iris_job(example_data, tmp_path),
+        baseline={"kind": "dnn", "optimizer": "SGD", "learning_rate": 1e30},
+        gate={"metrics": {"accuracy": {"vs_baseline": {}}}},
+    )
+    code, out, err = _main(["run", _write(tmp_path, spec)], capsys)
+    (line,) = problem_lines(err)
+    assert code == 3 and out == ""
+    assert line.startswith(
+        "k2e: failed: baseline DNNClassifier: training diverged: the loss is NaN"
+    )
+    assert not os.path.exists(tmp_path / "export" / "1")
+    assert not os.path.exists(tmp_path / "export" / "candidates")
