@@ -20,11 +20,14 @@ def _check_throughput(rows):
         ("tfrecord", 32, None),
         ("tfrecord", 256, None),
         ("tfrecord", 32, "curves"),  # what TensorBoard's defaults cost
+        ("csv", 32, "premade"),  # what a pre-made baseline costs: linear
+        ("csv", 32, "premade"),  # and dnn
     ]
     for r in rows:
         assert r["value"]["median"] > 0 and r["baseline"]["median"] > 0
     assert all(r["upstream"]["median"] > 0 for r in rows[:4])
-    walls = rows[-1]["walls"]
+    assert [r["premade"] for r in rows[5:]] == ["linear", "dnn"]
+    walls = rows[4]["walls"]
     assert walls["defaults"]["median"] > walls["curves"]["median"]  # five evaluations
 
 
