@@ -102,6 +102,27 @@ def serving_input_fn(io, kind: str, plan=None):
     return raw
 
 
+def exported(estimator, serving_input_receiver_fn, verify) -> tuple[str, dict]:
+    """Exports the latest checkpoint to a local staging directory, then `verify(loaded
+    SavedModel, signature names) -> report`. Returns (local SavedModel dir, report); the
+    caller publishes and removes it (`cleanup`). A failed check removes it here."""
+    if not estimator.latest_checkpoint():
+        raise SpecError(
+            "model_dir",
+            f"{estimator.model_dir} holds no trained checkpoint",
+            "run the train step first",
+        )
+    staging = tempfile.mkdtemp(prefix="k2e-export-")
+    try:
+        path = estimator.export_saved_model(staging, serving_input_receiver_fn).decode()
+        loaded = tf.saved_model.load(path)
+        signatures = sorted(loaded.signatures.keys())
+        return path, {"signatures": signatures, **verify(loaded, signatures)}
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def export_verified(
     estimator,
     keras_model,
@@ -112,37 +133,22 @@ def export_verified(
     checkpoint_format="checkpoint",
     plan=None,
 ) -> tuple[str, dict]:
-    """Exports to a local staging directory and checks it predicts what Keras predicts.
+    """Exports (`exported`) and checks the SavedModel predicts what Keras predicts.
+    `sample_features`: (rows as a client sends them, the same rows as the model sees them)."""
 
-    `sample_features`: (rows as a client sends them, the same rows as the model sees them).
-    Returns (local SavedModel dir, report). The caller publishes and removes the staging dir.
-    """
-    if not estimator.latest_checkpoint():
-        raise SpecError(
-            "model_dir",
-            f"{estimator.model_dir} holds no trained checkpoint",
-            "run the train step first",
-        )
-    staging = tempfile.mkdtemp(prefix="k2e-export-")
-    try:
-        path = estimator.export_saved_model(
-            staging, serving_input_fn(io, export_spec.serving_input, plan)
-        ).decode()
-        loaded = tf.saved_model.load(path)
-        report = {"signatures": sorted(loaded.signatures.keys())}
+    def verify(loaded, signatures) -> dict:
         heads = export_heads(keras_model, io.output_keys, export_outputs)
-        missing = [name for name, _, _ in heads if name not in report["signatures"]]
+        missing = [name for name, _, _ in heads if name not in signatures]
         if missing:
             raise ExportMismatch(
-                f"export: heads {missing} did not become signatures (got {report['signatures']})"
+                f"export: heads {missing} did not become signatures (got {signatures})"
             )
-        if export_spec.verify_rows and sample_features is not None:
-            trained = keras_model_at(keras_model, estimator.latest_checkpoint(), checkpoint_format)
-            report.update(_verify(loaded, trained, io, heads, sample_features, export_spec))
-        return path, report
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        if not export_spec.verify_rows or sample_features is None:
+            return {}
+        trained = keras_model_at(keras_model, estimator.latest_checkpoint(), checkpoint_format)
+        return _verify(loaded, trained, io, heads, sample_features, export_spec)
+
+    return exported(estimator, serving_input_fn(io, export_spec.serving_input, plan), verify)
 
 
 def _row_count(features) -> int:

@@ -24,8 +24,6 @@ import json
 import logging
 import math
 import os
-import shutil
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
 
@@ -92,26 +90,15 @@ def model_io(data_spec, train: data.Source) -> data.ModelIO:
             "data.labels", f"{labels} are several columns", "a pre-made model learns one"
         )
     label = labels[0]
-    if label not in train.columns:
-        raise SpecError(
-            "data.labels",
-            f"column {label!r} is not in {train.field} files (they hold {sorted(train.columns)})",
-            "fix the column name",
-        )
     features = data_spec.features or {
         c: c for c in train.columns if c not in (label, data_spec.sample_weight)
     }
     inputs = {}
     for name, columns in features.items():
-        columns = [columns] if isinstance(columns, str) else list(columns)
-        unknown = [c for c in columns if c not in train.columns]
-        if unknown:
-            raise SpecError(
-                f"data.features.{name}",
-                f"columns {unknown} are not in {train.field} files "
-                f"(they hold {sorted(train.columns)})",
-                "fix the column names",
-            )
+        # columns the files lack are named by the plan's own checks
+        columns = [
+            c for c in ([columns] if isinstance(columns, str) else columns) if c in train.columns
+        ]
         kinds = {data_spec.columns.get(c) or train.columns[c].dtype for c in columns}
         if "string" in kinds and len(kinds) > 1:
             raise SpecError(
@@ -122,7 +109,8 @@ def model_io(data_spec, train: data.Source) -> data.ModelIO:
         width = sum(int(np.prod(train.columns[c].shape)) for c in columns)
         dtype = "string" if "string" in kinds else "float32" if "float" in kinds else "int64"
         inputs[name] = ((width,), dtype)
-    kind = data_spec.columns.get(label) or train.columns[label].dtype
+    stored = train.columns.get(label)
+    kind = data_spec.columns.get(label) or (stored.dtype if stored else None)
     classifier = kind in ("string", "int") or data_spec.label_vocabulary is not None
     return data.ModelIO(
         inputs=inputs,
@@ -394,26 +382,15 @@ def serving_input_fn(io: data.ModelIO, plan: data.Plan):
 
 
 def export_verified(estimator, io, plan, design, export_spec, sample) -> tuple[str, dict]:
-    """Exports to a local staging directory and checks that every signature predicts what
-    the Estimator itself predicts for `sample` (rows as a client sends them). Returns (local
-    SavedModel dir, report); the caller publishes and removes the staging dir."""
-    if not estimator.latest_checkpoint():
-        raise SpecError(
-            "model_dir",
-            f"{estimator.model_dir} holds no trained checkpoint",
-            "run the train step first",
-        )
-    staging = tempfile.mkdtemp(prefix="k2e-export-")
-    try:
-        path = estimator.export_saved_model(staging, serving_input_fn(io, plan)).decode()
-        loaded = tf.saved_model.load(path)
-        report = {"signatures": sorted(loaded.signatures.keys())}
-        if export_spec.verify_rows and sample is not None:
-            report.update(_verify(estimator, loaded, io, plan, design, sample, export_spec))
-        return path, report
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    """Exports (`export.exported`) and checks that every signature predicts what the
+    Estimator itself predicts for `sample` (rows as a client sends them)."""
+
+    def verify(loaded, signatures) -> dict:
+        if not export_spec.verify_rows or sample is None:
+            return {}
+        return _verify(estimator, loaded, io, plan, design, sample, export_spec)
+
+    return export.exported(estimator, serving_input_fn(io, plan), verify)
 
 
 def _verify(estimator, loaded, io, plan, design, sample, export_spec) -> dict:

@@ -516,6 +516,11 @@ CASES = {
         _model(premade={"kind": "linear"}),
         args=("--set", "data.labels=[species, sepal_width]"),
     ),
+    "pre-made model on a column the files lack": Case(
+        "data.features.size: columns ['petal_size'] are not in data.train files",
+        _model(premade={"kind": "linear"}),
+        args=("--set", "data.features={size: [petal_size]}"),
+    ),
     # ---------------------------------------------------------------- publishing
     "run without export": Case(
         "export: no export section",
