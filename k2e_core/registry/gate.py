@@ -97,10 +97,13 @@ def judge(gate_spec, metrics: dict, baseline: dict | None, premade: dict | None 
     else:
         reason = "; ".join(_describe(c) for c in checks)
     if not (baseline and "metrics" in baseline) and compares_with_previous(gate_spec) and passed:
+        beside_premade = any(r.vs_baseline for r in gate_spec.metrics.values())
         reason += (
-            "; no blessed baseline yet: judged on thresholds alone"
-            if gate_spec.baseline != "none"
-            else "; baseline comparison is off"
+            "; baseline comparison is off"
+            if gate_spec.baseline == "none"
+            else "; no blessed version yet to compare with"
+            if beside_premade
+            else "; no blessed baseline yet: judged on thresholds alone"
         )
     return {
         "blessed": passed or bool(gate_spec.force),
