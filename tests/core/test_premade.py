@@ -118,17 +118,17 @@ def test_penguins_step_by_step_with_a_dnn_baseline(tmp_path):
             "labels": "species",
             "missing": "drop",
         },
-        "train": {"steps": 300},
+        "train": {"steps": 200},
         "eval": {"every_steps": "end"},
         "run_config": {"tf_random_seed": 1},
-        "baseline": {"kind": "dnn", "steps": 250, "optimizer": "Adam", "learning_rate": 0.01},
+        "baseline": {"kind": "dnn", "steps": 150, "optimizer": "Adam", "learning_rate": 0.01},
         "export": {"base": str(tmp_path / "export")},
         "gate": {"metrics": {"accuracy": {"vs_baseline": {"tolerance": 0.05}}}},
     }
     trained = job.train_step(spec)
-    assert trained["global_step"] == 300
+    assert trained["global_step"] == 200
     assert trained["premade_baseline"]["estimator"] == "DNNClassifier"
-    assert trained["premade_baseline"]["global_step"] == 250
+    assert trained["premade_baseline"]["global_step"] == 150
 
     evaluated = job.evaluate_step(spec)
     measured = evaluated["premade_baseline"]["metrics"]
