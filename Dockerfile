@@ -13,7 +13,7 @@ COPY k2e_core k2e_core
 COPY kfp_components kfp_components
 COPY airflow_plugin airflow_plugin
 RUN python -m pip install "pip==26.3" \
- && python -m pip install -c constraints.txt ".[kfp,s3,gcs,report]"
+ && python -m pip install -c constraints.txt ".[tensorflow,kfp,s3,gcs,report]"
 COPY examples examples
 
 # KFP supplies each component's command; `k2e` is the CLI for plain container use.

@@ -2,9 +2,14 @@
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS := airflow,airflow-kubernetes,lineage,kfp,kubernetes,s3,gcs,report,dev
+EXTRAS := tensorflow,airflow,airflow-kubernetes,lineage,kfp,kubernetes,s3,gcs,report,dev
+# The second environment: Airflow as its official images run it (Python 3.12), with k2e's
+# provider and no TensorFlow; its tasks run k2e in .venv (operators' python=).
+PYTHON_AIRFLOW ?= $(or $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12*/bin/python3.12)),python3.12)
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_EXTRAS := airflow,airflow-kubernetes,lineage,kubernetes,s3,gcs
 
-.PHONY: run test bench venv lock clean
+.PHONY: run test bench venv venv-airflow lock clean
 
 # The main job: the iris example end to end on local storage.
 run: $(VENV)/.installed examples/data/.generated
@@ -15,7 +20,7 @@ run: $(VENV)/.installed examples/data/.generated
 # (tests/conftest.py): no long test starts last. pytest exits 5 when a selection (PYTEST_ARGS)
 # collects no test: said, not failed. The quick set: make test PYTEST_ARGS='-m "not slow"'.
 TEST_WORKERS ?= 2
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(AIRFLOW_VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@rc=0; $(BIN)/python -m pytest -ra -n $(TEST_WORKERS) --dist load --maxschedchunk 1 $(PYTEST_ARGS) || rc=$$?; \
@@ -35,6 +40,16 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[$(EXTRAS)]"
 	touch $@
 
+venv-airflow: $(AIRFLOW_VENV)/.installed
+
+$(AIRFLOW_VENV)/.installed: pyproject.toml constraints.txt
+	@$(PYTHON_AIRFLOW) -c 'import sys; assert sys.version_info[:2] == (3, 12), "the Airflow environment is Python 3.12, got " + sys.version.split()[0]'
+	test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON_AIRFLOW) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "pip==26.3"
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[$(AIRFLOW_EXTRAS)]"
+	$(AIRFLOW_VENV)/bin/python -m pip check
+	touch $@
+
 examples/data/.generated: examples/generate_data.py $(VENV)/.installed
 	$(BIN)/python examples/generate_data.py examples/data
 	touch $@
@@ -49,4 +64,4 @@ lock:
 	 /tmp/k2e-lock/bin/python -m pip freeze --all | grep -v '^pip==\|^setuptools==\|^wheel==\|^k2e[= @]') > constraints.txt
 
 clean:
-	rm -rf $(VENV) out examples/data
+	rm -rf $(VENV) $(AIRFLOW_VENV) out examples/data

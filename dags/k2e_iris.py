@@ -6,7 +6,8 @@ need no retries or XComs of their own (see `k2e_iris_retraining` for the four-ta
 A rerun with the same `root` resumes the model_dir and publishes nothing new.
 
 Params: `spec` (the job spec), `root` (`model/` and `export/` go there; any fsspec URL),
-`train_steps`.
+`train_steps`. Without TensorFlow in this Airflow, the job runs in the interpreter named by
+$K2E_PYTHON (`python`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ with DAG(
     schedule=None,
     start_date=datetime(2026, 1, 1),
     catchup=False,
+    default_args={"python": os.environ.get("K2E_PYTHON")},
     params={
         "spec": Param(
             os.path.join(REPO, "examples", "iris.yaml"),

@@ -1,15 +1,19 @@
-"""Runs whenever `k2e_iris_retraining` publishes a version: loads it and predicts.
+"""Runs whenever `k2e_iris_retraining` publishes a version: predicts with it.
 
-Scheduled on the `k2e-iris-model` asset alias. The event's extra names the version and
-its location; a run started by hand uses the newest event recorded for the alias.
+Scheduled on the `k2e-iris-model` asset alias. The event's extra names the version and its
+location; a run started by hand uses the newest event recorded for the alias. The predict
+task loads the version with TensorFlow: in this worker, or, in an Airflow without TensorFlow
+(its Python 3.12 images), in the interpreter named by $K2E_PYTHON.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 from airflow.sdk import DAG, AssetAlias, task
-from airflow.sdk.exceptions import AirflowFailException
+
+from airflow_plugin.operators.k2e import K2ePredictOperator
 
 MODEL = AssetAlias(name="k2e-iris-model")
 
@@ -21,27 +25,17 @@ with DAG(
     schedule=MODEL,
     start_date=datetime(2026, 1, 1),
     catchup=False,
+    default_args={"python": os.environ.get("K2E_PYTHON")},
     tags=["k2e", "example"],
     doc_md=__doc__,
 ):
+    predicted = K2ePredictOperator(task_id="predict", model_asset_alias=MODEL.name, inputs=FLOWERS)
 
-    @task(inlets=[MODEL])
-    def predict(*, triggering_asset_events=None, inlet_events=None) -> dict:
-        from k2e_core.estimator.serving import predict_version
+    @task
+    def species(result: dict) -> dict:
+        scores = next(iter(result["outputs"].values()))
+        best = [max(range(len(row)), key=row.__getitem__) for row in scores]
+        print(f"version {result['version']} predicts species {best} for {FLOWERS}")
+        return {"version": result["version"], "species": best}
 
-        events = [e for evs in (triggering_asset_events or {}).values() for e in evs]
-        if not events:  # started by hand: the newest event recorded for the alias
-            recorded = inlet_events[MODEL]
-            if not len(recorded):
-                raise AirflowFailException(
-                    "no version was published on k2e-iris-model yet: run k2e_iris_retraining first"
-                )
-            events = [recorded[-1]]
-        event = events[-1]
-        outputs = predict_version(event.extra["export_path"], FLOWERS)["outputs"]
-        scores = next(iter(outputs.values()))
-        species = [max(range(len(row)), key=row.__getitem__) for row in scores]
-        print(f"version {event.extra['version']} predicts species {species} for {FLOWERS}")
-        return {"version": event.extra["version"], "species": species}
-
-    predict()
+    species(predicted.output)

@@ -14,7 +14,9 @@ it, with TensorBoard (`[k2e] tensorboard_url`) and the published version.
 Params: `spec` (the job spec), `root` (where runs and versions go; any fsspec URL),
 `train_files` (this run's training data), `train_steps`. Credentials to an object store:
 the Airflow connection named by $K2E_STORAGE_CONN_ID (a `k2e_storage`, `aws` or
-`google_cloud_platform` connection), given to every task as `storage_conn_id`.
+`google_cloud_platform` connection), given to every task as `storage_conn_id`. An Airflow
+without TensorFlow (its Python 3.12 images) runs the steps in the interpreter named by
+$K2E_PYTHON (a Python 3.11 virtualenv with k2e[tensorflow]), given to every task as `python`.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ with DAG(
         "retries": 2,
         "retry_delay": timedelta(minutes=1),
         "storage_conn_id": os.environ.get("K2E_STORAGE_CONN_ID"),
+        "python": os.environ.get("K2E_PYTHON"),
     },
     params={
         "spec": Param(

@@ -130,6 +130,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--context", help="kubeconfig context")
     s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
     s = sub.add_parser(
+        "predict",
+        help="predict with a published version (its SavedModel)",
+        description="Runs a signature of a published version on rows given as JSON: a list "
+        "of rows for one input, {input: rows} for several, {feature: rows} for a signature of "
+        "serialized tf.Examples (sent as tf.Examples).",
+    )
+    s.add_argument("version", help="the version's URL (an export step's export_path)")
+    s.add_argument("--inputs", metavar="JSON", help="the rows, e.g. '[[5.1, 3.5, 1.4, 0.2]]'")
+    s.add_argument("--signature", help="signature name (default: serving_default)")
+    _add_overrides(s, "storage.options.s3.endpoint_url=http://127.0.0.1:9000")
+    s.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
+    s = sub.add_parser(
         "schema",
         help="print the JSON Schema of the job spec, a record or a step's result",
         description="print the JSON Schema of the job spec (default), of a record k2e keeps "
@@ -184,6 +196,34 @@ def _overrides_from_file(path):
             "--overrides", f"{path} is not a mapping", 'write {"train.steps": 200, ...}'
         )
     return overrides
+
+
+def _all_overrides(args) -> dict:
+    """--overrides FILE, then each --set."""
+    from k2e_core.spec import parse_override
+
+    return {
+        **(_overrides_from_file(args.overrides_file) or {}),
+        **dict(parse_override(item) for item in args.overrides),
+    }
+
+
+def _json_argument(flag: str, text):
+    if text is None:
+        return None
+    from k2e_core.errors import SpecError
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise SpecError(flag, f"{text[:80]!r} is not JSON ({err})", "pass JSON") from None
+
+
+def _text_argument(text):
+    """A flag's text, also as the JSON string an operator passes ('"raw:predict"')."""
+    if text and text.startswith('"'):
+        return json.loads(text)
+    return text
 
 
 def _metrics_argument(text):
@@ -314,15 +354,22 @@ def main(argv=None) -> int:
     try:
         if args.command == "registry":
             return _registry(args)
+        if args.command == "predict":
+            from k2e_core.estimator.serving import predict_step
+
+            _emit(
+                predict_step(
+                    args.version,
+                    _all_overrides(args),
+                    _json_argument("--inputs", args.inputs),
+                    _text_argument(args.signature),
+                )
+            )
+            return 0
         if args.command == "report":
-            from k2e_core.spec import parse_override
             from k2e_core.steps.report import report_step
 
-            overrides = {
-                **(_overrides_from_file(args.overrides_file) or {}),
-                **dict(parse_override(item) for item in args.overrides),
-            }
-            _emit(report_step(args.target, args.out, overrides))
+            _emit(report_step(args.target, args.out, _all_overrides(args)))
             return 0
         from k2e_core.spec import load_spec
 

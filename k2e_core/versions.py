@@ -32,7 +32,7 @@ def stack_problem() -> str | None:
     return (
         f"k2e needs TensorFlow 2.15 with tensorflow-estimator 2.15 and Keras 2.15 "
         f"(Keras 3 breaks tf.keras in TF 2.15), but this environment has {have}; "
-        f"install k2e's pinned set: pip install -c constraints.txt k2e"
+        f'install k2e\'s pinned set: pip install -c constraints.txt "k2e[tensorflow]"'
     )
 
 

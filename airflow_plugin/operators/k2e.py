@@ -8,6 +8,7 @@ result as XCom, each top-level field also under its own key, so the next task re
     K2eEvaluateOperator   evaluate the latest checkpoint; the gate decides on the candidate
     K2eExportOperator     export, verify, and publish a blessed version (or keep a candidate)
     K2eJobOperator        all of the above in one task
+    K2ePredictOperator    predict with a published version (the one an asset event names)
 
 `spec` is a job spec: a dict, or the path/URL of a YAML/JSON file. `overrides` is
 `{"train.steps": 200, ...}` (or `["train.steps=200", ...]`). Both are templated, values
@@ -256,8 +257,44 @@ class K2eBaseOperator(BaseOperator):
         self.log.error("%s", message)
         return kind(message)
 
+    def _check_interpreter(self) -> None:
+        """`python` runs, holds k2e, and the same k2e as this worker: else one line naming
+        `python`, not retried (a retry meets the same interpreter)."""
+        from k2e_core import __version__
+
+        fix = (
+            "point python at the interpreter of a virtualenv with k2e's TensorFlow install "
+            "(pip install -c constraints.txt 'k2e[tensorflow]'), e.g. /opt/k2e/.venv/bin/python"
+        )
+        probe = [self.python, "-c", "import k2e_core; print(k2e_core.__version__)"]
+        try:
+            proc = subprocess.run(probe, capture_output=True, text=True, timeout=120)
+        except OSError as err:
+            raise self._failure(
+                AirflowFailException,
+                f"python: {self.python} cannot be run ({err.strerror}); {fix} (not retried)",
+            ) from None
+        if proc.returncode != 0:
+            said = (proc.stderr.strip().splitlines() or ["exit code " + str(proc.returncode)])[-1]
+            raise self._failure(
+                AirflowFailException,
+                f"python: {self.python} has no k2e ({said}); {fix} (not retried)",
+            )
+        there = proc.stdout.strip()
+        if there != __version__:
+            raise self._failure(
+                AirflowFailException,
+                f"python: {self.python} has k2e {there}, this worker k2e {__version__}; "
+                "install the same k2e version in both (not retried)",
+            )
+
+    def _cli_target(self) -> str:
+        """The CLI's positional argument for this task: the job spec."""
+        return self.spec if isinstance(self.spec, str) else json.dumps(self.spec)
+
     def _run_in_interpreter(self, step: str, overrides: dict, kwargs: dict) -> dict:
-        spec = self.spec if isinstance(self.spec, str) else json.dumps(self.spec)
+        self._check_interpreter()
+        spec = self._cli_target()
         with tempfile.TemporaryDirectory(prefix="k2e-task-") as tmp:
             overrides_file = os.path.join(tmp, "overrides.json")
             with os.fdopen(os.open(overrides_file, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
@@ -528,3 +565,84 @@ def _event_extra(result: dict) -> dict:
 def _kill_if_running(child: subprocess.Popen) -> None:
     if child.poll() is None:
         child.kill()
+
+
+class K2ePredictOperator(K2eBaseOperator):
+    """Predicts with a published version: `version` (its URL, templated), or the newest one
+    published on `model_asset_alias` (the run's triggering asset event, else the newest event
+    recorded for the alias). In this process, or in `python` (a worker without TensorFlow).
+    XCom: `version`, `export_path`, `signature`, `outputs`.
+
+    :param inputs: the rows (a list for one input, {input or feature: rows}) (templated)
+    :param signature: the SavedModel signature (default: serving_default)
+    """
+
+    step = "predict"
+    template_fields: Sequence[str] = ("version", "inputs", "python", "signature")
+    operator_extra_links = ()
+
+    def __init__(
+        self,
+        *,
+        inputs,
+        version: str | None = None,
+        model_asset_alias: str | None = None,
+        signature: str | None = None,
+        **kwargs,
+    ):
+        if bool(version) == bool(model_asset_alias):
+            raise ValueError("K2ePredictOperator takes version or model_asset_alias, one of them")
+        if model_asset_alias:
+            kwargs["inlets"] = [*kwargs.get("inlets", []), AssetAlias(name=model_asset_alias)]
+        super().__init__(spec="", **kwargs)
+        self.inputs = inputs
+        self.version = version
+        self.model_asset_alias = model_asset_alias
+        self.signature = signature
+        self._published: dict = {}
+
+    def execute(self, context) -> dict:
+        self._published = (
+            {"export_path": self.version} if self.version else self._newest_event(context)
+        )
+        return super().execute(context)
+
+    def _newest_event(self, context) -> dict:
+        alias = AssetAlias(name=self.model_asset_alias)
+        triggering = context.get("triggering_asset_events") or {}
+        events = [e for evs in triggering.values() for e in evs]
+        if not events:  # started by hand or on another schedule: the newest recorded
+            recorded = context["inlet_events"][alias]
+            events = [recorded[-1]] if len(recorded) else []
+        if not events:
+            raise self._failure(
+                AirflowFailException,
+                f"no version was published on {self.model_asset_alias} yet: run the DAG that "
+                "publishes it first (not retried)",
+            )
+        return dict(events[-1].extra)
+
+    def _cli_target(self) -> str:
+        return self._published["export_path"]
+
+    def step_kwargs(self) -> dict:
+        return {"inputs": self.inputs, "signature": self.signature}
+
+    def _run_step(self, step: str, overrides: dict, kwargs: dict) -> dict:
+        from k2e_core.estimator.serving import predict_step
+
+        return predict_step(self._published["export_path"], overrides, **kwargs)
+
+    def _run(self, step: str, overrides: dict, kwargs: dict) -> dict:
+        result = super()._run(step, overrides, kwargs)
+        return {"version": self._published.get("version"), **result}
+
+    def get_openlineage_facets_on_complete(self, task_instance):
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+
+        from k2e_core.steps.lineage import dataset
+
+        return OperatorLineage(
+            inputs=[Dataset(namespace=n, name=name) for n, name in [dataset(self._cli_target())]]
+        )

@@ -8,6 +8,7 @@ import tempfile
 import numpy as np
 
 from k2e_core import storage
+from k2e_core.errors import SpecError
 from k2e_core.estimator import export
 from k2e_core.estimator.compat import tf
 from k2e_core.storage import publish
@@ -41,6 +42,43 @@ def predict_version(version_url: str, inputs, signature: str = "serving_default"
     finally:
         if staging:
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def predict_step(version_url: str, overrides=None, inputs=None, signature=None) -> dict:
+    """`k2e predict`: `signature` (default serving_default) of the version at `version_url`
+    on `inputs`, with the storage options `overrides` give (`storage.options.s3.key`...).
+    Result: {export_path, signature, outputs}."""
+    from k2e_core.spec import apply_overrides
+
+    options = apply_overrides({}, overrides).get("storage", {}).get("options")
+    signature = signature or "serving_default"
+    with storage.configured(options):
+        if not storage.exists(storage.join(version_url, "saved_model.pb")):
+            raise SpecError(
+                "version",
+                f"no SavedModel at {storage.redact(version_url)}",
+                "pass a published version's URL (export_path in the export step's result)",
+            )
+        if inputs is None:
+            raise SpecError("--inputs", "no rows to predict", 'pass e.g. --inputs "[[5.1, 3.5]]"')
+        try:
+            result = predict_version(version_url, inputs, signature)
+        except KeyError as err:
+            what = "signature" if err.args[0] == signature else "input"
+            raise SpecError(
+                f"--{what}" if what == "signature" else "--inputs",
+                f"{storage.redact(version_url)} has no {what} {err.args[0]!r}",
+                "see its signatures with: saved_model_cli show --all --dir VERSION",
+            ) from None
+        except (ValueError, tf.errors.InvalidArgumentError) as err:
+            lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+            why = next((ln for ln in reversed(lines) if not ln.startswith("[[")), "")[:200]
+            raise SpecError(
+                "--inputs",
+                f"the rows do not fit {signature} of {storage.redact(version_url)} ({why})",
+                "send one row per example, by input name for several inputs",
+            ) from None
+    return {"export_path": storage.redact(version_url), **result}
 
 
 def _takes_examples(specs) -> bool:

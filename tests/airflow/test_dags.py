@@ -137,7 +137,7 @@ def test_three_scheduled_runs_publish_only_blessed_versions(
     consumer = dags_test("k2e_iris_consumer")
     assert consumer.returncode == 0, consumer.output[-3000:]
     assert "version 2 predicts species [" in consumer.output
-    predicted = _xcom(airflow_db, "k2e_iris_consumer", "predict", "return_value")[-1]
+    predicted = _xcom(airflow_db, "k2e_iris_consumer", "species", "return_value")[-1]
     assert predicted["version"] == 2 and len(predicted["species"]) == 3
 
 

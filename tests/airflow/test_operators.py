@@ -588,3 +588,31 @@ def test_a_rejected_candidate_skips_the_task_with_the_gate_reason_and_a_retry_to
 def test_a_report_from_a_task_without_tensorflow_is_refused_when_the_dag_is_parsed():
     with pytest.raises(ValueError, match="report=True with kubernetes=True: the report reads"):
         K2eJobOperator(task_id="job", spec="job.yaml", kubernetes=True, report=True)
+
+
+def test_a_misconfigured_python_is_one_line_naming_it_and_not_retried(tmp_path, monkeypatch):
+    """A `python` that does not run, one without k2e, one with another k2e: each a
+    configuration error (AirflowFailException: no retry), said before any step runs."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from airflow_plugin.operators.k2e import K2eTrainOperator
+    from k2e_core import __version__
+
+    other = tmp_path / "python-with-another-k2e"
+    other.write_text("#!/bin/sh\necho 0.0.9\n")
+    other.chmod(0o755)
+    monkeypatch.chdir(tmp_path)  # not the checkout: its k2e_core/ would be importable
+    cases = {
+        "/opt/nowhere/bin/python": "python: /opt/nowhere/bin/python cannot be run "
+        "(No such file or directory); point python at the interpreter of a virtualenv",
+        sys._base_executable: f"python: {sys._base_executable} has no k2e "
+        "(ModuleNotFoundError: No module named 'k2e_core'); point python at",
+        str(other): f"python: {other} has k2e 0.0.9, this worker k2e {__version__}; "
+        "install the same k2e version in both (not retried)",
+    }
+    for python, expected in cases.items():
+        op = K2eTrainOperator(task_id="train", spec=str(tmp_path / "job.yaml"), python=python)
+        with pytest.raises(AirflowFailException) as caught:
+            op._run("train", {}, {})
+        assert str(caught.value).startswith(expected), caught.value
+        assert "\n" not in str(caught.value)

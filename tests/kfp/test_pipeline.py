@@ -299,7 +299,7 @@ def test_the_dockerfile_installs_the_pinned_set_the_components_need():
     with open(os.path.join(REPO, "Dockerfile")) as f:
         dockerfile = f.read()
     assert "FROM python:3.11." in dockerfile
-    assert 'pip install -c constraints.txt ".[kfp,s3,gcs,report]"' in dockerfile
+    assert 'pip install -c constraints.txt ".[tensorflow,kfp,s3,gcs,report]"' in dockerfile
     from kfp_components import components
 
     assert components.IMAGE == os.environ.get("K2E_IMAGE", "registry.example.com/k2e:0.1.0")
