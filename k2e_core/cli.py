@@ -198,6 +198,20 @@ def _overrides_from_file(path):
     return overrides
 
 
+#: Commands that import TensorFlow (a TensorFlow-free install has the others).
+TENSORFLOW_COMMANDS = {*STEP_HELP, "predict"}
+
+
+def _need_tensorflow(command: str) -> None:
+    """One line, before anything runs, where this install cannot run `command`."""
+    from k2e_core.errors import SpecError
+    from k2e_core.versions import stack_problem
+
+    problem = stack_problem()
+    if problem:
+        raise SpecError(f"k2e {command}", problem, "")
+
+
 def _all_overrides(args) -> dict:
     """--overrides FILE, then each --set."""
     from k2e_core.spec import parse_override
@@ -352,6 +366,8 @@ def main(argv=None) -> int:
 
     configure_cli_logging(args.verbose)
     try:
+        if args.command in TENSORFLOW_COMMANDS:
+            _need_tensorflow(args.command)
         if args.command == "registry":
             return _registry(args)
         if args.command == "predict":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from importlib import metadata
 
 REQUIRED = {"tensorflow": "2.15", "tensorflow-estimator": "2.15", "keras": "2.15"}
@@ -29,6 +30,13 @@ def stack_problem() -> str | None:
     if not wrong:
         return None
     have = ", ".join(f"{n} {v or 'not installed'}" for n, v in found.items())
+    if found["tensorflow"] is None and sys.version_info[:2] != (3, 11):
+        return (
+            f"this k2e install has no TensorFlow (Python {sys.version.split()[0]}: the "
+            "provider and adapters only); run TensorFlow steps with the Python 3.11 "
+            "interpreter of a k2e[tensorflow] install (the operators' python=), or install "
+            'it here on Python 3.11: pip install -c constraints.txt "k2e[tensorflow]"'
+        )
     return (
         f"k2e needs TensorFlow 2.15 with tensorflow-estimator 2.15 and Keras 2.15 "
         f"(Keras 3 breaks tf.keras in TF 2.15), but this environment has {have}; "

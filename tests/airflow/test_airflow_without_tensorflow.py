@@ -102,6 +102,18 @@ def test_the_airflow_environment_is_python_312_without_tensorflow_and_fully_pinn
     assert installed and installed <= pinned, sorted(installed - pinned)
     names = {line.split("==")[0] for line in installed}
     assert "apache-airflow" in names and not names & {"tensorflow-cpu", "numpy", "keras"}
+    # its k2e command says which interpreter trains, in one line, before anything runs
+    k2e = os.path.join(AIRFLOW_VENV, "bin", "k2e")
+    proc = subprocess.run(
+        [k2e, "run", os.path.join(REPO, "examples", "iris.yaml")], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert (
+        proc.stderr.strip().startswith(
+            "k2e: error: k2e run: this k2e install has no TensorFlow (Python 3.12"
+        )
+        and "\n" not in proc.stderr.strip()
+    )
 
 
 @pytest.mark.slow
