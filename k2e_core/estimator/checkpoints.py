@@ -9,17 +9,29 @@ silent start from step 0.
 A remote model_dir: TensorFlow trains in a local directory that k2e keeps in sync. On start
 only what resuming needs comes down: the `checkpoint` state file and the checkpoint it
 continues from (or, before the first one, the Keras warm-start checkpoint). Each checkpoint saved
-during training goes up at once (a saver listener): its data and index files first, event
-files next, the state file last, so a reader never sees a state file that names missing
-files.
+during training goes up while training goes on (`BackgroundUploads`): what it changed is
+frozen when it is saved (checkpoint files hard-linked, so the saver may delete them, other
+files copied, the state file's text kept), then uploaded in order, its data and index files
+first, event files next, the state file last, and only then are checkpoints the saver
+removed (keep_checkpoint_max) deleted from the store. A reader never sees a state file that
+names missing files, and a killed run resumes from the last checkpoint that is complete in
+the store. One upload runs at a time and at most one more waits: a save that finds both
+taken waits for the oldest, and says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import itertools
 import logging
 import os
+import queue
 import re
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
 
 from k2e_core import storage
 from k2e_core.errors import SpecError, first_line
@@ -169,7 +181,8 @@ def recover_local(model_dir: str, where: str | None = None) -> str | None:
 class RemoteModelDir:
     def __init__(self, url: str, local_dir: str):
         self.url, self.local = url.rstrip("/"), local_dir
-        self._sent = {}  # relative path -> (size, mtime) last uploaded
+        self._sent = {}  # relative path -> (size, mtime) last uploaded, or taken for upload
+        self._snapshots = itertools.count()
         os.makedirs(local_dir, exist_ok=True)
 
     # ------------------------------------------------------------------ down
@@ -246,46 +259,156 @@ class RemoteModelDir:
         st = os.stat(os.path.join(self.local, rel))
         return st.st_size, st.st_mtime_ns
 
-    def push(self) -> dict:
-        """Uploads what changed locally: checkpoints first, then the rest, the state file last."""
+    def snapshot(self) -> Snapshot:
+        """What changed locally since the last snapshot, frozen now (see the module doc)."""
         changed = [
             rel
             for rel in storage.local_files(self.local)
             if self._sent.get(rel) != self._stamp(rel)
         ]
-        ckpt = [r for r in changed if _CKPT.match(os.path.basename(r))]
-        other = [r for r in changed if r not in ckpt and os.path.basename(r) != STATE]
-        state = [r for r in changed if os.path.basename(r) == STATE]
+        frozen = f"{self.local}.upload-{next(self._snapshots)}"
+        snap = Snapshot(
+            frozen=frozen,
+            checkpoints=sorted(r for r in os.listdir(self.local) if _CKPT.match(r)),
+        )
+        for rel in changed:
+            stamp = self._stamp(rel)
+            if os.path.basename(rel) == STATE:
+                with open(os.path.join(self.local, rel), "rb") as f:
+                    snap.state[rel] = f.read()
+            else:
+                copy = os.path.join(frozen, rel)
+                os.makedirs(os.path.dirname(copy), exist_ok=True)
+                if _CKPT.match(os.path.basename(rel)):
+                    _link_or_copy(os.path.join(self.local, rel), copy)
+                else:
+                    shutil.copy2(os.path.join(self.local, rel), copy)
+                (snap.ckpt if _CKPT.match(os.path.basename(rel)) else snap.other).append(rel)
+            self._sent[rel] = stamp  # taken: the next snapshot leaves it out
+        return snap
+
+    def upload(self, snap: Snapshot) -> dict:
+        """Uploads a snapshot: checkpoints first, then the rest, the state file last; then
+        deletes from the store the checkpoints the saver had removed."""
         stats = {"files": 0, "bytes": 0}
-        for group in (ckpt, other, state):  # in this order: the state file names files already up
-            if not group:
-                continue
-            stamps = {rel: self._stamp(rel) for rel in group}
-            done = storage.upload(
-                [(os.path.join(self.local, r), storage.join(self.url, r)) for r in group],
-                f"sync to {storage.redact(self.url)}",
-            )
-            self._sent.update(stamps)
-            stats["files"] += done["files"]
-            stats["bytes"] += done["bytes"]
-        self._prune()
+        try:
+            for group in (snap.ckpt, snap.other):
+                if group:
+                    done = storage.upload(
+                        [(os.path.join(snap.frozen, r), storage.join(self.url, r)) for r in group],
+                        f"sync to {storage.redact(self.url)}",
+                    )
+                    stats["files"] += done["files"]
+                    stats["bytes"] += done["bytes"]
+            for rel, text in snap.state.items():
+                storage.write_bytes(storage.join(self.url, rel), text)
+                stats["files"] += 1
+            self._prune(snap.checkpoints)
+        finally:
+            shutil.rmtree(snap.frozen, ignore_errors=True)
         return stats
 
-    def _prune(self):
-        """Removes remote checkpoints that the saver deleted locally (keep_checkpoint_max)."""
-        local = {r for r in os.listdir(self.local) if _CKPT.match(r)}
-        stale = [r for r in self._sent if "/" not in r and _CKPT.match(r) and r not in local]
+    def push(self) -> dict:
+        """Uploads what changed locally, now (`snapshot`, then `upload`)."""
+        return self.upload(self.snapshot())
+
+    def _prune(self, kept):
+        """Removes remote checkpoints that the saver had deleted locally (keep_checkpoint_max)."""
+        kept = set(kept)
+        stale = [r for r in self._sent if "/" not in r and _CKPT.match(r) and r not in kept]
         for rel in stale:
             storage.remove(storage.join(self.url, rel))
             self._sent.pop(rel, None)
 
-    def listener(self):
-        """A CheckpointSaverListener that uploads every checkpoint right after it is saved."""
+    def listener(self, uploads: BackgroundUploads):
+        """A CheckpointSaverListener that hands every saved checkpoint to `uploads`."""
         sync = self
 
         class UploadCheckpoints(tf.estimator.CheckpointSaverListener):
             def after_save(self, session, global_step_value):
-                stats = sync.push()
-                log.debug("uploaded checkpoint %d (%d files)", global_step_value, stats["files"])
+                uploads.submit(sync.snapshot(), global_step_value)
+
+            def end(self, session, global_step_value):
+                uploads.drain()
 
         return UploadCheckpoints()
+
+
+@dataclass
+class Snapshot:
+    """A checkpoint's changes, frozen when it was saved, waiting to be uploaded."""
+
+    frozen: str  # a directory holding the frozen files
+    checkpoints: list  # the checkpoint files local then (the rest were pruned by the saver)
+    ckpt: list = field(default_factory=list)
+    other: list = field(default_factory=list)
+    state: dict = field(default_factory=dict)  # the state file's text then
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
+
+
+class BackgroundUploads:
+    """Uploads snapshots one at a time in a thread of its own, at most `pending` waiting: a
+    save that finds them all taken waits for the oldest. A failed upload is raised by the
+    next `submit` or `drain`, and nothing after it is uploaded (its state file would name the
+    checkpoint that failed)."""
+
+    def __init__(self, remote: RemoteModelDir, pending: int = 1):
+        self.remote = remote
+        self.queue: queue.Queue = queue.Queue(maxsize=pending)
+        self.error: BaseException | None = None
+        self.waited = 0.0
+        self._thread: threading.Thread | None = None
+
+    def submit(self, snap: Snapshot, step: int) -> None:
+        self._raise()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="k2e-uploads", daemon=True)
+            self._thread.start()
+        began = time.perf_counter()
+        # the upload runs in a copy of this context: the storage options configured here
+        self.queue.put((snap, step, contextvars.copy_context()))
+        waited = time.perf_counter() - began
+        self.waited += waited
+        if waited >= 0.5:
+            log.info("checkpoint %d waited %.1fs for the uploads before it", step, waited)
+
+    def drain(self) -> None:
+        """Waits for every upload handed over; raises the first that failed."""
+        self.queue.join()
+        self._raise()
+
+    def close(self) -> None:
+        """Ends the thread once what was handed over is up (or has failed)."""
+        if self._thread is not None:
+            self.queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def _raise(self) -> None:
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                self.queue.task_done()
+                return
+            snap, step, context = item
+            try:
+                if self.error is None:
+                    stats = context.run(self.remote.upload, snap)
+                    log.debug("uploaded checkpoint %d (%d files)", step, stats["files"])
+                else:
+                    shutil.rmtree(snap.frozen, ignore_errors=True)
+            except BaseException as err:  # handed to the training thread
+                self.error = err
+            finally:
+                self.queue.task_done()

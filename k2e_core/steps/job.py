@@ -266,16 +266,17 @@ def open_job(spec, overrides=None, access: Access = "train", in_cluster: bool = 
         ):
             _preflight(spec, access)
             model_dir = ModelDir.open(spec.path(spec.model_dir), staging, access, task)
-            if spec.model.premade is not None:
-                yield Job(spec, staging, model_dir, None, {}, warm_start.Seed(), task)
-                return
-            objects = keras_model.custom_objects(spec)
-            model = keras_model.load(spec, objects)
-            if access == "inspect" or not cluster.leads(task):
-                seed = warm_start.Seed()
-            else:
-                seed = warm_start.seed(model, model_dir.path, spec, staging)
-            yield Job(spec, staging, model_dir, model, objects, seed, task)
+            with contextlib.closing(model_dir):
+                if spec.model.premade is not None:
+                    yield Job(spec, staging, model_dir, None, {}, warm_start.Seed(), task)
+                    return
+                objects = keras_model.custom_objects(spec)
+                model = keras_model.load(spec, objects)
+                if access == "inspect" or not cluster.leads(task):
+                    seed = warm_start.Seed()
+                else:
+                    seed = warm_start.seed(model, model_dir.path, spec, staging)
+                yield Job(spec, staging, model_dir, model, objects, seed, task)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -535,24 +536,25 @@ def _train_baseline(job: Job) -> dict:
     budget = spec.model_copy(
         update={"train": spec.train.model_copy(update={"steps": steps, "early_stopping": None})}
     )
-    try:
-        with job.data_errors("train"):
-            trained = training.train(
-                baseline.estimator,
-                job.input_fn("train", baseline.example, shard=False),
-                budget,
-                spec.data.batch_size,
-                baseline.model_dir.listeners(),
-            )
-    except training.Diverged as err:
-        raise training.Diverged(f"baseline {baseline.name}: {err}") from None
-    except (ValueError, TypeError, tf.errors.OpError) as err:
-        raise SpecError(
-            "baseline",
-            f"{baseline.name} failed to train ({first_line(err, 200)})",
-            "change the baseline's options, or leave the baseline out",
-        ) from None
-    baseline.model_dir.sync()
+    with contextlib.closing(baseline.model_dir):
+        try:
+            with job.data_errors("train"):
+                trained = training.train(
+                    baseline.estimator,
+                    job.input_fn("train", baseline.example, shard=False),
+                    budget,
+                    spec.data.batch_size,
+                    baseline.model_dir.listeners(),
+                )
+        except training.Diverged as err:
+            raise training.Diverged(f"baseline {baseline.name}: {err}") from None
+        except (ValueError, TypeError, tf.errors.OpError) as err:
+            raise SpecError(
+                "baseline",
+                f"{baseline.name} failed to train ({first_line(err, 200)})",
+                "change the baseline's options, or leave the baseline out",
+            ) from None
+        baseline.model_dir.sync()
     figures = ("steps_trained", "train_seconds", "steps_per_second", "examples_per_second")
     return baseline.record(**{k: trained[k] for k in figures})
 
@@ -561,11 +563,12 @@ def _measure_baseline(job: Job, trained: dict | None = None) -> dict:
     """The pre-made baseline's metrics on the job's eval data, at its latest checkpoint."""
     baseline = Baseline(job)
     label = f"pre-made baseline {baseline.name}"
-    with job.data_errors("eval"):
-        metrics = training.evaluate(
-            baseline.estimator, job.input_fn("eval", baseline.example), job.spec, label
-        )["metrics"]
-    baseline.model_dir.sync()
+    with contextlib.closing(baseline.model_dir):
+        with job.data_errors("eval"):
+            metrics = training.evaluate(
+                baseline.estimator, job.input_fn("eval", baseline.example), job.spec, label
+            )["metrics"]
+        baseline.model_dir.sync()
     return baseline.record(**(trained or {}), metrics=metrics)
 
 

@@ -34,6 +34,7 @@ class ModelDir:
         self.remote = remote  # checkpoints.RemoteModelDir keeping `path` in sync with `url`
         self.resume = resume  # what was fetched to resume from (stats), for remote model_dirs
         self.writable = writable
+        self.uploads = checkpoints.BackgroundUploads(remote) if remote and writable else None
 
     @classmethod
     def open(
@@ -74,13 +75,21 @@ class ModelDir:
         return cls(url, path, writable=False)
 
     def sync(self) -> None:
-        """Uploads what changed in a remote model_dir's local copy."""
-        if self.remote and self.writable:
+        """Uploads what changed in a remote model_dir's local copy, once the checkpoints
+        being uploaded in the background are up."""
+        if self.uploads is not None:
+            self.uploads.drain()
             self.remote.push()
 
     def listeners(self) -> list:
-        """Checkpoint-saver listeners that upload each checkpoint as it is saved."""
-        return [self.remote.listener()] if self.remote and self.writable else []
+        """Checkpoint-saver listeners that upload each checkpoint in the background as it is
+        saved (`checkpoints.BackgroundUploads`)."""
+        return [self.remote.listener(self.uploads)] if self.uploads is not None else []
+
+    def close(self) -> None:
+        """Waits for the background uploads and ends their thread."""
+        if self.uploads is not None:
+            self.uploads.close()
 
     def checkpoint_url(self, checkpoint: str) -> str:
         """Where a checkpoint of `path` lives in the store (itself for a local model_dir)."""
