@@ -182,6 +182,7 @@ class RemoteModelDir:
     def __init__(self, url: str, local_dir: str):
         self.url, self.local = url.rstrip("/"), local_dir
         self._sent = {}  # relative path -> (size, mtime) last uploaded, or taken for upload
+        self._stored = set()  # checkpoint files in the store (touched by uploads alone)
         self._snapshots = itertools.count()
         os.makedirs(local_dir, exist_ok=True)
 
@@ -252,6 +253,7 @@ class RemoteModelDir:
         )
         for rel in rels:
             self._sent[rel] = self._stamp(rel)
+        self._stored.update(r for r in rels if _CKPT.match(r))
         return stats
 
     # ------------------------------------------------------------------ up
@@ -300,6 +302,7 @@ class RemoteModelDir:
                     )
                     stats["files"] += done["files"]
                     stats["bytes"] += done["bytes"]
+            self._stored.update(r for r in snap.ckpt if "/" not in r)
             for rel, text in snap.state.items():
                 storage.write_bytes(storage.join(self.url, rel), text)
                 stats["files"] += 1
@@ -313,12 +316,11 @@ class RemoteModelDir:
         return self.upload(self.snapshot())
 
     def _prune(self, kept):
-        """Removes remote checkpoints that the saver had deleted locally (keep_checkpoint_max)."""
-        kept = set(kept)
-        stale = [r for r in self._sent if "/" not in r and _CKPT.match(r) and r not in kept]
-        for rel in stale:
+        """Removes from the store the checkpoints the saver had deleted locally when the
+        snapshot was taken (keep_checkpoint_max)."""
+        for rel in sorted(self._stored - set(kept)):
             storage.remove(storage.join(self.url, rel))
-            self._sent.pop(rel, None)
+            self._stored.discard(rel)
 
     def listener(self, uploads: BackgroundUploads):
         """A CheckpointSaverListener that hands every saved checkpoint to `uploads`."""
@@ -362,6 +364,7 @@ class BackgroundUploads:
         self.remote = remote
         self.queue: queue.Queue = queue.Queue(maxsize=pending)
         self.error: BaseException | None = None
+        self.failed = False  # once an upload failed, none after it goes up
         self.waited = 0.0
         self._thread: threading.Thread | None = None
 
@@ -403,12 +406,12 @@ class BackgroundUploads:
                 return
             snap, step, context = item
             try:
-                if self.error is None:
+                if not self.failed:
                     stats = context.run(self.remote.upload, snap)
                     log.debug("uploaded checkpoint %d (%d files)", step, stats["files"])
                 else:
                     shutil.rmtree(snap.frozen, ignore_errors=True)
             except BaseException as err:  # handed to the training thread
-                self.error = err
+                self.error, self.failed = err, True
             finally:
                 self.queue.task_done()
