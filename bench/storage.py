@@ -12,6 +12,10 @@ moto's S3 server runs on 127.0.0.1 in a process of its own.
 2. The bag-of-words job trains with its model_dir on S3, then a second run resumes it:
    bytes downloaded against the checkpoint it resumes from (variables and index; its graph is
    rebuilt, not downloaded) and against the whole model_dir.
+3. A model of 19M parameters (two Dense(4096); a checkpoint with Adam's slots is about
+   230 MB) trains with a checkpoint every 2 seconds, its model_dir on the S3 server against
+   a local one, in turns: training's wall time and rate (checkpoints go up in the
+   background). And one such checkpoint file uploaded by k2e against s3fs's own `put_file`.
 """
 
 from __future__ import annotations
@@ -199,6 +203,138 @@ def resume_row(options, steps) -> dict:
     )
 
 
+BIG_MODEL = """
+import tensorflow as tf
+
+
+def build(width=4096, inputs=256):
+    tf.keras.utils.set_random_seed(1)
+    model = tf.keras.Sequential([
+        tf.keras.Input(shape=(inputs,), name="x"),
+        tf.keras.layers.Dense(width, activation="relu"),
+        tf.keras.layers.Dense(width, activation="relu"),
+        tf.keras.layers.Dense(1, name="y"),
+    ])
+    model.compile(optimizer="adam", loss="mse")
+    return model
+"""
+
+
+def _big_job(work: str, width: int) -> dict:
+    import numpy as np
+
+    with open(os.path.join(work, "big_model.py"), "w") as f:
+        f.write(BIG_MODEL)
+    rng = np.random.default_rng(1)
+    np.savez(
+        os.path.join(work, "big.npz"),
+        x=rng.normal(size=(512, 256)).astype(np.float32),
+        y=rng.normal(size=(512, 1)).astype(np.float32),
+    )
+    return {
+        "model": {
+            "factory": os.path.join(work, "big_model.py") + ":build",
+            "factory_kwargs": {"width": width},
+        },
+        "data": {"train": {"files": os.path.join(work, "big.npz")}, "batch_size": 32},
+        "eval": {"every_steps": "end"},
+        "run_config": {
+            "save_checkpoints_secs": 2,
+            "save_summary_steps": 0,
+            "keep_checkpoint_max": 2,
+        },
+    }
+
+
+def checkpoint_rows(options, reps: int, quick: bool) -> list:
+    """Training with model_dir on S3 against a local one (wall time and steps/s), and one big
+    checkpoint file uploaded by k2e against s3fs's put_file."""
+    import s3fs
+
+    from k2e_core import storage
+    from k2e_core.steps import job
+
+    work = tempfile.mkdtemp(prefix="k2e-bench-ckpt-")
+    width, steps = (64, 20) if quick else (4096, 60)
+    base = _big_job(work, width)
+    walls, rates, ckpt_bytes = {"local": [], "s3": []}, {"local": [], "s3": []}, 0
+    for rep in range(reps):
+        for side in ("local", "s3") if rep % 2 == 0 else ("s3", "local"):
+            run = uuid.uuid4().hex
+            model_dir = os.path.join(work, run) if side == "local" else f"s3://{BUCKET}/ckpt/{run}"
+            spec = job.load_spec(
+                {
+                    **base,
+                    "model_dir": model_dir,
+                    "train": {"steps": steps},
+                    "storage": {"options": options},
+                }
+            )
+            with job.open_job(spec) as j:
+                j.check_data()
+                result = job._train(j)
+            walls[side].append(result["train_seconds"])
+            rates[side].append(result["steps_per_second"])
+            if side == "local":
+                ckpt_bytes = max(
+                    ckpt_bytes,
+                    sum(
+                        os.path.getsize(os.path.join(model_dir, f))
+                        for f in os.listdir(model_dir)
+                        if f.startswith(f"model.ckpt-{steps}.data")
+                    ),
+                )
+    print(f"checkpoints to S3: walls {walls}, rates {rates}", file=sys.stderr, flush=True)
+    rows = [
+        row(
+            PART,
+            f"train {width}-wide model ({ckpt_bytes / 1e6:.0f} MB checkpoints every 2 s), "
+            "model_dir on S3: wall time",
+            spread(walls["s3"], 2),
+            "s",
+            baseline=spread(walls["local"], 2),
+            baseline_name="local model_dir",
+            ratio=spread(ratios(walls["local"], walls["s3"]), 2),
+            target=">= 0.9x local (local / S3 time)",
+            met=statistics.median(ratios(walls["local"], walls["s3"])) >= 0.9,
+            kind="checkpoints",
+        )
+    ]
+    # one checkpoint-sized file: k2e's upload against s3fs's own put_file
+    big = os.path.join(work, "big.data")
+    with open(big, "wb") as f:
+        f.write(os.urandom(max(ckpt_bytes, 1 << 20)))
+    size = os.path.getsize(big)
+    fs = s3fs.S3FileSystem(**options["s3"])
+    rate = {"k2e": [], "put_file": []}
+    for rep in range(reps):
+        for side in ("k2e", "put_file") if rep % 2 == 0 else ("put_file", "k2e"):
+            dst = f"{BUCKET}/one/{uuid.uuid4().hex}"
+            began = time.perf_counter()
+            if side == "k2e":
+                with storage.configured(options):
+                    storage.upload([(big, f"s3://{dst}")])
+            else:
+                fs.put_file(big, dst)
+            rate[side].append(size / 1e6 / (time.perf_counter() - began))
+    print(f"one file: {rate}", file=sys.stderr, flush=True)
+    rows.append(
+        row(
+            PART,
+            f"upload one {size / 1e6:.0f} MB file",
+            spread(rate["k2e"], 1),
+            "MB/s",
+            baseline=spread(rate["put_file"], 1),
+            baseline_name="s3fs put_file",
+            ratio=spread(ratios(rate["k2e"], rate["put_file"]), 2),
+            target=None,
+            met=None,
+            kind="one file",
+        )
+    )
+    return rows
+
+
 def _bow_data() -> str:
     sys.path.insert(0, os.path.join(REPO, "examples"))
     import generate_data
@@ -238,6 +374,7 @@ def measure(reps: int, quick: bool, rtt_ms: float) -> list:
             src, delayed, reps, server.pid, f"{label}, {rtt_ms:g} ms round trip", True
         )
         rows.append(resume_row(direct, 20 if quick else 200))
+        rows += checkpoint_rows(direct, reps, quick)
         return rows
     finally:
         for proc in (proxy, server):
@@ -251,6 +388,14 @@ def table(rows) -> list:
         "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        if r.get("kind") in ("checkpoints", "one file"):
+            unit = " s" if r["unit"] == "s" else " MB/s"
+            lines.append(
+                f"| {r['measure']} | {fmt_spread(r['value'], 2, unit)} "
+                f"| {fmt_spread(r['baseline'], 2, unit)} ({r['baseline_name']}) "
+                f"| {fmt_spread(r['ratio'], 2, 'x')} | {r['target'] or ''} | {met_cell(r)} | |"
+            )
+            continue
         if r["unit"] == "bytes":
             note = f"model_dir: {r['model_dir_bytes'] / 1e6:.1f} MB in {r['model_dir_files']} files"
             lines.append(

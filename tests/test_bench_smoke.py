@@ -54,10 +54,13 @@ def _check_orchestration(rows):
 
 
 def _check_storage(rows):
-    publish_loopback, publish_rtt, resume = rows
+    publish_loopback, publish_rtt, resume, checkpoints, one_file = rows
     assert publish_rtt["baseline"]["median"] > publish_loopback["baseline"]["median"]
     assert resume["unit"] == "bytes"
     assert resume["baseline"]["median"] <= resume["value"]["median"] < resume["model_dir_bytes"]
+    # training with model_dir on S3 against a local one; one file against s3fs's put_file
+    assert checkpoints["value"]["median"] > 0 and checkpoints["baseline"]["median"] > 0
+    assert one_file["unit"] == "MB/s" and one_file["baseline"]["median"] > 0
 
 
 def _check_cluster(rows):
