@@ -22,10 +22,10 @@ from tests.core.test_cli import K2E
 MB = 1 << 20
 
 
-def _save(local: str, step: int, size: int) -> None:
+def _save(local: str, step: int, size: int, payload: bytes | None = None) -> None:
     """A checkpoint as TensorFlow's saver leaves it: data and index, then the state file."""
     with open(os.path.join(local, f"model.ckpt-{step}.data-00000-of-00001"), "wb") as f:
-        f.write(os.urandom(size))
+        f.write(payload if payload is not None else os.urandom(size))
     with open(os.path.join(local, f"model.ckpt-{step}.index"), "wb") as f:
         f.write(b"index %d" % step)
     with open(os.path.join(local, "checkpoint"), "w") as f:
@@ -82,8 +82,9 @@ def test_at_most_one_upload_waits_and_a_save_behind_it_says_so(s3, tmp_path, cap
         remote = checkpoints.RemoteModelDir(url, local)
         uploads = checkpoints.BackgroundUploads(remote)
         taken = []
+        payload = os.urandom(96 * MB)  # written in a blink; each upload takes a second or more
         for step in (10, 20, 30):
-            _save(local, step, 48 * MB)
+            _save(local, step, 0, payload)
             began = time.perf_counter()
             uploads.submit(remote.snapshot(), step)
             taken.append(time.perf_counter() - began)
@@ -92,7 +93,7 @@ def test_at_most_one_upload_waits_and_a_save_behind_it_says_so(s3, tmp_path, cap
         uploads.close()
         named, complete = _named_and_complete(url)
     assert taken[0] < 0.5 and taken[1] < 0.5  # one uploading, one waiting: no wait yet
-    assert taken[2] > 0.1 and uploads.waited > 0.1  # the third waited for the first
+    assert taken[2] > 0.2 and uploads.waited > 0.2  # the third waited for the first
     assert named == "model.ckpt-30" and complete[0] == "model.ckpt-30"
     assert "checkpoint 30 waited" in caplog.text or taken[2] < 0.5
 
