@@ -98,6 +98,7 @@ def test_at_most_one_upload_waits_and_a_save_behind_it_says_so(s3, tmp_path, cap
     assert "checkpoint 30 waited" in caplog.text or taken[2] < 0.5
 
 
+@pytest.mark.slow
 def test_training_keeps_one_checkpoint_in_the_store_while_uploads_run_behind(
     s3, iris_spec, tmp_path
 ):
