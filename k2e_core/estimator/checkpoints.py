@@ -12,11 +12,13 @@ continues from (or, before the first one, the Keras warm-start checkpoint). Each
 during training goes up while training goes on (`BackgroundUploads`): what it changed is
 frozen when it is saved (checkpoint files hard-linked, so the saver may delete them, other
 files copied, the state file's text kept), then uploaded in order, its data and index files
-first, event files next, the state file last, and only then are checkpoints the saver
-removed (keep_checkpoint_max) deleted from the store. A reader never sees a state file that
-names missing files, and a killed run resumes from the last checkpoint that is complete in
-the store. One upload runs at a time and at most one more waits: a save that finds both
-taken waits for the oldest, and says so.
+first, event files next, the state file last, naming only checkpoints whose files are all in
+the store, and only then are checkpoints the saver removed (keep_checkpoint_max) deleted from
+the store. A reader never sees a state file that names missing files, and a killed run
+resumes from the last checkpoint that is complete in the store. One upload runs at a time
+and at most one more waits: when uploads fall behind, a newer save takes the waiting one's
+place (its checkpoint is not uploaded, with a log line; the rest of what it changed goes up
+with the newer one), so training never waits for the store.
 """
 
 from __future__ import annotations
@@ -26,11 +28,9 @@ import contextvars
 import itertools
 import logging
 import os
-import queue
 import re
 import shutil
 import threading
-import time
 from dataclasses import dataclass, field
 
 from k2e_core import storage
@@ -261,7 +261,7 @@ class RemoteModelDir:
         st = os.stat(os.path.join(self.local, rel))
         return st.st_size, st.st_mtime_ns
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, step: int | None = None) -> Snapshot:
         """What changed locally since the last snapshot, frozen now (see the module doc)."""
         changed = [
             rel
@@ -270,6 +270,7 @@ class RemoteModelDir:
         ]
         frozen = f"{self.local}.upload-{next(self._snapshots)}"
         snap = Snapshot(
+            step=step,
             frozen=frozen,
             checkpoints=sorted(r for r in os.listdir(self.local) if _CKPT.match(r)),
         )
@@ -290,20 +291,23 @@ class RemoteModelDir:
         return snap
 
     def upload(self, snap: Snapshot) -> dict:
-        """Uploads a snapshot: checkpoints first, then the rest, the state file last; then
+        """Uploads a snapshot: its files, then the state file; then
         deletes from the store the checkpoints the saver had removed."""
         stats = {"files": 0, "bytes": 0}
+        what = f"checkpoint {snap.step}" if snap.step is not None else "sync"
         try:
-            for group in (snap.ckpt, snap.other):
-                if group:
-                    done = storage.upload(
-                        [(os.path.join(snap.frozen, r), storage.join(self.url, r)) for r in group],
-                        f"sync to {storage.redact(self.url)}",
-                    )
-                    stats["files"] += done["files"]
-                    stats["bytes"] += done["bytes"]
+            files = snap.ckpt + snap.other
+            if files:
+                stats = storage.upload(
+                    [(os.path.join(snap.frozen, r), storage.join(self.url, r)) for r in files],
+                    f"{what} to {storage.redact(self.url)}",
+                )
             self._stored.update(r for r in snap.ckpt if "/" not in r)
             for rel, text in snap.state.items():
+                if rel == STATE:
+                    text = naming_only(text, complete_checkpoints(self._stored))
+                    if text is None:
+                        continue
                 storage.write_bytes(storage.join(self.url, rel), text)
                 stats["files"] += 1
             self._prune(snap.checkpoints)
@@ -328,7 +332,7 @@ class RemoteModelDir:
 
         class UploadCheckpoints(tf.estimator.CheckpointSaverListener):
             def after_save(self, session, global_step_value):
-                uploads.submit(sync.snapshot(), global_step_value)
+                uploads.submit(sync.snapshot(global_step_value), global_step_value)
 
             def end(self, session, global_step_value):
                 uploads.drain()
@@ -336,15 +340,54 @@ class RemoteModelDir:
         return UploadCheckpoints()
 
 
+def naming_only(state: bytes, prefixes) -> bytes | None:
+    """A `checkpoint` state file's text with only the checkpoints among `prefixes` in its
+    list (and their timestamps), or None when the one it names is not among them."""
+    text = state.decode("utf-8", "replace")
+    keep = set(prefixes)
+    if latest_checkpoint_name(text) not in keep:
+        return None
+    paths = re.findall(r'^all_model_checkpoint_paths:\s*"([^"]+)"\s*$', text, re.M)
+    stamps = re.findall(r"^all_model_checkpoint_timestamps:\s*(\S+)\s*$", text, re.M)
+    if all(os.path.basename(p) in keep for p in paths):
+        return state
+    kept = [i for i, p in enumerate(paths) if os.path.basename(p) in keep]
+    lines = [
+        line
+        for line in text.splitlines()
+        if not line.startswith(("all_model_checkpoint_paths:", "all_model_checkpoint_timestamps:"))
+    ]
+    lines[1:1] = [f'all_model_checkpoint_paths: "{paths[i]}"' for i in kept]
+    if len(stamps) == len(paths):
+        lines[1 + len(kept) : 1 + len(kept)] = [
+            f"all_model_checkpoint_timestamps: {stamps[i]}" for i in kept
+        ]
+    return ("\n".join(lines) + "\n").encode()
+
+
 @dataclass
 class Snapshot:
     """A checkpoint's changes, frozen when it was saved, waiting to be uploaded."""
 
+    step: int | None  # the checkpoint's step (None: not a checkpoint's)
     frozen: str  # a directory holding the frozen files
     checkpoints: list  # the checkpoint files local then (the rest were pruned by the saver)
     ckpt: list = field(default_factory=list)
     other: list = field(default_factory=list)
     state: dict = field(default_factory=dict)  # the state file's text then
+
+    def absorb(self, older: Snapshot) -> None:
+        """Takes over what an older snapshot, not uploaded, changed and this one did not,
+        except its checkpoint files: that checkpoint is not uploaded."""
+        for rel in older.other:
+            if rel not in self.other:
+                moved = os.path.join(self.frozen, rel)
+                os.makedirs(os.path.dirname(moved), exist_ok=True)
+                os.replace(os.path.join(older.frozen, rel), moved)
+                self.other.append(rel)
+        for rel, text in older.state.items():
+            self.state.setdefault(rel, text)
+        shutil.rmtree(older.frozen, ignore_errors=True)
 
 
 def _link_or_copy(src: str, dst: str) -> None:
@@ -355,43 +398,63 @@ def _link_or_copy(src: str, dst: str) -> None:
 
 
 class BackgroundUploads:
-    """Uploads snapshots one at a time in a thread of its own, at most `pending` waiting: a
-    save that finds them all taken waits for the oldest. A failed upload is raised by the
-    next `submit` or `drain`, and nothing after it is uploaded (its state file would name the
-    checkpoint that failed)."""
+    """Uploads snapshots one at a time in a thread of its own, one more waiting: a newer
+    snapshot takes the waiting one's place (`Snapshot.absorb`), so `submit` never waits.
+    A failed upload is raised by the next `submit` or `drain`, and nothing after it is
+    uploaded (its state file would name the checkpoint that failed)."""
 
-    def __init__(self, remote: RemoteModelDir, pending: int = 1):
+    def __init__(self, remote: RemoteModelDir):
         self.remote = remote
-        self.queue: queue.Queue = queue.Queue(maxsize=pending)
         self.error: BaseException | None = None
         self.failed = False  # once an upload failed, none after it goes up
-        self.waited = 0.0
+        self.skipped: list[int] = []  # steps whose checkpoint was not uploaded
+        self._waiting = None  # (snapshot, step, context)
+        self._busy = self._closing = False
+        self._changed = threading.Condition()
         self._thread: threading.Thread | None = None
 
     def submit(self, snap: Snapshot, step: int) -> None:
         self._raise()
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="k2e-uploads", daemon=True)
-            self._thread.start()
-        began = time.perf_counter()
         # the upload runs in a copy of this context: the storage options configured here
-        self.queue.put((snap, step, contextvars.copy_context()))
-        waited = time.perf_counter() - began
-        self.waited += waited
-        if waited >= 0.5:
-            log.info("checkpoint %d waited %.1fs for the uploads before it", step, waited)
+        item = (snap, step, contextvars.copy_context())
+        with self._changed:
+            if self._thread is None:
+                self._closing = False
+                self._thread = threading.Thread(target=self._run, name="k2e-uploads", daemon=True)
+                self._thread.start()
+            if self._waiting is not None:
+                older, older_step, _ = self._waiting
+                snap.absorb(older)
+                self.skipped.append(older_step)
+                log.info(
+                    "checkpoint %d not uploaded: uploads are behind, checkpoint %d goes up "
+                    "in its place",
+                    older_step,
+                    step,
+                )
+            self._waiting = item
+            self._changed.notify_all()
+
+    @property
+    def pending(self) -> int:
+        """Uploads running or waiting."""
+        with self._changed:
+            return int(self._busy) + int(self._waiting is not None)
 
     def drain(self) -> None:
         """Waits for every upload handed over; raises the first that failed."""
-        self.queue.join()
+        with self._changed:
+            self._changed.wait_for(lambda: self._waiting is None and not self._busy)
         self._raise()
 
     def close(self) -> None:
         """Ends the thread once what was handed over is up (or has failed)."""
-        if self._thread is not None:
-            self.queue.put(None)
-            self._thread.join()
-            self._thread = None
+        with self._changed:
+            thread, self._thread = self._thread, None
+            self._closing = True
+            self._changed.notify_all()
+        if thread is not None:
+            thread.join()
 
     def _raise(self) -> None:
         if self.error is not None:
@@ -400,11 +463,12 @@ class BackgroundUploads:
 
     def _run(self) -> None:
         while True:
-            item = self.queue.get()
-            if item is None:
-                self.queue.task_done()
-                return
-            snap, step, context = item
+            with self._changed:
+                self._changed.wait_for(lambda: self._waiting is not None or self._closing)
+                if self._waiting is None:
+                    return
+                (snap, step, context), self._waiting = self._waiting, None
+                self._busy = True
             try:
                 if not self.failed:
                     stats = context.run(self.remote.upload, snap)
@@ -414,4 +478,6 @@ class BackgroundUploads:
             except BaseException as err:  # handed to the training thread
                 self.error, self.failed = err, True
             finally:
-                self.queue.task_done()
+                with self._changed:
+                    self._busy = False
+                    self._changed.notify_all()

@@ -1,7 +1,8 @@
 """Checkpoints uploaded while training goes on, against the S3 server: the state file only
 ever names checkpoints that are complete in the store (also when the server stops in the
-middle of an upload), at most one upload waits, and the saver's pruning follows the same
-path."""
+middle of an upload), at most one upload waits and a newer save takes its place, a run
+killed during an upload resumes from what is complete in the store, and the saver's pruning
+follows the same path."""
 
 from __future__ import annotations
 
@@ -23,14 +24,16 @@ MB = 1 << 20
 
 
 def _save(local: str, step: int, size: int, payload: bytes | None = None) -> None:
-    """A checkpoint as TensorFlow's saver leaves it: data and index, then the state file."""
+    """A checkpoint as TensorFlow's saver leaves it: data and index, then the state file
+    naming it and the checkpoints before it that are still there."""
     with open(os.path.join(local, f"model.ckpt-{step}.data-00000-of-00001"), "wb") as f:
         f.write(payload if payload is not None else os.urandom(size))
     with open(os.path.join(local, f"model.ckpt-{step}.index"), "wb") as f:
         f.write(b"index %d" % step)
+    kept = checkpoints.complete_checkpoints(os.listdir(local))[::-1]
     with open(os.path.join(local, "checkpoint"), "w") as f:
         f.write(f'model_checkpoint_path: "model.ckpt-{step}"\n')
-        f.write(f'all_model_checkpoint_paths: "model.ckpt-{step}"\n')
+        f.write("".join(f'all_model_checkpoint_paths: "{p}"\n' for p in kept))
 
 
 def _named_and_complete(url: str) -> tuple[str | None, list]:
@@ -75,27 +78,57 @@ def test_a_server_stopping_mid_upload_leaves_a_state_file_naming_a_complete_chec
     assert not [p for p in os.listdir(tmp_path) if ".upload-" in p]  # frozen copies removed
 
 
-def test_at_most_one_upload_waits_and_a_save_behind_it_says_so(s3, tmp_path, caplog):
-    url = f"s3://{BUCKET}/bounded/model_dir"
+def test_a_save_behind_a_waiting_upload_takes_its_place(s3, tmp_path, caplog, tf):
+    """One checkpoint uploading, one waiting: a third save replaces the waiting one, without
+    waiting. The replaced checkpoint never goes up, the store's state file names only what
+    is there (and TensorFlow reads it), and the other files the replaced save changed (an
+    event file) go up with the newer one."""
+    url = f"s3://{BUCKET}/behind/model_dir"
     local = str(tmp_path / "model_dir")
     with storage.configured(s3), caplog.at_level(logging.INFO, logger="k2e"):
         remote = checkpoints.RemoteModelDir(url, local)
+        first_upload_may_finish = threading.Event()
+        real_upload = remote.upload
+
+        def upload(snap):
+            first_upload_may_finish.wait(60)  # keeps step 10 uploading while 20 and 30 come
+            return real_upload(snap)
+
+        remote.upload = upload
         uploads = checkpoints.BackgroundUploads(remote)
-        taken = []
-        payload = os.urandom(96 * MB)  # written in a blink; each upload takes a second or more
+        taken, pending, frozen = [], [], []
         for step in (10, 20, 30):
-            _save(local, step, 0, payload)
+            _save(local, step, 2 * MB)
+            if step == 20:
+                (tmp_path / "model_dir" / "events.out.tfevents.20").write_bytes(b"curves")
             began = time.perf_counter()
             uploads.submit(remote.snapshot(), step)
             taken.append(time.perf_counter() - began)
-            assert uploads.queue.qsize() <= 1
+            pending.append(uploads.pending)
+            frozen.append(len([p for p in os.listdir(tmp_path) if ".upload-" in p]))
+        first_upload_may_finish.set()
         uploads.drain()
         uploads.close()
         named, complete = _named_and_complete(url)
-    assert taken[0] < 0.5 and taken[1] < 0.5  # one uploading, one waiting: no wait yet
-    assert taken[2] > 0.2 and uploads.waited > 0.2  # the third waited for the first
-    assert named == "model.ckpt-30" and complete[0] == "model.ckpt-30"
-    assert "checkpoint 30 waited" in caplog.text or taken[2] < 0.5
+        names = storage.find(url)
+        state = storage.read_bytes(storage.join(url, "checkpoint"))
+    assert max(taken) < 0.5  # no save waited
+    assert pending == [1, 2, 2] and frozen == [1, 2, 2]  # bounded: one uploading, one waiting
+    assert uploads.skipped == [20]
+    assert "checkpoint 20 not uploaded: uploads are behind, checkpoint 30 goes up" in caplog.text
+    assert named == "model.ckpt-30" and complete == ["model.ckpt-30", "model.ckpt-10"]
+    assert not [n for n in names if n.startswith("model.ckpt-20")]
+    assert names["events.out.tfevents.20"] == len(b"curves")
+    assert b"model.ckpt-20" not in state
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    (restored / "checkpoint").write_bytes(state)
+    read = tf.train.get_checkpoint_state(str(restored))
+    assert [os.path.basename(p) for p in read.all_model_checkpoint_paths] == [
+        "model.ckpt-10",
+        "model.ckpt-30",
+    ]
+    assert not [p for p in os.listdir(tmp_path) if ".upload-" in p]  # frozen copies removed
 
 
 @pytest.mark.slow
@@ -155,3 +188,94 @@ def test_uploads_run_while_training_goes_on(s3, tmp_path):
         uploads.close()
     assert "k2e-uploads" in alive
     assert handed_over < uploaded
+
+
+BIG_MODEL = """
+import tensorflow as tf
+
+
+def build():
+    tf.keras.utils.set_random_seed(1)
+    model = tf.keras.Sequential([
+        tf.keras.Input(shape=(64,), name="x"),
+        tf.keras.layers.Dense(3072, activation="relu"),
+        tf.keras.layers.Dense(3072, activation="relu"),
+        tf.keras.layers.Dense(1, name="y"),
+    ])
+    model.compile(optimizer="adam", loss="mse")
+    return model
+"""
+
+
+@pytest.mark.slow
+def test_a_run_killed_during_a_background_upload_resumes_from_the_last_complete_checkpoint(
+    s3, tmp_path
+):
+    """A model whose checkpoints are 115 MB (multipart uploads of 50 MiB parts), saved every
+    second, so an upload is always running: SIGKILL while a part is going up leaves the
+    store's state file naming a complete checkpoint, and a rerun resumes at its step."""
+    import boto3
+    import numpy as np
+
+    (tmp_path / "big_model.py").write_text(BIG_MODEL)
+    rng = np.random.default_rng(1)
+    np.savez(
+        tmp_path / "big.npz",
+        x=rng.normal(size=(256, 64)).astype(np.float32),
+        y=rng.normal(size=(256, 1)).astype(np.float32),
+    )
+    spec = on_s3(
+        {
+            "model": {"factory": f"{tmp_path}/big_model.py:build"},
+            "data": {"train": {"files": str(tmp_path / "big.npz")}, "batch_size": 32},
+            "eval": {"every_steps": "end"},
+            "train": {"steps": 100_000},
+            "run_config": {"save_checkpoints_secs": 1, "keep_checkpoint_max": 2},
+        },
+        s3,
+    )
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(spec))
+    prefix = spec["model_dir"].split(f"s3://{BUCKET}/", 1)[1]
+    client = boto3.client(
+        "s3",
+        endpoint_url=s3["s3"]["endpoint_url"],
+        aws_access_key_id=s3["s3"]["key"],
+        aws_secret_access_key=s3["s3"]["secret"],
+    )
+
+    def in_flight() -> list:
+        uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads", [])
+        return [os.path.basename(u["Key"]) for u in uploads]
+
+    proc = subprocess.Popen([K2E, "train", str(path)], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    with storage.configured(s3):
+        try:
+            while time.time() < deadline:
+                if in_flight() and _named_and_complete(spec["model_dir"])[0] not in (
+                    None,
+                    "model.ckpt-0",
+                ):
+                    break
+                time.sleep(0.05)
+        finally:
+            proc.kill()
+            stderr = proc.communicate(timeout=60)[1]
+        uploading = in_flight()
+        named, complete = _named_and_complete(spec["model_dir"])
+    assert uploading, stderr[-3000:]  # killed in the middle of a multipart upload
+    assert named in complete
+    resumed_from = checkpoints.step_of(named)
+    unfinished = {checkpoints.step_of(name.split(".data")[0]) for name in uploading}
+    assert resumed_from not in unfinished
+
+    again = subprocess.run(
+        [K2E, "train", str(path), "--set", f"train.steps={resumed_from + 20}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"training from step {resumed_from} " in again.stderr
+    assert json.loads(again.stdout.strip().splitlines()[-1])["global_step"] == resumed_from + 20
