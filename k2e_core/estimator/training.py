@@ -27,6 +27,13 @@ _stop_requested = threading.Event()
 class Stopped(K2eError):
     """Training stopped on request (SIGTERM, an orchestrator's kill) after saving a checkpoint."""
 
+    def __init__(self, step: int, checkpoint: str):
+        self.step, self.checkpoint = step, checkpoint
+        super().__init__(
+            f"training stopped on request at step {step}; checkpoint {checkpoint} is saved "
+            "and a rerun resumes from it"
+        )
+
 
 def request_stop() -> None:
     """Asks a running training loop, from any thread or a signal handler, to save and stop."""
@@ -71,11 +78,7 @@ def _training(estimator, progress):
 
 def _raise_if_stopped(estimator):
     if _stop_requested.is_set():
-        raise Stopped(
-            f"training stopped on request at step {global_step(estimator)}; "
-            f"checkpoint {estimator.latest_checkpoint()} is saved and a rerun resumes "
-            "from it"
-        )
+        raise Stopped(global_step(estimator), estimator.latest_checkpoint())
 
 
 def run_config(spec, model_dir: str, task=None) -> tf.estimator.RunConfig:

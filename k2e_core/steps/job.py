@@ -382,10 +382,21 @@ def convert_step(spec, overrides=None) -> dict:
         )
 
 
+@contextlib.contextmanager
+def _stopped_in(model_dir):
+    """Training stopped on request: what is left goes up, and the message names the
+    checkpoint where model_dir keeps it."""
+    try:
+        yield
+    except training.Stopped as stopped:
+        model_dir.sync()
+        raise training.Stopped(stopped.step, model_dir.checkpoint_url(stopped.checkpoint)) from None
+
+
 def _train(job: Job) -> dict:
     spec = job.spec
     est = job.estimator
-    with job.data_errors("train"):
+    with job.data_errors("train"), _stopped_in(job.model_dir):
         if job.task is not None:
             result = training.train_in_cluster(
                 est,

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import signal
 import subprocess
 import threading
 import time
@@ -207,63 +209,79 @@ def build():
 """
 
 
+class BigCheckpoints:
+    """`k2e train` of a model whose checkpoints are 115 MB (multipart uploads of 50 MiB
+    parts), saved every second, so an upload is always running, with model_dir on the S3
+    server."""
+
+    def __init__(self, s3, tmp_path):
+        import boto3
+        import numpy as np
+
+        (tmp_path / "big_model.py").write_text(BIG_MODEL)
+        rng = np.random.default_rng(1)
+        np.savez(
+            tmp_path / "big.npz",
+            x=rng.normal(size=(256, 64)).astype(np.float32),
+            y=rng.normal(size=(256, 1)).astype(np.float32),
+        )
+        self.s3 = s3
+        self.spec = on_s3(
+            {
+                "model": {"factory": f"{tmp_path}/big_model.py:build"},
+                "data": {"train": {"files": str(tmp_path / "big.npz")}, "batch_size": 32},
+                "eval": {"every_steps": "end"},
+                "train": {"steps": 100_000},
+                "run_config": {"save_checkpoints_secs": 1, "keep_checkpoint_max": 2},
+            },
+            s3,
+        )
+        self.path = tmp_path / "job.json"
+        self.path.write_text(json.dumps(self.spec))
+        self.prefix = self.spec["model_dir"].split(f"s3://{BUCKET}/", 1)[1]
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=s3["s3"]["endpoint_url"],
+            aws_access_key_id=s3["s3"]["key"],
+            aws_secret_access_key=s3["s3"]["secret"],
+        )
+
+    def in_flight(self) -> list:
+        """The files whose multipart upload has begun and not completed."""
+        listed = self.client.list_multipart_uploads(Bucket=BUCKET, Prefix=self.prefix)
+        return [os.path.basename(u["Key"]) for u in listed.get("Uploads", [])]
+
+    def stored(self) -> tuple[str | None, list]:
+        with storage.configured(self.s3):
+            return _named_and_complete(self.spec["model_dir"])
+
+    def train_until_uploading(self, stop) -> str:
+        """Starts training and calls `stop(proc)` once a checkpoint after the first is in
+        the store and a multipart upload is going on; returns stderr."""
+        proc = subprocess.Popen([K2E, "train", str(self.path)], stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 240
+        try:
+            while time.time() < deadline and proc.poll() is None:
+                if self.in_flight() and self.stored()[0] not in (None, "model.ckpt-0"):
+                    break
+                time.sleep(0.05)
+        finally:
+            stop(proc)
+            stderr = proc.communicate(timeout=120)[1]
+        self.returncode = proc.returncode
+        return stderr
+
+
 @pytest.mark.slow
 def test_a_run_killed_during_a_background_upload_resumes_from_the_last_complete_checkpoint(
     s3, tmp_path
 ):
-    """A model whose checkpoints are 115 MB (multipart uploads of 50 MiB parts), saved every
-    second, so an upload is always running: SIGKILL while a part is going up leaves the
-    store's state file naming a complete checkpoint, and a rerun resumes at its step."""
-    import boto3
-    import numpy as np
-
-    (tmp_path / "big_model.py").write_text(BIG_MODEL)
-    rng = np.random.default_rng(1)
-    np.savez(
-        tmp_path / "big.npz",
-        x=rng.normal(size=(256, 64)).astype(np.float32),
-        y=rng.normal(size=(256, 1)).astype(np.float32),
-    )
-    spec = on_s3(
-        {
-            "model": {"factory": f"{tmp_path}/big_model.py:build"},
-            "data": {"train": {"files": str(tmp_path / "big.npz")}, "batch_size": 32},
-            "eval": {"every_steps": "end"},
-            "train": {"steps": 100_000},
-            "run_config": {"save_checkpoints_secs": 1, "keep_checkpoint_max": 2},
-        },
-        s3,
-    )
-    path = tmp_path / "job.json"
-    path.write_text(json.dumps(spec))
-    prefix = spec["model_dir"].split(f"s3://{BUCKET}/", 1)[1]
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3["s3"]["endpoint_url"],
-        aws_access_key_id=s3["s3"]["key"],
-        aws_secret_access_key=s3["s3"]["secret"],
-    )
-
-    def in_flight() -> list:
-        uploads = client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads", [])
-        return [os.path.basename(u["Key"]) for u in uploads]
-
-    proc = subprocess.Popen([K2E, "train", str(path)], stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    with storage.configured(s3):
-        try:
-            while time.time() < deadline:
-                if in_flight() and _named_and_complete(spec["model_dir"])[0] not in (
-                    None,
-                    "model.ckpt-0",
-                ):
-                    break
-                time.sleep(0.05)
-        finally:
-            proc.kill()
-            stderr = proc.communicate(timeout=60)[1]
-        uploading = in_flight()
-        named, complete = _named_and_complete(spec["model_dir"])
+    """SIGKILL while a part is going up leaves the store's state file naming a complete
+    checkpoint, and a rerun resumes at its step."""
+    job = BigCheckpoints(s3, tmp_path)
+    stderr = job.train_until_uploading(lambda proc: proc.kill())
+    uploading = job.in_flight()
+    named, complete = job.stored()
     assert uploading, stderr[-3000:]  # killed in the middle of a multipart upload
     assert named in complete
     resumed_from = checkpoints.step_of(named)
@@ -271,7 +289,7 @@ def test_a_run_killed_during_a_background_upload_resumes_from_the_last_complete_
     assert resumed_from not in unfinished
 
     again = subprocess.run(
-        [K2E, "train", str(path), "--set", f"train.steps={resumed_from + 20}"],
+        [K2E, "train", str(job.path), "--set", f"train.steps={resumed_from + 20}"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -279,3 +297,19 @@ def test_a_run_killed_during_a_background_upload_resumes_from_the_last_complete_
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"training from step {resumed_from} " in again.stderr
     assert json.loads(again.stdout.strip().splitlines()[-1])["global_step"] == resumed_from + 20
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_background_upload_waits_for_it_and_uploads_the_last_step(s3, tmp_path):
+    """An orchestrator's SIGTERM while a checkpoint is going up: training stops after the
+    current step, saves it, and exits 1 only once that checkpoint is in the store, named by
+    its state file, with no upload left half done."""
+    job = BigCheckpoints(s3, tmp_path)
+    stderr = job.train_until_uploading(lambda proc: proc.send_signal(signal.SIGTERM))
+    assert job.returncode == 1, stderr[-3000:]
+    stopped = re.search(r"training stopped on request at step (\d+)", stderr)
+    assert stopped, stderr[-3000:]
+    named, complete = job.stored()
+    assert named == f"model.ckpt-{stopped.group(1)}" and named in complete
+    assert job.in_flight() == []
+    assert "rerun resumes from it" in stderr and "/tmp/" not in stderr.splitlines()[-1]
