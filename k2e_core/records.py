@@ -186,6 +186,13 @@ class StreamStats(Record):
     peak_files: int = Field(description="the most files on local disk at once")
 
 
+class UploadStats(Record):
+    uploaded: int = Field(description="checkpoints uploaded while training went on")
+    not_uploaded: int = Field(
+        description="checkpoints not uploaded because a newer one took their place"
+    )
+
+
 class TrainResult(Result):
     """Training's outcome. In a cluster (TF_CONFIG) each task reports its own part: workers
     no checkpoint (the chief's), the evaluator its evaluations instead of training figures."""
@@ -204,6 +211,9 @@ class TrainResult(Result):
     )
     metrics: Metrics | None = Field(None, description="the last of those evaluations")
     resume_download_bytes: int | None = None
+    checkpoint_uploads: UploadStats | None = Field(
+        None, description="model_dir on a store: the background uploads of checkpoints"
+    )
     streamed: StreamStats | None = Field(
         None, description="remote training data: what streaming it downloaded"
     )

@@ -407,6 +407,7 @@ class BackgroundUploads:
         self.remote = remote
         self.error: BaseException | None = None
         self.failed = False  # once an upload failed, none after it goes up
+        self.uploaded = 0  # checkpoints uploaded
         self.skipped: list[int] = []  # steps whose checkpoint was not uploaded
         self._waiting = None  # (snapshot, step, context)
         self._busy = self._closing = False
@@ -472,6 +473,7 @@ class BackgroundUploads:
             try:
                 if not self.failed:
                     stats = context.run(self.remote.upload, snap)
+                    self.uploaded += 1
                     log.debug("uploaded checkpoint %d (%d files)", step, stats["files"])
                 else:
                     shutil.rmtree(snap.frozen, ignore_errors=True)

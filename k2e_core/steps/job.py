@@ -426,6 +426,12 @@ def _train(job: Job) -> dict:
         result["checkpoint"] = job.model_dir.checkpoint_url(result["checkpoint"])
     if job.model_dir.resume is not None:
         result["resume_download_bytes"] = job.model_dir.resume["bytes"]
+    uploads = job.model_dir.uploads
+    if uploads is not None:
+        result["checkpoint_uploads"] = {
+            "uploaded": uploads.uploaded,
+            "not_uploaded": len(uploads.skipped),
+        }
     streamed = job.source("train").stream
     if streamed is not None:
         result["streamed"] = streamed.stats()
