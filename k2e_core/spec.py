@@ -166,7 +166,7 @@ class ModelSpec(_Section):
 
 class DataFiles(_Section):
     files: list[str] = Field(description="File URLs or glob patterns")
-    format: Literal["auto", "csv", "tfrecord", "npz"] = "auto"
+    format: Literal["auto", "csv", "tfrecord", "npz", "parquet"] = "auto"
 
     @field_validator("files", mode="before")
     @classmethod

@@ -1,5 +1,5 @@
-"""Data files (CSV, TFRecord of tf.train.Example, NumPy .npz) and the plan that maps them to
-the model.
+"""A split's data files (read by the format modules, `k2e_core.estimator.formats`) and the
+plan that maps them to the model.
 
 Before anything trains, `plan` maps the model's inputs and outputs to columns, decides each
 column's type (declared in `data.columns`, else the model input's, else what the values look
@@ -9,21 +9,20 @@ and `pipeline` builds the input pipelines.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
 import os
-import zlib
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from k2e_core import storage
-from k2e_core.errors import SpecError, first_line
-from k2e_core.estimator import compat
+from k2e_core.errors import SpecError
+from k2e_core.estimator import compat, formats
 from k2e_core.estimator.compat import tf
 from k2e_core.estimator.conversion import KERAS_DIR, output_keys_of
+from k2e_core.estimator.formats import Source, files
 from k2e_core.storage import stream
 
 log = logging.getLogger("k2e.data")
@@ -31,41 +30,6 @@ log = logging.getLogger("k2e.data")
 #: Where a model_dir keeps what the data resolved to (vocabularies, fill values), so that
 #: every later step and the exported signatures use the same.
 RECORD_FILE = "k2e-data.json"
-INT_MISSING = np.iinfo(np.int64).min  # a missing int cell while rows are being dropped
-
-
-@dataclass(frozen=True)
-class Column:
-    dtype: str  # "float", "int" or "string"
-    shape: tuple  # per-example shape: () for a CSV cell, (n,) for a TFRecord list
-    varlen: bool = False  # TFRecord lists whose length differs between records
-    text_at: tuple | None = None  # CSV: (line, value) of the first cell that is not a number
-
-
-@dataclass
-class Source:
-    """One split's local files, their format and the columns they hold."""
-
-    field: str  # spec field, e.g. "data.train"
-    files: list
-    format: str
-    columns: dict
-    csv_header: list = field(default_factory=list)
-    #: Remote files streamed while training reads them (storage.stream); `files` are then
-    #: their URLs. None: `files` are local paths.
-    stream: object = None
-
-    def names(self) -> list[str]:
-        """The files as error messages name them."""
-        return [storage.redact(f) for f in self.files]
-
-    def another_reader(self, local_dir: str) -> Source:
-        """The same files for a reader that runs while this one holds its local files (an
-        evaluation of the training files during training): streamed with a budget of its
-        own, or both would wait for each other's slots."""
-        if self.stream is None:
-            return self
-        return replace(self, stream=stream.RemoteFiles(local_dir, self.stream.keep))
 
 
 @dataclass
@@ -166,42 +130,27 @@ def label_kinds(model) -> dict:
 # --------------------------------------------------------------------------- sources
 
 
-def _format_of(path: str, declared: str) -> str:
-    if declared != "auto":
-        return declared
-    name = path.lower().removesuffix(".gz")
-    for ext, fmt in (
-        (".csv", "csv"),
-        (".tfrecord", "tfrecord"),
-        (".tfrecords", "tfrecord"),
-        (".npz", "npz"),
-    ):
-        if name.endswith(ext):
-            return fmt
-    raise SpecError(
-        "format",
-        f"cannot tell the format of {os.path.basename(path)}",
-        "set format to csv, tfrecord or npz",
-    )
-
-
 def open_source(
     spec_field: str, files_spec, resolve, staging_dir: str, na_values=(), local_files: int = 8
 ) -> Source:
-    """Resolves globs and reads the columns. Remote CSV and TFRecord files are streamed while
-    training reads them, `local_files` on disk at most; others are fetched into
-    `staging_dir` now."""
-    urls = []
+    """Resolves globs and reads the columns. Remote files are read as their format reads
+    them (`formats`): streamed while training reads them, `local_files` on disk at most;
+    fetched into `staging_dir` now; or read at their URL."""
+    urls, partitions = [], {}
     for pattern in files_spec.files:
         url = resolve(pattern)
         try:
-            found = storage.glob(url)
+            directory = storage.isdir(url)
+            found = [] if directory else storage.glob(url)
         except (OSError, ValueError) as err:
             raise SpecError(
                 f"{spec_field}.files",
                 f"cannot list {storage.redact(url)} ({err})",
                 "check the URL and its credentials",
             ) from None
+        if directory:
+            urls.extend(_dataset_files(spec_field, url, partitions))
+            continue
         if not found:
             raise SpecError(
                 f"{spec_field}.files",
@@ -210,11 +159,20 @@ def open_source(
             )
         urls.extend(found)
     try:
-        fmt = _format_of(urls[0], files_spec.format)
+        fmt = formats.of_file(urls[0], files_spec.format)
     except SpecError as err:
         raise SpecError(f"{spec_field}.format", err.problem, err.fix) from None
+    module = formats.of(fmt)
+    if partitions and fmt != "parquet":
+        raise SpecError(
+            f"{spec_field}.files",
+            f"{storage.redact(next(iter(partitions)))} is in a partition folder (key=value)",
+            "partition columns are read from Parquet datasets; list the files of other formats",
+        )
     os.makedirs(staging_dir, exist_ok=True)
-    if fmt != "npz" and not all(storage.is_local(u) for u in urls):
+    remote = not all(storage.is_local(u) for u in urls)
+    starts = None
+    if remote and module.REMOTE == "stream":
         source = Source(field=spec_field, files=urls, format=fmt, columns={})
         source.stream = stream.RemoteFiles(os.path.join(staging_dir, "stream"), local_files)
         log.info(
@@ -224,8 +182,13 @@ def open_source(
             len(urls),
             source.stream.keep,
         )
-        starts = _file_starts(source, 1, COLUMNS_SAMPLE_BYTES, os.path.join(staging_dir, "head"))
+        starts = files.file_starts(
+            source, 1, COLUMNS_SAMPLE_BYTES, os.path.join(staging_dir, "head")
+        )
         path, name, _ = next(starts)
+    elif remote and module.REMOTE == "direct":
+        source = Source(field=spec_field, files=urls, format=fmt, columns={})
+        path, name = urls[0], source.names()[0]
     else:
         local = []
         for i, url in enumerate(urls):
@@ -234,258 +197,54 @@ def open_source(
             else:
                 local.append(storage.fetch(url, os.path.join(staging_dir, str(i))))
         for path in local:
-            _refuse_empty(spec_field, path, path)
+            files.refuse_empty(spec_field, path, path)
         source = Source(field=spec_field, files=local, format=fmt, columns={})
         path = name = local[0]
-    if fmt == "csv":
-        source.columns, source.csv_header = _csv_columns(spec_field, path, set(na_values), name)
-    else:
-        reader = {"tfrecord": _tfrecord_columns, "npz": _npz_columns}[fmt]
-        source.columns, source.csv_header = reader(spec_field, path, name)
-    if source.stream is not None:
+    source.columns, source.csv_header = module.columns(spec_field, path, name, na_values)
+    if partitions:
+        source.partitions = partitions
+        source.columns = formats.parquet.with_partitions(source.columns, partitions)
+    if starts is not None:
         starts.close()  # deletes the start of the first file, read for its columns
     return source
 
 
-def readable_files(source: Source, nbytes: int | None):
-    """(local path, name, whole?) of each file, at least its first `nbytes` (None: all):
-    local files as they are; a remote file's start (see `_file_starts`), or the whole file
-    fetched one at a time, deleted once read."""
-    if source.stream is None:
-        for path in source.files:
-            yield path, path, True
-        return
-    scratch = source.stream.local_dir + "-check"
-    if nbytes is not None:
-        slack = 1 << 16  # the line or record that crosses `nbytes` is read whole
-        yield from _file_starts(source, len(source.files), nbytes + slack, scratch)
-        return
-    for url, name in zip(source.files, source.names()):
-        path = storage.fetch(url, scratch)
-        _refuse_empty(source.field, path, name)
-        yield path, name, True
-        os.remove(path)
+def _dataset_files(spec_field: str, url: str, partitions: dict) -> list[str]:
+    """The data files below a directory (a dataset as Spark or pyarrow writes it), without
+    its `_SUCCESS`-like and hidden files, noting hive-style `key=value` partition values of
+    each in `partitions`."""
+    below = sorted(storage.join(url, rel) for rel in storage.find(url))
+    data_files = [
+        f
+        for f in below
+        if not any(part.startswith(("_", ".")) for part in f[len(url) :].strip("/").split("/"))
+    ]
+    if not data_files:
+        raise SpecError(
+            f"{spec_field}.files",
+            f"{storage.redact(url)} is a directory without data files",
+            "point it at the dataset's directory, or list its files",
+        )
+    for f in data_files:
+        values = formats.parquet.partitions_of(f, url)
+        if values:
+            partitions[f] = values
+    return data_files
 
 
-def _file_starts(source: Source, count: int, nbytes: int, local_dir: str):
-    """The first `nbytes` of the first `count` remote files as local files, cut after their
-    last whole line or record (uncompressed: the name loses its .gz), each deleted once the
-    caller asks for the next: (local path, name, whole?)."""
-    os.makedirs(local_dir, exist_ok=True)
-    urls = source.files[:count]
-    for i, ((raw, whole), name) in enumerate(zip(stream.heads(urls, nbytes), source.names())):
-        if not raw:
-            raise SpecError(
-                f"{source.field}.files", f"{name} is empty", "point it at a file with data"
-            )
-        path = os.path.join(local_dir, f"{i:05d}-{os.path.basename(urls[i])}")
-        if not whole:
-            raw, path = _whole_records(raw, source.format, path)
-        with open(path, "wb") as f:
-            f.write(raw)
-        try:
-            yield path, name, whole
-        finally:
-            os.remove(path)
-
-
-def _refuse_empty(spec_field, path, name):
-    if os.path.getsize(path) == 0:
-        raise SpecError(f"{spec_field}.files", f"{name} is empty", "point it at a file with data")
-
-
-def _whole_records(raw: bytes, fmt: str, path: str) -> tuple[bytes, str]:
-    """A file's start without the line or record cut off at its end, and its path
-    (decompressed when it was gzipped: without the .gz)."""
-    if path.endswith(".gz"):
-        raw = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(raw)
-        path = path.removesuffix(".gz")
-    if fmt == "csv":
-        return raw[: raw.rfind(b"\n") + 1], path
-    end = 0  # TFRecord: u64 length, u32 crc, data, u32 crc
-    while end + 12 <= len(raw):
-        size = 16 + int.from_bytes(raw[end : end + 8], "little")
-        if end + size > len(raw):
-            break
-        end += size
-    return raw[:end], path
+#: Bytes of a streamed file's start read for its columns (the CSV type sample, the first
+#: TFRecords) before the data check reads its own share.
+COLUMNS_SAMPLE_BYTES = 1 << 20
 
 
 def fingerprint(source: Source) -> str:
     """A digest of the split's file contents: same digest, same data."""
-    if source.stream is not None:
+    if not all(storage.is_local(f) for f in source.files):
         return stream.sha256_of(source.files)
     digest = hashlib.sha256()
     for path in source.files:
         digest.update(storage.sha256_file(path).encode())
     return digest.hexdigest()
-
-
-def open_text(path):
-    import gzip
-
-    return gzip.open(path, "rt", newline="") if path.endswith(".gz") else open(path, newline="")
-
-
-def value_kind(text: str) -> str:
-    for kind, cast in (("int", int), ("float", float)):
-        try:
-            cast(text)
-            return kind
-        except ValueError:
-            continue
-    return "string"
-
-
-KINDS = ("int", "float", "string")
-#: Bytes of a remote file's start read for its columns (the CSV type sample, the first
-#: TFRecords) before the data check reads its own share.
-COLUMNS_SAMPLE_BYTES = 1 << 20
-#: Rows read to tell a column's type: a float column may start with whole numbers ("1").
-CSV_SAMPLE_ROWS = 1000
-
-
-def line_break_error(spec_field, path, line, lines) -> SpecError:
-    """A CSV row over several lines: TensorFlow reads CSV line by line."""
-    return SpecError(
-        f"{spec_field}.files",
-        f"{path} line {line}: a quoted field runs over {lines} lines (an unclosed quote?)",
-        "close the quote, or replace the line "
-        "breaks inside quoted text (CSV is read line by line; TFRecords hold any text)",
-    )
-
-
-def _csv_columns(spec_field, local, na_values, path):
-    with open_text(local) as f:
-        rows = csv.reader(f)
-        try:
-            header = next(rows, None)
-            sample, last = [], rows.line_num
-            for _, r in zip(range(CSV_SAMPLE_ROWS), rows):
-                if r and rows.line_num - last > 1:
-                    raise line_break_error(spec_field, path, last + 1, rows.line_num - last)
-                last = rows.line_num
-                sample.append((rows.line_num, r))
-        except csv.Error as err:
-            raise SpecError(
-                f"{spec_field}.files",
-                f"{path} line {rows.line_num}: {err}",
-                "fix the row (an unclosed quote, or a field over 128 KB)",
-            ) from None
-    if not header or not sample:
-        raise SpecError(
-            f"{spec_field}.files",
-            f"{path} has no data rows",
-            "CSV files need a header line and at least one row",
-        )
-    kinds = ["int"] * len(header)
-    text_at = [None] * len(header)
-    for line, r in sample:
-        for i, value in enumerate(r[: len(header)]):
-            if value in na_values or value == "" or kinds[i] == "string":
-                continue
-            kind = value_kind(value)
-            if kind == "string":
-                text_at[i] = (line, value)
-            kinds[i] = max(kinds[i], kind, key=KINDS.index)
-    return {
-        name: Column(kind, (), text_at=at) for name, kind, at in zip(header, kinds, text_at)
-    }, header
-
-
-def compression_of(path):
-    return "GZIP" if path.endswith(".gz") else None
-
-
-#: Records read to tell a TFRecord feature's type and whether its length varies.
-TFRECORD_SAMPLE_RECORDS = 200
-
-
-def _tfrecord_columns(spec_field, local, path):
-    try:
-        records = [
-            r.numpy()
-            for r in tf.data.TFRecordDataset(local, compression_of(local)).take(
-                TFRECORD_SAMPLE_RECORDS
-            )
-        ]
-    except tf.errors.OpError as err:
-        raise SpecError(
-            f"{spec_field}.files",
-            f"{path} is not a TFRecord file ({first_line(err)})",
-            "write tf.train.Example records with tf.io.TFRecordWriter",
-        ) from None
-    if not records:
-        raise SpecError(
-            f"{spec_field}.files", f"{path} holds no records", "point it at a file with data"
-        )
-    kinds, lengths = {}, {}
-    for i, record in enumerate(records):
-        example = parse_example(record, spec_field, f"{path} record {i + 1}")
-        for name, feat in example.features.feature.items():
-            kind = feat.WhichOneof("kind")
-            if kind is None:
-                continue
-            kinds.setdefault(
-                name, {"float_list": "float", "int64_list": "int", "bytes_list": "string"}[kind]
-            )
-            lengths.setdefault(name, set()).add(len(getattr(feat, kind).value))
-    columns = {}
-    for name, kind in kinds.items():
-        counts = lengths[name]
-        varlen = len(counts) > 1
-        columns[name] = Column(kind, (None,) if varlen else (counts.pop(),), varlen=varlen)
-    return columns, []
-
-
-def parse_example(record: bytes, spec_field: str, where: str):
-    """A serialized tf.train.Example, or an error naming the record (`where`)."""
-    try:
-        return tf.train.Example.FromString(record)
-    except Exception:  # protobuf's DecodeError
-        raise SpecError(
-            f"{spec_field}.files",
-            f"{where} is not a tf.train.Example",
-            "write tf.train.Example records",
-        ) from None
-
-
-def _npz_columns(spec_field, local, path):
-    try:
-        with np.load(local) as arrays:
-            columns = {k: Column(_np_kind(a.dtype), tuple(a.shape[1:])) for k, a in arrays.items()}
-            rows = {len(a) for a in arrays.values()}
-    except (OSError, ValueError, EOFError) as err:
-        raise SpecError(
-            f"{spec_field}.files",
-            f"{path} is not a NumPy .npz file ({first_line(err)})",
-            "write it with numpy.savez (text as str arrays, not objects)",
-        ) from None
-    except Exception as err:  # a corrupt archive: zipfile.BadZipFile and friends
-        raise SpecError(
-            f"{spec_field}.files",
-            f"{path} is not a NumPy .npz file ({type(err).__name__}: {first_line(err)})",
-            "write it with numpy.savez",
-        ) from None
-    if rows == {0} or not rows:
-        raise SpecError(
-            f"{spec_field}.files", f"{path} holds no rows", "point it at a file with data"
-        )
-    if len(rows) > 1:
-        raise SpecError(
-            f"{spec_field}.files",
-            f"{path} holds arrays of different lengths {sorted(rows)}",
-            "save one row per example in every array",
-        )
-    return columns, []
-
-
-def _np_kind(dtype) -> str:
-    if np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.bool_):
-        return "int"
-    if np.issubdtype(dtype, np.floating):
-        return "float"
-    return "string"
 
 
 # --------------------------------------------------------------------------- plan
@@ -641,6 +400,15 @@ def _label_columns(spec_labels, io: ModelIO, train: Source) -> dict:
 
 
 def _check_source(p: Plan, source: Source) -> None:
+    for c in p.columns():
+        col = source.columns.get(c)
+        if col is not None and col.dtype == "unreadable":
+            what, fix = col.text_at
+            raise SpecError(
+                _where_fed(p, c),
+                f"column {c!r} of {source.field} files is {what}, which k2e does not read",
+                fix,
+            )
     for where, mapping in (("data.features", p.features), ("data.labels", p.labels)):
         for key, cols in mapping.items():
             missing = [c for c in cols if c not in source.columns]
@@ -681,7 +449,7 @@ def _column_types(data_spec, p: Plan, sources) -> dict:
             stored = source.columns[c]
             if (
                 declared
-                and source.format != "csv"
+                and formats.of(source.format).TYPED
                 and (declared == "string") != (stored.dtype == "string")
             ):
                 raise SpecError(
@@ -761,8 +529,8 @@ def _image_columns(data_spec, p: Plan, sources) -> dict:
 
 
 def _variable_inputs(p: Plan, sources) -> frozenset:
-    """TFRecord columns that feed a ragged or (None,) input alone: read as variable-length
-    even where the records read to tell the types happen to have one length."""
+    """List columns that feed a ragged or (None,) input alone: read as variable-length even
+    where the records read to tell the types happen to have one length."""
     columns = set()
     for name, cols in p.features.items():
         shape, _ = p.io.inputs[name]
@@ -770,7 +538,7 @@ def _variable_inputs(p: Plan, sources) -> frozenset:
             len(cols) == 1
             and len(shape) == 1
             and (shape[0] is None or name in p.io.ragged)
-            and all(s.format == "tfrecord" for s in sources)
+            and all(formats.of(s.format).LISTS for s in sources)
         ):
             columns.add(cols[0])
     return frozenset(columns)

@@ -8,7 +8,6 @@ training data decides: the classes of a text label and the fill statistics.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import statistics
@@ -18,13 +17,10 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from k2e_core.errors import SpecError
-from k2e_core.estimator import data
+from k2e_core.estimator import data, formats
 
 log = logging.getLogger("k2e.data")
 
-#: A cell larger than this is refused (Python's csv default; TensorFlow has none and slows).
-FIELD_LIMIT = 131072
-CHUNK_ROWS = 20_000  # CSV rows checked at once, column by column
 #: Number texts that are not finite numbers (case and sign aside): missing values, like NaN.
 NON_FINITE = ["nan", "inf", "infinity"]
 _IMAGE_MAGIC = {
@@ -137,10 +133,7 @@ def scan(p: data.Plan, source: data.Source, limit: int | None) -> Scan:
     result = Scan(source.field)
     checker = _Rows(p, source, result)
     per_file = None if limit is None else max(limit // len(source.files), 1)
-    read = {"csv": _scan_csv, "tfrecord": _scan_tfrecord, "npz": _scan_npz}[source.format]
-    for local, name, whole in data.readable_files(source, per_file):
-        if not read(name, source, checker, per_file, local) or not whole:
-            result.complete = False
+    result.complete = formats.of(source.format).scan(source, checker, per_file)
     return result
 
 
@@ -205,8 +198,6 @@ class _Rows:
     def chunk(self, path: str, lines: list, columns: dict) -> None:
         """Many CSV rows at once: `columns` maps column -> list of cell texts."""
         p = self.p
-        rows = len(lines)
-        self.result.rows += rows
         na = np.array(sorted(self.na | {""}))
         cells = {c: np.array(v, dtype=str) for c, v in columns.items()}
         missing = {c: np.isin(a, na) for c, a in cells.items()}
@@ -218,6 +209,28 @@ class _Rows:
                 missing[c] |= np.isin(
                     np.char.lstrip(np.char.lower(np.char.strip(a)), "+-"), NON_FINITE
                 )
+
+        def where(i):
+            return f"{path} line {lines[i]}"
+
+        def values_of(c, present):
+            kind = p.types[c]
+            values = cells[c][present]
+            if kind != "string":
+                try:
+                    values = values.astype(np.float64 if kind == "float" else np.int64)
+                except ValueError:
+                    for i in np.flatnonzero(present):  # find the first bad cell to name it
+                        self.cell(where(i), c, str(cells[c][i]))
+            return values
+
+        self.typed_chunk(where, len(lines), missing, values_of, lambda c, i: str(cells[c][i]))
+
+    def typed_chunk(self, where, rows: int, missing: dict, values_of, shown=None) -> None:
+        """Many rows at once: `missing` maps column -> mask of its missing cells,
+        `values_of(column, mask)` gives the values of the rows in the mask, `where(i)` names
+        row i, `shown(column, i)` the missing cell an error quotes."""
+        p = self.p
         any_missing = np.zeros(rows, bool)
         for m in missing.values():
             any_missing |= m
@@ -230,23 +243,17 @@ class _Rows:
                 for c, m in missing.items():
                     if c not in p.fills and m.any():
                         i = int(np.argmax(m))
-                        self.refuse_missing(f"{path} line {lines[i]}", c, str(cells[c][i]))
-        for c, a in cells.items():
-            present = keep & ~missing[c]
-            kind = p.types[c]
-            values = a[present]
-            if kind != "string":
-                try:
-                    values = values.astype(np.float64 if kind == "float" else np.int64)
-                except ValueError:
-                    for i in np.flatnonzero(present):  # find the first bad cell to name it
-                        self.cell(f"{path} line {lines[i]}", c, str(a[i]))
+                        self.refuse_missing(where(i), c, shown(c, i) if shown else None)
+        self.result.rows += rows
+        for c, m in missing.items():
+            present = keep & ~m
+            values = values_of(c, present)
             if c in self.labels:
-                self.labels_chunk(path, lines, c, values, np.flatnonzero(present))
+                self.labels_chunk(where, c, values, np.flatnonzero(present))
             elif c in self.collect and c in p.fills:
                 self.result.values.setdefault(c, []).extend(values.tolist())
 
-    def labels_chunk(self, path, lines, c, values, index) -> None:
+    def labels_chunk(self, where, c, values, index) -> None:
         p = self.p
         output = self.labels[c]
         kind, classes = p.io.label_kinds[output]
@@ -262,7 +269,8 @@ class _Rows:
             return
         if bad.any():
             i = int(np.argmax(bad))
-            self.label(f"{path} line {lines[index[i]]}", c, values[i].item())
+            value = values[i]
+            self.label(where(index[i]), c, value.item() if hasattr(value, "item") else value)
 
     def cell(self, where: str, c: str, v) -> None:
         p = self.p
@@ -336,159 +344,3 @@ def _infinite(value) -> bool:
         if isinstance(v, str) and v.strip().lower().lstrip("+-") in ("inf", "infinity"):
             return True
     return False
-
-
-def _bounded_lines(f, limit, counter):
-    for line in f:
-        counter[0] += len(line)
-        yield line
-        if limit is not None and counter[0] >= limit:
-            counter[1] = True
-            return
-
-
-def _scan_csv(path, source, checker, limit, local) -> bool:
-    p = checker.p
-    header = source.csv_header
-    wanted = p.columns()
-    index = [(c, header.index(c)) for c in wanted]
-    counter = [0, False]
-    previous = csv.field_size_limit(FIELD_LIMIT)
-    try:
-        with data.open_text(local) as f:
-            rows = csv.reader(_bounded_lines(f, limit, counter))
-            try:
-                first = next(rows, None)
-                if first != header:
-                    raise SpecError(
-                        f"{source.field}.files",
-                        f"{path} has the header {first} but {source.files[0]} has {header}",
-                        "write every file of a split with the same columns in the same order",
-                    )
-                lines, cells = [], {c: [] for c, _ in index}
-                last = rows.line_num
-                for row in rows:
-                    spanned, last = rows.line_num - last, rows.line_num
-                    if not row:
-                        continue
-                    if spanned > 1:
-                        raise data.line_break_error(source.field, path, last - spanned + 1, spanned)
-                    if len(row) != len(header):
-                        raise SpecError(
-                            f"{source.field}.files",
-                            f"{path} line {rows.line_num} has "
-                            f"{len(row)} fields, the header {len(header)}",
-                            "fix the row (a stray or missing comma, or text with a "
-                            "comma that needs quotes)",
-                        )
-                    lines.append(rows.line_num)
-                    for c, i in index:
-                        cells[c].append(row[i])
-                    if len(lines) == CHUNK_ROWS:
-                        checker.chunk(path, lines, cells)
-                        lines, cells = [], {c: [] for c, _ in index}
-                if lines:
-                    checker.chunk(path, lines, cells)
-            except csv.Error as err:
-                raise SpecError(
-                    f"{source.field}.files",
-                    f"{path} line {rows.line_num + 1}: {err}",
-                    "fix the row: an unclosed quote, or a field over "
-                    f"{FIELD_LIMIT // 1024} KB (long text belongs in TFRecords)",
-                ) from None
-    finally:
-        csv.field_size_limit(previous)
-    checker.result.bytes += counter[0]
-    return not counter[1]
-
-
-def _scan_tfrecord(path, source, checker, limit, local) -> bool:
-    from k2e_core.estimator.compat import tf
-
-    p = checker.p
-    wanted = p.columns()
-    widths = {
-        c: p.io.inputs[name][0][0]
-        for name, cols in p.features.items()
-        for c in cols
-        if c in p.varlen
-    }
-    size = 0
-    complete = True
-    try:
-        for number, record in enumerate(
-            tf.data.TFRecordDataset(local, data.compression_of(local)), 1
-        ):
-            raw = record.numpy()
-            size += len(raw)
-            where = f"{path} record {number}"
-            example = data.parse_example(raw, source.field, where)
-            values = {}
-            for c in wanted:
-                feat = example.features.feature.get(c)
-                kind = feat.WhichOneof("kind") if feat is not None else None
-                if kind is None:
-                    values[c] = None
-                    continue
-                got = list(getattr(feat, kind).value)
-                stored = source.columns[c]
-                expected_kind = {
-                    "float": "float_list",
-                    "int": "int64_list",
-                    "string": "bytes_list",
-                }[stored.dtype]
-                if kind != expected_kind:
-                    raise SpecError(
-                        f"{source.field}.files",
-                        f"{where} feature {c!r} is a "
-                        f"{kind}, earlier records hold a {expected_kind}",
-                        "write the feature with one type in every record",
-                    )
-                if c in p.varlen:
-                    if widths.get(c) is not None and len(got) > widths[c]:
-                        raise SpecError(
-                            f"{source.field}.files",
-                            f"{where} feature {c!r} holds "
-                            f"{len(got)} values, more than the input's {widths[c]}",
-                            "widen the input, or shorten the feature",
-                        )
-                elif len(got) != stored.shape[0]:
-                    raise SpecError(
-                        f"{source.field}.files",
-                        f"{where} feature {c!r} holds "
-                        f"{len(got)} values, earlier records {stored.shape[0]}",
-                        "write the same number in every record, or feed it to an "
-                        "input of shape (None,) to pad each batch to its longest",
-                    )
-                if stored.dtype == "string" and c not in p.decode:
-                    got = [g.decode("utf-8", "replace") for g in got]
-                values[c] = got if len(got) != 1 or c in p.varlen else got[0]
-            checker.row(where, values)
-            if limit is not None and size >= limit:
-                complete = False
-                break
-    except tf.errors.OpError as err:
-        raise SpecError(
-            f"{source.field}.files",
-            f"{path} is damaged after {size} bytes ({err.message.splitlines()[0]})",
-            "write the file again",
-        ) from None
-    checker.result.bytes += size
-    return complete
-
-
-def _scan_npz(path, source, checker, limit, local) -> bool:
-    p = checker.p
-    with np.load(local) as arrays:
-        columns = {c: arrays[c] for c in p.columns()}
-    rows = len(next(iter(columns.values())))
-    size = sum(a.nbytes for a in columns.values())
-    take = rows if limit is None or size <= limit else max(int(rows * limit / size), 1)
-    for i in range(take):
-        values = {}
-        for c, a in columns.items():
-            v = a[i]
-            values[c] = v.tolist() if isinstance(v, np.ndarray) and v.ndim else v.item()
-        checker.row(f"{path} row {i + 1}", values)
-    checker.result.bytes += int(size * take / rows)
-    return take == rows

@@ -64,7 +64,8 @@ def feature_spec(io, plan=None) -> dict:
 def serving_input_fn(io, kind: str, plan=None):
     """The serving receiver: what a client sends (tf.Examples, or one tensor per input, with
     encoded images as bytes) through the input pipeline's own `model_inputs`."""
-    from k2e_core.estimator.pipeline import model_inputs, pad_to
+    from k2e_core.estimator.formats.files import pad_to
+    from k2e_core.estimator.pipeline import model_inputs
 
     def transform(features):
         return model_inputs(plan, features) if plan is not None else features

@@ -10,15 +10,15 @@ serving signatures apply too, so training and serving never see different inputs
 from __future__ import annotations
 
 import contextlib
-import itertools
 import re
 
 import numpy as np
 
 from k2e_core.errors import SpecError, first_line
-from k2e_core.estimator import compat
+from k2e_core.estimator import compat, formats
 from k2e_core.estimator.compat import tf
-from k2e_core.estimator.data import INT_MISSING, Plan, Source, compression_of, for_source, loss_name
+from k2e_core.estimator.data import Plan, Source, for_source, loss_name
+from k2e_core.estimator.formats import INT_MISSING
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -82,212 +82,9 @@ def _records(p: Plan, source: Source, parallel_reads: int, shard=None, shuffled=
     are read `parallel_reads` at a time, a record of each in turn, in an order shuffled each
     epoch when `shuffled`."""
     files, record_shard = shard_of(source, shard)
-    if source.format == "npz":
-        ds, parse = _npz_records(p, files, p.columns())
-    else:
-        if source.format == "csv":
-
-            def read(path):
-                return tf.data.TextLineDataset(path, _compression(path)).skip(1)
-
-            parse = _csv_parser(p, source)
-        else:
-
-            def read(path):
-                return tf.data.TFRecordDataset(path, _compression(path))
-
-            parse = _tfrecord_parser(p, source)
-        if source.stream is not None:
-            ds = _streamed(source.stream, files, read, parallel_reads, shuffled, seed)
-        else:
-            ds = _interleave(files, read, parallel_reads, shuffled, seed)
-    if record_shard:
-        ds = ds.shard(*record_shard)
-    return ds, parse
-
-
-def _missing_default(p: Plan, column: str, kind: str):
-    """decode_csv / parse_example default for a `kind` column: none (a missing value is an
-    error), a value that marks the cell for dropping or filling, or the fill itself (ints
-    cannot be NaN)."""
-    if p.drop_missing:
-        return {"float": np.nan, "int": INT_MISSING, "string": ""}[kind]
-    if column in p.fills:
-        return {
-            "float": np.nan,
-            "int": int(round(float(p.fills[column]))) if kind == "int" else None,
-            "string": "",
-        }[kind]
-    return None
-
-
-def _csv_parser(p: Plan, source: Source):
-    wanted = p.columns()
-    header = source.csv_header
-    order = sorted(wanted, key=header.index)  # decode_csv wants select_cols in file order
-    defaults = []
-    for c in order:
-        default = _missing_default(p, c, p.types[c])
-        dtype = _tf_dtype(p.types[c])
-        defaults.append(
-            tf.constant([], dtype) if default is None else tf.constant([default], dtype)
-        )
-    markers = [m for m in (p.na_values if p.na_in_files is None else p.na_in_files) if m != ""]
-    na_value = markers[0] if len(markers) == 1 else ""
-    # Several markers: each becomes an empty cell first (twice: adjacent cells share a comma).
-    pattern = (
-        "(^|,)(" + "|".join(re.escape(m) for m in markers) + ")(,|$)" if len(markers) > 1 else None
+    return formats.of(source.format).records(
+        p, source, files, parallel_reads, shuffled, seed, record_shard
     )
-
-    def parse(batch):
-        batch = tf.boolean_mask(batch, tf.strings.length(batch) > 0)
-        if pattern:
-            for _ in range(2):
-                batch = tf.strings.regex_replace(batch, pattern, r"\1\3")
-        values = tf.io.decode_csv(
-            batch,
-            record_defaults=defaults,
-            na_value=na_value,
-            select_cols=[header.index(c) for c in order],
-        )
-        return dict(zip(order, values))
-
-    return parse
-
-
-def _tfrecord_parser(p: Plan, source: Source):
-    spec = {}
-    for c in p.columns():
-        stored = source.columns[c]
-        dtype = _tf_dtype(stored.dtype)
-        if c in p.varlen:
-            ragged = any(c in p.features[name] for name in p.io.ragged)
-            spec[c] = tf.io.RaggedFeature(dtype) if ragged else tf.io.VarLenFeature(dtype)
-            continue
-        default = _missing_default(p, c, stored.dtype)
-        shape = stored.shape
-        spec[c] = tf.io.FixedLenFeature(
-            shape,
-            dtype,
-            default_value=None
-            if default is None
-            else np.full(shape, default, dtype.as_numpy_dtype).tolist()
-            if dtype != tf.string
-            else [default] * int(np.prod(shape)),
-        )
-    widths = {
-        c: p.io.inputs[name][0][0]
-        for name, cols in p.features.items()
-        for c in cols
-        if c in p.varlen and name not in p.io.ragged
-    }
-
-    def parse(batch):
-        cols = tf.io.parse_example(batch, spec)
-        for c, width in widths.items():
-            cols[c] = pad_to(cols[c], width)
-        return cols
-
-    return parse
-
-
-def pad_to(sparse, width):
-    """A variable-length feature (SparseTensor) as a dense batch padded to `width` (None: to
-    the longest row of the batch); a longer row fails naming the width."""
-    default = "" if sparse.dtype == tf.string else 0
-    dense = tf.sparse.to_dense(sparse, default_value=tf.cast(default, sparse.dtype))
-    if width is None:
-        return dense
-    longest = tf.shape(dense)[1]
-    check = tf.debugging.assert_less_equal(
-        longest,
-        width,
-        message=f"k2e: a variable-length feature holds more values than the input's {width}",
-    )
-    with tf.control_dependencies([check]):
-        return tf.pad(
-            dense,
-            [[0, 0], [0, tf.maximum(width - longest, 0)]],
-            constant_values=tf.cast(default, sparse.dtype),
-        )
-
-
-def _npz_records(p: Plan, files, wanted):
-    """Columns of one dtype and shape travel as one array, split again after batching:
-    shuffle and batch cost per tensor of an element (five columns ran at half the speed of
-    the two arrays a hand-written pipeline has)."""
-    arrays = {c: [] for c in wanted}
-    for path in files:
-        with np.load(path) as data:
-            for c in wanted:
-                arrays[c].append(data[c])
-    arrays = {c: np.concatenate(v) for c, v in arrays.items()}
-    groups: dict = {}
-    for c, a in arrays.items():
-        groups.setdefault((a.dtype.str, a.shape[1:]), []).append(c)
-    packed = {
-        str(i): np.stack([arrays[c] for c in cols], axis=1)
-        for i, cols in enumerate(groups.values())
-    }
-
-    def parse(batch):
-        return {
-            c: batch[str(i)][:, j]
-            for i, cols in enumerate(groups.values())
-            for j, c in enumerate(cols)
-        }
-
-    return tf.data.Dataset.from_tensor_slices(packed), parse
-
-
-def _compression(path):
-    """GZIP for a file whose name ends in .gz: a split may mix compressed and plain files."""
-    if isinstance(path, str):
-        return compression_of(path) or ""
-    return tf.where(tf.strings.regex_full_match(path, r".*\.gz"), "GZIP", "")
-
-
-def _interleave(files, read, parallel_reads, shuffled, seed):
-    """One reader over many files. Not a parallel interleave: handing records over between
-    threads costs more than reading them (a third to a fifth of the speed on CSV and
-    TFRecord, bench/pipeline.py); the parse after batching runs in parallel."""
-    if len(files) == 1:
-        return read(files[0])
-    names = tf.data.Dataset.from_tensor_slices(files)
-    if shuffled:
-        names = names.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    return names.interleave(read, cycle_length=min(len(files), parallel_reads))
-
-
-def _streamed(stream, files, read, parallel_reads, shuffled, seed):
-    """Records of remote files, each downloaded ahead of its turn and deleted once its
-    reader has reached its end (storage.stream)."""
-    open_at_once = max(1, min(len(files), parallel_reads, stream.keep - 1))
-    epochs = itertools.count()
-
-    def paths():
-        epoch = next(epochs)
-        order_seed = None if seed is None else seed + epoch
-        return stream.epoch(files, open_at_once, shuffled=shuffled, seed=order_seed)
-
-    def release(path):
-        stream.release(path.numpy().decode())
-        return path
-
-    def read_then_release(path):
-        done = (
-            tf.data.Dataset.from_tensors(path)
-            .map(lambda p: tf.reshape(tf.py_function(release, [p], tf.string), []))
-            .filter(lambda _: False)
-        )
-        return read(path).concatenate(done)
-
-    names = tf.data.Dataset.from_generator(paths, output_signature=tf.TensorSpec((), tf.string))
-    return names.interleave(read_then_release, cycle_length=open_at_once)
-
-
-def _tf_dtype(kind):
-    return {"float": tf.float32, "int": tf.int64, "string": tf.string}[kind]
 
 
 def _columns(p: Plan, parse, batch) -> dict:
@@ -499,7 +296,6 @@ def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:
 
 # --------------------------------------------------------------------------- errors
 
-_CSV_FIELD = re.compile(r"Field (\d+)")
 _DATA_PROBLEMS = (
     "k2e: ",
     "is required but missing",
@@ -529,9 +325,6 @@ def _data_message(err) -> str | None:
     return None
 
 
-_FEATURE = re.compile(r"(?:Feature|Key): ([^\s,(]+)")
-
-
 @contextlib.contextmanager
 def named_data_errors(plan: Plan, source: Source):
     """A data error TensorFlow raises mid-run, as one line naming the files and column."""
@@ -555,7 +348,6 @@ def explain(err: Exception, p: Plan, source: Source) -> SpecError | None:
         if len(source.files) == 1
         else f"{len(source.files)} files ({source.files[0]}, ...)"
     )
-    column = None
     if "k2e: " in text:
         problem = text[text.index("k2e: ") + 5 :].rstrip("]' ")
         return SpecError(
@@ -563,19 +355,12 @@ def explain(err: Exception, p: Plan, source: Source) -> SpecError | None:
             f"{files}: {problem}",
             "check the data with `k2e validate --full`",
         )
-    if source.format == "csv" and "record" in text and ("Field" in text or "fields" in text):
-        match = _CSV_FIELD.search(text)
-        if match:
-            order = sorted(p.columns(), key=source.csv_header.index)
-            index = int(match.group(1))
-            column = order[index] if index < len(order) else None
-    elif source.format == "tfrecord":
-        match = _FEATURE.search(text)
-        column = match.group(1).rstrip(".") if match else None
-    elif "label value of" in text and "outside the valid range" in text:
-        column = ", ".join(p.label_columns())
-    else:
-        return None
+    column = formats.of(source.format).column_of(text, p, source)
+    if column is None:
+        if "label value of" in text and "outside the valid range" in text:
+            column = ", ".join(p.label_columns())
+        else:
+            return None
     where = f" column {column!r}" if column else ""
     text = re.sub(r" in record \d+", "", text)  # TensorFlow counts within a batch, not the file
     return SpecError(

@@ -316,7 +316,11 @@ CASES = {
         args=("--full",),
     ),
     "unknown data format": Case(
-        "data.train.format: cannot tell the format of x.parquet",
+        "data.train.format: cannot tell the format of x.avro",
+        _train_file(lambda ws: ws.write("x.avro", "Obj\x01")),
+    ),
+    "not a parquet file": Case(
+        "data.train.files: {tmp}/x.parquet is not a Parquet file",
         _train_file(lambda ws: ws.write("x.parquet", "PAR1")),
     ),
     "ragged row": Case(

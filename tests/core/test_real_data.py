@@ -397,7 +397,7 @@ def _mixed_frame():
     return frame[["species", "island", "sex", "year", *PENGUIN_MEASUREMENTS]]
 
 
-@pytest.mark.parametrize("fmt", ["csv", "tfrecord", "npz"])
+@pytest.mark.parametrize("fmt", ["csv", "tfrecord", "npz", "parquet"])
 def test_text_and_integer_categorical_features_feed_string_and_int_inputs(tmp_path, fmt):
     from k2e_core.estimator import pipeline
     from k2e_core.steps import job
@@ -406,6 +406,10 @@ def test_text_and_integer_categorical_features_feed_string_and_int_inputs(tmp_pa
     if fmt == "csv":
         path = tmp_path / "penguins.csv"
         frame.to_csv(path, index=False)  # sex: 9 empty cells
+        missing = {"sex": "most_frequent"}
+    elif fmt == "parquet":
+        path = tmp_path / "penguins.parquet"  # categoricals, a nullable year; sex: 9 nulls
+        frame.astype({"island": "category", "sex": "category", "year": "Int64"}).to_parquet(path)
         missing = {"sex": "most_frequent"}
     else:
         frame = frame.fillna({"sex": "NA"})  # what fillna leaves for text: a marker, missing too

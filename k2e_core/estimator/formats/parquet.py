@@ -1,0 +1,344 @@
+"""Parquet files (pyarrow), as Spark, BigQuery and Snowflake exports and `DataFrame.to_parquet`
+write them: files, globs, or a directory holding a dataset (hive-style `key=value` folders
+give partition columns), local or at any fsspec URL.
+
+Only the columns the job uses are read, a row group at a time; remote files are read at their
+URL, row group by row group, so neither local disk nor memory grows with a file's size. Types
+come from the schema: integers and booleans read as int, floats and decimals as float,
+strings, binary and dictionary-encoded (pandas categorical) columns as text, lists as
+variable-length (fixed-size lists as fixed-length) columns. Timestamps, dates, durations,
+structs and maps are refused when the job uses them, naming the column. Nulls are missing
+values (`data.missing`). A cluster's workers divide the row groups when there are fewer files
+than workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import random
+
+import numpy as np
+
+from k2e_core import storage
+from k2e_core.errors import SpecError, first_line
+from k2e_core.estimator.compat import tf
+from k2e_core.estimator.formats import INT_MISSING, Column, Source, files
+
+NAME = "parquet"
+EXTENSIONS = (".parquet", ".pq")
+TYPED = True
+LISTS = True
+REMOTE = "direct"
+
+
+def _pa():
+    import pyarrow
+    import pyarrow.parquet
+
+    return pyarrow, pyarrow.parquet
+
+
+@contextlib.contextmanager
+def _opened(path: str, name: str, spec_field: str):
+    """A pyarrow ParquetFile of a local path or a URL (read through fsspec)."""
+    _, pq = _pa()
+    try:
+        if storage.is_local(path):
+            handle = contextlib.nullcontext(storage.local_path(path))
+        else:
+            fs, remote = storage.filesystem(path)
+            handle = fs.open(remote, "rb")
+        with handle as f:
+            yield pq.ParquetFile(f)
+    except (OSError, ValueError) as err:
+        if isinstance(err, SpecError):
+            raise
+        raise SpecError(
+            f"{spec_field}.files",
+            f"{name} is not a Parquet file ({first_line(err, 160)})",
+            "write it with pyarrow, pandas.to_parquet or Spark",
+        ) from None
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def partitions_of(path: str, root: str) -> dict:
+    """Hive-style partition values of a file below a dataset's root: {key: text}."""
+    rel = os.path.relpath(path, root) if "://" not in path else path[len(root) :].lstrip("/")
+    found = {}
+    for part in rel.split("/")[:-1]:
+        key, sep, value = part.partition("=")
+        if sep:
+            found[key] = value
+    return found
+
+
+def _kind(pa, dtype) -> tuple[Column | None, str | None]:
+    """(Column, None) for a type k2e reads, else (None, what the type is)."""
+    types = pa.types
+    if types.is_dictionary(dtype):
+        return _kind(pa, dtype.value_type)
+    if types.is_integer(dtype) or types.is_boolean(dtype):
+        return Column("int", ()), None
+    if types.is_floating(dtype) or types.is_decimal(dtype):
+        return Column("float", ()), None
+    if types.is_string(dtype) or types.is_large_string(dtype) or types.is_binary(dtype):
+        return Column("string", ()), None
+    if types.is_large_binary(dtype) or types.is_string_view(dtype):
+        return Column("string", ()), None
+    if types.is_fixed_size_list(dtype) or types.is_list(dtype) or types.is_large_list(dtype):
+        inner, problem = _kind(pa, dtype.value_type)
+        if inner is None or inner.shape != ():
+            return None, f"a list of {dtype.value_type}"
+        if types.is_fixed_size_list(dtype):
+            return Column(inner.dtype, (dtype.list_size,)), None
+        return Column(inner.dtype, (None,), varlen=True), None
+    return None, str(dtype)
+
+
+def columns(spec_field, path, name, na_values):
+    pa, _ = _pa()
+    with _opened(path, name, spec_field) as pf:
+        schema = pf.schema_arrow
+        rows = pf.metadata.num_rows
+    if rows == 0:
+        raise SpecError(
+            f"{spec_field}.files", f"{name} holds no rows", "point it at a file with data"
+        )
+    found = {}
+    for column in schema:
+        kind, problem = _kind(pa, column.type)
+        found[column.name] = kind if kind is not None else _unreadable(problem)
+    return found, []
+
+
+def _unreadable(what: str) -> Column:
+    """A column k2e does not read: refused, with the fix, when the job uses it."""
+    if any(word in what for word in ("timestamp", "date", "time", "duration")):
+        fix = "cast it to int64 (e.g. seconds since the epoch) or string where the table is written"
+    else:
+        fix = "flatten it into columns of numbers or text where the table is written"
+    return Column("unreadable", (), text_at=(what, fix))
+
+
+def with_partitions(columns: dict, partitions: dict) -> dict:
+    """The columns of a dataset's files and its partition columns (typed by their values)."""
+    from k2e_core.estimator.formats.csv import KINDS, value_kind
+
+    keys = {k for values in partitions.values() for k in values}
+    out = dict(columns)
+    for key in sorted(keys):
+        kinds = [value_kind(values[key]) for values in partitions.values() if key in values]
+        out[key] = Column(max(kinds, key=KINDS.index), ())
+    return out
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _units(source: Source, paths, spec_field) -> list:
+    """(file, row group, first row of the group) of every row group of `paths`."""
+    units = []
+    names = dict(zip(source.files, source.names()))
+    for path in paths:
+        with _opened(path, names.get(path, path), spec_field) as pf:
+            first = 0
+            for g in range(pf.num_row_groups):
+                units.append((path, g, first))
+                first += pf.metadata.row_group(g).num_rows
+    return units
+
+
+def _arrays(pa, table, column: str, kind: str):
+    """A column of a row group as (numpy values, missing mask): text as str, nulls marked."""
+    pc = __import__("pyarrow.compute", fromlist=["compute"])
+    array = table.column(column).combine_chunks()
+    if pa.types.is_dictionary(array.type):
+        array = array.dictionary_decode()
+    if pa.types.is_decimal(array.type):
+        array = pc.cast(array, pa.float64())
+    missing = array.is_null().to_numpy(zero_copy_only=False)
+    if kind == "string":
+        if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
+            values = np.array(array.fill_null(b"").to_pylist(), dtype=object)
+        else:
+            values = np.asarray(array.fill_null("").to_numpy(zero_copy_only=False), dtype=object)
+        return values, missing
+    if pa.types.is_boolean(array.type):
+        array = pc.cast(array, pa.int64())
+    filled = array.fill_null(0) if kind == "int" else array.fill_null(np.nan)
+    values = filled.to_numpy(zero_copy_only=False)
+    values = values.astype(np.int64 if kind == "int" else np.float64, copy=False)
+    if kind == "float":
+        missing = missing | ~np.isfinite(values)
+    return values, missing
+
+
+def _read_group(pf, g, wanted, partitions, source):
+    """A row group's columns among `wanted`, partition columns filled in."""
+    pa, _ = _pa()
+    in_file = [c for c in wanted if c not in partitions]
+    table = pf.read_row_group(g, columns=in_file)
+    for key in wanted:
+        if key in partitions:
+            cast = {"int": int, "float": float, "string": str}[source.columns[key].dtype]
+            table = table.append_column(key, pa.array([cast(partitions[key])] * table.num_rows))
+    return table
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def scan(source: Source, checker, per_file) -> bool:
+    pa, _ = _pa()
+    p = checker.p
+    wanted = p.columns()
+    complete = True
+    for path, name in zip(source.files, source.names()):
+        read = 0
+        partitions = source.partitions.get(path, {})
+        with _opened(path, name, source.field) as pf:
+            first = 0
+            for g in range(pf.num_row_groups):
+                if per_file is not None and read >= per_file:
+                    complete = False
+                    break
+                table = _read_group(pf, g, wanted, partitions, source)
+                read += table.nbytes
+                rows = table.num_rows
+
+                def where(i, first=first, g=g, name=name):
+                    return f"{name} row {first + i + 1} (row group {g})"
+
+                if any(source.columns[c].shape != () for c in wanted if c in source.columns):
+                    lists = {c: table.column(c).to_pylist() for c in wanted}
+                    for i in range(rows):
+                        checker.row(where(i), {c: _plain(lists[c][i]) for c in wanted})
+                else:
+                    arrays = {c: _arrays(pa, table, c, p.types[c]) for c in wanted}
+                    checker.typed_chunk(
+                        where,
+                        rows,
+                        {c: m for c, (_, m) in arrays.items()},
+                        lambda c, mask, arrays=arrays: arrays[c][0][mask],
+                    )
+                first += rows
+        checker.result.bytes += read
+    return complete
+
+
+def _plain(value):
+    """A cell as the checks take it: missing as None, bytes as they are."""
+    if isinstance(value, list):
+        return [float("nan") if v is None else v for v in value]
+    return value
+
+
+# --------------------------------------------------------------------------- tf.data
+
+
+def records(p, source: Source, paths, parallel_reads, shuffled, seed, shard=None):
+    pa, _ = _pa()
+    wanted = p.columns()
+    units = _units(source, paths, source.field)
+    if shard:
+        count, index = shard
+        units = units[index::count]
+    names = dict(zip(source.files, source.names()))
+    partitions = source.partitions
+    widths = {}
+    for name, cols in p.features.items():
+        for c in cols:
+            if c in p.varlen:
+                width = p.io.inputs[name][0][0]
+                if width is None or name in p.io.ragged:
+                    raise SpecError(
+                        f"data.features.{name}",
+                        f"Parquet list column {c!r} feeds input {name!r}, whose width varies",
+                        "give the input a fixed width, e.g. Input(shape=(N,)): rows are "
+                        "padded to N",
+                    )
+                widths[c] = width
+    missing_text = p.na_values[0] if p.na_values else ""
+    specs = {
+        c: tf.TensorSpec(
+            [None, *((widths[c],) if c in widths else source.columns[c].shape)],
+            files.tf_dtype(p.types[c]),
+        )
+        for c in wanted
+    }
+    epochs = iter(range(1 << 62))
+    # tf.data runs the generator in threads of its own: files open with this context's
+    # storage options
+    context = contextvars.copy_context()
+
+    def groups():
+        order = list(units)
+        if shuffled:
+            random.Random(None if seed is None else seed + next(epochs)).shuffle(order)
+        with contextlib.ExitStack() as stack:
+            open_path, pf = None, None
+            for path, g, _ in order:
+                if path != open_path:  # one file open at a time
+                    stack.close()
+                    opened = _opened(path, names.get(path, path), source.field)
+                    pf = context.run(stack.enter_context, opened)
+                    open_path = path
+                table = _read_group(pf, g, wanted, partitions.get(path, {}), source)
+                yield _batch(p, pa, table, source, widths, missing_text, names.get(path, path), g)
+
+    ds = tf.data.Dataset.from_generator(groups, output_signature=specs).unbatch()
+    return ds, lambda batch: batch
+
+
+def _batch(p, pa, table, source, widths, missing_text, name, g):
+    """A row group as {column: numpy array} in the types the plan reads, missing cells
+    marked as the other formats mark them (NaN, a marker, the fill), or an error."""
+    out = {}
+    for c in p.columns():
+        kind = p.types[c]
+        if source.columns[c].shape != ():
+            width = widths.get(c, source.columns[c].shape[0])
+            out[c] = _list_column(table.column(c), kind, width, f"{name} row group {g}", c)
+            continue
+        values, missing = _arrays(pa, table, c, kind)
+        if missing.any() and not p.drop_missing and c not in p.fills:
+            row = int(np.argmax(missing))
+            raise ValueError(
+                f"k2e: {name} row group {g} row {row + 1} column {c!r} is missing (null); "
+                "set data.missing: drop or a fill"
+            )
+        if kind == "string":
+            values = np.where(missing, missing_text, values).astype(object)
+            values = np.array([v if isinstance(v, bytes) else str(v) for v in values], object)
+        elif kind == "int" and missing.any():
+            fill = p.fills.get(c)
+            values = np.where(missing, INT_MISSING if fill is None else int(fill), values)
+        elif kind == "float":
+            values = np.where(missing, np.nan, values).astype(np.float32)
+        out[c] = values
+    return out
+
+
+def _list_column(column, kind: str, width: int, where: str, name: str):
+    """A list column as a dense [rows, width] array, shorter rows padded."""
+    rows = column.to_pylist()
+    dtype = {"float": np.float32, "int": np.int64, "string": object}[kind]
+    pad = "" if kind == "string" else 0
+    out = np.full((len(rows), width), pad, dtype=dtype)
+    for i, r in enumerate(rows):
+        if r and len(r) > width:
+            raise ValueError(
+                f"k2e: {where} row {i + 1} column {name!r} holds {len(r)} values, more than "
+                f"the input's {width}"
+            )
+        if r:
+            out[i, : len(r)] = [pad if v is None else v for v in r]
+    return out
+
+
+def column_of(text: str, p, source: Source) -> str | None:
+    return None

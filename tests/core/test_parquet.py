@@ -1,0 +1,279 @@
+"""Parquet as data platforms hand it over: written by pandas (`to_parquet`, categorical and
+nullable dtypes) and pyarrow (several row groups, dictionary encoding, snappy and zstd), a
+hive-partitioned dataset, and files on the S3 server. k2e's evaluation is compared with Keras
+`evaluate` on the same rows."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tests import real_data
+from tests.core.test_real_data import _assert_evaluates_as_keras, _spec, _trained_keras
+from tests.real_data import PENGUIN_MEASUREMENTS
+
+pa = pytest.importorskip("pyarrow")
+pq = pytest.importorskip("pyarrow.parquet")
+
+SPECIES = {"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}
+
+
+def _pandas_penguins():
+    """penguins as a pandas user has them before to_parquet: text as categoricals, the year
+    as a nullable integer, measurements with NaN."""
+    frame = real_data.penguins()
+    return frame.astype(
+        {"species": "category", "island": "category", "sex": "category", "year": "Int64"}
+    )
+
+
+def test_pandas_parquet_with_missing_values_evaluates_as_keras_on_the_same_rows(tmp_path):
+    from k2e_core.steps import job
+
+    frame = _pandas_penguins()
+    path = tmp_path / "penguins.parquet"
+    frame.to_parquet(path)  # categoricals dictionary-encoded, NaN as nulls
+    assert pa.types.is_dictionary(pq.read_schema(path).field("species").type)
+    spec = _spec(
+        tmp_path,
+        "penguin_model",
+        path,
+        missing="drop",
+        features={"measurements": PENGUIN_MEASUREMENTS},
+        labels="species",
+        batch_size=512,
+    )
+    rows = frame[["species", *PENGUIN_MEASUREMENTS]].dropna()
+    checked = job.validate(spec)
+    assert checked["checked"]["data.train"] == {
+        "rows": len(frame),
+        "complete": True,
+        "dropped": len(frame) - len(rows),
+    }
+    assert checked["label_vocabulary"] == {"species": sorted(SPECIES)}
+    result = job.run(spec)
+    assert result["metrics"]["accuracy"] > 0.9
+    _assert_evaluates_as_keras(spec, result, rows.astype({"species": str}))
+
+
+def test_a_null_label_is_named_by_file_row_group_row_and_column(tmp_path):
+    from k2e_core import cli
+
+    frame = real_data.penguins()[["species", *PENGUIN_MEASUREMENTS]].dropna()
+    frame = frame.reset_index(drop=True)
+    frame.loc[123, "species"] = None
+    path = tmp_path / "penguins.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=50)
+    spec = _spec(
+        tmp_path,
+        "penguin_model",
+        path,
+        features={"measurements": PENGUIN_MEASUREMENTS},
+        labels="species",
+    )
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps(spec))
+    from k2e_core.steps import job
+
+    assert cli.main(["validate", str(job_file)]) == 2
+    with pytest.raises(Exception) as caught:
+        job.validate(spec)
+    assert "penguins.parquet row 124 (row group 2) column 'species' is missing" in str(caught.value)
+    assert not (tmp_path / "model").exists() or not list((tmp_path / "model").iterdir())
+
+
+@pytest.mark.parametrize("compression", ["snappy", "zstd"])
+def test_pyarrow_files_with_row_groups_and_dictionaries_train_like_keras(tmp_path, compression):
+    """Two files written by pyarrow, 40-row row groups, dictionary-encoded text: the
+    mixed-input model (text, integer and numeric inputs) evaluates as Keras does."""
+    from k2e_core.estimator import pipeline
+    from k2e_core.steps import job
+
+    frame = real_data.penguins().dropna().reset_index(drop=True)
+    frame = frame[["species", "island", "sex", "year", *PENGUIN_MEASUREMENTS]]
+    half = len(frame) // 2
+    for i, part in enumerate((frame.iloc[:half], frame.iloc[half:])):
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        pq.write_table(
+            table,
+            tmp_path / f"part-{i}.parquet",
+            row_group_size=40,
+            compression=compression,
+            use_dictionary=["species", "island", "sex"],
+        )
+    assert pq.ParquetFile(tmp_path / "part-0.parquet").num_row_groups > 3
+    spec = _spec(
+        tmp_path,
+        "penguin_mixed_model",
+        tmp_path / "part-*.parquet",
+        steps=300,
+        labels="species",
+        features={
+            "island": "island",
+            "sex": "sex",
+            "year": "year",
+            "measurements": PENGUIN_MEASUREMENTS,
+        },
+        batch_size=64,
+    )
+    checked = job.validate(spec)
+    assert checked["column_types"]["island"] == "string"
+    assert checked["column_types"]["year"] == "int"
+    with job.open_job(spec) as j:
+        features, _ = pipeline.first_batch(j.plan, j.source("train"), j.spec.data, 8)
+    assert [v.decode() for v in features["island"].reshape(-1)] == frame.island[:8].tolist()
+    assert features["year"].reshape(-1).tolist() == frame.year[:8].tolist()
+    result = job.run(spec)
+    assert result["metrics"]["accuracy"] > 0.9
+    model = _trained_keras(spec)
+    model.compile(loss=model.loss, metrics=["accuracy"])
+    loss, accuracy = model.evaluate(
+        {
+            "island": frame[["island"]].to_numpy(),
+            "sex": frame[["sex"]].to_numpy(),
+            "year": frame[["year"]].to_numpy(np.int64),
+            "measurements": frame[PENGUIN_MEASUREMENTS].to_numpy(np.float32),
+        },
+        frame["species"].map(SPECIES).to_numpy(),
+        batch_size=512,
+        verbose=0,
+    )
+    assert result["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
+    assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_a_partitioned_dataset_gives_its_partition_column_as_a_feature(tmp_path):
+    """pyarrow's write_to_dataset with island as the partition: the directory is the data,
+    `island=Biscoe/...` folders give the island column, `_SUCCESS` is left alone."""
+    from k2e_core.steps import job
+
+    frame = real_data.penguins().dropna().reset_index(drop=True)
+    frame = frame[["species", "island", "sex", "year", *PENGUIN_MEASUREMENTS]]
+    root = tmp_path / "penguins"
+    pq.write_to_dataset(
+        pa.Table.from_pandas(frame, preserve_index=False), root, partition_cols=["island"]
+    )
+    (root / "_SUCCESS").write_text("")
+    assert sorted(p.name for p in root.iterdir() if p.is_dir())[0] == "island=Biscoe"
+    spec = _spec(
+        tmp_path,
+        "penguin_mixed_model",
+        root,
+        steps=300,
+        labels="species",
+        features={
+            "island": "island",
+            "sex": "sex",
+            "year": "year",
+            "measurements": PENGUIN_MEASUREMENTS,
+        },
+        batch_size=512,
+    )
+    checked = job.validate(spec)
+    assert checked["column_types"]["island"] == "string"
+    assert checked["checked"]["data.train"]["rows"] == len(frame)
+    result = job.run(spec)
+    assert result["metrics"]["accuracy"] > 0.9
+    # the dataset's rows in the order k2e reads them: folder by folder
+    ordered = frame.sort_values("island", kind="stable")
+    model = _trained_keras(spec)
+    model.compile(loss=model.loss, metrics=["accuracy"])
+    loss, accuracy = model.evaluate(
+        {
+            "island": ordered[["island"]].to_numpy(),
+            "sex": ordered[["sex"]].to_numpy(),
+            "year": ordered[["year"]].to_numpy(np.int64),
+            "measurements": ordered[PENGUIN_MEASUREMENTS].to_numpy(np.float32),
+        },
+        ordered["species"].map(SPECIES).to_numpy(),
+        batch_size=512,
+        verbose=0,
+    )
+    assert result["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
+    assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_a_timestamp_column_is_refused_only_when_the_job_uses_it(tmp_path):
+    import pandas as pd
+
+    from k2e_core.errors import SpecError
+    from k2e_core.steps import job
+
+    frame = real_data.penguins()[["species", *PENGUIN_MEASUREMENTS]].dropna()
+    frame["observed"] = pd.Timestamp("2008-11-11") + pd.to_timedelta(range(len(frame)), "D")
+    path = tmp_path / "penguins.parquet"
+    frame.to_parquet(path)
+    spec = _spec(
+        tmp_path,
+        "penguin_model",
+        path,
+        features={"measurements": PENGUIN_MEASUREMENTS},
+        labels="species",
+    )
+    assert job.validate(spec)["column_types"]["bill_length_mm"] == "float"
+    spec["data"]["features"] = {"measurements": [*PENGUIN_MEASUREMENTS[:3], "observed"]}
+    with pytest.raises(SpecError) as caught:
+        job.validate(spec)
+    text = str(caught.value)
+    assert "column 'observed' of data.train files is timestamp[" in text
+    assert "cast it to int64" in text and "\n" not in text
+
+
+def test_workers_read_disjoint_row_groups_that_cover_the_file(tmp_path):
+    from k2e_core.estimator import pipeline
+    from k2e_core.steps import job
+
+    frame = real_data.penguins()[["species", *PENGUIN_MEASUREMENTS]].dropna()
+    path = tmp_path / "penguins.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path, row_group_size=30)
+    spec = _spec(
+        tmp_path,
+        "penguin_model",
+        path,
+        features={"measurements": PENGUIN_MEASUREMENTS},
+        labels="species",
+        shuffle_buffer=0,
+    )
+    seen = []
+    with job.open_job(spec) as j:
+        for index in range(3):
+            fn = pipeline.input_fn(
+                j.plan, j.source("train"), j.spec.data, training=False, shard=(index, 3)
+            )
+            rows = [
+                tuple(np.round(x, 3))
+                for features, _ in fn().as_numpy_iterator()
+                for x in features["measurements"]
+            ]
+            seen.append(rows)
+    assert all(seen) and sum(len(s) for s in seen) == len(frame)
+    assert sorted(r for s in seen for r in s) == sorted(
+        tuple(np.round(x, 3)) for x in frame[PENGUIN_MEASUREMENTS].to_numpy(np.float32)
+    )
+
+
+def test_parquet_on_the_s3_server_trains_as_the_same_file_does_locally(s3, tmp_path):
+    from k2e_core import storage
+    from k2e_core.steps import job
+    from tests.conftest import BUCKET
+
+    frame = _pandas_penguins()
+    local = tmp_path / "penguins.parquet"
+    frame.to_parquet(local, row_group_size=100)
+    url = f"s3://{BUCKET}/tables/penguins.parquet"
+    with storage.configured(s3):
+        storage.upload([(str(local), url)])
+    base = dict(
+        missing="drop",
+        features={"measurements": PENGUIN_MEASUREMENTS},
+        labels="species",
+        batch_size=512,
+    )
+    remote_spec = _spec(tmp_path / "remote", "penguin_model", url, **base)
+    remote_spec["storage"] = {"options": s3}
+    local_spec = _spec(tmp_path / "local", "penguin_model", local, **base)
+    remote, here = job.run(remote_spec), job.run(local_spec)
+    assert remote["metrics"] == pytest.approx(here["metrics"], rel=1e-6)
+    assert not list((tmp_path / "remote").rglob("*.parquet"))  # read at its URL, not copied
