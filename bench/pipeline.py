@@ -48,7 +48,10 @@ from bench.common import (  # noqa: E402
 PART = "pipeline"
 BATCH = 256
 COLUMNS = ["sepal_length", "sepal_width", "petal_length", "petal_width", "species"]
-FORMATS = ("csv", "csv.gz", "tfrecord", "tfrecord.gz", "npz")
+FORMATS = ("csv", "csv.gz", "tfrecord", "tfrecord.gz", "npz", "parquet")
+#: Rows per Parquet row group: pyarrow's default (1Mi rows) would make the bench's file one
+#: group; Spark writes groups of about 128 MB.
+ROW_GROUP = 100_000
 BUCKET = "k2e-bench"
 
 
@@ -78,6 +81,11 @@ def write(x, y, path: str) -> str:
                 }
                 f["species"] = tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))
                 w.write(tf.train.Example(features=tf.train.Features(feature=f)).SerializeToString())
+    elif path.endswith(".parquet"):
+        import pandas as pd
+
+        frame = pd.DataFrame(x, columns=COLUMNS[:4]).assign(species=y)
+        frame.to_parquet(path, index=False, row_group_size=ROW_GROUP)
     else:
         np.savez(path, **{c: x[:, i] for i, c in enumerate(COLUMNS[:4])}, species=y)
     return path
@@ -114,6 +122,8 @@ def hand_written(path: str):
             cols = tf.io.parse_example(records, spec)
             return tf.stack([cols[c] for c in COLUMNS[:4]], axis=1), cols["species"]
 
+    elif path.endswith(".parquet"):
+        return pyarrow_reader(path)
     else:
         with np.load(path) as arrays:
             x = np.stack([arrays[c] for c in COLUMNS[:4]], axis=1)
@@ -121,6 +131,28 @@ def hand_written(path: str):
         return ds.shuffle(10_000).repeat().batch(BATCH).prefetch(autotune)
     ds = ds.shuffle(10_000).repeat().batch(BATCH)
     return ds.map(parse, num_parallel_calls=autotune).prefetch(autotune)
+
+
+def pyarrow_reader(path: str):
+    """The Parquet reader a user would write: pyarrow record batches into tf.data."""
+    import pyarrow.parquet as pq
+
+    from k2e_core.estimator.compat import tf
+
+    def batches():
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536, columns=COLUMNS):
+            x = np.stack([batch.column(c).to_numpy() for c in COLUMNS[:4]], axis=1)
+            yield x.astype(np.float32), batch.column("species").to_numpy()
+
+    ds = tf.data.Dataset.from_generator(
+        batches,
+        output_signature=(
+            tf.TensorSpec([None, 4], tf.float32),
+            tf.TensorSpec([None], tf.int64),
+        ),
+    )
+    ds = ds.unbatch().shuffle(10_000).repeat().batch(BATCH)
+    return ds.prefetch(tf.data.AUTOTUNE)
 
 
 def _spec(files: str, model_dir: str, steps: int):
@@ -313,6 +345,8 @@ def measure(reps: int, quick: bool) -> list:
             )
         )
 
+        out += parquet_rows(files["parquet"], csv_file, reps, steps, quick, work)
+
         globs = {n: shards(x, y, n, os.path.join(work, f"shards{n}")) for n in (8, 64)}
         sharded = {1: [], 8: [], 64: []}
         for rep in range(reps):
@@ -382,6 +416,90 @@ def measure(reps: int, quick: bool) -> list:
             server.wait(10)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def write_big_parquet(path: str, nbytes: float) -> str:
+    """Iris-like rows in one Parquet file of at least `nbytes`, written a row group at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(2)
+    writer = None
+    try:
+        while not os.path.exists(path) or os.path.getsize(path) < nbytes:
+            x = rng.normal(size=(ROW_GROUP, 4)).astype(np.float32)
+            table = pa.table(
+                {
+                    **{c: x[:, i] for i, c in enumerate(COLUMNS[:4])},
+                    "species": rng.integers(0, 3, ROW_GROUP),
+                }
+            )
+            if writer is None:
+                writer = pq.ParquetWriter(path, table.schema)
+            writer.write_table(table, row_group_size=ROW_GROUP)
+    finally:
+        if writer is not None:
+            writer.close()
+    return path
+
+
+def parquet_rows(parquet_file, csv_file, reps, steps, quick, work) -> list:
+    """k2e train on Parquet against Keras fit on the pyarrow reader, the same rows from
+    CSV, and the peak memory of training on a Parquet file of 1 GB or more."""
+    train = {"k2e": [], "fit_reader": [], "k2e_csv": []}
+    for rep in range(reps):
+        for side in list(train) if rep % 2 == 0 else list(train)[::-1]:
+            if side == "k2e":
+                train[side].append(k2e_train_rate(parquet_file, steps, work))
+            elif side == "fit_reader":
+                train[side].append(keras_fit_rate(pyarrow_reader(parquet_file), steps))
+            else:
+                train[side].append(k2e_train_rate(csv_file, steps, work))
+    print(f"parquet training: {train}", file=sys.stderr, flush=True)
+    out = []
+    for measure_name, baseline, name, target in (
+        ("k2e train, iris Parquet", "fit_reader", "Keras fit on the pyarrow reader", 1.0),
+        ("k2e train, the same rows from Parquet", "k2e_csv", "k2e train from CSV", 1.0),
+    ):
+        ratio = spread(ratios(train["k2e"], train[baseline]), 2)
+        out.append(
+            row(
+                PART,
+                measure_name,
+                spread(train["k2e"], 0),
+                "examples/s",
+                baseline=spread(train[baseline], 0),
+                baseline_name=name,
+                ratio=ratio,
+                target=f">= {target:.1f}x",
+                met=ratio["median"] >= target,
+                kind="parquet",
+            )
+        )
+    big = write_big_parquet(os.path.join(work, "big.parquet"), 2e7 if quick else 1.0e9)
+    memory = {"big": [], "small": []}
+    for rep in range(max(1, reps - 1)):
+        for side in ("big", "small") if rep % 2 == 0 else ("small", "big"):
+            path = big if side == "big" else parquet_file
+            memory[side].append(streamed_run(path, {}, min(steps, 1000), work)["rss"])
+    print(f"parquet memory: {memory}", file=sys.stderr, flush=True)
+    ratio = spread(ratios(memory["big"], memory["small"]), 2)
+    out.append(
+        row(
+            PART,
+            f"k2e train, one {os.path.getsize(big) / 1e9:.2f} GB Parquet file: peak memory",
+            spread([m / 2**20 for m in memory["big"]], 0),
+            "MiB",
+            baseline=spread([m / 2**20 for m in memory["small"]], 0),
+            baseline_name=f"a {os.path.getsize(parquet_file) / 1e6:.0f} MB Parquet file",
+            ratio=ratio,
+            target="<= 1.2x",
+            met=ratio["median"] <= 1.2,
+            kind="parquet",
+        )
+    )
+    os.remove(big)
     return out
 
 

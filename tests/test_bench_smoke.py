@@ -33,8 +33,10 @@ def _check_throughput(rows):
 
 def _check_pipeline(rows):
     kinds = [r["kind"] for r in rows]
-    assert kinds == ["pipeline"] * 5 + ["training", "shards", "shards", "stream"]
+    assert kinds == ["pipeline"] * 6 + ["training"] + ["parquet"] * 3 + ["shards"] * 2 + ["stream"]
+    assert rows[5]["measure"] == "pipeline alone, parquet"
     assert all(r["value"]["median"] > 0 and r["baseline"]["median"] > 0 for r in rows)
+    assert rows[9]["unit"] == "MiB"  # peak memory on a big Parquet file against a small one
     stream = rows[-1]
     # streamed: 64 shards never need more local disk than the data
     assert 0 < stream["disk"]["64"]["median"] <= stream["data_bytes"]
@@ -60,6 +62,7 @@ def _check_storage(rows):
     assert resume["baseline"]["median"] <= resume["value"]["median"] < resume["model_dir_bytes"]
     # training with model_dir on S3 against a local one; one file against s3fs's put_file
     assert checkpoints["value"]["median"] > 0 and checkpoints["baseline"]["median"] > 0
+    assert checkpoints["unit"] == "steps/s" and "checkpoints uploaded" in checkpoints["note"]
     assert one_file["unit"] == "MB/s" and one_file["baseline"]["median"] > 0
 
 

@@ -133,6 +133,21 @@ def compiled_metrics(model) -> list:
     return model._compile_metric_functions
 
 
+def output_losses(model) -> dict:
+    """A compiled multi-output graph-mode model's loss per output (`<output>_loss`: the
+    batch's mean, before loss weights, as Keras' evaluate reports it beside the total);
+    none for one output."""
+    endpoints = [
+        e for e in getattr(model, "_training_endpoints", []) if not e.should_skip_target()
+    ]
+    if len(endpoints) < 2:
+        return {}
+    return {
+        e.loss_name(): e.loss_fn(e.training_target.target, e.output, sample_weight=e.sample_weight)
+        for e in endpoints
+    }
+
+
 def also_checkpoint_every(estimator, steps: int | None) -> None:
     """Makes `estimator` also save a checkpoint after at most `steps` steps while its
     RunConfig saves by time (train_and_evaluate evaluates each checkpoint). RunConfig takes

@@ -641,6 +641,9 @@ def _model_fn(
             metrics = {m.name: m for m in compat.compiled_metrics(model)}
             if is_subclassed(keras_model):
                 _check_metric_names_map(metrics, metric_names_map)
+            if mode == compat.ModeKeys.EVAL:
+                for name, value in compat.output_losses(model).items():
+                    metrics[name] = _mean_per_example(value, model.outputs)
             names = metric_names_map or {}
             eval_metric_ops = {names.get(k, k): v for k, v in metrics.items()} or None
             if mode == compat.ModeKeys.TRAIN:
@@ -730,6 +733,12 @@ def _labels_like_outputs(labels, model):
     if len(outputs) <= 1:  # one output, or a subclassed model's, unknown until it is built
         return fix(labels, next(iter(outputs.values()), None))
     return labels
+
+
+def _mean_per_example(value, outputs):
+    """An eval metric: a batch's mean `value`, averaged over examples (see below)."""
+    rows = tf.shape(tf.nest.flatten(outputs)[0])[0]
+    return tf.compat.v1.metrics.mean(tf.fill([rows], value))
 
 
 def _loss_per_example(loss, outputs):

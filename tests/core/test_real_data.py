@@ -824,3 +824,38 @@ def test_infinities_as_pandas_writes_them_are_missing_values(tmp_path):
     result = job.run(dict(spec, data=dict(spec["data"], missing="drop")))
     assert np.isfinite(result["metrics"]["loss"])
     _assert_evaluates_as_keras(spec, result, frame[np.isfinite(frame["body_mass_g"])])
+
+
+def test_a_multi_output_model_reports_each_outputs_loss_as_keras_evaluate_does(
+    example_data, tmp_path
+):
+    """Keras' evaluate reports `<output>_loss` for every head beside the total loss; so does
+    the job's evaluation, with the same values on the same rows."""
+    from k2e_core.steps import job
+    from tests.conftest import EXAMPLES
+
+    spec = {
+        "model": {"factory": os.path.join(EXAMPLES, "models.py") + ":two_input_two_output_model"},
+        "model_dir": str(tmp_path / "model"),
+        "data": {
+            "train": {"files": str(example_data / "two_io_train.npz")},
+            "eval": {"files": str(example_data / "two_io_test.npz")},
+            "batch_size": 32,
+        },
+        "train": {"steps": 30},
+    }
+    job.train_step(spec)
+    metrics = job.evaluate_step(spec)["metrics"]
+    with np.load(example_data / "two_io_test.npz") as arrays:
+        arrays = dict(arrays)
+    keras = _trained_keras(spec)
+    keras.compile(loss=keras.loss, metrics={"dense_2": "accuracy", "dense_3": "accuracy"})
+    expected = keras.evaluate(
+        {"input_a": arrays["input_a"], "input_b": arrays["input_b"]},
+        {"dense_2": arrays["dense_2"], "dense_3": arrays["dense_3"]},
+        batch_size=32,
+        verbose=0,
+        return_dict=True,
+    )
+    for name in ("loss", "dense_2_loss", "dense_3_loss"):
+        assert metrics[name] == pytest.approx(expected[name], rel=1e-4), name

@@ -152,15 +152,19 @@ def _units(source: Source, paths, spec_field) -> list:
     return units
 
 
-def _arrays(pa, table, column: str, kind: str):
-    """A column of a row group as (numpy values, missing mask): text as str, nulls marked."""
+def _arrays(pa, table, column: str, kind: str, floats=np.float64):
+    """A column of a row group as (numpy values, missing mask): text as str, nulls marked
+    (NaN in floats, 0 in ints, "" in text)."""
     pc = __import__("pyarrow.compute", fromlist=["compute"])
     array = table.column(column).combine_chunks()
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
     if pa.types.is_decimal(array.type):
         array = pc.cast(array, pa.float64())
-    missing = array.is_null().to_numpy(zero_copy_only=False)
+    if array.null_count:
+        missing = array.is_null().to_numpy(zero_copy_only=False)
+    else:
+        missing = np.zeros(len(array), bool)
     if kind == "string":
         if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type):
             values = np.array(array.fill_null(b"").to_pylist(), dtype=object)
@@ -169,12 +173,11 @@ def _arrays(pa, table, column: str, kind: str):
         return values, missing
     if pa.types.is_boolean(array.type):
         array = pc.cast(array, pa.int64())
-    filled = array.fill_null(0) if kind == "int" else array.fill_null(np.nan)
-    values = filled.to_numpy(zero_copy_only=False)
-    values = values.astype(np.int64 if kind == "int" else np.float64, copy=False)
-    if kind == "float":
-        missing = missing | ~np.isfinite(values)
-    return values, missing
+    if kind == "int":
+        values = array.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        return values, missing
+    values = array.to_numpy(zero_copy_only=False).astype(floats, copy=False)  # nulls: NaN
+    return values, missing | ~np.isfinite(values)
 
 
 def _read_group(pf, g, wanted, partitions, source):
@@ -263,12 +266,16 @@ def records(p, source: Source, paths, parallel_reads, shuffled, seed, shard=None
                     )
                 widths[c] = width
     missing_text = p.na_values[0] if p.na_values else ""
+    # Columns of one dtype and shape travel as one array, split again after batching:
+    # shuffle and batch cost per tensor of an element (as for NumPy files).
+    groups_of: dict = {}
+    for c in wanted:
+        shape = (widths[c],) if c in widths else source.columns[c].shape
+        groups_of.setdefault((p.types[c], shape), []).append(c)
+    packs = list(groups_of.items())
     specs = {
-        c: tf.TensorSpec(
-            [None, *((widths[c],) if c in widths else source.columns[c].shape)],
-            files.tf_dtype(p.types[c]),
-        )
-        for c in wanted
+        str(i): tf.TensorSpec([None, len(cols), *shape], files.tf_dtype(kind))
+        for i, ((kind, shape), cols) in enumerate(packs)
     }
     epochs = iter(range(1 << 62))
     # tf.data runs the generator in threads of its own: files open with this context's
@@ -288,10 +295,19 @@ def records(p, source: Source, paths, parallel_reads, shuffled, seed, shard=None
                     pf = context.run(stack.enter_context, opened)
                     open_path = path
                 table = _read_group(pf, g, wanted, partitions.get(path, {}), source)
-                yield _batch(p, pa, table, source, widths, missing_text, names.get(path, path), g)
+                cols = _batch(p, pa, table, source, widths, missing_text, names.get(path, path), g)
+                yield {
+                    str(i): np.stack([cols[c] for c in cs], axis=1)
+                    for i, (_, cs) in enumerate(packs)
+                }
+
+    def parse(batch):
+        return {
+            c: batch[str(i)][:, j] for i, (_, cs) in enumerate(packs) for j, c in enumerate(cs)
+        }
 
     ds = tf.data.Dataset.from_generator(groups, output_signature=specs).unbatch()
-    return ds, lambda batch: batch
+    return ds, parse
 
 
 def _batch(p, pa, table, source, widths, missing_text, name, g):
@@ -304,8 +320,11 @@ def _batch(p, pa, table, source, widths, missing_text, name, g):
             width = widths.get(c, source.columns[c].shape[0])
             out[c] = _list_column(table.column(c), kind, width, f"{name} row group {g}", c)
             continue
-        values, missing = _arrays(pa, table, c, kind)
-        if missing.any() and not p.drop_missing and c not in p.fills:
+        values, missing = _arrays(pa, table, c, kind, floats=np.float32)
+        if not missing.any():
+            out[c] = values
+            continue
+        if not p.drop_missing and c not in p.fills:
             row = int(np.argmax(missing))
             raise ValueError(
                 f"k2e: {name} row group {g} row {row + 1} column {c!r} is missing (null); "
@@ -313,12 +332,11 @@ def _batch(p, pa, table, source, widths, missing_text, name, g):
             )
         if kind == "string":
             values = np.where(missing, missing_text, values).astype(object)
-            values = np.array([v if isinstance(v, bytes) else str(v) for v in values], object)
-        elif kind == "int" and missing.any():
+        elif kind == "int":
             fill = p.fills.get(c)
             values = np.where(missing, INT_MISSING if fill is None else int(fill), values)
-        elif kind == "float":
-            values = np.where(missing, np.nan, values).astype(np.float32)
+        else:
+            values = np.where(missing, np.float32(np.nan), values)
         out[c] = values
     return out
 
