@@ -210,6 +210,9 @@ class TrainResult(Result):
         None, description="evaluations during training (eval.every_steps), or the evaluator's"
     )
     metrics: Metrics | None = Field(None, description="the last of those evaluations")
+    rows_dropped: int | None = Field(
+        None, description="data.missing: drop: rows training read and dropped for a missing value"
+    )
     resume_download_bytes: int | None = None
     checkpoint_uploads: UploadStats | None = Field(
         None, description="model_dir on a store: the background uploads of checkpoints"

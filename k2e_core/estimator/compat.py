@@ -137,9 +137,7 @@ def output_losses(model) -> dict:
     """A compiled multi-output graph-mode model's loss per output (`<output>_loss`: the
     batch's mean, before loss weights, as Keras' evaluate reports it beside the total);
     none for one output."""
-    endpoints = [
-        e for e in getattr(model, "_training_endpoints", []) if not e.should_skip_target()
-    ]
+    endpoints = [e for e in getattr(model, "_training_endpoints", []) if not e.should_skip_target()]
     if len(endpoints) < 2:
         return {}
     return {

@@ -46,6 +46,7 @@ def input_fn(
     def fn():
         shuffled = training and bool(data_spec.shuffle_buffer)
         records, parse = _records(p, source, data_spec.parallel_reads, shard, shuffled, seed)
+        dropped = dropped_rows_counter() if training and p.drop_missing else None
         ds = records
         if data_spec.cache and training:
             ds = ds.cache()
@@ -55,7 +56,7 @@ def input_fn(
             ds = ds.repeat()
         ds = ds.batch(batch, drop_remainder=False)
         ds = ds.map(
-            lambda r: to_example(p, _columns(p, parse, r)),
+            lambda r: to_example(p, _columns(p, parse, r, dropped)),
             num_parallel_calls=AUTOTUNE,
             deterministic=not training,
         )
@@ -87,10 +88,26 @@ def _records(p: Plan, source: Source, parallel_reads: int, shard=None, shuffled=
     )
 
 
-def _columns(p: Plan, parse, batch) -> dict:
-    """A batch of records as columns, without the rows that miss a value (missing: drop)."""
+def _columns(p: Plan, parse, batch, dropped=None) -> dict:
+    """A batch of records as columns, without the rows that miss a value (missing: drop),
+    counted in `dropped` (a variable) when given."""
     cols = parse(batch)
-    return _drop_missing(p, cols) if p.drop_missing else cols
+    return _drop_missing(p, cols, dropped) if p.drop_missing else cols
+
+
+#: The local variable counting the rows training dropped (missing: drop); read by
+#: `training.DroppedRows`.
+DROPPED_ROWS = "k2e_dropped_rows"
+
+
+def dropped_rows_counter():
+    return tf.compat.v1.get_local_variable(
+        DROPPED_ROWS,
+        shape=[],
+        dtype=tf.int64,
+        initializer=tf.compat.v1.zeros_initializer(),
+        use_resource=True,
+    )
 
 
 def _example(p: Plan, cols: dict):
@@ -106,7 +123,7 @@ def _example(p: Plan, cols: dict):
     return features, labels
 
 
-def _drop_missing(p: Plan, cols: dict) -> dict:
+def _drop_missing(p: Plan, cols: dict, dropped=None) -> dict:
     rows = tf.shape(next(iter(cols.values())))[0]
     missing = tf.zeros([rows], tf.bool)
     for t in cols.values():
@@ -124,7 +141,11 @@ def _drop_missing(p: Plan, cols: dict) -> dict:
             marked = tf.reduce_any(marked, axis=-1)
         missing = missing | marked
     keep = tf.logical_not(missing)
-    return {c: tf.boolean_mask(t, keep) for c, t in cols.items()}
+    if dropped is None:
+        return {c: tf.boolean_mask(t, keep) for c, t in cols.items()}
+    counted = dropped.assign_add(tf.math.count_nonzero(missing, dtype=tf.int64))
+    with tf.control_dependencies([counted]):
+        return {c: tf.boolean_mask(t, keep) for c, t in cols.items()}
 
 
 def stacked_inputs(p: Plan, cols: dict) -> dict:

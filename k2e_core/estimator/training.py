@@ -13,7 +13,7 @@ import numpy as np
 
 from k2e_core.distributed import cluster
 from k2e_core.errors import K2eError
-from k2e_core.estimator import compat, summaries
+from k2e_core.estimator import compat, pipeline, summaries
 from k2e_core.estimator.compat import tf
 from k2e_core.estimator.data import loss_name
 from k2e_core.logs import progress_hook
@@ -101,10 +101,35 @@ def run_config(spec, model_dir: str, task=None) -> tf.estimator.RunConfig:
     return config.replace(**cluster.run_config_settings(spec)) if task else config
 
 
+class DroppedRows(tf.estimator.SessionRunHook):
+    """Reads, when training ends, how many rows the input pipeline dropped for a missing
+    value (data.missing: drop), and logs it."""
+
+    def __init__(self):
+        self.count = None
+        self._counter = None
+
+    def begin(self):
+        self._counter = next(
+            (
+                v
+                for v in tf.compat.v1.local_variables()
+                if v.op.name.endswith(pipeline.DROPPED_ROWS)
+            ),
+            None,
+        )
+
+    def end(self, session):
+        if self._counter is not None:
+            self.count = int(session.run(self._counter))
+            log.info("training dropped %d rows with missing values", self.count)
+
+
 def _training_hooks(estimator, spec, examples_per_step, chief=True):
-    """Progress, stop-on-request and, on the chief, TensorBoard's training curves."""
+    """Progress, stop-on-request, the rows dropped for missing values and, on the chief,
+    TensorBoard's training curves."""
     progress = progress_hook(spec.train.steps, spec.run_config.log_every_secs)
-    hooks = [progress, _StopOnRequest()]
+    hooks = [progress, _StopOnRequest(), DroppedRows()]
     if chief and spec.run_config.save_summary_steps:
         hooks.append(
             summaries.TrainSummaryHook(
@@ -150,14 +175,16 @@ def train(estimator, train_input_fn, spec, examples_per_step: int, listeners=())
             train_input_fn, max_steps=target, hooks=hooks, saving_listeners=list(listeners)
         )
     _raise_if_stopped(estimator)
-    return _train_result(estimator, time.perf_counter() - began, hook, examples_per_step)
+    return _train_result(estimator, time.perf_counter() - began, hook, examples_per_step, hooks)
 
 
-def _train_result(estimator, wall_seconds, hook=None, examples_per_step=0):
+def _train_result(estimator, wall_seconds, hook=None, examples_per_step=0, hooks=()):
     """Wall time includes graph building; steps/s and examples/s are the steady-state rate."""
     steps = hook.steps if hook else 0
     rate = hook.rate if hook else None
+    dropped = next((h.count for h in hooks if isinstance(h, DroppedRows)), None)
     return {
+        **({"rows_dropped": dropped} if dropped is not None else {}),
         "model_dir": estimator.model_dir,
         "checkpoint": estimator.latest_checkpoint(),
         "global_step": global_step(estimator),
@@ -305,7 +332,9 @@ def train_and_evaluate(
             estimator, train_spec, eval_spec, continuous_eval_listener=listener
         ).run_local()
     _raise_if_stopped(estimator)
-    result = _train_result(estimator, time.perf_counter() - began, progress, examples_per_step)
+    result = _train_result(
+        estimator, time.perf_counter() - began, progress, examples_per_step, hooks
+    )
     if evaluation:
         result["metrics"] = plain_metrics(evaluation)
         result["evaluations"] = listener.evaluations
@@ -372,7 +401,9 @@ def train_in_cluster(
             "global_step": step,
             "metrics": plain_metrics(metrics),
         }
-    result = _train_result(estimator, time.perf_counter() - began, progress, examples_per_step)
+    result = _train_result(
+        estimator, time.perf_counter() - began, progress, examples_per_step, hooks
+    )
     if task.is_chief:
         cluster.mark_training(model_dir, spec.train.steps, result["global_step"])
         result["stopped_early"] = result["global_step"] < spec.train.steps

@@ -302,9 +302,7 @@ def records(p, source: Source, paths, parallel_reads, shuffled, seed, shard=None
                 }
 
     def parse(batch):
-        return {
-            c: batch[str(i)][:, j] for i, (_, cs) in enumerate(packs) for j, c in enumerate(cs)
-        }
+        return {c: batch[str(i)][:, j] for i, (_, cs) in enumerate(packs) for j, c in enumerate(cs)}
 
     ds = tf.data.Dataset.from_generator(groups, output_signature=specs).unbatch()
     return ds, parse
