@@ -174,7 +174,7 @@ def k2e_pipeline_rate(path: str, batches: int, work: str) -> float:
 
     with job.open_job(_spec(path, tempfile.mkdtemp(dir=work), 1)) as j:
         j.check_data()
-        return batches_per_second(j.input_fn("train")(), batches) * BATCH
+        return batches_per_second(j.data.input_fn("train")(), batches) * BATCH
 
 
 def keras_fit_rate(ds, steps: int, model=None) -> float:
@@ -201,7 +201,7 @@ def k2e_pipeline_fit_rate(files: str, steps: int, work: str) -> float:
 
     with job.open_job(_spec(files, tempfile.mkdtemp(dir=work), steps)) as j:
         j.check_data()
-        return keras_fit_rate(j.input_fn("train")(), steps, j.model)
+        return keras_fit_rate(j.data.input_fn("train")(), steps, j.model)
 
 
 # --------------------------------------------------------------------------- streaming

@@ -174,7 +174,7 @@ def keras_rate(spec, steps) -> float:
     from k2e_core.steps import job
 
     with job.open_job(spec) as j:
-        model, ds = j.model, j.input_fn("train")()
+        model, ds = j.model, j.data.input_fn("train")()
         model.fit(ds, steps_per_epoch=WARMUP_STEPS, epochs=1, verbose=0)
         began = time.perf_counter()
         model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
@@ -191,7 +191,7 @@ def upstream_rate(spec, steps, model_dir) -> float:
         j.check_data()
         est = tf.keras.estimator.model_to_estimator(keras_model=j.model, model_dir=model_dir)
         hook = progress_hook(steps, every_secs=1e9)
-        est.train(j.input_fn("train"), max_steps=steps, hooks=[hook])
+        est.train(j.data.input_fn("train"), max_steps=steps, hooks=[hook])
         return hook.rate
 
 

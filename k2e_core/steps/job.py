@@ -13,8 +13,9 @@ named steps, in this order:
 5. the warm start: its weights put into the model, which must happen before conversion
    copies the model (`warm_start.seed`).
 
-The data plan and the Estimator are then built once, on first use (`Job.plan`,
-`Job.estimator`).
+The job reaches its data through one object, `Job.data` (`access.DataAccess`: files, the
+plan, input functions); the plan and the Estimator are built once, on first use, in any
+order (`Job.estimator` builds the plan first in a step that reads data).
 """
 
 from __future__ import annotations
@@ -35,9 +36,9 @@ from k2e_core import records, registry, storage
 from k2e_core.distributed import cluster
 from k2e_core.errors import K2eError, SpecError, first_line
 from k2e_core.estimator import (
+    access,
     conversion,
     data,
-    datacheck,
     export,
     keras_model,
     pipeline,
@@ -68,6 +69,7 @@ class Job:
         custom_objects: dict,
         seed: warm_start.Seed,
         task: cluster.Task | None = None,
+        reads_data: bool = True,
     ):
         self.spec = spec
         self.staging_dir = staging_dir
@@ -79,9 +81,19 @@ class Job:
         self.task = task  # this process's cluster task; None: a single process
         self.premade = spec.model.premade
         self.export_outputs = export.export_outputs_from_spec(spec.model.export_outputs)
-        self.scans = []
+        self.reads_data = reads_data
         self.convert_seconds = None
-        self._sources = {}
+        self.data = access.DataAccess(
+            spec.data,
+            spec.path,
+            staging_dir,
+            model_dir.path,
+            io=lambda: self.io,
+            check_labels=None if model is None else self._check_labels,
+            seed=spec.run_config.tf_random_seed,
+            share=task.data_share if task else None,
+            examples=None if self.premade is None else lambda: premade.example(self.design),
+        )
 
     @property
     def leads(self) -> bool:
@@ -93,7 +105,7 @@ class Job:
         """The model's inputs and outputs (a pre-made model's: from the data spec and the
         training files' columns)."""
         if self.model is None:
-            return premade.model_io(self.spec.data, self.source("train"))
+            return premade.model_io(self.spec.data, self.data.source("train"))
         return data.model_io(self.model)
 
     @functools.cached_property
@@ -103,8 +115,8 @@ class Job:
         design = premade.load_design(self.model_dir.path)
         if design is None:
             design = premade.decide(
-                self.plan,
-                self.source("train"),
+                self.data.plan,
+                self.data.source("train"),
                 self.spec.data,
                 "model.premade",
                 self.premade.n_classes,
@@ -113,28 +125,17 @@ class Job:
                 premade.save_design(self.model_dir.path, design)
         return design
 
-    @functools.cached_property
-    def plan(self) -> data.Plan:
-        """The data plan: columns mapped and typed, every split's rows checked, vocabularies
-        and fills taken from model_dir's record or the training data."""
-        sources = [self.source("train"), self.source("eval")]
-        record = data.load_record(self.model_dir.path)
-        plan = data.plan(self.spec.data, self.io, sources, record)
-        plan, self.scans = datacheck.check(plan, sources, self.spec.data)
-        if self.model is not None:
-            pipeline.check_labels_fit(self.model, plan, sources[-1], self.spec.data)
-        datacheck.report(plan, self.scans, self.spec.data)
-        return plan
+    def _check_labels(self, plan: data.Plan, source: data.Source) -> None:
+        pipeline.check_labels_fit(self.model, plan, source, self.spec.data)
 
     @functools.cached_property
     def estimator(self):
-        """The Estimator of the warm-started model. Once the plan is built (steps that read
-        data build it first), predictions carry class names and model_dir records what the
-        data resolved to."""
+        """The Estimator of the warm-started model. In a step that reads data (all but
+        convert), its predictions carry class names and model_dir records what the data
+        resolved to: the plan is built first, whatever asked for the Estimator."""
         spec = self.spec
         if self.premade is not None:
             return self._premade_estimator()
-        planned = "plan" in self.__dict__
         began = time.perf_counter()
         try:
             estimator = conversion.convert(
@@ -145,7 +146,7 @@ class Job:
                 metric_names_map=spec.model.metric_names_map,
                 export_outputs=self.export_outputs,
                 optimizer_state_from=self.optimizer_state,
-                class_names=self.class_names() if planned else None,
+                class_names=self.data.class_names() if self.reads_data else None,
             )
         except SpecError:
             raise
@@ -156,8 +157,8 @@ class Job:
             )
             raise SpecError(field or "model", text if field else str(err)) from None
         self.convert_seconds = time.perf_counter() - began
-        if planned and self.model_dir.writable and self.leads:
-            data.save_record(self.model_dir.path, self.plan)
+        if self.reads_data and self.model_dir.writable and self.leads:
+            self.data.save_record()
         log.info(
             "converted %s to an Estimator in %.2fs (model_dir %s)",
             self.model.name,
@@ -173,7 +174,7 @@ class Job:
         estimator = premade.estimator(self.design, self.premade, config)
         self.convert_seconds = time.perf_counter() - began
         if self.model_dir.writable and self.leads:
-            data.save_record(self.model_dir.path, self.plan)
+            self.data.save_record()
         log.info("model: %s", premade.describe(self.design, self.premade))
         self.model_dir.sync()
         return estimator
@@ -185,68 +186,23 @@ class Job:
         ckpt = os.path.basename(self.estimator.latest_checkpoint() or "none")
         return "ckpt-" + hashlib.sha256(f"{self.model_dir.url}|{ckpt}".encode()).hexdigest()[:16]
 
-    def source(self, split: str) -> data.Source:
-        """The split's files; evaluation falls back to the training files."""
-        if split == "eval" and self.spec.data.eval is None:
-            split = "train"
-        if split not in self._sources:
-            self._sources[split] = data.open_source(
-                f"data.{split}",
-                getattr(self.spec.data, split),
-                self.spec.path,
-                os.path.join(self.staging_dir, split),
-                self.spec.data.na_values,
-                self.spec.data.local_files,
-            )
-        return self._sources[split]
-
     def check_data(self) -> data.Plan:
         """The plan, built now: bad data stops the step before TensorFlow builds anything."""
-        return self.plan
-
-    def class_names(self) -> dict:
-        """{output key: class names} of outputs trained on text labels."""
-        names = {}
-        for output, columns in self.plan.labels.items():
-            if columns[0] in self.plan.vocabulary:
-                key = self.io.output_keys[self.io.outputs.index(output)]
-                names[key] = self.plan.vocabulary[columns[0]]
-        return names
-
-    def input_fn(self, split: str, example=None, shard: bool = True):
-        """`example`: as in `pipeline.input_fn` (default: what the model takes); `shard`: in
-        a cluster, this task's share of the training data (else all of it)."""
-        if example is None and self.premade is not None:
-            example = premade.example(self.design)
-        source = self.source(split)
-        if split == "eval" and self.spec.data.eval is None:
-            if "eval_reader" not in self._sources:
-                stream_dir = os.path.join(self.staging_dir, "eval", "stream")
-                self._sources["eval_reader"] = source.another_reader(stream_dir)
-            source = self._sources["eval_reader"]
-        return pipeline.input_fn(
-            self.plan,
-            source,
-            self.spec.data,
-            training=split == "train",
-            seed=self.spec.run_config.tf_random_seed,
-            shard=self.task.data_share if self.task and shard and split == "train" else None,
-            example=example,
-        )
-
-    @contextlib.contextmanager
-    def data_errors(self, split: str):
-        """A data error TensorFlow raises mid-run as one line naming the files and column."""
-        with pipeline.named_data_errors(self.plan, self.source(split)):
-            yield
+        return self.data.plan
 
 
 @contextlib.contextmanager
-def open_job(spec, overrides=None, access: Access = "train", in_cluster: bool = False):
+def open_job(
+    spec,
+    overrides=None,
+    access: Access = "train",
+    in_cluster: bool = False,
+    reads_data: bool = True,
+):
     """The job, opened in a staging directory removed afterwards. `access`: what the step
     does with model_dir (see `ModelDir.open`); `inspect` also leaves the warm start
     unresolved. `in_cluster`: the step may run as any task TF_CONFIG names; other steps
-    refuse one."""
+    refuse one. `reads_data`: False for a step that never reads the data (convert)."""
     spec = load_spec(spec, overrides)
     task = cluster.current_task(spec)
     if task is not None:
@@ -276,7 +232,7 @@ def open_job(spec, overrides=None, access: Access = "train", in_cluster: bool = 
                     seed = warm_start.Seed()
                 else:
                     seed = warm_start.seed(model, model_dir.path, spec, staging)
-                yield Job(spec, staging, model_dir, model, objects, seed, task)
+                yield Job(spec, staging, model_dir, model, objects, seed, task, reads_data)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -313,7 +269,7 @@ def _check_gate_metrics(job: Job) -> None:
         )
     gate.check_metric_names(spec.gate, dict.fromkeys([*reported, "global_step"], 0.0))
     if spec.baseline is not None:
-        head, _, _, classes = premade.head_of(job.plan)
+        head, _, _, classes = premade.head_of(job.data.plan)
         known = premade.metric_names(head, classes)
         for name, rule in spec.gate.metrics.items():
             wanted = rule.vs_baseline and (rule.vs_baseline.metric or name)
@@ -330,8 +286,8 @@ def _check_baseline(job: Job, trained: bool = False) -> None:
     with `trained`, model_dir holds it (the train step trains it)."""
     if job.spec.baseline is None:
         return
-    premade.refuse_unfit_inputs(job.plan, "baseline")
-    premade.head_of(job.plan)
+    premade.refuse_unfit_inputs(job.data.plan, "baseline")
+    premade.head_of(job.data.plan)
     url = storage.join(job.model_dir.url, premade.BASELINE_DIR)
     design = storage.join(url, conversion.KERAS_DIR, premade.DESIGN_FILE)
     if trained and not (storage.exists(design) and storage.exists(storage.join(url, "checkpoint"))):
@@ -347,9 +303,9 @@ def _sample_features(job: Job):
     if not job.spec.export.verify_rows:
         return None
     sent, (seen, _) = pipeline.serving_rows(
-        job.plan, job.source("eval"), job.spec.data, job.spec.export.verify_rows
+        job.data.plan, job.data.source("eval"), job.spec.data, job.spec.export.verify_rows
     )
-    plan = data.for_source(job.plan, job.source("eval"))
+    plan = data.for_source(job.data.plan, job.data.source("eval"))
     return sent, seen["features"] if plan.sample_weight else seen
 
 
@@ -362,7 +318,7 @@ def convert_step(spec, overrides=None) -> dict:
     `spec`: a JobSpec, a dict, a JSON/YAML string or a file path/URL; `overrides`: a list of
     "KEY=VALUE" strings or a {KEY: VALUE} dict, applied to the spec first (as in every step).
     Result: `records.ConvertResult`."""
-    with open_job(spec, overrides) as job:
+    with open_job(spec, overrides, reads_data=False) as job:
         est = job.estimator
         return records.as_result(
             records.ConvertResult,
@@ -396,12 +352,12 @@ def _stopped_in(model_dir):
 def _train(job: Job) -> dict:
     spec = job.spec
     est = job.estimator
-    with job.data_errors("train"), _stopped_in(job.model_dir):
+    with job.data.errors("train"), _stopped_in(job.model_dir):
         if job.task is not None:
             result = training.train_in_cluster(
                 est,
-                job.input_fn("train"),
-                job.input_fn("eval"),
+                job.data.input_fn("train"),
+                job.data.input_fn("eval"),
                 spec,
                 job.task,
                 spec.data.batch_size,
@@ -410,15 +366,19 @@ def _train(job: Job) -> dict:
         elif spec.train.early_stopping or spec.eval.every_steps != "end":
             result = training.train_and_evaluate(
                 est,
-                job.input_fn("train"),
-                job.input_fn("eval"),
+                job.data.input_fn("train"),
+                job.data.input_fn("eval"),
                 spec,
                 spec.data.batch_size,
                 job.model_dir.listeners(),
             )
         else:
             result = training.train(
-                est, job.input_fn("train"), spec, spec.data.batch_size, job.model_dir.listeners()
+                est,
+                job.data.input_fn("train"),
+                spec,
+                spec.data.batch_size,
+                job.model_dir.listeners(),
             )
     job.model_dir.sync()
     if job.model_dir.remote:
@@ -432,7 +392,7 @@ def _train(job: Job) -> dict:
             "uploaded": uploads.uploaded,
             "not_uploaded": len(uploads.skipped),
         }
-    streamed = job.source("train").stream
+    streamed = job.data.source("train").stream
     if streamed is not None:
         result["streamed"] = streamed.stats()
     return result
@@ -464,8 +424,8 @@ def evaluate_step(spec, overrides=None, read_only=False) -> dict:
         job.check_data()
         _check_baseline(job, trained=True)
         est = job.estimator
-        with job.data_errors("eval"):
-            result = training.evaluate(est, job.input_fn("eval"), job.spec)
+        with job.data.errors("eval"):
+            result = training.evaluate(est, job.data.input_fn("eval"), job.spec)
         job.model_dir.sync()
         confusion = confusion_matrix(job)
         if confusion:
@@ -499,11 +459,11 @@ def confusion_matrix(job: Job) -> dict | None:
     )
     return training.confusion_matrix(
         trained,
-        job.input_fn("eval")(),
+        job.data.input_fn("eval")(),
         classes,
-        weighted_features=data.for_source(job.plan, job.source("eval")).sample_weight,
+        weighted_features=data.for_source(job.data.plan, job.data.source("eval")).sample_weight,
         steps=job.spec.eval.steps,
-        names=next(iter(job.class_names().values()), None),
+        names=next(iter(job.data.class_names().values()), None),
     )
 
 
@@ -518,12 +478,14 @@ class Baseline:
         spec = job.spec
         self.spec = spec.baseline
         url = storage.join(job.model_dir.url, premade.BASELINE_DIR)
-        access = "train" if job.model_dir.writable else "read"
+        mode = "train" if job.model_dir.writable else "read"
         staging = tempfile.mkdtemp(prefix="baseline-", dir=job.staging_dir)
-        self.model_dir = ModelDir.open(url, staging, access)
+        self.model_dir = ModelDir.open(url, staging, mode)
         self.design = premade.load_design(self.model_dir.path)
         if self.design is None and train:
-            self.design = premade.decide(job.plan, job.source("train"), spec.data, "baseline")
+            self.design = premade.decide(
+                job.data.plan, job.data.source("train"), spec.data, "baseline"
+            )
             premade.save_design(self.model_dir.path, self.design)
         if self.design is None:  # _check_baseline said so before any work
             raise SpecError("baseline", f"{storage.redact(url)} holds no trained baseline", "")
@@ -555,10 +517,10 @@ def _train_baseline(job: Job) -> dict:
     )
     with contextlib.closing(baseline.model_dir):
         try:
-            with job.data_errors("train"):
+            with job.data.errors("train"):
                 trained = training.train(
                     baseline.estimator,
-                    job.input_fn("train", baseline.example, shard=False),
+                    job.data.input_fn("train", baseline.example, shard=False),
                     budget,
                     spec.data.batch_size,
                     baseline.model_dir.listeners(),
@@ -581,9 +543,9 @@ def _measure_baseline(job: Job, trained: dict | None = None) -> dict:
     baseline = Baseline(job)
     label = f"pre-made baseline {baseline.name}"
     with contextlib.closing(baseline.model_dir):
-        with job.data_errors("eval"):
+        with job.data.errors("eval"):
             metrics = training.evaluate(
-                baseline.estimator, job.input_fn("eval", baseline.example), job.spec, label
+                baseline.estimator, job.data.input_fn("eval", baseline.example), job.spec, label
             )["metrics"]
         baseline.model_dir.sync()
     return baseline.record(**(trained or {}), metrics=metrics)
@@ -615,9 +577,9 @@ def _decide(job: Job, metrics=None, premade_baseline=None) -> dict:
         )
         return earlier
     if metrics is None:  # export without the evaluate step: measure only what the gate needs
-        with job.data_errors("eval"):
+        with job.data.errors("eval"):
             metrics = (
-                training.evaluate(est, job.input_fn("eval"), spec)["metrics"]
+                training.evaluate(est, job.data.input_fn("eval"), spec)["metrics"]
                 if spec.gate.metrics
                 else {}
             )
@@ -681,7 +643,7 @@ def _evaluate_keras_version(job: Job, prefix: str, version: int, label: str) -> 
         )
     finally:
         job.model.set_weights(own)
-    return training.evaluate(estimator, job.input_fn("eval"), job.spec, label)["metrics"]
+    return training.evaluate(estimator, job.data.input_fn("eval"), job.spec, label)["metrics"]
 
 
 def _evaluate_premade_version(job: Job, prefix: str, version: int, label: str) -> dict:
@@ -691,7 +653,7 @@ def _evaluate_premade_version(job: Job, prefix: str, version: int, label: str) -
     estimator = premade.estimator(job.design, job.premade, config)
     try:
         return training.evaluate(
-            estimator, job.input_fn("eval"), job.spec, label, checkpoint=prefix
+            estimator, job.data.input_fn("eval"), job.spec, label, checkpoint=prefix
         )["metrics"]
     except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
         raise SpecError(
@@ -704,7 +666,7 @@ def _evaluate_premade_version(job: Job, prefix: str, version: int, label: str) -
 def _eval_data(job: Job) -> dict:
     """What the metrics were measured on: the eval files and a digest of their contents."""
     files = (job.spec.data.eval or job.spec.data.train).files
-    source = job.source("eval")
+    source = job.data.source("eval")
     return {
         "files": [storage.redact(job.spec.path(f)) for f in files],
         "file_count": len(source.files),
@@ -721,7 +683,7 @@ def _export(job: Job, metrics=None, copy_to=None, premade_baseline=None) -> dict
     sample = _sample_features(job)
     if job.premade is not None:
         local, report = premade.export_verified(
-            est, job.io, job.plan, job.design, spec.export, sample and sample[0]
+            est, job.io, job.data.plan, job.design, spec.export, sample and sample[0]
         )
     else:
         local, report = export.export_verified(
@@ -732,14 +694,14 @@ def _export(job: Job, metrics=None, copy_to=None, premade_baseline=None) -> dict
             job.export_outputs,
             sample,
             spec.model.checkpoint_format,
-            job.plan,
+            job.data.plan,
         )
     source = {
         "model_dir": storage.redact(job.model_dir.url),
         "checkpoint": os.path.basename(est.latest_checkpoint()),
         "global_step": training.global_step(est),
         "warm_start": job.warm_start,
-        "data": job.plan.record(),
+        "data": job.data.plan.record(),
     }
     base = spec.path(spec.export.base)
     metrics = decision["metrics"]
@@ -830,8 +792,8 @@ def run(spec, overrides=None, copy_to=None) -> dict:
         if (trained.get("metrics") or {}).get("global_step") == trained["global_step"]:
             evaluated = {"metrics": trained["metrics"]}  # training's last evaluation
         else:
-            with job.data_errors("eval"):
-                evaluated = training.evaluate(job.estimator, job.input_fn("eval"), job.spec)
+            with job.data.errors("eval"):
+                evaluated = training.evaluate(job.estimator, job.data.input_fn("eval"), job.spec)
         job.model_dir.sync()
         exported = _export(job, evaluated["metrics"], copy_to, premade_baseline)
         return records.as_result(
@@ -880,8 +842,8 @@ def validate(spec, overrides=None) -> dict:
                 "outputs": job.io.output_keys,
                 "features": plan.features,
                 "labels": plan.labels,
-                "train_files": len(job.source("train").files),
-                "eval_files": len(job.source("eval").files),
+                "train_files": len(job.data.source("train").files),
+                "eval_files": len(job.data.source("eval").files),
                 "column_types": plan.types,
                 "checked": {
                     scan.field: {
@@ -889,7 +851,7 @@ def validate(spec, overrides=None) -> dict:
                         "complete": scan.complete,
                         "dropped": scan.dropped,
                     }
-                    for scan in job.scans
+                    for scan in job.data.scans
                 },
                 **plan.record(),
             },

@@ -16,7 +16,7 @@ def test_csv_columns_are_stacked_into_the_model_input_in_file_order(iris_spec, t
 
     with job.open_job(iris_spec) as j:
         features, labels = __import__("k2e_core.estimator.pipeline", fromlist=["x"]).first_batch(
-            j.plan, j.source("train"), j.spec.data, 5
+            j.data.plan, j.data.source("train"), j.spec.data, 5
         )
     with open(iris_spec["data"]["train"]["files"]) as f:
         rows = list(csv.DictReader(f))[:5]
@@ -43,10 +43,10 @@ def test_a_float_column_whose_first_rows_hold_whole_numbers_is_read_as_float(iri
     path.write_text("\n".join([header, *whole, *rows]) + "\n")
     spec = dict(iris_spec, data=dict(iris_spec["data"], train={"files": str(path)}))
     with job.open_job(spec) as j:
-        assert {c.dtype for name, c in j.source("train").columns.items() if name != "species"} == {
-            "float"
-        }
-        assert j.source("train").columns["species"].dtype == "int"
+        assert {
+            c.dtype for name, c in j.data.source("train").columns.items() if name != "species"
+        } == {"float"}
+        assert j.data.source("train").columns["species"].dtype == "int"
     assert job.train_step(spec)["global_step"] == 60
 
 

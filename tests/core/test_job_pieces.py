@@ -193,7 +193,7 @@ def test_an_opened_job_builds_its_estimator_and_plan_once_on_first_use(trained):
     with job.open_job(trained, access="read") as opened:
         assert len(opened.run_id()) == len("ckpt-") + 16  # no convert() needed first
         assert opened.estimator is opened.estimator
-        assert opened.plan is opened.plan
+        assert opened.data.plan is opened.data.plan
         assert opened.estimator.latest_checkpoint().endswith("model.ckpt-60")
 
 

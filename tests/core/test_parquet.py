@@ -88,7 +88,6 @@ def test_a_null_label_is_named_by_file_row_group_row_and_column(tmp_path):
 def test_pyarrow_files_with_row_groups_and_dictionaries_train_like_keras(tmp_path, compression):
     """Two files written by pyarrow, 40-row row groups, dictionary-encoded text: the
     mixed-input model (text, integer and numeric inputs) evaluates as Keras does."""
-    from k2e_core.estimator import pipeline
     from k2e_core.steps import job
 
     frame = real_data.penguins().dropna().reset_index(drop=True)
@@ -122,7 +121,7 @@ def test_pyarrow_files_with_row_groups_and_dictionaries_train_like_keras(tmp_pat
     assert checked["column_types"]["island"] == "string"
     assert checked["column_types"]["year"] == "int"
     with job.open_job(spec) as j:
-        features, _ = pipeline.first_batch(j.plan, j.source("train"), j.spec.data, 8)
+        features, _ = j.data.first_batch("train", 8)
     assert [v.decode() for v in features["island"].reshape(-1)] == frame.island[:8].tolist()
     assert features["year"].reshape(-1).tolist() == frame.year[:8].tolist()
     result = job.run(spec)
@@ -240,7 +239,7 @@ def test_workers_read_disjoint_row_groups_that_cover_the_file(tmp_path):
     with job.open_job(spec) as j:
         for index in range(3):
             fn = pipeline.input_fn(
-                j.plan, j.source("train"), j.spec.data, training=False, shard=(index, 3)
+                j.data.plan, j.data.source("train"), j.spec.data, training=False, shard=(index, 3)
             )
             rows = [
                 tuple(np.round(x, 3))

@@ -399,7 +399,6 @@ def _mixed_frame():
 
 @pytest.mark.parametrize("fmt", ["csv", "tfrecord", "npz", "parquet"])
 def test_text_and_integer_categorical_features_feed_string_and_int_inputs(tmp_path, fmt):
-    from k2e_core.estimator import pipeline
     from k2e_core.steps import job
 
     frame = _mixed_frame()
@@ -438,7 +437,7 @@ def test_text_and_integer_categorical_features_feed_string_and_int_inputs(tmp_pa
     )
     assert checked["fills"] == {"sex": "male"}
     with job.open_job(spec) as j:
-        features, labels = pipeline.first_batch(j.plan, j.source("train"), j.spec.data, 8)
+        features, labels = j.data.first_batch("train", 8)
     assert [v.decode() for v in features["island"].reshape(-1)] == frame.island.iloc[:8].tolist()
     assert (
         features["year"].dtype == np.int64
@@ -453,7 +452,6 @@ def test_text_and_integer_categorical_features_feed_string_and_int_inputs(tmp_pa
 
 def test_declared_column_types_keep_a_zip_code_as_text(tmp_path):
     from k2e_core.errors import SpecError
-    from k2e_core.estimator import pipeline
     from k2e_core.steps import job
 
     rows = ["zip_code,bought"] + [
@@ -466,7 +464,7 @@ def test_declared_column_types_keep_a_zip_code_as_text(tmp_path):
         tmp_path, "zip_model", path, steps=50, labels="bought", columns={"zip_code": "string"}
     )
     with job.open_job(spec) as j:
-        features, _ = pipeline.first_batch(j.plan, j.source("train"), j.spec.data, 3)
+        features, _ = j.data.first_batch("train", 3)
     assert features["zip_code"].reshape(-1).tolist() == [b"02139", b"10001", b"02140"]
     assert job.run(spec)["metrics"]["accuracy"] == 1.0
     spec["data"]["columns"] = {"zip_code": "sting"}
@@ -519,7 +517,6 @@ def test_encoded_images_in_tfrecords_are_decoded_and_served_from_the_same_bytes(
 
 @pytest.mark.parametrize("width", [64, None])
 def test_variable_length_features_are_padded_to_the_input(tmp_path, width):
-    from k2e_core.estimator import pipeline
     from k2e_core.steps import job
 
     real_data.write_digits_tfrecord(str(tmp_path / "digits.tfrecord"))
@@ -533,7 +530,7 @@ def test_variable_length_features_are_padded_to_the_input(tmp_path, width):
         features={"pixels": "pixels"},
     )
     with job.open_job(spec) as j:
-        features, _ = pipeline.first_batch(j.plan, j.source("train"), j.spec.data, 4)
+        features, _ = j.data.first_batch("train", 4)
     lengths = (features["pixels"] > 0).sum(axis=1)
     assert len(set(lengths.tolist())) > 1
     assert features["pixels"].shape[1] == (width or lengths.max())
@@ -564,7 +561,6 @@ def test_a_variable_length_feature_longer_than_its_input_is_named(tmp_path):
 
 @pytest.mark.parametrize("serving_input", ["raw", "tf_example"])
 def test_a_ragged_input_takes_each_row_at_its_own_length(tmp_path, serving_input):
-    from k2e_core.estimator import pipeline
     from k2e_core.estimator.compat import tf
     from k2e_core.steps import job
 
@@ -580,7 +576,7 @@ def test_a_ragged_input_takes_each_row_at_its_own_length(tmp_path, serving_input
     )
     spec["export"]["serving_input"] = serving_input
     with job.open_job(spec) as j:
-        features, _ = pipeline.first_batch(j.plan, j.source("train"), j.spec.data, 4)
+        features, _ = j.data.first_batch("train", 4)
     assert isinstance(features["pixels"], tf.RaggedTensor)
     assert len(set(features["pixels"].row_lengths().numpy().tolist())) > 1
     assert 0 not in features["pixels"].flat_values.numpy()  # nothing padded
@@ -591,7 +587,6 @@ def test_a_ragged_input_takes_each_row_at_its_own_length(tmp_path, serving_input
 def test_every_missing_marker_counts_whichever_ones_a_file_uses(tmp_path):
     """One file, three markers (what several writers appended to one CSV leave): each is
     missing, in the checks and in the pipeline."""
-    from k2e_core.estimator import pipeline
     from k2e_core.steps import job
 
     frame = real_data.penguins()[["species", *PENGUIN_MEASUREMENTS]]
@@ -610,8 +605,8 @@ def test_every_missing_marker_counts_whichever_ones_a_file_uses(tmp_path):
         batch_size=400,
     )
     with job.open_job(spec) as j:
-        features, _ = pipeline.first_batch(j.plan, j.source("train"), j.spec.data, 400)
-        fills = j.plan.fills
+        features, _ = j.data.first_batch("train", 400)
+        fills = j.data.plan.fills
     measurements = features["measurements"]
     assert len(measurements) == len(frame) and not np.isnan(measurements).any()
     assert measurements[3].tolist() == pytest.approx([fills[c] for c in PENGUIN_MEASUREMENTS])
@@ -714,7 +709,7 @@ def test_a_warm_start_into_a_model_with_adapted_layers_takes_the_trained_weights
     second["model"] = dict(first["model"], factory_kwargs={"seed": 9})  # other initial weights
     with job.open_job(second) as j:
         j.check_data()
-        warm = j.estimator.evaluate(j.input_fn("eval"))  # before any training of its own
+        warm = j.estimator.evaluate(j.data.input_fn("eval"))  # before any training of its own
     assert warm["loss"] == pytest.approx(trained["metrics"]["loss"], rel=1e-5)
 
 

@@ -83,10 +83,12 @@ def test_a_cluster_worker_downloads_only_its_own_share(s3, tmp_path):
     seen = {}
     with job.open_job(spec) as j:
         j.check_data()  # the checks before training read the first rows
-        source = j.source("train")
+        source = j.data.source("train")
         for index in range(4):
             before = len(source.stream.fetched)
-            fn = pipeline.input_fn(j.plan, source, j.spec.data, training=False, shard=(index, 4))
+            fn = pipeline.input_fn(
+                j.data.plan, source, j.spec.data, training=False, shard=(index, 4)
+            )
             rows = sum(int(labels.shape[0]) for _, labels in fn())
             seen[index] = (source.stream.fetched[before:], rows)
     shares = [set(files) for files, _ in seen.values()]
@@ -171,9 +173,9 @@ def test_remote_eval_data_has_the_digest_of_the_same_files_on_disk(s3, tmp_path)
     remote = _upload(s3, local, "digest")
     spec = {**_penguin_job(f"{remote}/*", tmp_path), "storage": {"options": s3}}
     with job.open_job(spec, access="inspect") as j:
-        streamed = data.fingerprint(j.source("train"))
+        streamed = data.fingerprint(j.data.source("train"))
     with job.open_job(_penguin_job(str(local / "*"), tmp_path), access="inspect") as j:
-        assert data.fingerprint(j.source("train")) == streamed
+        assert data.fingerprint(j.data.source("train")) == streamed
     assert gzip.decompress((local / "part-00.csv.gz").read_bytes()).startswith(b"species")
 
 
