@@ -42,9 +42,11 @@ class ModelIO:
     ragged: frozenset = frozenset()  # inputs declared Input(ragged=True)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
-    """Which columns feed which model input and label, and how each column is read."""
+    """Which columns feed which model input and label, and how each column is read. Built
+    once (`plan`, then `datacheck.check` for what the training data decides), never changed
+    in place."""
 
     features: dict  # input name -> list of columns
     labels: dict  # output name -> list of columns
@@ -312,15 +314,18 @@ def plan(data_spec, io: ModelIO, sources, record: dict | None = None) -> Plan:
     _check_spec_columns(data_spec, result, train)
     for source in sources:
         _check_source(for_source(result, source), source)
-    result.types = _column_types(data_spec, result, sources)
-    result.decode = _image_columns(data_spec, result, sources)
-    result.varlen = frozenset(
-        c for s in sources for c in result.columns() if c in s.columns and s.columns[c].varlen
-    ) | _variable_inputs(result, sources)
+    result = replace(result, types=_column_types(data_spec, result, sources))
+    result = replace(result, decode=_image_columns(data_spec, result, sources))
+    result = replace(
+        result,
+        varlen=frozenset(
+            c for s in sources for c in result.columns() if c in s.columns and s.columns[c].varlen
+        )
+        | _variable_inputs(result, sources),
+    )
     _check_varlen(result)
-    result.vocabulary = _vocabularies(data_spec, result, record)
-    result.fills = _fills(data_spec, result, record)
-    return result
+    result = replace(result, vocabulary=_vocabularies(data_spec, result, record))
+    return replace(result, fills=_fills(data_spec, result, record))
 
 
 def _check_spec_columns(data_spec, p: Plan, train: Source):
@@ -460,6 +465,8 @@ def _column_types(data_spec, p: Plan, sources) -> dict:
                 )
         stored = sources[0].columns[c]
         kind = declared or wants.get(c) or stored.dtype
+        if c in _given_vocabulary(data_spec, p):
+            kind = "string"
         if c == p.sample_weight:
             kind = "float"
         if c in data_spec.decode:
@@ -479,6 +486,14 @@ def _column_types(data_spec, p: Plan, sources) -> dict:
                     )
         types[c] = kind
     return types
+
+
+def _given_vocabulary(data_spec, p: Plan) -> dict:
+    """label column -> class names given by data.label_vocabulary (a list: the one label's)."""
+    given = data_spec.label_vocabulary
+    if isinstance(given, list):
+        return {p.label_columns()[0]: given} if len(p.label_columns()) == 1 else {}
+    return given or {}
 
 
 def _where_fed(p: Plan, column: str) -> str:
@@ -601,9 +616,6 @@ def _vocabularies(data_spec, p: Plan, record: dict | None) -> dict:
                 f"{c!r} is not a label column (labels: {p.label_columns()})",
                 "key it by the label column",
             )
-        if c not in text:
-            p.types[c] = "string"
-            text.append(c)
     recorded = (record or {}).get("label_vocabulary") or {}
     vocabulary = {}
     for c in text:
