@@ -10,6 +10,10 @@ Iris-like rows (4 float features, an int class), batch 256, in turns within each
   * training on one CSV: `k2e train` (steady state) against Keras `fit` of the same compiled
     model on that hand-written pipeline (the fair baseline), and on k2e's own pipeline;
   * the same rows in 8 and 64 CSV shards: `k2e train` against the one file;
+  * Parquet: `k2e train` against Keras `fit` on pyarrow record batches in tf.data (the
+    reader a user would write) and against the same rows from CSV, and the peak memory of
+    training on one Parquet file of 1 GB or more against a small one (`--only parquet`
+    measures these and the CSV and Parquet pipelines alone);
   * the shards on moto's S3 server (127.0.0.1), streamed: time to the first training step
     (a fresh `k2e train` process), peak local disk under its temp directory and peak memory.
 """
@@ -277,7 +281,7 @@ def _moto():
 # --------------------------------------------------------------------------- measure
 
 
-def measure(reps: int, quick: bool) -> list:
+def measure(reps: int, quick: bool, only: str | None = None) -> list:
     from k2e_core.estimator import compat  # noqa: F401 - TensorFlow, quietly
 
     rows_n = 20_000 if quick else 400_000
@@ -287,8 +291,9 @@ def measure(reps: int, quick: bool) -> list:
     x, y = _rows(rows_n)
     out = []
     try:
-        files = {f: write(x, y, os.path.join(work, f"iris.{f}")) for f in FORMATS}
-        for fmt_ in FORMATS:
+        formats = ("csv", "parquet") if only == "parquet" else FORMATS
+        files = {f: write(x, y, os.path.join(work, f"iris.{f}")) for f in formats}
+        for fmt_ in formats:
             k2e, hand = [], []
             for rep in range(reps if quick else max(reps, 5)):  # about a second each
                 sides = [("hand", hand), ("k2e", k2e)]
@@ -316,6 +321,8 @@ def measure(reps: int, quick: bool) -> list:
             print(f"pipeline {fmt_}: k2e {k2e} hand {hand}", file=sys.stderr, flush=True)
 
         csv_file = files["csv"]
+        if only == "parquet":
+            return out + parquet_rows(files["parquet"], csv_file, reps, steps, quick, work)
         train = {"k2e": [], "fit_hand": [], "fit_k2e": []}
         for rep in range(reps):
             order = list(train) if rep % 2 == 0 else list(train)[::-1]
@@ -533,8 +540,15 @@ def table(rows) -> list:
 
 
 def main(argv=None):
-    args = part_parser(__doc__, reps=3, quick="20,000 rows, 30 steps, one rep").parse_args(argv)
-    return finish(measure(1 if args.quick else args.reps, args.quick), table, args.json)
+    parser = part_parser(__doc__, reps=3, quick="20,000 rows, 30 steps, one rep")
+    parser.add_argument(
+        "--only",
+        choices=["parquet"],
+        help="the Parquet rows alone (and the CSV ones they compare with)",
+    )
+    args = parser.parse_args(argv)
+    rows = measure(1 if args.quick else args.reps, args.quick, args.only)
+    return finish(rows, table, args.json)
 
 
 if __name__ == "__main__":

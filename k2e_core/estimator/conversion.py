@@ -65,6 +65,7 @@ def convert(
     optimizer_state_from=None,
     class_names=None,
     allow_unsafe_deserialization=False,
+    output_losses=False,
 ):
     """Constructs an `Estimator` from a compiled Keras model (or a saved one at any URL).
 
@@ -74,7 +75,9 @@ def convert(
     predictions then carry the predicted name (`<key>_class`, or `class` for one output)
     and classification signatures return the names as their classes;
     `allow_unsafe_deserialization`, load a `keras_model_path` whose Lambda layers hold
-    bytecode (refused by default: loading runs it).
+    bytecode (refused by default: loading runs it); `output_losses`, a multi-output model's
+    evaluation also reports each output's loss (`<output>_loss`), as Keras' evaluate does
+    (upstream reports the total alone).
     """
     if keras_model is None and not keras_model_path:
         raise ValueError("Either `keras_model` or `keras_model_path` needs to be provided.")
@@ -131,6 +134,7 @@ def convert(
         optimizer_state_from,
         class_names or {},
         export_outputs,
+        output_losses=output_losses,
     )
 
     warm_start = None
@@ -590,6 +594,7 @@ def _model_fn(
     optimizer_state_from=None,
     class_names=None,
     export_outputs=None,
+    output_losses=False,
 ):
     try:
         optimizer_config = keras_model.optimizer.get_config()
@@ -641,7 +646,7 @@ def _model_fn(
             metrics = {m.name: m for m in compat.compiled_metrics(model)}
             if is_subclassed(keras_model):
                 _check_metric_names_map(metrics, metric_names_map)
-            if mode == compat.ModeKeys.EVAL:
+            if mode == compat.ModeKeys.EVAL and output_losses:
                 for name, value in compat.output_losses(model).items():
                     metrics[name] = _mean_per_example(value, model.outputs)
             names = metric_names_map or {}

@@ -147,6 +147,7 @@ class Job:
                 export_outputs=self.export_outputs,
                 optimizer_state_from=self.optimizer_state,
                 class_names=self.data.class_names() if self.reads_data else None,
+                output_losses=True,
             )
         except SpecError:
             raise
