@@ -304,7 +304,8 @@ def records(p, source: Source, paths, parallel_reads, shuffled, seed, shard=None
     def parse(batch):
         return {c: batch[str(i)][:, j] for i, (_, cs) in enumerate(packs) for j, c in enumerate(cs)}
 
-    ds = tf.data.Dataset.from_generator(groups, output_signature=specs).unbatch()
+    # the next row groups are read while the rows of this one are consumed
+    ds = tf.data.Dataset.from_generator(groups, output_signature=specs).prefetch(2).unbatch()
     return ds, parse
 
 
