@@ -275,4 +275,6 @@ def test_parquet_on_the_s3_server_trains_as_the_same_file_does_locally(s3, tmp_p
     local_spec = _spec(tmp_path / "local", "penguin_model", local, **base)
     remote, here = job.run(remote_spec), job.run(local_spec)
     assert remote["metrics"] == pytest.approx(here["metrics"], rel=1e-6)
+    rows = frame[["species", *PENGUIN_MEASUREMENTS]].dropna().astype({"species": str})
+    _assert_evaluates_as_keras(remote_spec, remote, rows)
     assert not list((tmp_path / "remote").rglob("*.parquet"))  # read at its URL, not copied
