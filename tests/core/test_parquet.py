@@ -6,6 +6,7 @@ hive-partitioned dataset, and files on the S3 server. k2e's evaluation is compar
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -277,4 +278,7 @@ def test_parquet_on_the_s3_server_trains_as_the_same_file_does_locally(s3, tmp_p
     assert remote["metrics"] == pytest.approx(here["metrics"], rel=1e-6)
     rows = frame[["species", *PENGUIN_MEASUREMENTS]].dropna().astype({"species": str})
     _assert_evaluates_as_keras(remote_spec, remote, rows)
-    assert not list((tmp_path / "remote").rglob("*.parquet"))  # read at its URL, not copied
+    with job.open_job(remote_spec) as j:  # read at its URL: neither fetched nor streamed
+        source = j.data.source("train")
+        assert source.files == [url] and source.stream is None
+        assert not [f for _, _, files in os.walk(j.staging_dir) for f in files if "parquet" in f]
