@@ -254,6 +254,7 @@ def test_workers_read_disjoint_row_groups_that_cover_the_file(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_parquet_on_the_s3_server_trains_as_the_same_file_does_locally(s3, tmp_path):
     from k2e_core import storage
     from k2e_core.steps import job
