@@ -19,6 +19,33 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 SPECIES = {"Adelie": 0, "Chinstrap": 1, "Gentoo": 2}
+#: penguin_mixed_model's inputs, each fed by the column of its name (measurements: four).
+MIXED_FEATURES = {
+    "island": "island",
+    "sex": "sex",
+    "year": "year",
+    "measurements": PENGUIN_MEASUREMENTS,
+}
+
+
+def _assert_mixed_evaluates_as_keras(spec, result, rows):
+    """The job's eval metrics equal Keras `evaluate` of its trained mixed-input model on
+    `rows`, in the order k2e reads them."""
+    model = _trained_keras(spec)
+    model.compile(loss=model.loss, metrics=["accuracy"])
+    loss, accuracy = model.evaluate(
+        {
+            "island": rows[["island"]].to_numpy(),
+            "sex": rows[["sex"]].to_numpy(),
+            "year": rows[["year"]].to_numpy(np.int64),
+            "measurements": rows[PENGUIN_MEASUREMENTS].to_numpy(np.float32),
+        },
+        rows["species"].map(SPECIES).to_numpy(),
+        batch_size=512,
+        verbose=0,
+    )
+    assert result["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
+    assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
 
 def _pandas_penguins():
@@ -110,12 +137,7 @@ def test_pyarrow_files_with_row_groups_and_dictionaries_train_like_keras(tmp_pat
         tmp_path / "part-*.parquet",
         steps=300,
         labels="species",
-        features={
-            "island": "island",
-            "sex": "sex",
-            "year": "year",
-            "measurements": PENGUIN_MEASUREMENTS,
-        },
+        features=MIXED_FEATURES,
         batch_size=64,
     )
     checked = job.validate(spec)
@@ -127,21 +149,7 @@ def test_pyarrow_files_with_row_groups_and_dictionaries_train_like_keras(tmp_pat
     assert features["year"].reshape(-1).tolist() == frame.year[:8].tolist()
     result = job.run(spec)
     assert result["metrics"]["accuracy"] > 0.9
-    model = _trained_keras(spec)
-    model.compile(loss=model.loss, metrics=["accuracy"])
-    loss, accuracy = model.evaluate(
-        {
-            "island": frame[["island"]].to_numpy(),
-            "sex": frame[["sex"]].to_numpy(),
-            "year": frame[["year"]].to_numpy(np.int64),
-            "measurements": frame[PENGUIN_MEASUREMENTS].to_numpy(np.float32),
-        },
-        frame["species"].map(SPECIES).to_numpy(),
-        batch_size=512,
-        verbose=0,
-    )
-    assert result["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
-    assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    _assert_mixed_evaluates_as_keras(spec, result, frame)
 
 
 def test_a_partitioned_dataset_gives_its_partition_column_as_a_feature(tmp_path):
@@ -163,12 +171,7 @@ def test_a_partitioned_dataset_gives_its_partition_column_as_a_feature(tmp_path)
         root,
         steps=300,
         labels="species",
-        features={
-            "island": "island",
-            "sex": "sex",
-            "year": "year",
-            "measurements": PENGUIN_MEASUREMENTS,
-        },
+        features=MIXED_FEATURES,
         batch_size=512,
     )
     checked = job.validate(spec)
@@ -178,21 +181,7 @@ def test_a_partitioned_dataset_gives_its_partition_column_as_a_feature(tmp_path)
     assert result["metrics"]["accuracy"] > 0.9
     # the dataset's rows in the order k2e reads them: folder by folder
     ordered = frame.sort_values("island", kind="stable")
-    model = _trained_keras(spec)
-    model.compile(loss=model.loss, metrics=["accuracy"])
-    loss, accuracy = model.evaluate(
-        {
-            "island": ordered[["island"]].to_numpy(),
-            "sex": ordered[["sex"]].to_numpy(),
-            "year": ordered[["year"]].to_numpy(np.int64),
-            "measurements": ordered[PENGUIN_MEASUREMENTS].to_numpy(np.float32),
-        },
-        ordered["species"].map(SPECIES).to_numpy(),
-        batch_size=512,
-        verbose=0,
-    )
-    assert result["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
-    assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    _assert_mixed_evaluates_as_keras(spec, result, ordered)
 
 
 def test_a_timestamp_column_is_refused_only_when_the_job_uses_it(tmp_path):

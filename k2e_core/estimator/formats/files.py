@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import zlib
 
 import numpy as np
 
@@ -44,8 +45,6 @@ def file_starts(source: Source, count: int, nbytes: int, local_dir: str):
     """The first `nbytes` of the first `count` remote files as local files, cut after their
     last whole line or record (uncompressed: the name loses its .gz), each deleted once the
     caller asks for the next: (local path, name, whole?)."""
-    import zlib
-
     os.makedirs(local_dir, exist_ok=True)
     urls = source.files[:count]
     for i, ((raw, whole), name) in enumerate(zip(stream.heads(urls, nbytes), source.names())):

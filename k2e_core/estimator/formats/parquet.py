@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import itertools
 import os
 import random
 
@@ -155,7 +156,8 @@ def _units(source: Source, paths, spec_field) -> list:
 def _arrays(pa, table, column: str, kind: str, floats=np.float64):
     """A column of a row group as (numpy values, missing mask): text as str, nulls marked
     (NaN in floats, 0 in ints, "" in text)."""
-    pc = __import__("pyarrow.compute", fromlist=["compute"])
+    import pyarrow.compute as pc
+
     array = table.column(column).combine_chunks()
     if pa.types.is_dictionary(array.type):
         array = array.dictionary_decode()
@@ -277,7 +279,7 @@ def records(p, source: Source, paths, parallel_reads, shuffled, seed, shard=None
         str(i): tf.TensorSpec([None, len(cols), *shape], files.tf_dtype(kind))
         for i, ((kind, shape), cols) in enumerate(packs)
     }
-    epochs = iter(range(1 << 62))
+    epochs = itertools.count()
     # tf.data runs the generator in threads of its own: files open with this context's
     # storage options
     context = contextvars.copy_context()
