@@ -294,6 +294,32 @@ def write_digits_tfrecord(path: str, rows=None, size: int = 8) -> tuple:
     return images, labels
 
 
+def write_digits_parquet(path: str, rows=None, row_group_size: int = 500) -> None:
+    """The digits of `write_digits_tfrecord` as pyarrow writes them: `pixels` a list<int64>
+    column of inked pixel ids, `digit` an int64 column, several row groups."""
+    import pyarrow
+    import pyarrow.parquet
+    import sklearn.datasets
+
+    digits = sklearn.datasets.load_digits()
+    images = (digits.images[:rows] * 255 / 16).astype(np.uint8)
+    table = pyarrow.table(
+        {
+            "pixels": [(np.flatnonzero(i.reshape(-1) > 64) + 1).tolist() for i in images],
+            "digit": digits.target[:rows].astype(np.int64),
+        }
+    )
+    pyarrow.parquet.write_table(table, path, row_group_size=row_group_size)
+
+
+def write_digits(fmt: str, path, rows=None) -> None:
+    """Digits with a variable-length `pixels` list, as a TFRecord or Parquet file."""
+    if fmt == "tfrecord":
+        write_digits_tfrecord(str(path), rows=rows)
+    else:
+        write_digits_parquet(str(path), rows=rows)
+
+
 def write_frame_tfrecord(frame, path: str) -> None:
     """A DataFrame as tf.train.Examples: text as bytes_list, ints as int64_list, floats as
     float_list, one value each (as a TFRecord writer of tabular data does)."""

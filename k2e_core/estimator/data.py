@@ -59,7 +59,7 @@ class Plan:
     na_values: tuple = ()
     na_in_files: tuple | None = None  # the markers the checks met in CSV files; None: unknown
     decode: dict = field(default_factory=dict)  # column -> spec.ImageDecode
-    varlen: frozenset = frozenset()  # columns padded to their input's width
+    varlen: frozenset = frozenset()  # list columns whose length varies between rows
 
     def columns(self):
         cols = [c for cs in (*self.features.values(), *self.labels.values()) for c in cs]
@@ -69,6 +69,17 @@ class Plan:
 
     def label_columns(self):
         return [c for cs in self.labels.values() for c in cs]
+
+    def padded_widths(self) -> dict:
+        """Variable-length columns of dense inputs -> the width they are padded to (None: the
+        longest row of each batch). Those of ragged inputs keep each row's length."""
+        return {
+            c: self.io.inputs[name][0][0]
+            for name, cols in self.features.items()
+            if name not in self.io.ragged
+            for c in cols
+            if c in self.varlen
+        }
 
     def output_of(self, label_column: str) -> str:
         return next(o for o, cols in self.labels.items() if label_column in cols)

@@ -145,6 +145,7 @@ class _Rows:
         self.na = set(p.na_values)
         self.labels = {c: p.output_of(c) for c in p.label_columns()}
         self.collect = set(data.pending(p))
+        self.widths = p.padded_widths()
 
     def missing(self, value) -> bool:
         if isinstance(value, float):
@@ -161,6 +162,16 @@ class _Rows:
         if isinstance(value[0], float):
             return not np.isfinite(np.asarray(value, np.float64)).all()
         return isinstance(value[0], str) and any(self.missing(x) for x in value)
+
+    def fits(self, where: str, what: str, c: str, count: int) -> None:
+        """A variable-length value holds no more values than the input it is padded to."""
+        width = self.widths.get(c)
+        if width is not None and count > width:
+            raise SpecError(
+                f"{self.source.field}.files",
+                f"{where} {what} holds {count} values, more than the input's {width}",
+                "widen the input, or shorten the lists",
+            )
 
     def row(self, where: str, values: dict) -> None:
         p = self.p

@@ -184,6 +184,72 @@ def test_a_partitioned_dataset_gives_its_partition_column_as_a_feature(tmp_path)
     _assert_mixed_evaluates_as_keras(spec, result, ordered)
 
 
+@pytest.mark.parametrize("input_shape", ["(64,)", "(None,)", "ragged"])
+def test_a_list_column_is_a_variable_length_feature(tmp_path, input_shape):
+    """The ids of a digit's inked pixels as a pyarrow list<int64> column, fed to an input
+    padded to 64, to the longest row of each batch, or kept ragged: each evaluates as Keras
+    does on the same lists."""
+    from k2e_core.estimator.compat import tf
+    from k2e_core.steps import job
+
+    path = tmp_path / "digits.parquet"
+    real_data.write_digits_parquet(str(path))
+    ragged = input_shape == "ragged"
+    spec = _spec(
+        tmp_path,
+        "ink_model",
+        path,
+        steps=150,
+        factory_kwargs={"width": 64 if input_shape == "(64,)" else None, "ragged": ragged},
+        labels="digit",
+        features={"pixels": "pixels"},
+        batch_size=64,
+    )
+    lists = pq.read_table(path).column("pixels").to_pylist()
+    with job.open_job(spec) as j:
+        features, _ = j.data.first_batch("train", 4)
+    if ragged:
+        assert features["pixels"].to_list() == lists[:4]
+    else:
+        longest = max(len(x) for x in lists[:4])
+        assert features["pixels"].shape == (4, 64 if input_shape == "(64,)" else longest)
+        assert [row[row > 0].tolist() for row in features["pixels"]] == lists[:4]
+    result = job.run(spec)
+    assert result["metrics"]["accuracy"] > 0.6
+    if ragged:
+        pixels = tf.ragged.constant(lists, dtype=tf.int64)
+    else:  # padding ids are masked: padding to 64 is padding to each batch's longest
+        pixels = np.array([x + [0] * (64 - len(x)) for x in lists], np.int64)
+    digits = pq.read_table(path).column("digit").to_numpy()
+    loss, accuracy = _trained_keras(spec).evaluate(pixels, digits, batch_size=512, verbose=0)
+    assert result["metrics"]["loss"] == pytest.approx(loss, rel=1e-4)
+    assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_a_list_longer_than_its_input_is_named_by_file_row_group_and_row(tmp_path):
+    from k2e_core.errors import SpecError
+    from k2e_core.steps import job
+
+    path = tmp_path / "digits.parquet"
+    real_data.write_digits_parquet(str(path), rows=200, row_group_size=50)
+    spec = _spec(
+        tmp_path,
+        "ink_model",
+        path,
+        factory_kwargs={"width": 30},
+        labels="digit",
+        features={"pixels": "pixels"},
+    )
+    lists = pq.read_table(path).column("pixels").to_pylist()
+    row = next(i for i, x in enumerate(lists) if len(x) > 30)
+    with pytest.raises(SpecError) as caught:
+        job.validate(spec)
+    assert (
+        f"digits.parquet row {row + 1} (row group {row // 50}) column 'pixels' holds "
+        f"{len(lists[row])} values, more than the input's 30" in str(caught.value)
+    )
+
+
 def test_a_timestamp_column_is_refused_only_when_the_job_uses_it(tmp_path):
     import pandas as pd
 

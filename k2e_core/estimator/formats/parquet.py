@@ -6,7 +6,8 @@ Only the columns the job uses are read, a row group at a time; remote files are 
 URL, row group by row group, so neither local disk nor memory grows with a file's size. Types
 come from the schema: integers and booleans read as int, floats and decimals as float,
 strings, binary and dictionary-encoded (pandas categorical) columns as text, lists as
-variable-length (fixed-size lists as fixed-length) columns. Timestamps, dates, durations,
+variable-length columns (RaggedTensors, padded after batching for dense inputs), fixed-size
+lists as fixed-length ones. Timestamps, dates, durations,
 structs and maps are refused when the job uses them, naming the column. Nulls are missing
 values (`data.missing`). A cluster's workers divide the row groups when there are fewer files
 than workers.
@@ -221,6 +222,8 @@ def scan(source: Source, checker, per_file) -> bool:
                 if any(source.columns[c].shape != () for c in wanted if c in source.columns):
                     lists = {c: table.column(c).to_pylist() for c in wanted}
                     for i in range(rows):
+                        for c in p.varlen:
+                            checker.fits(where(i), f"column {c!r}", c, len(lists[c][i] or ()))
                         checker.row(where(i), {c: _plain(lists[c][i]) for c in wanted})
                 else:
                     arrays = {c: _arrays(pa, table, c, p.types[c]) for c in wanted}
@@ -254,31 +257,25 @@ def records(p, source: Source, paths, parallel_reads, shuffled, seed, shard=None
         units = units[index::count]
     names = dict(zip(source.files, source.names()))
     partitions = source.partitions
-    widths = {}
-    for name, cols in p.features.items():
-        for c in cols:
-            if c in p.varlen:
-                width = p.io.inputs[name][0][0]
-                if width is None or name in p.io.ragged:
-                    raise SpecError(
-                        f"data.features.{name}",
-                        f"Parquet list column {c!r} feeds input {name!r}, whose width varies",
-                        "give the input a fixed width, e.g. Input(shape=(N,)): rows are "
-                        "padded to N",
-                    )
-                widths[c] = width
     missing_text = p.na_values[0] if p.na_values else ""
     # Columns of one dtype and shape travel as one array, split again after batching:
-    # shuffle and batch cost per tensor of an element (as for NumPy files).
+    # shuffle and batch cost per tensor of an element (as for NumPy files). Lists of varying
+    # length travel as RaggedTensors, padded after batching where their input is dense.
+    lists = [c for c in wanted if c in p.varlen]
     groups_of: dict = {}
     for c in wanted:
-        shape = (widths[c],) if c in widths else source.columns[c].shape
-        groups_of.setdefault((p.types[c], shape), []).append(c)
+        if c not in p.varlen:
+            groups_of.setdefault((p.types[c], source.columns[c].shape), []).append(c)
     packs = list(groups_of.items())
     specs = {
         str(i): tf.TensorSpec([None, len(cols), *shape], files.tf_dtype(kind))
         for i, ((kind, shape), cols) in enumerate(packs)
     }
+    for c in lists:
+        specs[c] = tf.RaggedTensorSpec(
+            [None, None], files.tf_dtype(p.types[c]), ragged_rank=1, row_splits_dtype=tf.int64
+        )
+    widths = p.padded_widths()
     epochs = itertools.count()
     # tf.data runs the generator in threads of its own: files open with this context's
     # storage options
@@ -297,29 +294,33 @@ def records(p, source: Source, paths, parallel_reads, shuffled, seed, shard=None
                     pf = context.run(stack.enter_context, opened)
                     open_path = path
                 table = _read_group(pf, g, wanted, partitions.get(path, {}), source)
-                cols = _batch(p, pa, table, source, widths, missing_text, names.get(path, path), g)
-                yield {
+                cols = _batch(p, pa, table, source, missing_text, names.get(path, path), g)
+                packed = {
                     str(i): np.stack([cols[c] for c in cs], axis=1)
                     for i, (_, cs) in enumerate(packs)
                 }
+                yield packed | {c: cols[c] for c in lists}
 
     def parse(batch):
-        return {c: batch[str(i)][:, j] for i, (_, cs) in enumerate(packs) for j, c in enumerate(cs)}
+        cols = {c: batch[str(i)][:, j] for i, (_, cs) in enumerate(packs) for j, c in enumerate(cs)}
+        for c in lists:
+            cols[c] = files.pad_to(batch[c].to_sparse(), widths[c]) if c in widths else batch[c]
+        return cols
 
     # the next row groups are read while the rows of this one are consumed
     ds = tf.data.Dataset.from_generator(groups, output_signature=specs).prefetch(2).unbatch()
     return ds, parse
 
 
-def _batch(p, pa, table, source, widths, missing_text, name, g):
-    """A row group as {column: numpy array} in the types the plan reads, missing cells
-    marked as the other formats mark them (NaN, a marker, the fill), or an error."""
+def _batch(p, pa, table, source, missing_text, name, g):
+    """A row group as {column: numpy array} in the types the plan reads (lists of varying
+    length as RaggedTensors), missing cells marked as the other formats mark them (NaN, a
+    marker, the fill), or an error."""
     out = {}
     for c in p.columns():
         kind = p.types[c]
         if source.columns[c].shape != ():
-            width = widths.get(c, source.columns[c].shape[0])
-            out[c] = _list_column(table.column(c), kind, width, f"{name} row group {g}", c)
+            out[c] = _list_column(pa, table.column(c), kind, c in p.varlen)
             continue
         values, missing = _arrays(pa, table, c, kind, floats=np.float32)
         if not missing.any():
@@ -342,21 +343,28 @@ def _batch(p, pa, table, source, widths, missing_text, name, g):
     return out
 
 
-def _list_column(column, kind: str, width: int, where: str, name: str):
-    """A list column as a dense [rows, width] array, shorter rows padded."""
-    rows = column.to_pylist()
+def _list_column(pa, column, kind: str, ragged: bool):
+    """A list column as a RaggedTensor (`ragged`) or a dense [rows, size] array (fixed-size
+    lists); null lists are empty, null values 0 ("" for text)."""
+    import pyarrow.compute as pc
+
+    array = column.combine_chunks()
+    lengths = pc.list_value_length(array).fill_null(0).to_numpy(zero_copy_only=False)
+    if ragged:
+        values = pc.list_flatten(array)
+    else:  # null lists keep their slots
+        size = array.type.list_size
+        values = array.values.slice(array.offset * size, len(array) * size)
     dtype = {"float": np.float32, "int": np.int64, "string": object}[kind]
-    pad = "" if kind == "string" else 0
-    out = np.full((len(rows), width), pad, dtype=dtype)
-    for i, r in enumerate(rows):
-        if r and len(r) > width:
-            raise ValueError(
-                f"k2e: {where} row {i + 1} column {name!r} holds {len(r)} values, more than "
-                f"the input's {width}"
-            )
-        if r:
-            out[i, : len(r)] = [pad if v is None else v for v in r]
-    return out
+    if kind == "string":
+        flat = np.asarray(values.fill_null("").to_numpy(zero_copy_only=False), dtype=object)
+    else:
+        if pa.types.is_boolean(values.type):
+            values = pc.cast(values, pa.int64())
+        flat = values.fill_null(0).to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    if ragged:
+        return tf.RaggedTensor.from_row_lengths(flat, lengths.astype(np.int64), validate=False)
+    return flat.reshape(len(lengths), -1)
 
 
 def column_of(text: str, p, source: Source) -> str | None:

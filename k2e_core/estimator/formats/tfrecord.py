@@ -91,12 +91,6 @@ def scan(source: Source, checker, per_file) -> bool:
 def _scan_file(path, source, checker, limit, local) -> bool:
     p = checker.p
     wanted = p.columns()
-    widths = {
-        c: p.io.inputs[name][0][0]
-        for name, cols in p.features.items()
-        for c in cols
-        if c in p.varlen
-    }
     size = 0
     complete = True
     try:
@@ -125,13 +119,7 @@ def _scan_file(path, source, checker, limit, local) -> bool:
                         "write the feature with one type in every record",
                     )
                 if c in p.varlen:
-                    if widths.get(c) is not None and len(got) > widths[c]:
-                        raise SpecError(
-                            f"{source.field}.files",
-                            f"{where} feature {c!r} holds "
-                            f"{len(got)} values, more than the input's {widths[c]}",
-                            "widen the input, or shorten the feature",
-                        )
+                    checker.fits(where, f"feature {c!r}", c, len(got))
                 elif len(got) != stored.shape[0]:
                     raise SpecError(
                         f"{source.field}.files",
@@ -188,12 +176,7 @@ def _parser(p, source: Source):
             if dtype != tf.string
             else [default] * int(np.prod(shape)),
         )
-    widths = {
-        c: p.io.inputs[name][0][0]
-        for name, cols in p.features.items()
-        for c in cols
-        if c in p.varlen and name not in p.io.ragged
-    }
+    widths = p.padded_widths()
 
     def parse(batch):
         cols = tf.io.parse_example(batch, spec)
