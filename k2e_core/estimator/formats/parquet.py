@@ -141,16 +141,13 @@ def with_partitions(columns: dict, partitions: dict) -> dict:
 # --------------------------------------------------------------------------- reading
 
 
-def _units(source: Source, paths, spec_field) -> list:
-    """(file, row group, first row of the group) of every row group of `paths`."""
-    units = []
+def _row_groups(source: Source, paths) -> list:
+    """(file, row group) of every row group of `paths`."""
     names = dict(zip(source.files, source.names()))
+    units = []
     for path in paths:
-        with _opened(path, names.get(path, path), spec_field) as pf:
-            first = 0
-            for g in range(pf.num_row_groups):
-                units.append((path, g, first))
-                first += pf.metadata.row_group(g).num_rows
+        with _opened(path, names.get(path, path), source.field) as pf:
+            units += [(path, g) for g in range(pf.num_row_groups)]
     return units
 
 
@@ -251,10 +248,14 @@ def _plain(value):
 def records(p, source: Source, paths, parallel_reads, shuffled, seed, shard=None):
     pa, _ = _pa()
     wanted = p.columns()
-    units = _units(source, paths, source.field)
+    # path -> the row groups to read (None: all); a worker's share of few files is every
+    # count-th row group, which needs each file's row groups listed up front
+    groups_of_file: dict = dict.fromkeys(paths)
     if shard:
         count, index = shard
-        units = units[index::count]
+        groups_of_file = {}
+        for path, g in _row_groups(source, paths)[index::count]:
+            groups_of_file.setdefault(path, []).append(g)
     names = dict(zip(source.files, source.names()))
     partitions = source.partitions
     missing_text = p.na_values[0] if p.na_values else ""
@@ -282,24 +283,30 @@ def records(p, source: Source, paths, parallel_reads, shuffled, seed, shard=None
     context = contextvars.copy_context()
 
     def groups():
-        order = list(units)
+        """Each file's row groups as packed columns; files, and a file's row groups, in an
+        order shuffled each epoch when `shuffled`. One file is open at a time."""
+        rng = random.Random(None if seed is None else seed + next(epochs))
+        order = list(groups_of_file)
         if shuffled:
-            random.Random(None if seed is None else seed + next(epochs)).shuffle(order)
-        with contextlib.ExitStack() as stack:
-            open_path, pf = None, None
-            for path, g, _ in order:
-                if path != open_path:  # one file open at a time
-                    stack.close()
-                    opened = _opened(path, names.get(path, path), source.field)
-                    pf = context.run(stack.enter_context, opened)
-                    open_path = path
-                table = _read_group(pf, g, wanted, partitions.get(path, {}), source)
-                cols = _batch(p, pa, table, source, missing_text, names.get(path, path), g)
-                packed = {
-                    str(i): np.stack([cols[c] for c in cs], axis=1)
-                    for i, (_, cs) in enumerate(packs)
-                }
-                yield packed | {c: cols[c] for c in lists}
+            rng.shuffle(order)
+        for path in order:
+            name = names.get(path, path)
+            with contextlib.ExitStack() as stack:
+                pf = context.run(stack.enter_context, _opened(path, name, source.field))
+                wanted_groups = groups_of_file[path]
+                if wanted_groups is None:
+                    wanted_groups = range(pf.num_row_groups)
+                wanted_groups = list(wanted_groups)
+                if shuffled:
+                    rng.shuffle(wanted_groups)
+                for g in wanted_groups:
+                    table = _read_group(pf, g, wanted, partitions.get(path, {}), source)
+                    cols = _batch(p, pa, table, source, missing_text, name, g)
+                    packed = {
+                        str(i): np.stack([cols[c] for c in cs], axis=1)
+                        for i, (_, cs) in enumerate(packs)
+                    }
+                    yield packed | {c: cols[c] for c in lists}
 
     def parse(batch):
         cols = {c: batch[str(i)][:, j] for i, (_, cs) in enumerate(packs) for j, c in enumerate(cs)}
