@@ -310,14 +310,35 @@ def test_workers_read_disjoint_row_groups_that_cover_the_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_parquet_on_the_s3_server_trains_as_the_same_file_does_locally(s3, tmp_path):
+def test_parquet_on_the_s3_server_trains_as_the_same_file_does_locally(s3, tmp_path, monkeypatch):
+    """Also: only the chunks of the columns the job uses come from the server. A photo
+    column of 10 MB is in the file and the input pipeline never reads it (fsspec's readahead
+    cache would fetch 50 MB blocks: the whole file)."""
+    import s3fs
+
     from k2e_core import storage
     from k2e_core.steps import job
     from tests.conftest import BUCKET
 
     frame = _pandas_penguins()
+    frame["photo"] = [os.urandom(30_000) for _ in range(len(frame))]
     local = tmp_path / "penguins.parquet"
     frame.to_parquet(local, row_group_size=100)
+    fetched = []
+    cat_file, fetch_range = s3fs.S3FileSystem._cat_file, s3fs.core.S3File._fetch_range
+
+    async def counted_cat_file(self, path, start=None, end=None, **kwargs):
+        data = await cat_file(self, path, start=start, end=end, **kwargs)
+        fetched.append(len(data))
+        return data
+
+    def counted_fetch_range(self, start, end):
+        data = fetch_range(self, start, end)
+        fetched.append(len(data))
+        return data
+
+    monkeypatch.setattr(s3fs.S3FileSystem, "_cat_file", counted_cat_file)
+    monkeypatch.setattr(s3fs.core.S3File, "_fetch_range", counted_fetch_range)
     url = f"s3://{BUCKET}/tables/penguins.parquet"
     with storage.configured(s3):
         storage.upload([(str(local), url)])
@@ -337,4 +358,8 @@ def test_parquet_on_the_s3_server_trains_as_the_same_file_does_locally(s3, tmp_p
     with job.open_job(remote_spec) as j:  # read at its URL: neither fetched nor streamed
         source = j.data.source("train")
         assert source.files == [url] and source.stream is None
+        fetched.clear()
+        features, _ = j.data.first_batch("train", 400)  # the checks, then every row
         assert not [f for _, _, files in os.walk(j.staging_dir) for f in files if "parquet" in f]
+    assert len(features["measurements"]) == len(rows)
+    assert 0 < sum(fetched) < 1e6 < os.path.getsize(local) / 10  # the photos stay there
