@@ -326,7 +326,9 @@ def measure(reps: int, quick: bool, only: str | None = None) -> list:
                     spread(k2e, 0),
                     "examples/s",
                     baseline=spread(hand, 0),
-                    baseline_name="hand-written tf.data",
+                    baseline_name="pyarrow record batches in tf.data"
+                    if fmt_ == "parquet"
+                    else "hand-written tf.data",
                     ratio=ratio,
                     target=">= 0.9x hand-written",
                     met=ratio["median"] >= 0.9,
