@@ -558,6 +558,7 @@ def test_a_job_links_tensorboard_the_version_and_the_report_and_logs_its_metrics
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("python", [None, sys.executable], ids=["here", "interpreter"])
 def test_a_rejected_candidate_skips_the_task_with_the_gate_reason_and_a_retry_too(
     retraining_spec, example_data, tmp_path, python

@@ -280,6 +280,7 @@ def _mirrored(model_dir) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_trains_and_evaluates(tmp_path):
     """Two replicas (logical CPUs, which must be set before TensorFlow starts: a child)."""
     result = _mirrored(tmp_path / "md")

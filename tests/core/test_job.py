@@ -13,6 +13,7 @@ def _versions(base):
     return sorted(int(n) for n in os.listdir(base) if n.isdigit()) if os.path.isdir(base) else []
 
 
+@pytest.mark.slow
 def test_checkpoints_are_saved_by_time_and_at_each_evaluation(iris_spec):
     """A fast model is not slowed by a save every N steps: a checkpoint is saved every 60 s
     (and at the start and end), and at each of the evaluations during training: five by

@@ -152,6 +152,7 @@ def test_pyarrow_files_with_row_groups_and_dictionaries_train_like_keras(tmp_pat
     _assert_mixed_evaluates_as_keras(spec, result, frame)
 
 
+@pytest.mark.slow
 def test_a_partitioned_dataset_gives_its_partition_column_as_a_feature(tmp_path):
     """pyarrow's write_to_dataset with island as the partition: the directory is the data,
     `island=Biscoe/...` folders give the island column, `_SUCCESS` is left alone."""

@@ -165,6 +165,7 @@ def _signature_methods(version_dir) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_a_premade_model_is_published_and_served(tmp_path, capsys):
     """`model.premade` on palmerpenguins as shipped (every column but the label is an input,
     NA filled): `k2e run` publishes a SavedModel whose serving_default is TF Serving's

@@ -101,6 +101,7 @@ def test_columns_in_any_order_give_what_keras_gives_on_the_same_rows(tmp_path):
 # --------------------------------------------------------------------------- sample weights
 
 
+@pytest.mark.slow
 def test_sample_weights_train_and_evaluate_as_keras_fit_does(tmp_path):
     """breast_cancer, weight 0 on every malignant (class 0) row, the weight column first:
     like Keras fit(sample_weight=...), the model stops predicting class 0; evaluation is

@@ -23,6 +23,7 @@ def _sets(overrides: dict) -> list[str]:
     return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
 
 
+@pytest.mark.slow
 def test_three_scheduled_runs_from_the_cli(retraining_spec, example_data, tmp_path, capsys):
     """Day 1 is published with no baseline; day 2 warm-starts from it and is published as
     better; day 3's drifted data makes a worse model, which is kept but not served."""

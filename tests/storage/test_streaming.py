@@ -51,6 +51,7 @@ def _penguin_job(files, tmp_path, **data):
     }
 
 
+@pytest.mark.slow
 def test_remote_shards_train_as_the_same_files_on_local_disk_would(s3, tmp_path, caplog):
     """Eight shards (one gzipped) on S3, without shuffling: the model of the same files on
     local disk (up to the order of the batches the parallel parse hands over); 3 files on
@@ -129,6 +130,7 @@ def test_a_remote_shard_with_other_columns_is_named(s3, tmp_path):
     assert f"{remote}/part-01.csv has the header" in str(err.value)
 
 
+@pytest.mark.slow
 def test_large_remote_tfrecords_are_checked_from_their_start_and_train(s3, tmp_path, tf):
     """Digits as gzipped TFRecord shards larger than the data check's share: the check reads
     each shard's start only (cut after its last whole record) and training reads them all."""
