@@ -102,17 +102,21 @@ def test_columns_in_any_order_give_what_keras_gives_on_the_same_rows(tmp_path):
 
 
 @pytest.mark.slow
-def test_sample_weights_train_and_evaluate_as_keras_fit_does(tmp_path):
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_sample_weights_train_and_evaluate_as_keras_fit_does(tmp_path, fmt):
     """breast_cancer, weight 0 on every malignant (class 0) row, the weight column first:
     like Keras fit(sample_weight=...), the model stops predicting class 0; evaluation is
-    weighted as Keras evaluate weighs it."""
+    weighted as Keras evaluate weighs it. From CSV and from Parquet as pandas writes them."""
     from k2e_core.estimator.compat import tf
     from k2e_core.steps import job
 
     frame = real_data.sklearn_frame("breast_cancer")
     frame.insert(0, "weight", (frame["target"] == 1).astype(float))
-    path = tmp_path / "cancer.csv"
-    frame.to_csv(path, index=False)
+    path = tmp_path / f"cancer.{fmt}"
+    if fmt == "csv":
+        frame.to_csv(path, index=False)
+    else:
+        frame.to_parquet(path, index=False)
     features = [c for c in frame.columns if c not in ("target", "weight")]
     x, y = frame[features].to_numpy(np.float32), frame["target"].to_numpy(np.float32)
     weights = frame["weight"].to_numpy(np.float32)
