@@ -251,6 +251,42 @@ def test_a_list_longer_than_its_input_is_named_by_file_row_group_and_row(tmp_pat
     )
 
 
+def test_a_null_list_is_empty_and_a_null_inside_a_list_is_named(tmp_path):
+    from k2e_core.errors import SpecError
+    from k2e_core.steps import job
+
+    path = tmp_path / "digits.parquet"
+    real_data.write_digits_parquet(str(path), rows=200, row_group_size=50)
+    table = pq.read_table(path)
+    lists = table.column("pixels").to_pylist()
+    lists[0] = None  # no ink recorded
+    spec = _spec(
+        tmp_path,
+        "ink_model",
+        path,
+        factory_kwargs={"width": 64},
+        labels="digit",
+        features={"pixels": "pixels"},
+    )
+
+    def write(pixels):
+        pq.write_table(table.set_column(0, "pixels", pa.array(pixels)), path, row_group_size=50)
+
+    write(lists)
+    assert job.validate(spec)["checked"]["data.train"]["rows"] == 200
+    with job.open_job(spec) as j:
+        features, _ = j.data.first_batch("train", 2)
+    assert features["pixels"][0].tolist() == [0] * 64
+    lists[61] = [lists[61][0], None, *lists[61][1:]]
+    write(lists)
+    with pytest.raises(SpecError) as caught:
+        job.validate(spec)
+    assert (
+        "digits.parquet row 62 (row group 1) column 'pixels' holds a null inside its list"
+        in str(caught.value)
+    )
+
+
 def test_a_timestamp_column_is_refused_only_when_the_job_uses_it(tmp_path):
     import pandas as pd
 

@@ -284,9 +284,20 @@ def scan(source: Source, checker, per_file) -> bool:
                 if any(source.columns[c].shape != () for c in wanted if c in source.columns):
                     lists = {c: table.column(c).to_pylist() for c in wanted}
                     for i in range(rows):
+                        for c in wanted:
+                            cell = lists[c][i]
+                            if c in p.varlen and cell is None:
+                                lists[c][i] = []  # as training reads it
+                            elif source.columns[c].shape != () and (cell is None or None in cell):
+                                raise SpecError(
+                                    f"{source.field}.files",
+                                    f"{where(i)} column {c!r} holds a null "
+                                    + ("list" if cell is None else "inside its list"),
+                                    _NULL_IN_LIST,
+                                )
                         for c in p.varlen:
-                            checker.fits(where(i), f"column {c!r}", c, len(lists[c][i] or ()))
-                        checker.row(where(i), {c: _plain(lists[c][i]) for c in wanted})
+                            checker.fits(where(i), f"column {c!r}", c, len(lists[c][i]))
+                        checker.row(where(i), {c: lists[c][i] for c in wanted})
                 else:
                     arrays = {c: _arrays(pa, table, c, p.types[c]) for c in wanted}
                     checker.typed_chunk(
@@ -300,11 +311,10 @@ def scan(source: Source, checker, per_file) -> bool:
     return complete
 
 
-def _plain(value):
-    """A cell as the checks take it: missing as None, bytes as they are."""
-    if isinstance(value, list):
-        return [float("nan") if v is None else v for v in value]
-    return value
+#: A null inside a list, or a null fixed-size list, has no missing-value meaning k2e could
+#: give it (drop the row? fill one value?): refused, in the checks and in training. A null
+#: variable-length list is an empty one.
+_NULL_IN_LIST = "write lists without nulls where the table is written"
 
 
 # --------------------------------------------------------------------------- tf.data
@@ -395,6 +405,11 @@ def _batch(p, pa, table, source, missing_text, name, g):
         kind = p.types[c]
         if source.columns[c].shape != ():
             out[c] = _list_column(pa, table.column(c), kind, c in p.varlen)
+            if out[c] is None:
+                raise ValueError(
+                    f"k2e: {name} row group {g} column {c!r} holds a null in or for a list; "
+                    + _NULL_IN_LIST
+                )
             continue
         values, missing = _arrays(pa, table, c, kind, floats=np.float32)
         if not missing.any():
@@ -418,15 +433,17 @@ def _batch(p, pa, table, source, missing_text, name, g):
 
 
 def _list_column(pa, column, kind: str, ragged: bool):
-    """A list column as a RaggedTensor (`ragged`) or a dense [rows, size] array (fixed-size
-    lists); null lists are empty, null values 0 ("" for text)."""
+    """A list column as a RaggedTensor (`ragged`; a null list empty) or a dense [rows, size]
+    array (fixed-size lists); None where a list holds a null, or a fixed-size list is null."""
     import pyarrow.compute as pc
 
     array = column.combine_chunks()
+    if pc.list_flatten(array).null_count or (not ragged and array.null_count):
+        return None
     lengths = pc.list_value_length(array).fill_null(0).to_numpy(zero_copy_only=False)
     if ragged:
         values = pc.list_flatten(array)
-    else:  # null lists keep their slots
+    else:
         size = array.type.list_size
         values = array.values.slice(array.offset * size, len(array) * size)
     dtype = {"float": np.float32, "int": np.int64, "string": object}[kind]
