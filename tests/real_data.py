@@ -312,14 +312,6 @@ def write_digits_parquet(path: str, rows=None, row_group_size: int = 500) -> Non
     pyarrow.parquet.write_table(table, path, row_group_size=row_group_size)
 
 
-def write_digits(fmt: str, path, rows=None) -> None:
-    """Digits with a variable-length `pixels` list, as a TFRecord or Parquet file."""
-    if fmt == "tfrecord":
-        write_digits_tfrecord(str(path), rows=rows)
-    else:
-        write_digits_parquet(str(path), rows=rows)
-
-
 def write_frame_tfrecord(frame, path: str) -> None:
     """A DataFrame as tf.train.Examples: text as bytes_list, ints as int64_list, floats as
     float_list, one value each (as a TFRecord writer of tabular data does)."""

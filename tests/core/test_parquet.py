@@ -48,6 +48,13 @@ def _assert_mixed_evaluates_as_keras(spec, result, rows):
     assert result["metrics"]["accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
 
+def _digits_spec(tmp_path, path, **kwargs):
+    """A job training ink_model on the `pixels` lists of a digits Parquet file."""
+    return _spec(
+        tmp_path, "ink_model", path, labels="digit", features={"pixels": "pixels"}, **kwargs
+    )
+
+
 def _pandas_penguins():
     """penguins as a pandas user has them before to_parquet: text as categoricals, the year
     as a nullable integer, measurements with NaN."""
@@ -196,14 +203,11 @@ def test_a_list_column_is_a_variable_length_feature(tmp_path, input_shape):
     path = tmp_path / "digits.parquet"
     real_data.write_digits_parquet(str(path))
     ragged = input_shape == "ragged"
-    spec = _spec(
+    spec = _digits_spec(
         tmp_path,
-        "ink_model",
         path,
         steps=150,
         factory_kwargs={"width": 64 if input_shape == "(64,)" else None, "ragged": ragged},
-        labels="digit",
-        features={"pixels": "pixels"},
         batch_size=64,
     )
     lists = pq.read_table(path).column("pixels").to_pylist()
@@ -233,14 +237,7 @@ def test_a_list_longer_than_its_input_is_named_by_file_row_group_and_row(tmp_pat
 
     path = tmp_path / "digits.parquet"
     real_data.write_digits_parquet(str(path), rows=200, row_group_size=50)
-    spec = _spec(
-        tmp_path,
-        "ink_model",
-        path,
-        factory_kwargs={"width": 30},
-        labels="digit",
-        features={"pixels": "pixels"},
-    )
+    spec = _digits_spec(tmp_path, path, factory_kwargs={"width": 30})
     lists = pq.read_table(path).column("pixels").to_pylist()
     row = next(i for i, x in enumerate(lists) if len(x) > 30)
     with pytest.raises(SpecError) as caught:
@@ -260,14 +257,7 @@ def test_a_null_list_is_empty_and_a_null_inside_a_list_is_named(tmp_path):
     table = pq.read_table(path)
     lists = table.column("pixels").to_pylist()
     lists[0] = None  # no ink recorded
-    spec = _spec(
-        tmp_path,
-        "ink_model",
-        path,
-        factory_kwargs={"width": 64},
-        labels="digit",
-        features={"pixels": "pixels"},
-    )
+    spec = _digits_spec(tmp_path, path, factory_kwargs={"width": 64})
 
     def write(pixels):
         pq.write_table(table.set_column(0, "pixels", pa.array(pixels)), path, row_group_size=50)

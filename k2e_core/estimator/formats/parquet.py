@@ -7,10 +7,9 @@ URL, row group by row group, so neither local disk nor memory grows with a file'
 come from the schema: integers and booleans read as int, floats and decimals as float,
 strings, binary and dictionary-encoded (pandas categorical) columns as text, lists as
 variable-length columns (RaggedTensors, padded after batching for dense inputs), fixed-size
-lists as fixed-length ones. Timestamps, dates, durations,
-structs and maps are refused when the job uses them, naming the column. Nulls are missing
-values (`data.missing`). A cluster's workers divide the row groups when there are fewer files
-than workers.
+lists as fixed-length ones. Timestamps, dates, durations, structs and maps are refused when
+the job uses them, naming the column. Nulls are missing values (`data.missing`). A cluster's
+workers divide the row groups when there are fewer files than workers.
 """
 
 from __future__ import annotations
@@ -64,9 +63,11 @@ class _File:
     def read(self, g: int, columns: list):
         if self.local is not None:
             return self.local.read_row_group(g, columns=columns)
+        from fsspec.utils import merge_offset_ranges
+
         _, pq = _pa()
         group = self.metadata.row_group(g)
-        spans = []
+        starts, ends = [], []
         for i in range(group.num_columns):
             chunk = group.column(i)
             where = chunk.path_in_schema
@@ -74,17 +75,13 @@ class _File:
                 start = chunk.data_page_offset
                 if chunk.has_dictionary_page:
                     start = min(start, chunk.dictionary_page_offset)
-                spans.append([start, start + chunk.total_compressed_size])
-        merged = []
-        for span in sorted(spans):
-            if merged and span[0] - merged[-1][1] <= MAX_GAP:
-                merged[-1][1] = max(merged[-1][1], span[1])
-            else:
-                merged.append(span)
-        blobs = self.fs.cat_ranges(
-            [self.path] * len(merged), [a for a, _ in merged], [b for _, b in merged]
+                starts.append(start)
+                ends.append(start + chunk.total_compressed_size)
+        paths, starts, ends = merge_offset_ranges(
+            [self.path] * len(starts), starts, ends, max_gap=MAX_GAP
         )
-        parts = {(a, b): blob for (a, b), blob in zip(merged, blobs)}
+        blobs = self.fs.cat_ranges(paths, starts, ends)
+        parts = dict(zip(zip(starts, ends), blobs))
         with self.fs.open(
             self.path,
             "rb",
@@ -102,8 +99,8 @@ def _opened(path: str, name: str, spec_field: str, footers: dict | None = None):
     _, pq = _pa()
     try:
         if storage.is_local(path):
-            opened = _File(None, local=pq.ParquetFile(storage.local_path(path)))
-            opened.metadata = opened.local.metadata
+            local = pq.ParquetFile(storage.local_path(path))
+            opened = _File(local.metadata, local=local)
         else:
             fs, remote = storage.filesystem(path)
             if footers is not None and path in footers:
@@ -404,12 +401,9 @@ def _batch(p, pa, table, source, missing_text, name, g):
     for c in p.columns():
         kind = p.types[c]
         if source.columns[c].shape != ():
-            out[c] = _list_column(pa, table.column(c), kind, c in p.varlen)
-            if out[c] is None:
-                raise ValueError(
-                    f"k2e: {name} row group {g} column {c!r} holds a null in or for a list; "
-                    + _NULL_IN_LIST
-                )
+            out[c] = _list_column(
+                pa, table.column(c), kind, c in p.varlen, f"{name} row group {g}", c
+            )
             continue
         values, missing = _arrays(pa, table, c, kind, floats=np.float32)
         if not missing.any():
@@ -432,14 +426,17 @@ def _batch(p, pa, table, source, missing_text, name, g):
     return out
 
 
-def _list_column(pa, column, kind: str, ragged: bool):
+def _list_column(pa, column, kind: str, ragged: bool, where: str, name: str):
     """A list column as a RaggedTensor (`ragged`; a null list empty) or a dense [rows, size]
-    array (fixed-size lists); None where a list holds a null, or a fixed-size list is null."""
+    array (fixed-size lists); an error where a list holds a null, or a fixed-size list is
+    null."""
     import pyarrow.compute as pc
 
     array = column.combine_chunks()
     if pc.list_flatten(array).null_count or (not ragged and array.null_count):
-        return None
+        raise ValueError(
+            f"k2e: {where} column {name!r} holds a null in or for a list; " + _NULL_IN_LIST
+        )
     lengths = pc.list_value_length(array).fill_null(0).to_numpy(zero_copy_only=False)
     if ragged:
         values = pc.list_flatten(array)
