@@ -262,7 +262,7 @@ def _stop_training_on_sigterm():
     """SIGTERM (an orchestrator stopping the task): save a checkpoint, stop, exit 1."""
     import signal
 
-    from k2e_core.estimator.training import request_stop
+    from k2e_core.stopping import request_stop
 
     def on_sigterm(signum, frame):
         print("k2e: SIGTERM: stopping after the current step", file=sys.stderr)

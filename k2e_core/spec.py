@@ -536,6 +536,13 @@ class ClusterSpec(_Section):
 class JobSpec(_Section):
     """A k2e job: where the model comes from, where it trains, on what, and where it ships."""
 
+    trainer: Literal["estimator", "keras"] = Field(
+        "estimator",
+        description="What trains the model: estimator (TensorFlow 2.15, the Keras model as an "
+        "Estimator; clusters, pre-made models) or keras (TensorFlow 2.21 with Keras 3, one "
+        "process; the same checkpoints-by-step, evaluation, curves, export and signatures). "
+        "Each runs in its own interpreter (README, Trainers)",
+    )
     model: ModelSpec
     model_dir: str = Field(description="Checkpoints and TensorBoard logs")
     data: DataSpec
@@ -619,6 +626,27 @@ class JobSpec(_Section):
                 raise ValueError(
                     f"gate.metrics.{name}.vs_baseline: the job has no baseline section; add "
                     "e.g. baseline: {kind: linear}"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _keras_trainer_scope(self):
+        if self.trainer != "keras":
+            return self
+        refused = {
+            "cluster": bool(self.cluster.workers or self.cluster.ps or self.cluster.evaluator),
+            "model.premade": self.model.premade is not None,
+            "baseline": self.baseline is not None,
+            "model.checkpoint_format": self.model.checkpoint_format != "checkpoint",
+            "model.export_outputs": self.model.export_outputs is not None,
+        }
+        for field, used in refused.items():
+            if used:
+                raise ValueError(
+                    f"{field}: the keras trainer trains a Keras model in one process, with "
+                    "Keras checkpoints and the signatures export.serving_input names; "
+                    f"{field} is the estimator trainer's (set trainer: estimator, or remove "
+                    f"{field})"
                 )
         return self
 

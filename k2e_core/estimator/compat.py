@@ -10,20 +10,14 @@ private attributes of Keras models and layers. Everything else in k2e uses publi
 """
 
 import logging
-import os
-import warnings
 
 from k2e_core.versions import check_stack
 
-check_stack()
-QUIET = os.environ.get("K2E_TF_LOGS") != "1"
-if QUIET:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read when TensorFlow loads
-    for _module in ("tensorflow", "keras", "tensorflow_estimator", "absl", "h5py"):
-        warnings.filterwarnings("ignore", module=_module)
-        warnings.filterwarnings("ignore", module=_module + r"\..*")
+check_stack("estimator")
 
-import tensorflow as tf  # noqa: E402
+from k2e_core.tf_runtime import QUIET, tf  # noqa: E402 - quiets TensorFlow before it loads
+
+# isort: split
 from keras.src.engine import base_layer, base_layer_v1, training_v1  # noqa: E402
 from keras.src.engine import training as keras_training  # noqa: E402
 from keras.src.layers.preprocessing import discretization, index_lookup  # noqa: E402
@@ -43,13 +37,8 @@ def _said_by_k2e(record: logging.LogRecord) -> bool:
 
 
 if QUIET:
-    import absl.logging  # noqa: E402 - ships with TensorFlow
-
     deprecation._PRINT_DEPRECATION_WARNINGS = False
-    tf.get_logger().setLevel(logging.ERROR)
     tf.get_logger().addFilter(_said_by_k2e)
-    tf.autograph.set_verbosity(0)
-    absl.logging.set_verbosity(absl.logging.ERROR)
 
 ModeKeys = tf.estimator.ModeKeys
 ExportOutput = export_lib.ExportOutput

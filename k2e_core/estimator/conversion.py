@@ -36,13 +36,13 @@ from k2e_core.errors import first_line
 from k2e_core.estimator import compat, summaries
 from k2e_core.estimator.compat import tf
 from k2e_core.estimator.preprocessing import clone_layer, copy_weights
+from k2e_core.inputs.data import KERAS_DIR
 from k2e_core.objects import resolve_custom_objects
 
 log = logging.getLogger("k2e.conversion")
 
 SERVING_DEFAULT = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 SINGLE_FEATURE = "feature"  # where ServingInputReceiver puts a single features tensor
-KERAS_DIR = "keras"
 FINGERPRINT_FILE = "k2e-model.json"
 
 # What warm-starts from the Keras checkpoint: not the optimizer's variables, not the replica

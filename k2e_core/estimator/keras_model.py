@@ -4,8 +4,9 @@ compiled, and, when subclassed, called through a functional model of its own lay
 from __future__ import annotations
 
 from k2e_core.errors import SpecError
-from k2e_core.estimator import conversion
+from k2e_core.estimator import compat, conversion
 from k2e_core.estimator.compat import tf
+from k2e_core.inputs import data
 from k2e_core.objects import ImportFailed, import_object, resolve_custom_objects
 from k2e_core.spec import JobSpec
 
@@ -97,3 +98,30 @@ def load(spec: JobSpec, custom_objects: dict):
             )
         model = view
     return model
+
+
+def model_io(model) -> data.ModelIO:
+    """What the data must feed this (Keras 2) model."""
+    return data.model_io(
+        inputs={
+            name: (tuple(t.shape[1:]), t.dtype.name)
+            for name, t in zip(model.input_names, model.inputs)
+        },
+        ragged=[
+            name
+            for name, t in zip(model.input_names, model.inputs)
+            if isinstance(t.type_spec, tf.RaggedTensorSpec)
+        ],
+        outputs={name: tuple(t.shape) for name, t in zip(model.output_names, model.outputs)},
+        output_keys=conversion.output_keys_of(model),
+        loss=compat.compile_args(model).get("loss"),
+    )
+
+
+def run_loss(model):
+    """`run_loss(features, labels, sample_weights)`: the compiled loss on one batch."""
+
+    def run(features, labels, weights):
+        model.compiled_loss(labels, model(features, training=False), sample_weight=weights)
+
+    return run

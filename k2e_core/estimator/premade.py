@@ -29,10 +29,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from k2e_core import signatures
 from k2e_core.errors import ExportMismatch, SpecError
-from k2e_core.estimator import data, export, pipeline
+from k2e_core.estimator import export
 from k2e_core.estimator.compat import tf
-from k2e_core.estimator.conversion import KERAS_DIR
+from k2e_core.inputs import data, pipeline
+from k2e_core.inputs.data import KERAS_DIR
 
 log = logging.getLogger("k2e.premade")
 
@@ -367,7 +369,7 @@ def serving_input_fn(io: data.ModelIO, plan: data.Plan):
     """tf.Example input (`examples`: what TF Serving's Classify and Regress APIs send),
     parsed with the fills as defaults; and, as the `raw` alternative, the parsed inputs
     themselves, one tensor per input. Both go through `pipeline.model_inputs`."""
-    spec = export.feature_spec(io, plan)
+    spec = signatures.feature_spec(io, plan)
 
     def receiver():
         serialized = tf.compat.v1.placeholder(tf.string, [None], name="input_example_tensor")
@@ -403,7 +405,7 @@ def _verify(estimator, loaded, io, plan, design, sample, export_spec) -> dict:
 
     key = "probabilities" if design.head == "classifier" else "predictions"
     expected = np.stack([p[key] for p in estimator.predict(features, yield_single_examples=True)])
-    serialized = tf.constant(export.serialized_examples(rows))
+    serialized = tf.constant(signatures.serialized_examples(rows))
     worst = 0.0
     for name, fn in loaded.signatures.items():
         arguments = fn.structured_input_signature[1]

@@ -7,9 +7,8 @@ import tempfile
 
 import numpy as np
 
-from k2e_core import storage
+from k2e_core import signatures, storage
 from k2e_core.errors import SpecError
-from k2e_core.estimator import export
 from k2e_core.estimator.compat import tf
 from k2e_core.storage import publish
 
@@ -29,7 +28,7 @@ def predict_version(version_url: str, inputs, signature: str = "serving_default"
         fn = tf.saved_model.load(path).signatures[signature]
         specs = fn.structured_input_signature[1]
         if isinstance(inputs, dict) and set(inputs) != set(specs) and _takes_examples(specs):
-            inputs = {next(iter(specs)): export.serialized_examples(inputs)}
+            inputs = {next(iter(specs)): signatures.serialized_examples(inputs)}
         if not isinstance(inputs, dict):
             if len(specs) != 1:
                 raise ValueError(f"{signature} takes inputs {sorted(specs)}; pass a dict")

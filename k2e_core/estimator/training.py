@@ -6,47 +6,25 @@ import contextlib
 import logging
 import math
 import os
-import threading
 import time
 
 import numpy as np
 
 from k2e_core.distributed import cluster
 from k2e_core.errors import K2eError
-from k2e_core.estimator import compat, pipeline, summaries
+from k2e_core.estimator import compat, summaries
 from k2e_core.estimator.compat import tf
-from k2e_core.estimator.data import loss_name
+from k2e_core.inputs import pipeline
+from k2e_core.inputs.data import loss_name
 from k2e_core.logs import progress_hook
+from k2e_core.stopping import Stopped, stop_requested
 
 log = logging.getLogger("k2e.training")
 
 
-_stop_requested = threading.Event()
-
-
-class Stopped(K2eError):
-    """Training stopped on request (SIGTERM, an orchestrator's kill) after saving a checkpoint."""
-
-    def __init__(self, step: int, checkpoint: str):
-        self.step, self.checkpoint = step, checkpoint
-        super().__init__(
-            f"training stopped on request at step {step}; checkpoint {checkpoint} is saved "
-            "and a rerun resumes from it"
-        )
-
-
-def request_stop() -> None:
-    """Asks a running training loop, from any thread or a signal handler, to save and stop."""
-    _stop_requested.set()
-
-
-def clear_stop_request() -> None:
-    _stop_requested.clear()
-
-
 class _StopOnRequest(tf.estimator.SessionRunHook):
     def after_run(self, run_context, run_values):
-        if _stop_requested.is_set():
+        if stop_requested():
             run_context.request_stop()  # the checkpoint saver's end() saves this step
 
 
@@ -77,7 +55,7 @@ def _training(estimator, progress):
 
 
 def _raise_if_stopped(estimator):
-    if _stop_requested.is_set():
+    if stop_requested():
         raise Stopped(global_step(estimator), estimator.latest_checkpoint())
 
 

@@ -21,12 +21,13 @@ from k2e_core.errors import SpecError, first_line
 from k2e_core.estimator import conversion
 from k2e_core.estimator.checkpoints import STATE, latest_checkpoint_name, unreadable
 from k2e_core.estimator.compat import tf
+from k2e_core.inputs import data
 from k2e_core.records import WarmStartRecord
 from k2e_core.storage import publish
 
 log = logging.getLogger("k2e.warm_start")
 
-RECORD = os.path.join(conversion.KERAS_DIR, "k2e-warm-start.json")
+RECORD = os.path.join(data.KERAS_DIR, "k2e-warm-start.json")
 _FIX = (
     "set warm_start=none to start from the model's own weights, or name a checkpoint of this model"
 )
@@ -105,7 +106,7 @@ def seed(model, model_dir: str, spec, staging_dir: str) -> Seed:
     record = load_record(model_dir)
     if tf.train.latest_checkpoint(model_dir):
         return Seed(record)
-    keras_ckpt = tf.train.latest_checkpoint(os.path.join(model_dir, conversion.KERAS_DIR))
+    keras_ckpt = tf.train.latest_checkpoint(os.path.join(model_dir, data.KERAS_DIR))
     if record is not None and keras_ckpt:
         apply(model, keras_ckpt, record)
         return Seed(record, fetch_optimizer_state(record, staging_dir))

@@ -32,22 +32,20 @@ import shutil
 import tempfile
 import time
 
-from k2e_core import records, registry, storage
+from k2e_core import records, registry, signatures, stopping, storage, versions
 from k2e_core.distributed import cluster
 from k2e_core.errors import K2eError, SpecError, first_line
 from k2e_core.estimator import (
-    access,
     conversion,
-    data,
     export,
     keras_model,
-    pipeline,
     premade,
     summaries,
     training,
     warm_start,
 )
 from k2e_core.estimator.compat import tf
+from k2e_core.inputs import access, data, pipeline
 from k2e_core.registry import gate
 from k2e_core.spec import JobSpec, load_spec
 from k2e_core.steps.model_dir import Access, ModelDir
@@ -106,7 +104,7 @@ class Job:
         training files' columns)."""
         if self.model is None:
             return premade.model_io(self.spec.data, self.data.source("train"))
-        return data.model_io(self.model)
+        return keras_model.model_io(self.model)
 
     @functools.cached_property
     def design(self) -> premade.Design:
@@ -126,7 +124,7 @@ class Job:
         return design
 
     def _check_labels(self, plan: data.Plan, source: data.Source) -> None:
-        pipeline.check_labels_fit(self.model, plan, source, self.spec.data)
+        pipeline.check_labels_fit(keras_model.run_loss(self.model), plan, source, self.spec.data)
 
     @functools.cached_property
     def estimator(self):
@@ -205,6 +203,9 @@ def open_job(
     unresolved. `in_cluster`: the step may run as any task TF_CONFIG names; other steps
     refuse one. `reads_data`: False for a step that never reads the data (convert)."""
     spec = load_spec(spec, overrides)
+    problem = versions.trainer_problem(spec.trainer)
+    if problem:
+        raise SpecError("trainer", problem, "")
     task = cluster.current_task(spec)
     if task is not None:
         if not in_cluster:
@@ -214,7 +215,7 @@ def open_job(
                 "unset TF_CONFIG for this step",
             )
         cluster.check(task, spec)
-    training.clear_stop_request()
+    stopping.clear_stop_request()
     staging = tempfile.mkdtemp(prefix="k2e-job-")
     settings = spec.storage
     try:
@@ -290,7 +291,7 @@ def _check_baseline(job: Job, trained: bool = False) -> None:
     premade.refuse_unfit_inputs(job.data.plan, "baseline")
     premade.head_of(job.data.plan)
     url = storage.join(job.model_dir.url, premade.BASELINE_DIR)
-    design = storage.join(url, conversion.KERAS_DIR, premade.DESIGN_FILE)
+    design = storage.join(url, data.KERAS_DIR, premade.DESIGN_FILE)
     if trained and not (storage.exists(design) and storage.exists(storage.join(url, "checkpoint"))):
         raise SpecError(
             "baseline",
@@ -328,7 +329,7 @@ def convert_step(spec, overrides=None) -> dict:
                 **(
                     {}
                     if job.premade
-                    else {"keras_checkpoint": storage.join(job.model_dir.url, conversion.KERAS_DIR)}
+                    else {"keras_checkpoint": storage.join(job.model_dir.url, data.KERAS_DIR)}
                 ),
                 "inputs": {k: list(s) for k, (s, _) in job.io.inputs.items()},
                 "outputs": job.io.output_keys,
@@ -345,9 +346,9 @@ def _stopped_in(model_dir):
     checkpoint where model_dir keeps it."""
     try:
         yield
-    except training.Stopped as stopped:
+    except stopping.Stopped as stopped:
         model_dir.sync()
-        raise training.Stopped(stopped.step, model_dir.checkpoint_url(stopped.checkpoint)) from None
+        raise stopping.Stopped(stopped.step, model_dir.checkpoint_url(stopped.checkpoint)) from None
 
 
 def _train(job: Job) -> dict:
@@ -834,7 +835,7 @@ def validate(spec, overrides=None) -> dict:
         _check_gate_metrics(job)
         warm_start.locate(job.spec)
         if job.spec.export and job.spec.export.serving_input == "tf_example":
-            export.feature_spec(job.io, plan)
+            signatures.feature_spec(job.io, plan)
         return records.as_result(
             records.ValidateResult,
             {

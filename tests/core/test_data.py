@@ -15,7 +15,7 @@ def test_csv_columns_are_stacked_into_the_model_input_in_file_order(iris_spec, t
     from k2e_core.steps import job
 
     with job.open_job(iris_spec) as j:
-        features, labels = __import__("k2e_core.estimator.pipeline", fromlist=["x"]).first_batch(
+        features, labels = __import__("k2e_core.inputs.pipeline", fromlist=["x"]).first_batch(
             j.data.plan, j.data.source("train"), j.spec.data, 5
         )
     with open(iris_spec["data"]["train"]["files"]) as f:

@@ -304,7 +304,7 @@ def test_a_timestamp_column_is_refused_only_when_the_job_uses_it(tmp_path):
 
 
 def test_workers_read_disjoint_row_groups_that_cover_the_file(tmp_path):
-    from k2e_core.estimator import pipeline
+    from k2e_core.inputs import pipeline
     from k2e_core.steps import job
 
     frame = real_data.penguins()[["species", *PENGUIN_MEASUREMENTS]].dropna()

@@ -680,13 +680,13 @@ def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(
     if serving_input == "raw":
         served = signature(**{k: tf.constant(v[rows]) for k, v in columns.items()})
     else:
-        from k2e_core.estimator import export
+        from k2e_core import signatures
 
         as_bytes = {
             k: np.vectorize(str.encode, otypes=[object])(v[rows]) if v.dtype == object else v[rows]
             for k, v in columns.items()
         }
-        served = signature(examples=tf.constant(export.serialized_examples(as_bytes)))
+        served = signature(examples=tf.constant(signatures.serialized_examples(as_bytes)))
     np.testing.assert_allclose(
         served["species"].numpy(),
         model.predict({k: v[rows] for k, v in columns.items()}, verbose=0),

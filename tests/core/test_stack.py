@@ -25,13 +25,25 @@ def test_missing_tensorflow_is_named(monkeypatch):
     monkeypatch.setattr(
         versions, "installed", lambda name: None if name == "tensorflow" else real(name)
     )
-    assert "tensorflow not installed" in versions.stack_problem()
+    problem = versions.stack_problem()
+    assert "has no TensorFlow" in problem and "k2e[keras]" in problem and "python=" in problem
 
 
 def test_installed_stack_passes():
     from k2e_core import versions
 
     assert versions.stack_problem() is None
+    assert versions.trainer_problem(versions.installed_trainer()) is None
+
+
+def test_the_other_trainer_names_the_interpreter_that_has_it():
+    from k2e_core import versions
+
+    other = "keras" if versions.installed_trainer() == "estimator" else "estimator"
+    problem = versions.trainer_problem(other)
+    _, k2e, make, _ = versions.ENVIRONMENTS[other]
+    assert f"the {other} trainer needs" in problem and sys.executable in problem
+    assert k2e in problem and make in problem and "\n" not in problem
 
 
 def test_importing_k2e_and_the_orchestrator_packages_does_not_import_tensorflow():

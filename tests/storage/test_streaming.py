@@ -75,7 +75,7 @@ def test_remote_shards_train_as_the_same_files_on_local_disk_would(s3, tmp_path,
 
 
 def test_a_cluster_worker_downloads_only_its_own_share(s3, tmp_path):
-    from k2e_core.estimator import pipeline
+    from k2e_core.inputs import pipeline
     from k2e_core.steps import job
 
     _, local = _penguin_shards(tmp_path, 8)
@@ -168,7 +168,7 @@ def test_large_remote_tfrecords_are_checked_from_their_start_and_train(s3, tmp_p
 
 
 def test_remote_eval_data_has_the_digest_of_the_same_files_on_disk(s3, tmp_path):
-    from k2e_core.estimator import data
+    from k2e_core.inputs import data
     from k2e_core.steps import job
 
     _, local = _penguin_shards(tmp_path, 3, gzipped={0})

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from k2e_core.errors import SpecError, first_line
-from k2e_core.estimator.compat import tf
-from k2e_core.estimator.formats import Column, Source, files
+from k2e_core.inputs.formats import Column, Source, files
+from k2e_core.tf_runtime import tf
 
 NAME = "npz"
 EXTENSIONS = (".npz",)

@@ -25,8 +25,8 @@ import numpy as np
 
 from k2e_core import storage
 from k2e_core.errors import SpecError, first_line
-from k2e_core.estimator.compat import tf
-from k2e_core.estimator.formats import INT_MISSING, Column, Source, files
+from k2e_core.inputs.formats import INT_MISSING, Column, Source, files
+from k2e_core.tf_runtime import tf
 
 NAME = "parquet"
 EXTENSIONS = (".parquet", ".pq")
@@ -190,7 +190,7 @@ def _unreadable(what: str) -> Column:
 
 def with_partitions(columns: dict, partitions: dict) -> dict:
     """The columns of a dataset's files and its partition columns (typed by their values)."""
-    from k2e_core.estimator.formats.csv import KINDS, value_kind
+    from k2e_core.inputs.formats.csv import KINDS, value_kind
 
     keys = {k for values in partitions.values() for k in values}
     out = dict(columns)

@@ -94,6 +94,6 @@ def of_file(path: str, declared: str = "auto") -> str:
     )
 
 
-from k2e_core.estimator.formats import csv, npz, parquet, tfrecord  # noqa: E402
+from k2e_core.inputs.formats import csv, npz, parquet, tfrecord  # noqa: E402
 
 FORMATS = {"csv": csv, "tfrecord": tfrecord, "npz": npz, "parquet": parquet}

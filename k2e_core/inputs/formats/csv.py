@@ -7,8 +7,8 @@ import csv
 import re
 
 from k2e_core.errors import SpecError
-from k2e_core.estimator.compat import tf
-from k2e_core.estimator.formats import Column, Source, files
+from k2e_core.inputs.formats import Column, Source, files
+from k2e_core.tf_runtime import tf
 
 NAME = "csv"
 EXTENSIONS = (".csv",)

@@ -12,7 +12,7 @@ import contextlib
 import functools
 import os
 
-from k2e_core.estimator import data, datacheck, pipeline
+from k2e_core.inputs import data, datacheck, pipeline
 
 
 class DataAccess:

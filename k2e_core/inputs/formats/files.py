@@ -11,9 +11,9 @@ import numpy as np
 
 from k2e_core import storage
 from k2e_core.errors import SpecError
-from k2e_core.estimator.compat import tf
-from k2e_core.estimator.formats import INT_MISSING, Source, of
+from k2e_core.inputs.formats import INT_MISSING, Source, of
 from k2e_core.storage import stream
+from k2e_core.tf_runtime import tf
 
 
 def refuse_empty(spec_field, path, name):

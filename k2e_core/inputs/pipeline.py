@@ -1,4 +1,4 @@
-"""Input pipelines over the files a data plan maps (k2e_core.estimator.data): every format runs
+"""Input pipelines over the files a data plan maps (k2e_core.inputs.data): every format runs
 
     records -> [shard] -> [cache] -> [shuffle] -> repeat -> batch -> vectorised parse
     -> [drop rows with missing values] -> columns -> (features, labels) -> model_inputs -> prefetch
@@ -15,10 +15,10 @@ import re
 import numpy as np
 
 from k2e_core.errors import SpecError, first_line
-from k2e_core.estimator import compat, formats
-from k2e_core.estimator.compat import tf
-from k2e_core.estimator.data import Plan, Source, for_source, loss_name
-from k2e_core.estimator.formats import INT_MISSING
+from k2e_core.inputs import formats
+from k2e_core.inputs.data import Plan, Source, for_source
+from k2e_core.inputs.formats import INT_MISSING
+from k2e_core.tf_runtime import tf
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -47,6 +47,7 @@ def input_fn(
         shuffled = training and bool(data_spec.shuffle_buffer)
         records, parse = _records(p, source, data_spec.parallel_reads, shard, shuffled, seed)
         dropped = dropped_rows_counter() if training and p.drop_missing else None
+        fn.dropped_rows = dropped
         ds = records
         if data_spec.cache and training:
             ds = ds.cache()
@@ -101,6 +102,10 @@ DROPPED_ROWS = "k2e_dropped_rows"
 
 
 def dropped_rows_counter():
+    """The count of dropped rows: a graph's local variable (the Estimator's), or in eager
+    execution (the Keras trainer) a variable the input_fn keeps as its `dropped_rows`."""
+    if tf.executing_eagerly():
+        return tf.Variable(0, dtype=tf.int64, trainable=False, name=DROPPED_ROWS)
     return tf.compat.v1.get_local_variable(
         DROPPED_ROWS,
         shape=[],
@@ -291,24 +296,21 @@ def serving_rows(p: Plan, source: Source, data_spec, rows: int):
     )
 
 
-def check_labels_fit(model, p: Plan, source: Source, data_spec) -> None:
-    """Runs the compiled loss on one batch so that a label/loss mismatch fails here, clearly."""
+def check_labels_fit(run_loss, p: Plan, source: Source, data_spec) -> None:
+    """Runs the compiled loss on one batch (`run_loss(features, labels, sample_weights)`, the
+    trainer's) so that a label/loss mismatch fails here, clearly."""
     features, labels = first_batch(p, source, data_spec, min(data_spec.batch_size, 64))
     weights = None
     if for_source(p, source).sample_weight:
         features, weights = features["features"], tf.convert_to_tensor(features["sample_weights"])
     try:
-        predictions = model(features, training=False)
-        model.compiled_loss(
-            tf.nest.map_structure(tf.convert_to_tensor, labels), predictions, sample_weight=weights
-        )
+        run_loss(features, tf.nest.map_structure(tf.convert_to_tensor, labels), weights)
     except (ValueError, tf.errors.InvalidArgumentError, TypeError) as err:
         label_shapes = tf.nest.map_structure(lambda a: list(a.shape), labels)
-        output_shapes = [list(t.shape) for t in model.outputs]
-        loss = loss_name(compat.compile_args(model).get("loss"))
+        output_shapes = list(p.io.output_shapes.values())
         raise SpecError(
             "data.labels",
-            f"labels of shape {label_shapes} do not fit loss {loss!r} for outputs of shape "
+            f"labels of shape {label_shapes} do not fit loss {p.io.loss!r} for outputs of shape "
             f"{output_shapes} ({first_line(err, 200)})",
             "use integer class ids with sparse_categorical_crossentropy, one-hot rows with "
             "categorical_crossentropy, or change data.labels",

@@ -1,4 +1,4 @@
-"""A split's data files (read by the format modules, `k2e_core.estimator.formats`) and the
+"""A split's data files (read by the format modules, `k2e_core.inputs.formats`) and the
 plan that maps them to the model.
 
 Before anything trains, `plan` maps the model's inputs and outputs to columns, decides each
@@ -19,17 +19,19 @@ import numpy as np
 
 from k2e_core import storage
 from k2e_core.errors import SpecError
-from k2e_core.estimator import compat, formats
-from k2e_core.estimator.compat import tf
-from k2e_core.estimator.conversion import KERAS_DIR, output_keys_of
-from k2e_core.estimator.formats import Source, files
+from k2e_core.inputs import formats
+from k2e_core.inputs.formats import Source, files
 from k2e_core.storage import stream
+from k2e_core.tf_runtime import tf
 
 log = logging.getLogger("k2e.data")
 
 #: Where a model_dir keeps what the data resolved to (vocabularies, fill values), so that
 #: every later step and the exported signatures use the same.
 RECORD_FILE = "k2e-data.json"
+#: model_dir's folder for what is kept beside the checkpoints: the data record, and the
+#: Estimator trainer's warm-start Keras checkpoint.
+KERAS_DIR = "keras"
 
 
 @dataclass
@@ -40,6 +42,8 @@ class ModelIO:
     label_kinds: dict = field(default_factory=dict)  # output name -> (kind, classes)
     output_units: dict = field(default_factory=dict)  # output name -> last dimension
     ragged: frozenset = frozenset()  # inputs declared Input(ragged=True)
+    output_shapes: dict = field(default_factory=dict)  # output name -> shape with batch dim
+    loss: object = None  # the compiled loss's name (or names), as errors show it
 
 
 @dataclass(frozen=True)
@@ -89,24 +93,20 @@ class Plan:
         return {"label_vocabulary": self.vocabulary, "fills": self.fills}
 
 
-def model_io(model) -> ModelIO:
-    inputs = {}
-    for name, tensor in zip(model.input_names, model.inputs):
-        inputs[name] = (tuple(tensor.shape[1:]), tensor.dtype.name)
+def model_io(inputs: dict, ragged, outputs: dict, output_keys, loss) -> ModelIO:
+    """What the data must feed, from what a trainer reads off its Keras model: `inputs`
+    {name: (per-example shape, dtype name)}, `ragged` (input names), `outputs` {name: shape
+    with the batch dimension, in model order}, `output_keys` (None: known once built) and the
+    compiled `loss`."""
     return ModelIO(
         inputs=inputs,
-        outputs=list(model.output_names),
-        output_keys=output_keys_of(model),
-        label_kinds=label_kinds(model),
-        output_units={
-            name: t.shape[-1] if t.shape.rank == 2 else None
-            for name, t in zip(model.output_names, model.outputs)
-        },
-        ragged=frozenset(
-            name
-            for name, t in zip(model.input_names, model.inputs)
-            if isinstance(t.type_spec, tf.RaggedTensorSpec)
-        ),
+        outputs=list(outputs),
+        output_keys=output_keys,
+        label_kinds=label_kinds(outputs, loss),
+        output_units={name: s[-1] if len(s) == 2 else None for name, s in outputs.items()},
+        ragged=frozenset(ragged),
+        output_shapes={name: list(s) for name, s in outputs.items()},
+        loss=loss_name(loss) if not isinstance(loss, (dict, list, tuple)) else loss,
     )
 
 
@@ -115,12 +115,11 @@ def loss_name(loss):
     return getattr(loss, "name", None) or getattr(loss, "__name__", None) or loss
 
 
-def label_kinds(model) -> dict:
+def label_kinds(outputs: dict, loss) -> dict:
     """Output name -> (kind, classes): 'sparse' (class ids), 'onehot', 'binary' (0/1) or
     'value' (anything else: regression, custom losses), from the compiled loss."""
-    loss = compat.compile_args(model).get("loss")
     kinds = {}
-    for i, (name, tensor) in enumerate(zip(model.output_names, model.outputs)):
+    for i, (name, shape) in enumerate(outputs.items()):
         if isinstance(loss, dict):
             this = loss.get(name)
         elif isinstance(loss, (list, tuple)):
@@ -128,7 +127,7 @@ def label_kinds(model) -> dict:
         else:
             this = loss
         text = str(loss_name(this) or "").lower()
-        units = tensor.shape[-1] if tensor.shape.rank else 1
+        units = shape[-1] if len(shape) else 1
         if "sparse_categorical" in text:
             kinds[name] = ("sparse", units)
         elif "categorical" in text:

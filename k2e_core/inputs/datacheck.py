@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from k2e_core.errors import SpecError
-from k2e_core.estimator import data, formats
+from k2e_core.inputs import data, formats
 
 log = logging.getLogger("k2e.data")
 
