@@ -48,7 +48,8 @@ def penguins_model(seed: int = 42):
     species = tf.keras.layers.Dense(3, activation="softmax", name="species")(x)
     model = tf.keras.Model([island, sex, year, measurements], species)
     model.compile(
-        optimizer=tf.keras.optimizers.legacy.Adam(0.01),
+        # Keras 2's legacy Adam where it exists (the Estimator trainer), Keras 3's otherwise
+        optimizer=getattr(tf.keras.optimizers, "legacy", tf.keras.optimizers).Adam(0.01),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )

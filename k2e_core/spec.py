@@ -638,7 +638,6 @@ class JobSpec(_Section):
             "model.premade": self.model.premade is not None,
             "baseline": self.baseline is not None,
             "model.checkpoint_format": self.model.checkpoint_format != "checkpoint",
-            "model.export_outputs": self.model.export_outputs is not None,
         }
         for field, used in refused.items():
             if used:

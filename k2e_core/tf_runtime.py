@@ -5,8 +5,10 @@ each trainer's own module adds what its stack needs.
 TensorFlow's C++ info logs, deprecation notices and INFO chatter are turned down
 (K2E_TF_LOGS=1 keeps them)."""
 
+import contextlib
 import logging
 import os
+import sys
 import warnings
 
 from k2e_core.versions import check_stack
@@ -19,7 +21,25 @@ if QUIET:
         warnings.filterwarnings("ignore", module=_module)
         warnings.filterwarnings("ignore", module=_module + r"\..*")
 
-import tensorflow as tf  # noqa: E402
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """TensorFlow 2.21's C++ start-up lines (absl's "All log messages before
+    absl::InitializeLog()", oneDNN's notice) ignore TF_CPP_MIN_LOG_LEVEL: the import's
+    stderr goes to /dev/null. Python errors still reach the caller as exceptions."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+with _stderr_silenced() if QUIET else contextlib.nullcontext():
+    import tensorflow as tf  # noqa: E402
 
 if QUIET:
     import absl.logging  # noqa: E402 - ships with TensorFlow

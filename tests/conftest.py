@@ -17,6 +17,19 @@ import requests
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _trainer_tests() -> list[str]:
+    """What this interpreter cannot run: the Keras trainer's tests need its stack (Python
+    3.12, .venv-keras); everything else the Estimator trainer's (Python 3.11, .venv)."""
+    from k2e_core import versions
+
+    if versions.installed_trainer() == "keras":
+        return [n for n in os.listdir(os.path.dirname(__file__)) if n not in ("keras_trainer",)]
+    return ["keras_trainer"]
+
+
+collect_ignore = _trainer_tests()
 EXAMPLES = os.path.join(REPO, "examples")
 
 

@@ -54,7 +54,9 @@ def _compiled(inputs, output, learning_rate: float, loss="sparse_categorical_cro
     tf = _tf()
     model = tf.keras.Model(inputs, output)
     model.compile(
-        optimizer=tf.keras.optimizers.legacy.Adam(learning_rate), loss=loss, metrics=["accuracy"]
+        optimizer=getattr(tf.keras.optimizers, "legacy", tf.keras.optimizers).Adam(learning_rate),
+        loss=loss,
+        metrics=["accuracy"],
     )
     return model
 

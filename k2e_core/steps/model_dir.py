@@ -22,7 +22,7 @@ from typing import Literal
 
 from k2e_core import storage
 from k2e_core.distributed import cluster
-from k2e_core.estimator import checkpoints
+from k2e_core.storage import checkpoints
 
 Access = Literal["train", "read", "inspect"]
 
@@ -80,6 +80,12 @@ class ModelDir:
         if self.uploads is not None:
             self.uploads.drain()
             self.remote.push()
+
+    def saved(self, step: int) -> None:
+        """A checkpoint was saved at `step` (a trainer without saver listeners says so):
+        a remote model_dir uploads it in the background."""
+        if self.uploads is not None:
+            self.uploads.submit(self.remote.snapshot(step), step)
 
     def listeners(self) -> list:
         """Checkpoint-saver listeners that upload each checkpoint in the background as it is

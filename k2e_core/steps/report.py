@@ -164,9 +164,10 @@ def _confusion_matrix(spec) -> dict | None:
 
     with job_steps.open_job(spec, access="read") as job:
         job.check_data()
-        if not job.estimator.latest_checkpoint():
+        job.prepare()
+        if not job.trainer.latest_checkpoint():
             return None
-        return job_steps.confusion_matrix(job)
+        return job.trainer.confusion_matrix()
 
 
 # --------------------------------------------------------------------------- pictures

@@ -14,6 +14,7 @@ from k2e_core.errors import SpecError
 from k2e_core.estimator import keras_model, warm_start
 from k2e_core.spec import load_spec
 from k2e_core.steps import job
+from k2e_core.steps import warm_start as sources
 from k2e_core.steps.model_dir import ModelDir
 
 
@@ -159,7 +160,7 @@ def test_seeding_puts_the_sources_weights_into_the_model_and_records_them(
     seeded = warm_start.seed(model, spec.model_dir, spec, str(tmp_path / "staging"))
     assert seeded.record["from"] == "checkpoint"
     assert seeded.record["url"].endswith("model.ckpt-60")
-    assert warm_start.load_record(spec.model_dir) == seeded.record
+    assert sources.load_record(spec.model_dir) == seeded.record
     assert any(not np.array_equal(a, b) for a, b in zip(own, model.get_weights()))
     assert seeded.optimizer_state is not None  # Adam's moments come with the weights
 
@@ -183,7 +184,7 @@ def test_without_a_source_seeding_keeps_the_models_own_weights(example_data, tmp
     seeded = warm_start.seed(model, spec.model_dir, spec, str(tmp_path / "staging"))
     assert seeded == warm_start.Seed()
     assert all(np.array_equal(a, b) for a, b in zip(own, model.get_weights()))
-    assert warm_start.load_record(spec.model_dir) is None
+    assert sources.load_record(spec.model_dir) is None
 
 
 # --------------------------------------------------------------------------- the opened job
@@ -192,9 +193,9 @@ def test_without_a_source_seeding_keeps_the_models_own_weights(example_data, tmp
 def test_an_opened_job_builds_its_estimator_and_plan_once_on_first_use(trained):
     with job.open_job(trained, access="read") as opened:
         assert len(opened.run_id()) == len("ckpt-") + 16  # no convert() needed first
-        assert opened.estimator is opened.estimator
+        assert opened.trainer.estimator is opened.trainer.estimator
         assert opened.data.plan is opened.data.plan
-        assert opened.estimator.latest_checkpoint().endswith("model.ckpt-60")
+        assert opened.trainer.latest_checkpoint().endswith("model.ckpt-60")
 
 
 def test_validate_writes_nothing_and_fetches_no_warm_start(trained, example_data, tmp_path):

@@ -714,7 +714,7 @@ def test_a_warm_start_into_a_model_with_adapted_layers_takes_the_trained_weights
     second["model"] = dict(first["model"], factory_kwargs={"seed": 9})  # other initial weights
     with job.open_job(second) as j:
         j.check_data()
-        warm = j.estimator.evaluate(j.data.input_fn("eval"))  # before any training of its own
+        warm = j.trainer.estimator.evaluate(j.data.input_fn("eval"))  # before any training
     assert warm["loss"] == pytest.approx(trained["metrics"]["loss"], rel=1e-5)
 
 

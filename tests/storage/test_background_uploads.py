@@ -18,7 +18,7 @@ import time
 import pytest
 
 from k2e_core import storage
-from k2e_core.estimator import checkpoints
+from k2e_core.storage import checkpoints
 from tests.conftest import BUCKET, on_s3
 from tests.core.test_cli import K2E
 

@@ -9,8 +9,8 @@ import logging
 import numpy as np
 
 from k2e_core import storage
-from k2e_core.estimator.checkpoints import latest_checkpoint_name
 from k2e_core.steps import job
+from k2e_core.storage.checkpoints import latest_checkpoint_name
 
 
 def _spec(iris_spec, location):

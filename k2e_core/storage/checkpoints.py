@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from k2e_core import storage
 from k2e_core.errors import SpecError, first_line
-from k2e_core.estimator.compat import tf
+from k2e_core.tf_runtime import tf
 
 log = logging.getLogger("k2e.checkpoints")
 

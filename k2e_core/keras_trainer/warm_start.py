@@ -1,0 +1,127 @@
+"""Warm start on the Keras trainer: a new model_dir's first weights from a version or a
+checkpoint (k2e_core.steps.warm_start finds it), written by either trainer.
+
+- This trainer's checkpoints and versions hold the model under `model/` in their object
+  graph: restored as they are.
+- The Estimator trainer's (Keras 2) hold each layer with weights as `layer_with_weights-N`,
+  N counting the model's layers that have weights, in order, and each variable under its
+  name (`kernel`, `bias`, `gamma`, `moving_mean`...): the same model built on Keras 3 has the
+  same layers in the same order, so each variable is read from there. This is how a model
+  line moves from one trainer to the other without starting over.
+
+A source that does not fit stops the job naming the variables, or with
+`warm_start_mismatch: fresh` is skipped (and the record says so). The optimizer starts
+fresh: its state is not carried over from either trainer's checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from k2e_core.errors import SpecError, first_line
+from k2e_core.steps import warm_start as sources
+from k2e_core.storage.checkpoints import unreadable
+from k2e_core.tf_runtime import tf
+from k2e_core.trainer import Seed
+
+log = logging.getLogger("k2e.warm_start")
+
+_KERAS2_LAYER = "layer_with_weights-"
+_VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+def seed(model, model_dir: str, spec, staging_dir: str) -> Seed:
+    """Puts the warm-start weights into `model` when model_dir holds no checkpoint yet
+    (the trainer then saves them as step 0, which later steps restore)."""
+    record = sources.load_record(model_dir)
+    if tf.train.latest_checkpoint(model_dir):
+        return Seed(record)
+    found = sources.resolve(spec, staging_dir)
+    if found is None:
+        sources.save_record(model_dir, None)
+        return Seed()
+    prefix, record = found
+    try:
+        apply(model, prefix, record)
+        log.info("warm start from %s", record["url"])
+    except SpecError as err:
+        if spec.warm_start_mismatch != "fresh":
+            raise
+        log.warning("warm start skipped, starting from the model's own weights: %s", err.problem)
+        record = {**record, "skipped": err.problem}
+    record["optimizer_state"] = None
+    sources.save_record(model_dir, record)
+    return Seed(record)
+
+
+def apply(model, prefix: str, record: dict, field: str = "warm_start") -> None:
+    """Copies the checkpoint's model variables into `model`, or says which do not fit."""
+    damaged = unreadable(prefix)
+    if damaged:
+        raise SpecError(
+            field,
+            f"{record['url']} does not read ({damaged})",
+            "restore its files, or " + sources.FIX,
+        )
+    reader = tf.train.load_checkpoint(prefix)
+    shapes = reader.get_variable_to_shape_map()
+    if any(name.startswith(_KERAS2_LAYER) for name in shapes):
+        values, problems = _keras2_values(model, reader, shapes)
+        if problems:
+            raise SpecError(
+                field, f"{record['url']} does not fit this model ({problems})", sources.FIX
+            )
+        for variable, value in values:
+            variable.assign(value)
+        return
+    try:
+        status = tf.train.Checkpoint(model=model).restore(prefix)
+        status.expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError) as err:
+        raise SpecError(
+            field, f"{record['url']} does not fit this model ({first_line(err, 200)})", sources.FIX
+        ) from None
+
+
+def _keras2_values(model, reader, shapes) -> tuple[list, str]:
+    """[(variable, value)] read from a Keras 2 checkpoint, and what does not fit ("" when
+    everything does)."""
+    values, missing, reshaped = [], [], []
+    with_weights = [layer for layer in model.layers if layer.weights]
+    for index, layer in enumerate(with_weights):
+        for variable in layer.weights:
+            key = f"{_KERAS2_LAYER}{index}/{variable.name}{_VALUE}"
+            if key not in shapes:
+                missing.append(variable.path)
+            elif list(shapes[key]) != list(variable.shape):
+                reshaped.append(f"{variable.path} {list(variable.shape)} vs {shapes[key]}")
+            else:
+                values.append((variable, reader.get_tensor(key)))
+    used = {f"{_KERAS2_LAYER}{i}/" for i in range(len(with_weights))}
+    extra = sorted(
+        {
+            name.split("/")[0]
+            for name in shapes
+            if name.startswith(_KERAS2_LAYER) and ".OPTIMIZER_SLOT" not in name
+        }
+        - {u.rstrip("/") for u in used}
+    )
+    parts = []
+    for label, names in [
+        ("shape (model vs checkpoint)", reshaped),
+        ("not in the checkpoint", missing),
+        ("only in the checkpoint", extra),
+    ]:
+        if names:
+            parts.append(f"{label}: {', '.join(names[:6])}" + (" ..." if len(names) > 6 else ""))
+    return values, "; ".join(parts)
+
+
+def apply_version(model, version_url: str, version: int, staging_dir: str) -> None:
+    """A published version's weights (either trainer's) into `model` (the gate's baseline)."""
+    prefix = sources.version_checkpoint(version_url, os.path.join(staging_dir, "baseline"))
+    apply(model, prefix, {"url": f"version {version}"}, field="gate.baseline")
+
+
+def locate(spec) -> None:
+    sources.locate(spec)

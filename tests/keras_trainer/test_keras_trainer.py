@@ -1,0 +1,191 @@
+"""What the Estimator gave, on Keras 3: step checkpoints that resume after SIGKILL and SIGTERM
+with the optimizer's state, evaluation during training with TensorBoard curves under the
+same tags, early stopping, TF Serving's classify signature, and clear refusals."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from tests.conftest import EXAMPLES, REPO
+from tests.keras_trainer.conftest import (
+    checkpoint_steps,
+    event_tags,
+    iris_spec,
+    k2e,
+    signature_defs,
+    start,
+    stop,
+    wait_for_checkpoint,
+)
+
+
+def test_the_iris_example_publishes_a_classify_signature(tmp_path):
+    """The README's command: `.venv-keras/bin/k2e run examples/iris.yaml --set trainer=keras`
+    publishes a version whose `classification` signature TF Serving's Classify API takes."""
+    import subprocess
+
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            os.path.join(REPO, ".venv-keras", "bin", "k2e"),
+            "run",
+            os.path.join(EXAMPLES, "iris.yaml"),
+            "--set",
+            "trainer=keras",
+            "--set",
+            f"model_dir={out / 'model'}",
+            "--set",
+            f"export.base={out / 'export'}",
+            "--set",
+            f"data.train.files={EXAMPLES}/data/iris_train.csv",
+            "--set",
+            f"data.eval.files={EXAMPLES}/data/iris_test.csv",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    done = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert done["blessed"] and done["version"] == 1
+    assert done["metrics"]["accuracy"] > 0.8
+    sigs = signature_defs(done["export_path"])
+    assert sigs["classification"] == (
+        "tensorflow/serving/classify",
+        ["inputs"],
+        ["scores"],
+    )
+    assert sigs["serving_default"][0] == "tensorflow/serving/predict"
+    assert sigs["serving_default"][1] == ["examples"]
+    assert "Traceback" not in proc.stderr and "absl::InitializeLog" not in proc.stderr
+    assert "oneDNN" not in proc.stderr
+
+
+def test_sigkill_then_rerun_resumes_at_the_last_checkpoint_with_the_optimizer_state(
+    example_data, tmp_path
+):
+    spec = iris_spec(
+        example_data,
+        tmp_path,
+        train={"steps": 20000},
+        run_config={"tf_random_seed": 1, "save_checkpoints_steps": 200, "keep_checkpoint_max": 2},
+    )
+    proc = start("train", spec, tmp_path)
+    reached = wait_for_checkpoint(spec["model_dir"], proc, above=200)
+    stop(proc, signal.SIGKILL)
+    reached = max(checkpoint_steps(spec["model_dir"]))
+    assert 200 < reached < 20000 and reached % 200 == 0
+    assert len(checkpoint_steps(spec["model_dir"])) <= 2  # keep_checkpoint_max
+
+    from k2e_core.keras_trainer import model as keras_model
+    from k2e_core.keras_trainer import training
+    from k2e_core.spec import load_spec
+    from k2e_core.tf_runtime import tf
+
+    loaded = load_spec(spec)
+    model = keras_model.load(loaded, {}, str(tmp_path))
+    checkpoints = training.Checkpoints(model, spec["model_dir"], 2)
+    assert checkpoints.restore() == reached
+    reader = tf.train.load_checkpoint(checkpoints.latest)
+    moments = [n for n in reader.get_variable_to_shape_map() if n.startswith("optimizer/_var")]
+    assert moments, "the checkpoint holds Adam's moments"
+    restored = {v.path: v.numpy() for v in model.optimizer.variables}
+    assert any(np.abs(value).sum() > 0 for name, value in restored.items() if "momentum" in name)
+
+    code, done, err = k2e(
+        "train",
+        {**spec, "train": {"steps": reached + 100}},
+        tmp_path,
+        "--set",
+        "eval.every_steps=end",
+    )
+    assert code == 0, err
+    assert done["global_step"] == reached + 100 and done["steps_trained"] == 100
+    assert f"training from step {reached} to {reached + 100}" in err
+
+
+def test_sigterm_saves_the_step_it_reached_and_a_rerun_goes_on_from_it(example_data, tmp_path):
+    spec = iris_spec(
+        example_data,
+        tmp_path,
+        train={"steps": 50000},
+        run_config={"tf_random_seed": 1, "save_checkpoints_secs": 600},
+    )
+    proc = start("train", spec, tmp_path)
+    wait_for_checkpoint(spec["model_dir"], proc, above=-1)  # step 0: the model is loaded
+    import time
+
+    time.sleep(2)
+    code, err = stop(proc, signal.SIGTERM)
+    assert code == 1, err
+    steps = checkpoint_steps(spec["model_dir"])
+    assert steps[-1] > 0
+    assert f"training stopped on request at step {steps[-1]}" in err
+    assert err.strip().splitlines()[-1].startswith("k2e:")
+
+    code, done, err = k2e("train", {**spec, "train": {"steps": steps[-1] + 40}}, tmp_path)
+    assert code == 0, err
+    assert done["steps_trained"] == 40
+
+
+def test_curves_evaluations_and_early_stopping_as_the_estimator_trainer_writes_them(
+    example_data, tmp_path
+):
+    spec = iris_spec(
+        example_data,
+        tmp_path,
+        train={
+            "steps": 5000,
+            "early_stopping": {
+                "metric": "accuracy",
+                "mode": "max",
+                "patience_steps": 100,
+                "check_every_steps": 50,
+            },
+        },
+        eval={"every_steps": 50},
+        run_config={"tf_random_seed": 1, "save_summary_steps": 25},
+    )
+    code, done, err = k2e("train", spec, tmp_path)
+    assert code == 0, err
+    assert done["stopped_early"] is True and done["global_step"] < 5000
+    assert done["evaluations"] == done["global_step"] // 50
+    assert done["metrics"]["global_step"] == done["global_step"]
+    assert "early stopping at step" in err
+    assert event_tags(spec["model_dir"]) == {"loss", "accuracy", "global_step/sec", "examples/sec"}
+    assert event_tags(os.path.join(spec["model_dir"], "eval")) == {"loss", "accuracy"}
+
+
+@pytest.mark.parametrize(
+    "change, field",
+    [
+        ({"cluster": {"workers": 1, "ps": 1}}, "cluster"),
+        ({"model": {"premade": {"kind": "linear"}}}, "model.premade"),
+        ({"baseline": {"kind": "linear"}}, "baseline"),
+    ],
+)
+def test_what_only_the_estimator_trainer_does_is_refused_in_one_line(
+    example_data, tmp_path, change, field
+):
+    spec = iris_spec(example_data, tmp_path)
+    spec.update(change)
+    code, _, err = k2e("validate", spec, tmp_path)
+    assert code == 2
+    assert err.count("\n") == 1 and f"{field}: the keras trainer" in err
+    assert "trainer: estimator" in err
+    assert not os.path.exists(spec["model_dir"])
+
+
+def test_the_estimator_trainer_here_names_the_interpreter_that_has_it(example_data, tmp_path):
+    spec = iris_spec(example_data, tmp_path, trainer="estimator")
+    code, _, err = k2e("run", spec, tmp_path)
+    assert code == 2 and err.count("\n") == 1
+    assert "the estimator trainer needs tensorflow 2.15" in err and ".venv/bin/k2e" in err
+    assert not os.path.exists(spec["model_dir"])
