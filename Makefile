@@ -11,7 +11,7 @@ AIRFLOW_EXTRAS := airflow,airflow-kubernetes,lineage,kubernetes,s3,gcs
 # The Keras trainer's environment (trainer: keras): TensorFlow 2.21, Keras 3, Python 3.12,
 # pinned by its own lock; its tests are tests/keras_trainer.
 KERAS_VENV := .venv-keras
-KERAS_EXTRAS := keras,s3,gcs,report,dev
+KERAS_EXTRAS := keras,kfp,s3,gcs,report,dev
 KERAS_TESTS := tests/keras_trainer
 
 .PHONY: run test bench venv venv-airflow venv-keras lock lock-keras clean

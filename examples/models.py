@@ -21,6 +21,13 @@ def iris_model(seed: int = 42):
     return model
 
 
+def adam(learning_rate: float):
+    """Keras 2's legacy Adam under the Estimator trainer (TF 2.15), Keras 3's Adam under the
+    Keras trainer: one factory for both."""
+    keras2 = not getattr(tf.keras, "__version__", "2").startswith("3")  # 2.15 has none
+    return (tf.keras.optimizers.legacy if keras2 else tf.keras.optimizers).Adam(learning_rate)
+
+
 def penguins_model(seed: int = 42):
     """Penguins' species from where and when they were seen and their measurements:
     StringLookup and IntegerLookup with their vocabularies, one-hot, beside the normalised
@@ -48,8 +55,7 @@ def penguins_model(seed: int = 42):
     species = tf.keras.layers.Dense(3, activation="softmax", name="species")(x)
     model = tf.keras.Model([island, sex, year, measurements], species)
     model.compile(
-        # Keras 2's legacy Adam where it exists (the Estimator trainer), Keras 3's otherwise
-        optimizer=getattr(tf.keras.optimizers, "legacy", tf.keras.optimizers).Adam(0.01),
+        optimizer=adam(0.01),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )

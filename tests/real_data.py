@@ -50,11 +50,18 @@ def _tf():
     return tf
 
 
+def adam(learning_rate: float):
+    """Keras 2's legacy Adam (TF 2.15), Keras 3's Adam (TF 2.21): one factory for both."""
+    tf = _tf()
+    keras2 = not getattr(tf.keras, "__version__", "2").startswith("3")  # 2.15 has none
+    return (tf.keras.optimizers.legacy if keras2 else tf.keras.optimizers).Adam(learning_rate)
+
+
 def _compiled(inputs, output, learning_rate: float, loss="sparse_categorical_crossentropy"):
     tf = _tf()
     model = tf.keras.Model(inputs, output)
     model.compile(
-        optimizer=getattr(tf.keras.optimizers, "legacy", tf.keras.optimizers).Adam(learning_rate),
+        optimizer=adam(learning_rate),
         loss=loss,
         metrics=["accuracy"],
     )
@@ -180,8 +187,11 @@ def penguin_adapted_model(seed: int = 1):
         ),
         tf.keras.layers.Hashing(4, output_mode="one_hot")(inputs["sex"]),
         adapted(tf.keras.layers.IntegerLookup(output_mode="one_hot"), frame.year)(inputs["year"]),
-        adapted(tf.keras.layers.TextVectorization(output_mode="tf_idf"), frame.notes)(
-            inputs["notes"]
+        # Keras 3 keeps the input's (1,) in the tf-idf rows: flattened, as Keras 2 gives them
+        tf.keras.layers.Flatten()(
+            adapted(tf.keras.layers.TextVectorization(output_mode="tf_idf"), frame.notes)(
+                inputs["notes"]
+            )
         ),
         adapted(tf.keras.layers.Normalization(), measurements)(inputs["measurements"]),
         tf.keras.layers.CategoryEncoding(5, output_mode="one_hot")(
@@ -191,7 +201,7 @@ def penguin_adapted_model(seed: int = 1):
             )(inputs["body_mass_g"])
         ),
     ]
-    x = tf.keras.layers.Concatenate()([tf.cast(p, tf.float32) for p in parts])
+    x = tf.keras.layers.Concatenate()(parts)  # every part is float32 already
     x = tf.keras.layers.Dense(16, activation="relu")(x)
     return _compiled(
         inputs, tf.keras.layers.Dense(3, activation="softmax", name="species")(x), 0.01

@@ -1,5 +1,7 @@
-"""The layout the README draws: TensorFlow only in k2e_core.estimator (and the steps that
-use it), and TensorFlow's, Keras' and the Estimator's private APIs only in its compat module."""
+"""The layout the README draws: TensorFlow only in the trainers (k2e_core.estimator,
+k2e_core.keras_trainer), the data layer they share (k2e_core.inputs) and the steps that use
+them; TensorFlow's, Keras' and the Estimator's private APIs only in each trainer's compat
+module."""
 
 from __future__ import annotations
 
@@ -14,9 +16,30 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("k2e_core", "airflow_plugin", "kfp_components")
-# Modules that import TensorFlow: the estimator package, and the steps built on it.
-USES_TENSORFLOW = ("k2e_core.estimator.", "k2e_core.steps.job", "k2e_core.steps.model_dir")
-COMPAT = os.path.join("k2e_core", "estimator", "compat.py")
+# Modules that import TensorFlow: the trainers, the data layer, and the steps built on them.
+USES_TENSORFLOW = (
+    "k2e_core.estimator.",
+    "k2e_core.keras_trainer",
+    "k2e_core.inputs",
+    "k2e_core.tf_runtime",
+    "k2e_core.signatures",
+    "k2e_core.storage.checkpoints",
+    "k2e_core.steps.job",
+    "k2e_core.steps.model_dir",
+    "k2e_core.steps.warm_start",
+)
+COMPATS = (
+    os.path.join("k2e_core", "estimator", "compat.py"),
+    os.path.join("k2e_core", "keras_trainer", "compat.py"),
+)
+#: Where TensorFlow and Keras are imported by name: the trainers, and the one module that
+#: loads TensorFlow for the rest (logs.py's progress_hook, a SessionRunHook, when called).
+IMPORTS_TENSORFLOW = (
+    os.path.join("k2e_core", "estimator"),
+    os.path.join("k2e_core", "keras_trainer"),
+    os.path.join("k2e_core", "tf_runtime.py"),
+    os.path.join("k2e_core", "logs.py"),
+)
 PRIVATE_MODULES = ("keras.src", "tensorflow.python", "tensorflow_estimator.python")
 
 
@@ -41,6 +64,7 @@ def _sources():
 def test_every_module_outside_the_estimator_imports_without_tensorflow():
     free = [m for m in _modules() if not m.startswith(USES_TENSORFLOW)]
     assert "k2e_core.spec" in free and "k2e_core.distributed.tfjob" in free
+    assert "k2e_core.trainer" in free and "k2e_core.stopping" in free
     assert "airflow_plugin.operators.k2e" in free and "kfp_components.pipelines" in free
     code = (
         "import importlib, json, sys\n"
@@ -66,12 +90,9 @@ def _imported(tree) -> list[str]:
     return found
 
 
-def test_only_the_estimator_package_imports_tensorflow():
+def test_only_the_trainers_import_tensorflow_by_name():
     for path, tree in _sources():
-        if path.startswith(os.path.join("k2e_core", "estimator")) or path == os.path.join(
-            "k2e_core",
-            "logs.py",  # its progress_hook, a SessionRunHook, imports it when called
-        ):
+        if path.startswith(IMPORTS_TENSORFLOW):
             continue
         outside = [
             m
@@ -90,7 +111,7 @@ def _own(value) -> bool:
 
 def test_private_tensorflow_apis_are_used_in_the_compat_module_only():
     for path, tree in _sources():
-        if path == COMPAT:
+        if path in COMPATS:
             continue
         private = [m for m in _imported(tree) if m.startswith(PRIVATE_MODULES)]
         assert private == [], path
@@ -110,6 +131,6 @@ def test_private_tensorflow_apis_are_used_in_the_compat_module_only():
 @pytest.mark.parametrize("name", ["__internal__"])
 def test_tensorflows_internal_namespace_is_used_in_the_compat_module_only(name):
     for path, tree in _sources():
-        if path != COMPAT:
+        if path not in COMPATS:
             used = [n for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == name]
             assert used == [], path

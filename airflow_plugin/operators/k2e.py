@@ -77,8 +77,9 @@ class K2eBaseOperator(BaseOperator):
     :param overrides: spec fields to override, `{"a.b": value}` or `["a.b=value"]` (templated)
     :param storage_conn_id: Airflow connection whose credentials become the job's fsspec
         storage options (aws, google_cloud_platform or k2e_storage); never logged or returned
-    :param python: interpreter of a virtualenv holding k2e and TensorFlow 2.15, for workers
-        that cannot carry TensorFlow themselves (templated)
+    :param python: interpreter of a virtualenv holding k2e and the trainer the spec names
+        (TensorFlow 2.15 for `trainer: estimator`, TensorFlow 2.21 with Keras 3 for
+        `trainer: keras`), for workers that cannot carry TensorFlow themselves (templated)
     :param stop_timeout: seconds a step in `python` gets to save a checkpoint after the task
         is killed, before it is killed too
     :param report: after the step, write `k2e report` (report.html in model_dir), link it
@@ -264,7 +265,8 @@ class K2eBaseOperator(BaseOperator):
 
         fix = (
             "point python at the interpreter of a virtualenv with k2e's TensorFlow install "
-            "(pip install -c constraints.txt 'k2e[tensorflow]'), e.g. /opt/k2e/.venv/bin/python"
+            "(pip install -c constraints.txt 'k2e[tensorflow]', or for trainer: keras "
+            "pip install -c constraints-keras.txt 'k2e[keras]'), e.g. /opt/k2e/.venv/bin/python"
         )
         probe = [self.python, "-c", "import k2e_core; print(k2e_core.__version__)"]
         try:

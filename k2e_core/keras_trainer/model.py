@@ -11,6 +11,7 @@ import keras
 from k2e_core import storage
 from k2e_core.errors import SpecError, first_line
 from k2e_core.inputs import data
+from k2e_core.keras_trainer import compat
 from k2e_core.objects import ImportFailed, import_object, resolve_custom_objects
 from k2e_core.spec import JobSpec
 from k2e_core.tf_runtime import tf
@@ -110,9 +111,8 @@ def output_names(model) -> list[str]:
 
 def output_keys(model) -> list[str]:
     """Prediction keys aligned with `output_names`: dict keys where outputs are a dict."""
-    outputs = getattr(model, "_outputs_struct", None)
-    if isinstance(outputs, dict):
-        return sorted(outputs)
+    if isinstance(compat.outputs_struct(model), dict):
+        return sorted(compat.outputs_struct(model))
     return output_names(model)
 
 
@@ -129,11 +129,11 @@ def model_io(model) -> data.ModelIO:
 
 def positional(model, names: list[str]):
     """features {input name: tensor} -> what the model is called with."""
-    if isinstance(getattr(model, "_inputs_struct", None), dict):  # Functional({name: Input})
+    if isinstance(compat.inputs_struct(model), dict):  # Functional({name: Input})
         return lambda features: {t.name: features[n] for n, t in zip(names, model.inputs)}
     if len(names) == 1:
         return lambda features: features[names[0]]
-    return lambda features: [features[n] for n in names]
+    return lambda features: tuple(features[n] for n in names)  # tf.data stacks a list
 
 
 def predictions(model, outputs) -> dict:

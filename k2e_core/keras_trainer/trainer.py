@@ -103,6 +103,7 @@ class KerasTrainer(Trainer):
             self.global_step(),
             training.for_fit(self.to_model),
             label,
+            job.spec.model.metric_names_map,
         )
         training.eval_curves(job.model_dir.path, metrics)
         return {"metrics": metrics, "checkpoint": self.latest_checkpoint()}
@@ -111,15 +112,14 @@ class KerasTrainer(Trainer):
         """The names `evaluate` reports, from one batch of the eval data."""
         job = self.job
         features, labels = job.data.first_batch("eval", 2)
-        fit = training.for_fit(self.to_model)
-        batch = fit(features, labels)
-        names = job.model.evaluate(
+        batch = training.for_fit(self.to_model)(features, labels)
+        logs = job.model.evaluate(
             *batch[:2],
             sample_weight=batch[2] if len(batch) > 2 else None,
             return_dict=True,
             verbose=0,
         )
-        return sorted(names)
+        return sorted(training.plain(logs, job.spec.model.metric_names_map))
 
     def confusion_matrix(self) -> dict | None:
         """A single-output classifier's confusion matrix on the eval data."""
@@ -141,7 +141,7 @@ class KerasTrainer(Trainer):
             np.add.at(matrix, (truth.astype(np.int64), predicted), 1)
         names = next(iter(job.data.class_names().values()), None)
         return {
-            "labels": list(names) if names else [str(i) for i in range(classes)],
+            "categories": list(names) if names else [str(i) for i in range(classes)],
             "matrix": matrix.tolist(),
         }
 
@@ -157,6 +157,7 @@ class KerasTrainer(Trainer):
                 self.global_step(),
                 training.for_fit(self.to_model),
                 label,
+                job.spec.model.metric_names_map,
             )
         finally:
             job.model.set_weights(own)

@@ -125,19 +125,22 @@ def _gcd_span(*cadences) -> int:
     return math.gcd(*every) if every else 0
 
 
-def plain(metrics: dict) -> dict:
-    return {k: float(v) for k, v in metrics.items()}
+def plain(metrics: dict, names: dict | None = None) -> dict:
+    """Keras' logs as numbers, under model.metric_names_map's names where it gives one."""
+    names = names or {}
+    return {names.get(k, k): float(v) for k, v in metrics.items()}
 
 
 def _metrics_text(metrics: dict) -> str:
     return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "global_step")
 
 
-def evaluate(model, dataset, steps, step: int, to_model, label=None) -> dict:
-    """The compiled loss and metrics over `dataset` (`steps` batches, None: all of it)."""
+def evaluate(model, dataset, steps, step: int, to_model, label=None, names=None) -> dict:
+    """The compiled loss and metrics over `dataset` (`steps` batches, None: all of it),
+    renamed by `names` (model.metric_names_map)."""
     began = time.perf_counter()
     metrics = model.evaluate(dataset.map(to_model), steps=steps, return_dict=True, verbose=0)
-    metrics = {**plain(metrics), "global_step": step}
+    metrics = {**plain(metrics, names), "global_step": step}
     log.info(
         "evaluated %s in %.1fs: %s",
         label or f"step {step}",
@@ -163,6 +166,8 @@ class _Events(keras.callbacks.Callback):
         t, spec = self.t, self.t.spec
         self.step = self.first_step + (epoch + 1) * self.span
         now = time.perf_counter()
+        if t.steady is None:  # the first span also traced the train function
+            t.steady = (self.step, now)
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(loss):
             raise Diverged(
@@ -177,7 +182,7 @@ class _Events(keras.callbacks.Callback):
             t.curves.write(
                 self.step,
                 {
-                    **{k: v for k, v in (logs or {}).items()},
+                    **plain(logs or {}, t.names),
                     "global_step/sec": rate,
                     "examples/sec": rate * t.batch_size,
                 },
@@ -204,6 +209,7 @@ class _Events(keras.callbacks.Callback):
             paused = time.perf_counter()
             t.evaluate_now(self.step)
             self._exclude(time.perf_counter() - paused)
+            t.paused += time.perf_counter() - paused
             if t.stops_early(self.step):
                 self.model.stop_training = True
         if stop_requested():
@@ -241,11 +247,14 @@ class Training:
         self.total = spec.train.steps
         self.batch_size = spec.data.batch_size
         self.checkpoints = checkpoints
+        self.names = spec.model.metric_names_map or {}
         self.curves = None
         self.eval_curves = None
         self.evaluations: list[dict] = []
         self.stopped = False
         self.stopped_early = False
+        self.steady = None  # (step, time) at the end of the first span
+        self.paused = 0.0  # seconds evaluations took, left out of the rates
         every = spec.eval.every_steps
         if every == "checkpoint":
             every = spec.run_config.save_checkpoints_steps
@@ -290,16 +299,22 @@ class Training:
             for curves in (self.curves, self.eval_curves):
                 if curves:
                     curves.close()
-        seconds = time.perf_counter() - began
+        ended = time.perf_counter()
         if self.stopped:
             raise Stopped(step, self.checkpoints.latest)
-        return self._result(step, step - first, seconds)
+        return self._result(step, step - first, ended - began, ended)
 
     def evaluate_now(self, step: int) -> dict:
         if self.eval_curves is None:
             self.eval_curves = _Curves(os.path.join(self.model_dir, EVAL_RUN))
         metrics = evaluate(
-            self.model, self.eval_input_fn(), self.spec.eval.steps, step, self.for_fit
+            self.model,
+            self.eval_input_fn(),
+            self.spec.eval.steps,
+            step,
+            self.for_fit,
+            None,
+            self.names,
         )
         self.eval_curves.write(step, {k: v for k, v in metrics.items() if k != "global_step"})
         self.evaluations.append(metrics)
@@ -326,17 +341,23 @@ class Training:
             return True
         return False
 
-    def _result(self, step: int, trained: int, seconds: float) -> dict:
+    def _result(self, step: int, trained: int, seconds: float, ended=None) -> dict:
+        """As the Estimator trainer reports it: the rates are the steady state's, from the
+        end of the first span (which also traced the train function) to the end, without
+        the evaluations."""
+        rate = None
+        if self.steady is not None and step > self.steady[0]:
+            rate = (step - self.steady[0]) / max(ended - self.steady[1] - self.paused, 1e-9)
+        elif seconds and trained:
+            rate = trained / seconds
         result = {
             "model_dir": self.model_dir,
             "checkpoint": self.checkpoints.latest,
             "global_step": step,
             "steps_trained": trained,
             "train_seconds": round(seconds, 3),
-            "steps_per_second": round(trained / seconds, 2) if seconds and trained else None,
-            "examples_per_second": (
-                round(trained * self.batch_size / seconds, 1) if seconds and trained else None
-            ),
+            "steps_per_second": round(rate, 2) if rate else None,
+            "examples_per_second": round(rate * self.batch_size, 1) if rate else None,
         }
         if self.eval_every is not None:
             result["evaluations"] = len(self.evaluations)

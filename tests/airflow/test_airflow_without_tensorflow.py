@@ -202,3 +202,26 @@ def test_a_missing_interpreter_fails_the_task_once_naming_python(
         "publish": "upstream_failed",
     }
     assert not os.path.exists(tmp_path / "retraining" / "runs")
+
+
+@pytest.mark.slow
+def test_the_keras_trainer_runs_from_the_same_dag_with_python_set_to_its_interpreter(
+    airflow312, iris_spec, tmp_path
+):
+    """The same DAG and operator, `python` set to .venv-keras's interpreter (TensorFlow 2.21,
+    Keras 3): the job trains on the Keras trainer and publishes its version."""
+    run, db, _ = airflow312
+    keras_python = os.path.join(REPO, ".venv-keras", "bin", "python")
+    spec = tmp_path / "iris.json"
+    spec.write_text(json.dumps({**iris_spec, "trainer": "keras"}))
+    conf = {"spec": str(spec), "root": str(tmp_path / "keras"), "train_steps": 60}
+    job = run(
+        "dags", "test", "k2e_iris", "2026-11-02", "--conf", json.dumps(conf),
+        K2E_PYTHON=keras_python,
+    )  # fmt: skip
+    assert job.returncode == 0, job.output[-3000:]
+    assert f"running k2e run in {keras_python}" in job.output
+    results = _xcom(db, "k2e_iris", "train_and_publish")
+    assert (results[-1]["version"], results[-1]["global_step"]) == (1, 60)
+    assert results[-1]["train"]["checkpoint"].endswith("model.ckpt-60")
+    assert os.path.exists(tmp_path / "keras" / "export" / "1" / "fingerprint.pb")  # TF 2.21's

@@ -296,10 +296,22 @@ def _executors(spec):
 
 
 def test_the_dockerfile_installs_the_pinned_set_the_components_need():
+    """One image per trainer (--build-arg TRAINER=estimator|keras), each on its environment's
+    Python with its lock file and the extras the components need."""
+    import re
+
     with open(os.path.join(REPO, "Dockerfile")) as f:
         dockerfile = f.read()
-    assert "FROM python:3.11." in dockerfile
-    assert 'pip install -c constraints.txt ".[tensorflow,kfp,s3,gcs,report]"' in dockerfile
+    stages = dict(re.findall(r"^FROM (python:[\d.]+)-slim-bookworm AS (\w+)$", dockerfile, re.M))
+    stages = {trainer: image for image, trainer in stages.items()}
+    assert stages == {"estimator": "python:3.11.7", "keras": "python:3.12.1"}
+    envs = dict(re.findall(r"^ENV K2E_CONSTRAINTS=(\S+) K2E_EXTRAS=(\S+)$", dockerfile, re.M))
+    assert envs == {
+        "constraints.txt": "tensorflow,kfp,s3,gcs,report",
+        "constraints-keras.txt": "keras,kfp,s3,gcs,report",
+    }
+    assert 'pip install -c "$K2E_CONSTRAINTS" ".[$K2E_EXTRAS]"' in dockerfile
+    assert "ARG TRAINER=estimator" in dockerfile and "FROM ${TRAINER}" in dockerfile
     from kfp_components import components
 
     assert components.IMAGE == os.environ.get("K2E_IMAGE", "registry.example.com/k2e:0.1.0")

@@ -1,0 +1,14 @@
+"""Every private Keras 3 attribute the Keras trainer relies on, in one place (what breaks
+first when constraints-keras.txt moves Keras)."""
+
+from __future__ import annotations
+
+
+def inputs_struct(model):
+    """A functional model's inputs as it was built: a dict where it takes a dict."""
+    return getattr(model, "_inputs_struct", None)
+
+
+def outputs_struct(model):
+    """A functional model's outputs as it was built: a dict where it returns a dict."""
+    return getattr(model, "_outputs_struct", None)
