@@ -318,7 +318,7 @@ def baseline_rate(spec, kind) -> float | None:
     spec = load_spec(spec, {"baseline": {"kind": kind, "steps": spec.train.steps}})
     with job.open_job(spec) as j:
         j.check_data()
-        return job._train_baseline(j)["examples_per_second"]
+        return j.trainer.train_baseline()["examples_per_second"]
 
 
 def measure_baselines(model, fmt_, batch, steps, reps, work) -> list:

@@ -24,7 +24,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -187,9 +186,9 @@ class K2eBaseOperator(BaseOperator):
             deadline.daemon = True
             deadline.start()
             return
-        training = sys.modules.get("k2e_core.estimator.training")
-        if training is not None:
-            training.request_stop()
+        from k2e_core.stopping import request_stop  # TensorFlow-free
+
+        request_stop()
 
     # ------------------------------------------------------------------ inputs
     def _overrides(self) -> dict:
