@@ -5,7 +5,8 @@
 Parts: throughput (k2e against Keras fit), pipeline (against hand-written tf.data, shards,
 streaming from S3), startup (imports, DAG parsing, `k2e --help`,
 conversion), orchestration (k2e run against Airflow and KFP), storage (concurrent publish,
-resume bytes). Each runs in a process of its own. Writes REPORT.md and report.json to
+resume bytes), cluster, keras_trainer (the Keras trainer against Keras 3 fit, in
+.venv-keras). Each runs in a process of its own. Writes REPORT.md and report.json to
 --out (default bench/results) with the date, the machine and the versions; `--readme` also
 puts the tables into README.md between its bench markers. `--quick` is the smoke test CI
 runs: every part, tiny sizes, one repetition; its figures mean nothing.
@@ -35,14 +36,19 @@ PARTS = {
     "orchestration": "Orchestration overhead (wall time of fresh commands)",
     "storage": "Storage (moto S3 server on 127.0.0.1)",
     "cluster": "Local cluster against one process (examples/s, steady state)",
+    "keras_trainer": "The Keras trainer against Keras 3 fit (examples/s; TensorFlow 2.21, "
+    ".venv-keras)",
 }
+#: Parts that run in another environment's interpreter (the Keras trainer's TensorFlow 2.21).
+PYTHONS = {"keras_trainer": os.path.join(REPO, ".venv-keras", "bin", "python")}
 MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
 
 
 def run_part(name: str, reps: int | None, quick: bool) -> list:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
-    command = [sys.executable, os.path.join(REPO, "bench", f"{name}.py"), "--json", out]
+    python = PYTHONS.get(name, sys.executable)
+    command = [python, os.path.join(REPO, "bench", f"{name}.py"), "--json", out]
     if quick:
         command.append("--quick")
     elif reps:

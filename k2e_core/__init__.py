@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "convert": "k2e_core.estimator.conversion",
     "model_to_estimator": "k2e_core.estimator.conversion",
-    "load_keras_model": "k2e_core.estimator.conversion",
+    "load_keras_model": "k2e_core.estimator.model_files",
     "JobSpec": "k2e_core.spec",
     "load_spec": "k2e_core.spec",
     "run": "k2e_core.steps.job",

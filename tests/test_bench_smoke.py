@@ -73,6 +73,13 @@ def _check_cluster(rows):
     assert cluster["value"]["median"] > 0 and cluster["baseline"]["median"] > 0
 
 
+def _check_keras_trainer(rows):
+    (cell,) = rows
+    assert (cell["model"], cell["format"], cell["batch"]) == ("iris", "tfrecord", 32)
+    assert cell["value"]["median"] > 0 and cell["baseline"]["median"] > 0
+    assert cell["baseline_name"] == "Keras 3 fit"
+
+
 CHECKS = {
     "throughput": _check_throughput,
     "pipeline": _check_pipeline,
@@ -80,6 +87,7 @@ CHECKS = {
     "orchestration": _check_orchestration,
     "storage": _check_storage,
     "cluster": _check_cluster,
+    "keras_trainer": _check_keras_trainer,
 }
 
 

@@ -1,12 +1,11 @@
-"""TensorFlow, imported once, and every private TensorFlow, Keras and Estimator API k2e
-relies on, in one place.
+"""Every private TensorFlow, Keras 2 and Estimator API the Estimator trainer relies on, in
+one place, after a check that this interpreter has that trainer's stack (package metadata).
 
-TensorFlow is imported after a check of the installed stack (package metadata), with its
-C++ info logs, deprecation notices and INFO chatter turned down (K2E_TF_LOGS=1 keeps them).
-The private parts below are what breaks first when the versions pinned in constraints.txt
-move (k2e_core.versions checks them): upstream `model_to_estimator`'s own helpers
-(`keras_lib`), Keras 2's engine classes, the Estimator's private training executor, and
-private attributes of Keras models and layers. Everything else in k2e uses public APIs.
+TensorFlow itself comes from `k2e_core.tf_runtime`, quietly. The private parts below are
+what breaks first when the versions pinned in constraints.txt move (k2e_core.versions
+checks them): upstream `model_to_estimator`'s own helpers (`keras_lib`), Keras 2's engine
+classes, the Estimator's private training executor, and private attributes of Keras models
+and layers. Everything else in k2e uses public APIs.
 """
 
 import logging

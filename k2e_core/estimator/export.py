@@ -10,7 +10,8 @@ import tempfile
 from k2e_core import signatures
 from k2e_core.errors import ExportMismatch, SpecError
 from k2e_core.estimator.compat import tf
-from k2e_core.estimator.conversion import export_heads, keras_model_at
+from k2e_core.estimator.keras_copies import keras_model_at
+from k2e_core.estimator.model_fn import export_heads
 
 log = logging.getLogger("k2e.export")
 

@@ -4,7 +4,7 @@ compiled, and, when subclassed, called through a functional model of its own lay
 from __future__ import annotations
 
 from k2e_core.errors import SpecError
-from k2e_core.estimator import compat, conversion
+from k2e_core.estimator import compat, keras_copies, model_files
 from k2e_core.estimator.compat import tf
 from k2e_core.inputs import data
 from k2e_core.objects import ImportFailed, import_object, resolve_custom_objects
@@ -25,14 +25,14 @@ def load(spec: JobSpec, custom_objects: dict):
     if spec.model.path:
         url = spec.path(spec.model.path)
         try:
-            model = conversion.load_keras_model(
+            model = model_files.load_keras_model(
                 url, custom_objects, spec.model.allow_unsafe_deserialization
             )
         except FileNotFoundError as err:
             raise SpecError(
                 "model.path", str(err), "check the URL or save the model first"
             ) from None
-        except conversion.UnsafeModelFile as err:
+        except model_files.UnsafeModelFile as err:
             raise SpecError(
                 "model.path",
                 str(err),
@@ -77,9 +77,9 @@ def load(spec: JobSpec, custom_objects: dict):
             "the Keras model is not compiled",
             "call model.compile(optimizer, loss, metrics) before returning/saving it",
         )
-    if conversion.is_subclassed(model):
+    if keras_copies.is_subclassed(model):
         groups = list(spec.data.features or {})
-        view = conversion.functional_view(model, groups[0] if len(groups) == 1 else None)
+        view = keras_copies.functional_view(model, groups[0] if len(groups) == 1 else None)
         if view is None:
             raise SpecError(
                 where,
@@ -113,7 +113,7 @@ def model_io(model) -> data.ModelIO:
             if isinstance(t.type_spec, tf.RaggedTensorSpec)
         ],
         outputs={name: tuple(t.shape) for name, t in zip(model.output_names, model.outputs)},
-        output_keys=conversion.output_keys_of(model),
+        output_keys=keras_copies.output_keys_of(model),
         loss=compat.compile_args(model).get("loss"),
     )
 

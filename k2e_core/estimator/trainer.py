@@ -17,7 +17,9 @@ from k2e_core.errors import SpecError, first_line
 from k2e_core.estimator import (
     conversion,
     export,
+    keras_copies,
     keras_model,
+    model_fn,
     premade,
     summaries,
     training,
@@ -197,7 +199,7 @@ class EstimatorTrainer(Trainer):
         job = self.job
         if self.premade is not None:
             return premade.metric_names(self.design.head, self.design.n_classes)
-        return conversion.evaluation_metric_names(
+        return model_fn.evaluation_metric_names(
             job.model, job.spec.model.metric_names_map, job.custom_objects
         )
 
@@ -210,7 +212,7 @@ class EstimatorTrainer(Trainer):
         classes = training.classes_of(job.model)
         if not classes:
             return None
-        trained = conversion.keras_model_at(
+        trained = keras_copies.keras_model_at(
             job.model, self.latest_checkpoint(), job.spec.model.checkpoint_format
         )
         return training.confusion_matrix(

@@ -11,8 +11,9 @@ import logging
 import os
 
 from k2e_core.errors import SpecError, first_line
-from k2e_core.estimator import conversion
+from k2e_core.estimator import keras_checkpoints, keras_copies
 from k2e_core.estimator.compat import tf
+from k2e_core.estimator.preprocessing import copy_weights
 from k2e_core.inputs import data
 from k2e_core.steps import warm_start as sources
 from k2e_core.storage.checkpoints import unreadable
@@ -67,7 +68,9 @@ def apply(model, prefix: str, record: dict, field: str = "warm_start") -> None:
     reader = tf.train.load_checkpoint(prefix)
     object_based = "_CHECKPOINTABLE_OBJECT_GRAPH" in reader.get_variable_to_shape_map()
     try:
-        source = conversion.keras_model_at(model, prefix, "checkpoint" if object_based else "saver")
+        source = keras_copies.keras_model_at(
+            model, prefix, "checkpoint" if object_based else "saver"
+        )
     except (
         AssertionError,
         ValueError,
@@ -80,12 +83,12 @@ def apply(model, prefix: str, record: dict, field: str = "warm_start") -> None:
             f"({mismatch(model, reader) or first_line(err)})",
             sources.FIX,
         ) from None
-    conversion.copy_weights(source, model)  # layer by layer: adapted layers keep their state
+    copy_weights(source, model)  # layer by layer: adapted layers keep their state
 
 
 def mismatch(model, reader) -> str:
     """Which of the model's variables the checkpoint lacks or holds with another shape."""
-    fit = conversion.checkpoint_fit(model, reader)
+    fit = keras_checkpoints.checkpoint_fit(model, reader)
     parts = []
     for label, names in [
         ("shape (model vs checkpoint)", fit["reshaped"]),
@@ -113,7 +116,7 @@ def optimizer_state(model, prefix: str, record: dict, staging_dir: str) -> str |
             if record["from"] == "checkpoint"
             else sources.fetch_prefix(url, os.path.join(staging_dir, "optimizer_state"))
         )
-        if not conversion.optimizer_slots_in(local, model):
+        if not keras_checkpoints.optimizer_slots_in(local, model):
             url = local = None
     record["optimizer_state"] = url
     return local

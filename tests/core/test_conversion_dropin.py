@@ -378,7 +378,7 @@ ADAPTED = [
 @pytest.mark.parametrize("layer", [*ADAPTED, "normalization", "hashing"])
 def test_preprocessing_layers_evaluate_predict_and_train_as_keras_does(tf, tmp_path, layer):
     import k2e_core
-    from k2e_core.estimator import conversion
+    from k2e_core.estimator import keras_copies
 
     model, values, labels = _preprocessing_model(tf, layer)
     keras_loss, keras_accuracy = model.evaluate(values, labels, verbose=0)
@@ -391,7 +391,7 @@ def test_preprocessing_layers_evaluate_predict_and_train_as_keras_does(tf, tmp_p
     est.train(_fn(tf, values, labels, repeat=True), steps=200)
     trained = est.evaluate(_fn(tf, values, labels))
     assert trained["loss"] < keras_loss
-    keras = conversion.keras_model_at(model, est.latest_checkpoint())
+    keras = keras_copies.keras_model_at(model, est.latest_checkpoint())
     keras.compile(
         optimizer=tf.keras.optimizers.legacy.SGD(),
         loss="sparse_categorical_crossentropy",

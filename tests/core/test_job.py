@@ -153,11 +153,11 @@ def test_tf_example_serving_signature(iris_spec, tf):
 
 def test_export_that_disagrees_with_keras_is_not_published(iris_spec, monkeypatch):
     from k2e_core.errors import ExportMismatch
-    from k2e_core.estimator import conversion, export
+    from k2e_core.estimator import export, keras_copies
     from k2e_core.steps import job
 
     job.train_step(iris_spec)
-    real = conversion.keras_model_at
+    real = keras_copies.keras_model_at
 
     def drifted(*args, **kwargs):
         model = real(*args, **kwargs)

@@ -80,7 +80,7 @@ def test_a_lambda_layer_in_a_model_file_is_refused_before_its_code_runs(
 
 def test_the_drop_in_refuses_it_too_and_takes_the_same_opt_in(lambda_models, tmp_path):
     from k2e_core import convert
-    from k2e_core.estimator.conversion import UnsafeModelFile
+    from k2e_core.estimator.model_files import UnsafeModelFile
 
     paths, _ = lambda_models
     with pytest.raises(UnsafeModelFile, match="whose Python bytecode would run"):

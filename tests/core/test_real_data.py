@@ -52,12 +52,12 @@ NOTES_FEATURES = {
 
 def _trained_keras(spec):
     """The Keras model holding the job's latest checkpoint, for Keras' own evaluate/predict."""
-    from k2e_core.estimator import conversion
+    from k2e_core.estimator import keras_copies
     from k2e_core.estimator.compat import tf
     from k2e_core.steps import job
 
     with job.open_job(spec) as j:
-        model = conversion.keras_model_at(j.model, tf.train.latest_checkpoint(spec["model_dir"]))
+        model = keras_copies.keras_model_at(j.model, tf.train.latest_checkpoint(spec["model_dir"]))
         model.compile(
             optimizer=tf.keras.optimizers.legacy.SGD(), loss=j.model.loss, metrics=["accuracy"]
         )
@@ -632,7 +632,7 @@ def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(
     equals Keras `evaluate`, and the published SavedModel predicts what the user's own Keras
     model predicts with the trained weights."""
     from k2e_core import cli
-    from k2e_core.estimator import conversion
+    from k2e_core.estimator import keras_checkpoints
     from k2e_core.estimator.compat import tf
 
     frame = real_data.penguin_notes()
@@ -657,7 +657,7 @@ def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(
     reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(spec["model_dir"]))
     trained = {
         tuple(shape): key
-        for name, (key, shape) in conversion.checkpoint_variables(reader).items()
+        for name, (key, shape) in keras_checkpoints.checkpoint_variables(reader).items()
         if not name.startswith("training/") and name.endswith(("kernel", "bias"))
     }
     assert len(trained) == len(model.trainable_weights) == 4  # each shape is unique here
@@ -723,7 +723,7 @@ def test_a_warm_start_into_a_model_with_adapted_layers_takes_the_trained_weights
 
 def test_a_subclassed_model_trains_evaluates_and_publishes_through_k2e_run(tmp_path, capsys):
     from k2e_core import cli
-    from k2e_core.estimator import conversion
+    from k2e_core.estimator import keras_copies
     from k2e_core.estimator.compat import tf
 
     frame = real_data.sklearn_frame("wine")
@@ -747,7 +747,9 @@ def test_a_subclassed_model_trains_evaluates_and_publishes_through_k2e_run(tmp_p
     from k2e_core.steps import job
 
     with job.open_job(spec) as j:
-        trained = conversion.keras_model_at(j.model, tf.train.latest_checkpoint(spec["model_dir"]))
+        trained = keras_copies.keras_model_at(
+            j.model, tf.train.latest_checkpoint(spec["model_dir"])
+        )
     trained.compile(
         optimizer=tf.keras.optimizers.legacy.SGD(),
         loss="sparse_categorical_crossentropy",

@@ -141,7 +141,7 @@ def test_warm_start_carries_the_optimizer_state_of_the_same_model(iris_spec, tmp
     0.9 * the source's + 0.1 * the new gradient, far from a fresh start's 0.1 * gradient."""
     import numpy as np
 
-    from k2e_core.estimator.conversion import checkpoint_variables
+    from k2e_core.estimator.keras_checkpoints import checkpoint_variables
     from k2e_core.steps import job
 
     def first_moment(prefix):

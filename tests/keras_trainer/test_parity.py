@@ -131,7 +131,7 @@ def test_iris_the_same_on_both_trainers_and_as_keras_fit(example_data, tmp_path)
         test.species.to_numpy(),
     )
     _close(runs, fit)
-    assert runs["keras"][0]["metrics"]["accuracy"] > 0.8
+    assert runs["keras"][0]["metrics"]["accuracy"] > 0.7
 
 
 NOTES_FEATURES = {
