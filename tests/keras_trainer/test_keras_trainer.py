@@ -111,6 +111,22 @@ def test_sigkill_then_rerun_resumes_at_the_last_checkpoint_with_the_optimizer_st
     assert f"training from step {reached} to {reached + 100}" in err
 
 
+def test_checkpoints_every_n_seconds_keep_the_newest_ones(example_data, tmp_path):
+    spec = iris_spec(
+        example_data,
+        tmp_path,
+        train={"steps": 6000},
+        run_config={"tf_random_seed": 1, "save_checkpoints_secs": 1, "keep_checkpoint_max": 3},
+    )
+    code, done, err = k2e("train", spec, tmp_path)
+    assert code == 0, err
+    steps = checkpoint_steps(spec["model_dir"])
+    assert len(steps) == 3 and steps[-1] == 6000  # the last step is always saved
+    assert steps[0] > 0 and all(s % 100 == 0 for s in steps)  # at the ends of spans
+    with open(os.path.join(spec["model_dir"], "checkpoint")) as f:
+        assert "model.ckpt-6000" in f.readline()
+
+
 def test_sigterm_saves_the_step_it_reached_and_a_rerun_goes_on_from_it(example_data, tmp_path):
     spec = iris_spec(
         example_data,
@@ -189,3 +205,33 @@ def test_the_estimator_trainer_here_names_the_interpreter_that_has_it(example_da
     assert code == 2 and err.count("\n") == 1
     assert "the estimator trainer needs tensorflow 2.15" in err and ".venv/bin/k2e" in err
     assert not os.path.exists(spec["model_dir"])
+
+
+def test_a_model_dir_on_s3_gets_each_checkpoint_and_a_rerun_resumes_from_the_store(
+    example_data, tmp_path, s3
+):
+    """model_dir and export base on an S3 server: checkpoints go up in the background as
+    they are saved, the version is published there, and a rerun in a fresh process fetches
+    the last checkpoint and goes on from its step."""
+    import s3fs
+
+    from tests.conftest import on_s3
+
+    spec = on_s3(
+        iris_spec(example_data, tmp_path),
+        s3,
+        train={"steps": 400},
+        run_config={"tf_random_seed": 1, "save_checkpoints_steps": 100},
+    )
+    code, done, err = k2e("run", spec, tmp_path)
+    assert code == 0, err
+    assert done["model_dir"] == spec["model_dir"] and done["version"] == 1
+    assert done["train"]["checkpoint_uploads"]["uploaded"] >= 4
+    fs = s3fs.S3FileSystem(**s3["s3"])
+    names = {path.rsplit("/", 1)[-1] for path in fs.ls(spec["model_dir"].removeprefix("s3://"))}
+    assert {"checkpoint", "model.ckpt-400.index"} <= names
+    assert fs.exists(spec["export"]["base"].removeprefix("s3://") + "/1/saved_model.pb")
+
+    code, again, err = k2e("train", {**spec, "train": {"steps": 450}}, tmp_path)
+    assert code == 0, err
+    assert again["steps_trained"] == 50 and again["resume_download_bytes"] > 0
