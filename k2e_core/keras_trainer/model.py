@@ -38,6 +38,8 @@ def load(spec: JobSpec, objects: dict, staging_dir: str):
         except (ImportFailed, ValueError) as err:
             raise SpecError("model.factory", str(err), "fix the import path") from None
         keras.backend.clear_session()  # input names as in a fresh process
+        if spec.run_config.tf_random_seed is not None:  # as the Estimator's graph seed
+            keras.utils.set_random_seed(spec.run_config.tf_random_seed)
         try:
             model = factory(**spec.model.factory_kwargs)
         except Exception as err:  # user code: its own words, as bad input
