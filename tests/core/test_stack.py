@@ -54,3 +54,27 @@ def test_importing_k2e_and_the_orchestrator_packages_does_not_import_tensorflow(
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_a_spec_for_the_other_trainer_stops_in_one_line_naming_its_interpreter(tmp_path):
+    """`trainer: keras` in the Estimator trainer's environment (or the other way round):
+    exit 2 before anything runs, one line naming the interpreter that has that trainer."""
+    import os
+
+    from k2e_core import versions
+    from tests.conftest import EXAMPLES
+
+    other = "keras" if versions.installed_trainer() == "estimator" else "estimator"
+    k2e = os.path.join(os.path.dirname(sys.executable), "k2e")
+    proc = subprocess.run(
+        [
+            k2e, "run", os.path.join(EXAMPLES, "iris.yaml"),
+            "--set", f"trainer={other}", "--set", f"model_dir={tmp_path / 'model'}",
+        ],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and proc.stdout == ""
+    line = proc.stderr.strip()
+    assert "\n" not in line and line.startswith(f"k2e: error: trainer: the {other} trainer")
+    assert versions.ENVIRONMENTS[other][1] in line
+    assert not (tmp_path / "model").exists()
