@@ -18,7 +18,7 @@ import time
 import keras
 import numpy as np
 
-from k2e_core.errors import K2eError
+from k2e_core.errors import K2eError, SpecError, first_line
 from k2e_core.stopping import Stopped, stop_requested
 from k2e_core.tf_runtime import tf
 
@@ -59,9 +59,19 @@ class Checkpoints:
         return self.manager.latest_checkpoint
 
     def restore(self) -> int:
-        """The latest checkpoint's weights and optimizer state, if any; its step."""
+        """The latest checkpoint's weights and optimizer state, if any; its step. A
+        checkpoint of another model, or of the Estimator trainer, is refused in one line."""
         if self.latest:
-            self.checkpoint.restore(self.latest).assert_existing_objects_matched()
+            try:
+                self.checkpoint.restore(self.latest).assert_existing_objects_matched()
+            except (AssertionError, ValueError, tf.errors.OpError) as err:
+                raise SpecError(
+                    "model_dir",
+                    f"{os.path.basename(self.latest)} is not a checkpoint of this model on the "
+                    f"keras trainer ({first_line(err, 160)})",
+                    "give the job a new model_dir, with warm_start set to this one to start "
+                    "from its weights (the Estimator trainer's included)",
+                ) from None
         return self.step
 
     def save(self) -> str:

@@ -271,3 +271,40 @@ def test_a_version_the_estimator_trainer_published_warm_starts_the_keras_trainer
         for v in (1, 2)
     ]
     np.testing.assert_allclose(answers[0], answers[1], atol=1e-5)
+
+
+def test_a_model_dir_of_the_estimator_trainer_is_refused_and_warm_starts_instead(
+    example_data, tmp_path
+):
+    """Pointing the Keras trainer at the Estimator trainer's model_dir stops in one line
+    saying how to start from it; warm_start from that model_dir does."""
+    with open(os.path.join(EXAMPLES, "iris.yaml")) as f:
+        spec = yaml.safe_load(f)
+    spec["model"]["factory"] = os.path.join(EXAMPLES, "models.py") + ":iris_model"
+    spec["data"]["train"]["files"] = str(example_data / "iris_train.csv")
+    spec["data"]["eval"]["files"] = str(example_data / "iris_test.csv")
+    spec.update(model_dir=str(tmp_path / "estimator"), train={"steps": 100}, export=None)
+    code, trained, err = k2e(
+        "train", {**spec, "trainer": "estimator"}, tmp_path, trainer="estimator"
+    )
+    assert code == 0, err
+    before = sorted(os.listdir(spec["model_dir"]))
+
+    code, _, err = k2e("train", {**spec, "trainer": "keras"}, tmp_path)
+    assert code == 2 and err.strip().splitlines()[-1].startswith(
+        "k2e: error: model_dir: model.ckpt-100 is not a checkpoint of this model on the keras"
+    )
+    assert "warm_start" in err and sorted(os.listdir(spec["model_dir"])) == before
+
+    moved = {**spec, "trainer": "keras", "model_dir": str(tmp_path / "keras")}
+    moved["warm_start"] = spec["model_dir"]
+    code, evaluated, err = k2e("evaluate", {**moved, "train": {"steps": 1}}, tmp_path)
+    assert code == 0, err
+    assert evaluated["global_step"] == 0
+    estimator_eval = k2e(
+        "evaluate", {**spec, "trainer": "estimator"}, tmp_path, trainer="estimator"
+    )
+    assert estimator_eval[0] == 0, estimator_eval[2]
+    assert evaluated["metrics"]["loss"] == pytest.approx(
+        estimator_eval[1]["metrics"]["loss"], rel=1e-5
+    )
