@@ -10,14 +10,18 @@ checkpoint (k2e_core.steps.warm_start finds it), written by either trainer.
   line moves from one trainer to the other without starting over.
 
 A source that does not fit stops the job naming the variables, or with
-`warm_start_mismatch: fresh` is skipped (and the record says so). The optimizer starts
-fresh: its state is not carried over from either trainer's checkpoints."""
+`warm_start_mismatch: fresh` is skipped (and the record says so). The optimizer's state
+(Adam's moments...) comes from the source's training checkpoint where that is this
+trainer's and fits (a version's: the checkpoint it was exported from, while its model_dir
+keeps it), with its step count back at 0; otherwise it starts fresh, and the record's
+`optimizer_state` is null."""
 
 from __future__ import annotations
 
 import logging
 import os
 
+from k2e_core import storage
 from k2e_core.errors import SpecError, first_line
 from k2e_core.steps import warm_start as sources
 from k2e_core.storage.checkpoints import unreadable
@@ -28,6 +32,7 @@ log = logging.getLogger("k2e.warm_start")
 
 _KERAS2_LAYER = "layer_with_weights-"
 _VALUE = "/.ATTRIBUTES/VARIABLE_VALUE"
+_KERAS3_STEP = "optimizer/_iterations" + _VALUE  # a training checkpoint of this trainer
 
 
 def seed(model, model_dir: str, spec, staging_dir: str) -> Seed:
@@ -41,17 +46,45 @@ def seed(model, model_dir: str, spec, staging_dir: str) -> Seed:
         sources.save_record(model_dir, None)
         return Seed()
     prefix, record = found
+    state = None
     try:
         apply(model, prefix, record)
         log.info("warm start from %s", record["url"])
+        state = optimizer_state(model, prefix, record, staging_dir)
     except SpecError as err:
         if spec.warm_start_mismatch != "fresh":
             raise
         log.warning("warm start skipped, starting from the model's own weights: %s", err.problem)
         record = {**record, "skipped": err.problem}
-    record["optimizer_state"] = None
+    record["optimizer_state"] = state
     sources.save_record(model_dir, record)
     return Seed(record)
+
+
+def optimizer_state(model, prefix: str, record: dict, staging_dir: str) -> str | None:
+    """Restores the optimizer's variables from the source's training checkpoint where it is
+    this trainer's and fits, its step count set back to 0; the checkpoint's URL, or None."""
+    url = (
+        prefix if record["from"] == "checkpoint" else sources.training_checkpoint_of(record["url"])
+    )
+    if not url:
+        return None
+    local = prefix if url == prefix else sources.fetch_prefix(url, staging_dir)
+    names = tf.train.load_checkpoint(local).get_variable_to_shape_map()
+    if _KERAS3_STEP not in names:
+        return None  # the Estimator trainer's (Keras 2 slots), or no optimizer at all
+    model.optimizer.build(model.trainable_variables)
+    fresh = [variable.numpy() for variable in model.optimizer.variables]
+    try:
+        tf.train.Checkpoint(optimizer=model.optimizer).restore(
+            local
+        ).expect_partial().assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.OpError):
+        for variable, value in zip(model.optimizer.variables, fresh):
+            variable.assign(value)  # a failed restore may have assigned some of them
+        return None
+    model.optimizer.iterations.assign(0)
+    return record["url"] if url == prefix else storage.redact(url)
 
 
 def apply(model, prefix: str, record: dict, field: str = "warm_start") -> None:

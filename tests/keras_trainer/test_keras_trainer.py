@@ -235,3 +235,34 @@ def test_a_model_dir_on_s3_gets_each_checkpoint_and_a_rerun_resumes_from_the_sto
     code, again, err = k2e("train", {**spec, "train": {"steps": 450}}, tmp_path)
     assert code == 0, err
     assert again["steps_trained"] == 50 and again["resume_download_bytes"] > 0
+
+
+def test_a_warm_start_from_a_checkpoint_of_this_trainer_takes_its_optimizer_state(
+    example_data, tmp_path
+):
+    """Adam's moments come along with the weights, the step count back at 0, as the
+    Estimator trainer seeds its slots; the record names where they came from."""
+    from k2e_core.tf_runtime import tf
+
+    first = iris_spec(example_data, tmp_path / "first", train={"steps": 200})
+    code, _, err = k2e("train", first, tmp_path)
+    assert code == 0, err
+    second = iris_spec(example_data, tmp_path / "second", warm_start=first["model_dir"])
+    code, converted, err = k2e("convert", second, tmp_path)
+    assert code == 0, err
+    assert converted["global_step"] == 0
+    assert converted["warm_start"]["optimizer_state"].endswith("model.ckpt-200")
+
+    source = tf.train.load_checkpoint(os.path.join(first["model_dir"], "model.ckpt-200"))
+    seeded = tf.train.load_checkpoint(os.path.join(second["model_dir"], "model.ckpt-0"))
+    step = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+    assert source.get_tensor(step) == 200 and seeded.get_tensor(step) == 0
+    moments = [
+        name
+        for name in source.get_variable_to_shape_map()
+        if name.startswith("optimizer/_variables/") and name != step
+    ]
+    assert len(moments) >= 8  # two per kernel and bias of both layers
+    for name in moments:
+        np.testing.assert_array_equal(seeded.get_tensor(name), source.get_tensor(name))
+    assert any(np.abs(source.get_tensor(name)).sum() > 0 for name in moments)
