@@ -29,6 +29,7 @@ from bench.throughput import (  # noqa: E402
     QUICK_STEPS,
     WARMUP_STEPS,
     _spec,
+    k2e_rate,
     write_data,
 )
 
@@ -45,14 +46,6 @@ TARGET = 0.95
 def keras_trainer_spec(model, train_file, mapping, batch, steps, model_dir):
     spec = _spec(model, train_file, mapping, batch, steps, model_dir)
     return spec.model_copy(update={"trainer": "keras"})
-
-
-def trainer_rate(spec) -> float:
-    from k2e_core.steps import job
-
-    with job.open_job(spec) as j:
-        j.check_data()
-        return job._train(j)["steps_per_second"]
 
 
 def fit_rate(spec, steps) -> float:
@@ -78,7 +71,7 @@ def measure_cell(model, fmt_, batch, steps, reps, work) -> dict:
         for side in order if rep % 2 == 0 else order[::-1]:
             model_dir = tempfile.mkdtemp(dir=work)
             spec = keras_trainer_spec(model, train_file, mapping, batch, steps, model_dir)
-            rate = fit_rate(spec, steps) if side == "fit" else trainer_rate(spec)
+            rate = fit_rate(spec, steps) if side == "fit" else k2e_rate(spec)
             samples[side].append(rate * batch if rate else None)
             shutil.rmtree(model_dir, ignore_errors=True)
             keras.backend.clear_session()

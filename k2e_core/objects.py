@@ -76,3 +76,13 @@ def resolve_custom_objects(custom_objects, base_dir: str | None = None):
         name: import_object(obj, base_dir) if isinstance(obj, str) else obj
         for name, obj in custom_objects.items()
     }
+
+
+def spec_custom_objects(spec) -> dict:
+    """The job spec's `model.custom_objects`, imported; a bad path is the field's error."""
+    from k2e_core.errors import SpecError
+
+    try:
+        return resolve_custom_objects(spec.model.custom_objects, spec.base_dir)
+    except ValueError as err:
+        raise SpecError("model.custom_objects", str(err), "fix the import path") from None

@@ -129,3 +129,23 @@ def _pairs(kind, key, got, expected):
     if kind == "regression":
         return [("outputs", got["outputs"], expected[key])]
     return [(key, got[key], expected[key])]
+
+
+def predicted_class_key(key, output_keys):
+    """Where predictions carry a text-label output's class names."""
+    return "class" if len(output_keys) == 1 else f"{key}_class"
+
+
+def predicted_classes(scores, names):
+    """The name of each row's most likely class ([batch] strings); one unit: above 0.5."""
+    if scores.shape[-1] == 1:
+        index = tf.cast(tf.reshape(scores, [-1]) > 0.5, tf.int64)
+    else:
+        index = tf.argmax(scores, axis=-1)
+    return tf.gather(tf.constant(names), index)
+
+
+def class_table(scores, names):
+    """ClassificationOutput's classes: every class name, for every row."""
+    rows = tf.shape(scores)[0]
+    return tf.tile(tf.constant(names)[None, :], [rows, 1])

@@ -107,6 +107,20 @@ def iris_job(example_data, root) -> dict:
     }
 
 
+def example_spec(name: str, factory: str, example_data, data: str) -> dict:
+    """examples/<name>.yaml as it ships, its factory and its `data`'s train and test files
+    (as the examples' generator names them) from this session's example data."""
+    import yaml
+
+    with open(os.path.join(EXAMPLES, f"{name}.yaml")) as f:
+        spec = yaml.safe_load(f)
+    ext = os.path.splitext(spec["data"]["train"]["files"])[1]
+    spec["model"]["factory"] = os.path.join(EXAMPLES, "models.py") + f":{factory}"
+    spec["data"]["train"]["files"] = str(example_data / f"{data}_train{ext}")
+    spec["data"]["eval"]["files"] = str(example_data / f"{data}_test{ext}")
+    return spec
+
+
 @pytest.fixture
 def retraining_spec(example_data, tmp_path):
     """examples/iris_retraining.yaml (gate, warm start, retention) writing into tmp_path;

@@ -7,16 +7,8 @@ from k2e_core.errors import SpecError
 from k2e_core.estimator import compat, keras_copies, model_files
 from k2e_core.estimator.compat import tf
 from k2e_core.inputs import data
-from k2e_core.objects import ImportFailed, import_object, resolve_custom_objects
+from k2e_core.objects import ImportFailed, import_object
 from k2e_core.spec import JobSpec
-
-
-def custom_objects(spec: JobSpec) -> dict:
-    """The spec's custom objects, imported."""
-    try:
-        return resolve_custom_objects(spec.model.custom_objects, spec.base_dir)
-    except ValueError as err:
-        raise SpecError("model.custom_objects", str(err), "fix the import path") from None
 
 
 def load(spec: JobSpec, custom_objects: dict):

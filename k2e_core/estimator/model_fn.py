@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from k2e_core import signatures
 from k2e_core.estimator import compat, summaries
 from k2e_core.estimator.compat import tf
 from k2e_core.estimator.keras_checkpoints import init_slots_from
@@ -107,25 +108,6 @@ def _serving_receives_examples():
     return len(placeholders) == 1 and placeholders[0].get_attr("dtype") == tf.string
 
 
-def predicted_class_key(key, output_keys):
-    return "class" if len(output_keys) == 1 else f"{key}_class"
-
-
-def _predicted_classes(scores, names):
-    """The name of each row's most likely class ([batch] strings); one unit: above 0.5."""
-    if scores.shape[-1] == 1:
-        index = tf.cast(tf.reshape(scores, [-1]) > 0.5, tf.int64)
-    else:
-        index = tf.argmax(scores, axis=-1)
-    return tf.gather(tf.constant(names), index)
-
-
-def _class_table(scores, names):
-    """ClassificationOutput's classes: every class name, for every row."""
-    rows = tf.shape(scores)[0]
-    return tf.tile(tf.constant(names)[None, :], [rows, 1])
-
-
 def _export_output(cls, tensor, name, examples, names=None):
     if cls is tf.estimator.export.PredictOutput:
         return cls(tensor if isinstance(tensor, dict) else {name: tensor})
@@ -134,7 +116,7 @@ def _export_output(cls, tensor, name, examples, names=None):
     if cls is tf.estimator.export.ClassificationOutput:
         if names and tensor.shape[-1] == 1:  # one sigmoid unit: the scores of both classes
             tensor = tf.concat([1 - tensor, tensor], axis=-1)
-        classes = _class_table(tensor, names) if names else None
+        classes = signatures.class_table(tensor, names) if names else None
         out = cls(scores=tensor, classes=classes)
         # Classify signatures need serialized tf.Example input; with raw tensors TF would
         # drop the head silently, so it is exported as a predict signature instead.
@@ -250,7 +232,7 @@ class ModelFn:
     def _predictions(self, model, keys) -> dict:
         predictions = dict(zip(keys, model.outputs))
         for key, names in self.class_names.items():
-            predictions[predicted_class_key(key, keys)] = _predicted_classes(
+            predictions[signatures.predicted_class_key(key, keys)] = signatures.predicted_classes(
                 predictions[key], names
             )
         return predictions

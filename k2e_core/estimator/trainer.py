@@ -27,6 +27,7 @@ from k2e_core.estimator import (
 )
 from k2e_core.estimator.compat import tf
 from k2e_core.inputs import data
+from k2e_core.objects import spec_custom_objects
 from k2e_core.steps import warm_start as sources
 from k2e_core.steps.model_dir import ModelDir
 from k2e_core.trainer import Seed, Trainer
@@ -41,7 +42,7 @@ class EstimatorTrainer(Trainer):
     def load_model(spec, staging_dir):
         if spec.model.premade is not None:
             return None, {}
-        objects = keras_model.custom_objects(spec)
+        objects = spec_custom_objects(spec)
         return keras_model.load(spec, objects), objects
 
     @staticmethod

@@ -37,23 +37,7 @@ def seed(model, model_dir: str, spec, staging_dir: str) -> Seed:
     if record is not None and keras_ckpt:
         apply(model, keras_ckpt, record)
         return Seed(record, sources.fetch_optimizer_state(record, staging_dir))
-    found = sources.resolve(spec, staging_dir)
-    if found is None:
-        sources.save_record(model_dir, None)
-        return Seed()
-    prefix, record = found
-    state = None
-    try:
-        apply(model, prefix, record)
-        log.info("warm start from %s", record["url"])
-        state = optimizer_state(model, prefix, record, staging_dir)
-    except SpecError as err:
-        if spec.warm_start_mismatch != "fresh":
-            raise
-        log.warning("warm start skipped, starting from the model's own weights: %s", err.problem)
-        record = {**record, "skipped": err.problem}
-    sources.save_record(model_dir, record)
-    return Seed(record, state)
+    return sources.seed_from_source(model, model_dir, spec, staging_dir, apply, optimizer_state)
 
 
 def apply(model, prefix: str, record: dict, field: str = "warm_start") -> None:

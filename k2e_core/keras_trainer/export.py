@@ -54,19 +54,6 @@ def heads(export_outputs, io, model) -> list[tuple[str, str, str | None]]:
     return found
 
 
-def predicted_class_key(key, output_keys):
-    return "class" if len(output_keys) == 1 else f"{key}_class"
-
-
-def _predicted_classes(scores, names):
-    """The name of each row's most likely class; one unit: above 0.5."""
-    if scores.shape[-1] == 1:
-        index = tf.cast(tf.reshape(scores, [-1]) > 0.5, tf.int64)
-    else:
-        index = tf.argmax(scores, axis=-1)
-    return tf.gather(tf.constant(names), index)
-
-
 class _Serving:
     """The model behind every signature: features as a client sends them -> predictions
     {output key: tensor, and `class`/`<key>_class` for text labels}."""
@@ -84,7 +71,9 @@ class _Serving:
         )
         keys = self.io.output_keys
         for key, names in self.class_names.items():
-            out[predicted_class_key(key, keys)] = _predicted_classes(out[key], names)
+            out[signatures.predicted_class_key(key, keys)] = signatures.predicted_classes(
+                out[key], names
+            )
         return out
 
     def head(self, kind, key, examples: bool, features: dict) -> dict:
@@ -98,8 +87,7 @@ class _Serving:
                 tensor = tf.concat([1 - tensor, tensor], axis=-1)
             result = {"scores": tensor}
             if names:
-                rows = tf.shape(tensor)[0]
-                result["classes"] = tf.tile(tf.constant(names)[None, :], [rows, 1])
+                result["classes"] = signatures.class_table(tensor, names)
             return result
         if kind == "regression":
             return {"outputs": tensor}

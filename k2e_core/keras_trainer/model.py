@@ -12,19 +12,12 @@ from k2e_core import storage
 from k2e_core.errors import SpecError, first_line
 from k2e_core.inputs import data
 from k2e_core.keras_trainer import compat
-from k2e_core.objects import ImportFailed, import_object, resolve_custom_objects
+from k2e_core.objects import ImportFailed, import_object
 from k2e_core.spec import JobSpec
 from k2e_core.tf_runtime import tf
 
 #: Names Keras 3 gives an input nobody named.
 _AUTOMATIC = ("keras_tensor", "input_layer")
-
-
-def custom_objects(spec: JobSpec) -> dict:
-    try:
-        return resolve_custom_objects(spec.model.custom_objects, spec.base_dir)
-    except ValueError as err:
-        raise SpecError("model.custom_objects", str(err), "fix the import path") from None
 
 
 def load(spec: JobSpec, objects: dict, staging_dir: str):

@@ -15,6 +15,7 @@ from k2e_core.errors import SpecError
 from k2e_core.inputs import data
 from k2e_core.keras_trainer import export, training, warm_start
 from k2e_core.keras_trainer import model as keras_model
+from k2e_core.objects import spec_custom_objects
 from k2e_core.trainer import Trainer
 
 log = logging.getLogger("k2e.job")
@@ -25,7 +26,7 @@ class KerasTrainer(Trainer):
 
     @staticmethod
     def load_model(spec, staging_dir):
-        objects = keras_model.custom_objects(spec)
+        objects = spec_custom_objects(spec)
         return keras_model.load(spec, objects, staging_dir), objects
 
     @staticmethod
@@ -94,9 +95,10 @@ class KerasTrainer(Trainer):
             self.checkpoints,
         ).run()
 
-    def evaluate(self, label=None) -> dict:
+    def _evaluated(self, label=None) -> dict:
+        """The model's current weights evaluated on the eval data, at this step."""
         job = self.job
-        metrics = training.evaluate(
+        return training.evaluate(
             job.model,
             job.data.input_fn("eval")(),
             job.spec.eval.steps,
@@ -105,7 +107,10 @@ class KerasTrainer(Trainer):
             label,
             job.spec.model.metric_names_map,
         )
-        training.eval_curves(job.model_dir.path, metrics)
+
+    def evaluate(self, label=None) -> dict:
+        metrics = self._evaluated(label)
+        training.eval_curves(self.job.model_dir.path, metrics)
         return {"metrics": metrics, "checkpoint": self.latest_checkpoint()}
 
     def metric_names(self) -> list[str]:
@@ -150,15 +155,7 @@ class KerasTrainer(Trainer):
         own = job.model.get_weights()
         try:
             warm_start.apply_version(job.model, version_url, version, job.staging_dir)
-            metrics = training.evaluate(
-                job.model,
-                job.data.input_fn("eval")(),
-                job.spec.eval.steps,
-                self.global_step(),
-                training.for_fit(self.to_model),
-                label,
-                job.spec.model.metric_names_map,
-            )
+            metrics = self._evaluated(label)
         finally:
             job.model.set_weights(own)
         metrics = {k: v for k, v in metrics.items() if k != "global_step"}

@@ -41,29 +41,18 @@ def seed(model, model_dir: str, spec, staging_dir: str) -> Seed:
     record = sources.load_record(model_dir)
     if tf.train.latest_checkpoint(model_dir):
         return Seed(record)
-    found = sources.resolve(spec, staging_dir)
-    if found is None:
-        sources.save_record(model_dir, None)
-        return Seed()
-    prefix, record = found
-    state = None
-    try:
-        apply(model, prefix, record)
-        log.info("warm start from %s", record["url"])
-        state = optimizer_state(model, prefix, record, staging_dir)
-    except SpecError as err:
-        if spec.warm_start_mismatch != "fresh":
-            raise
-        log.warning("warm start skipped, starting from the model's own weights: %s", err.problem)
-        record = {**record, "skipped": err.problem}
-    record["optimizer_state"] = state
-    sources.save_record(model_dir, record)
-    return Seed(record)
+    return sources.seed_from_source(model, model_dir, spec, staging_dir, apply, optimizer_state)
 
 
-def optimizer_state(model, prefix: str, record: dict, staging_dir: str) -> str | None:
+def optimizer_state(model, prefix: str, record: dict, staging_dir: str) -> None:
     """Restores the optimizer's variables from the source's training checkpoint where it is
-    this trainer's and fits, its step count set back to 0; the checkpoint's URL, or None."""
+    this trainer's and fits, its step count set back to 0, and notes that checkpoint in
+    `record` (None: the optimizer starts fresh). Nothing for training to fetch later: the
+    state is in the model_dir's first checkpoint."""
+    record["optimizer_state"] = _restore_optimizer(model, prefix, record, staging_dir)
+
+
+def _restore_optimizer(model, prefix: str, record: dict, staging_dir: str) -> str | None:
     url = (
         prefix if record["from"] == "checkpoint" else sources.training_checkpoint_of(record["url"])
     )

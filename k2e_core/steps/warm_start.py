@@ -17,6 +17,7 @@ from k2e_core.inputs import data
 from k2e_core.records import WarmStartRecord
 from k2e_core.storage import publish
 from k2e_core.storage.checkpoints import STATE, latest_checkpoint_name
+from k2e_core.trainer import Seed
 
 log = logging.getLogger("k2e.warm_start")
 
@@ -66,6 +67,31 @@ def locate(spec) -> tuple[str, dict] | None:
         return url, {"from": "version", "url": storage.redact(url)}
     prefix = _checkpoint_prefix(url)
     return prefix, {"from": "checkpoint", "url": storage.redact(prefix)}
+
+
+def seed_from_source(model, model_dir: str, spec, staging_dir: str, apply, optimizer_state) -> Seed:
+    """A new model_dir's start: `spec.warm_start` resolved, its weights put into `model` by
+    the trainer's `apply(model, prefix, record)`, its optimizer state taken by the trainer's
+    `optimizer_state(model, prefix, record, staging_dir)` (which notes it in the record), and
+    the record kept in model_dir. A source that does not fit stops the job, or with
+    `warm_start_mismatch: fresh` is skipped and the record says so."""
+    found = resolve(spec, staging_dir)
+    if found is None:
+        save_record(model_dir, None)
+        return Seed()
+    prefix, record = found
+    state = None
+    try:
+        apply(model, prefix, record)
+        log.info("warm start from %s", record["url"])
+        state = optimizer_state(model, prefix, record, staging_dir)
+    except SpecError as err:
+        if spec.warm_start_mismatch != "fresh":
+            raise
+        log.warning("warm start skipped, starting from the model's own weights: %s", err.problem)
+        record = {**record, "skipped": err.problem}
+    save_record(model_dir, record)
+    return Seed(record, state)
 
 
 def resolve(spec, staging_dir: str) -> tuple[str, dict] | None:

@@ -12,6 +12,7 @@ import pytest
 from k2e_core.distributed.cluster import Task
 from k2e_core.errors import SpecError
 from k2e_core.estimator import keras_model, warm_start
+from k2e_core.objects import spec_custom_objects
 from k2e_core.spec import load_spec
 from k2e_core.steps import job
 from k2e_core.steps import warm_start as sources
@@ -131,7 +132,7 @@ def test_an_uncompiled_model_is_refused_naming_the_factory(example_data, tmp_pat
     )
     spec = _iris(example_data, tmp_path, model={"factory": f"{module}:model"})
     with pytest.raises(SpecError, match="not compiled") as caught:
-        keras_model.load(spec, keras_model.custom_objects(spec))
+        keras_model.load(spec, spec_custom_objects(spec))
     assert caught.value.field == "model.factory"
 
 
@@ -145,7 +146,7 @@ def _iris(example_data, root, **changes):
 
 
 def _model(spec):
-    return keras_model.load(spec, keras_model.custom_objects(spec))
+    return keras_model.load(spec, spec_custom_objects(spec))
 
 
 def test_seeding_puts_the_sources_weights_into_the_model_and_records_them(

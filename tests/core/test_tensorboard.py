@@ -7,9 +7,8 @@ from __future__ import annotations
 import os
 
 import pytest
-import yaml
 
-EXAMPLES = os.path.join(os.path.dirname(__file__), "..", "..", "examples")
+from tests.conftest import example_spec
 
 
 def scalars(run_dir):
@@ -27,11 +26,7 @@ def scalars(run_dir):
 
 def iris_example(example_data, tmp_path) -> dict:
     """examples/iris.yaml as it ships (1000 steps, default cadences), writing into tmp_path."""
-    with open(os.path.join(EXAMPLES, "iris.yaml")) as f:
-        spec = yaml.safe_load(f)
-    spec["model"]["factory"] = os.path.join(EXAMPLES, "models.py") + ":iris_model"
-    spec["data"]["train"]["files"] = str(example_data / "iris_train.csv")
-    spec["data"]["eval"]["files"] = str(example_data / "iris_test.csv")
+    spec = example_spec("iris", "iris_model", example_data, "iris")
     spec["model_dir"] = str(tmp_path / "model")
     spec["export"]["base"] = str(tmp_path / "export")
     return spec

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import EXAMPLES, REPO
+from tests.conftest import REPO, iris_job
 
 ESTIMATOR_K2E = os.path.join(REPO, ".venv", "bin", "k2e")
 KERAS_K2E = os.path.join(os.path.dirname(sys.executable), "k2e")
@@ -86,26 +86,8 @@ def stop(proc: subprocess.Popen, how=signal.SIGKILL) -> tuple[int, str]:
 
 
 def iris_spec(example_data, root, **changes) -> dict:
-    spec = {
-        "trainer": "keras",
-        "model": {"factory": os.path.join(EXAMPLES, "models.py") + ":iris_model"},
-        "model_dir": str(root / "model"),
-        "data": {
-            "train": {"files": str(example_data / "iris_train.csv")},
-            "eval": {"files": str(example_data / "iris_test.csv")},
-            "features": {
-                "dense_input": ["sepal_length", "sepal_width", "petal_length", "petal_width"]
-            },
-            "labels": "species",
-            "batch_size": 16,
-        },
-        "train": {"steps": 60},
-        "eval": {"every_steps": "end"},
-        "run_config": {"tf_random_seed": 1, "log_every_secs": 0.05},
-        "export": {"base": str(root / "export")},
-    }
-    spec.update(changes)
-    return spec
+    """The suite's small iris job (`tests.conftest.iris_job`) on the Keras trainer."""
+    return {**iris_job(example_data, root), "trainer": "keras", **changes}
 
 
 def signature_defs(saved_model_dir) -> dict:

@@ -11,10 +11,9 @@ import os
 
 import numpy as np
 import pytest
-import yaml
 
 from tests import real_data
-from tests.conftest import EXAMPLES
+from tests.conftest import EXAMPLES, example_spec
 from tests.keras_trainer.conftest import k2e, signature_defs
 
 pytestmark = pytest.mark.slow
@@ -105,11 +104,7 @@ def _keras_fit(factory, x, y, steps, batch_size, x_eval, y_eval) -> dict:
 def test_iris_the_same_on_both_trainers_and_as_keras_fit(example_data, tmp_path):
     import pandas as pd
 
-    with open(os.path.join(EXAMPLES, "iris.yaml")) as f:
-        spec = yaml.safe_load(f)
-    spec["model"]["factory"] = os.path.join(EXAMPLES, "models.py") + ":iris_model"
-    spec["data"]["train"]["files"] = str(example_data / "iris_train.csv")
-    spec["data"]["eval"]["files"] = str(example_data / "iris_test.csv")
+    spec = example_spec("iris", "iris_model", example_data, "iris")
     runs = _both(spec, tmp_path)
     _same_records(runs)
 
@@ -212,11 +207,7 @@ def _examples(rows) -> list[bytes]:
 def test_a_multi_output_model_the_same_on_both_trainers(example_data, tmp_path):
     """Two inputs, two softmax heads, metric_names_map and a classification head on raw
     tensors (a predict signature of `scores`, as the Estimator writes it)."""
-    with open(os.path.join(EXAMPLES, "two_io.yaml")) as f:
-        spec = yaml.safe_load(f)
-    spec["model"]["factory"] = os.path.join(EXAMPLES, "models.py") + ":two_input_two_output_model"
-    spec["data"]["train"]["files"] = str(example_data / "two_io_train.npz")
-    spec["data"]["eval"]["files"] = str(example_data / "two_io_test.npz")
+    spec = example_spec("two_io", "two_input_two_output_model", example_data, "two_io")
     runs = _both(spec, tmp_path)
     _same_records(runs)
     _close(runs)
@@ -230,11 +221,7 @@ def test_a_version_the_estimator_trainer_published_warm_starts_the_keras_trainer
     """The migration path: the Keras trainer starts a model line from the Estimator trainer's
     version; published at once (step 0), it answers a tf.Example request as that version
     does."""
-    with open(os.path.join(EXAMPLES, "iris.yaml")) as f:
-        spec = yaml.safe_load(f)
-    spec["model"]["factory"] = os.path.join(EXAMPLES, "models.py") + ":iris_model"
-    spec["data"]["train"]["files"] = str(example_data / "iris_train.csv")
-    spec["data"]["eval"]["files"] = str(example_data / "iris_test.csv")
+    spec = example_spec("iris", "iris_model", example_data, "iris")
     spec["train"]["steps"] = 300
     spec["export"]["base"] = str(tmp_path / "export")
     first = {**spec, "model_dir": str(tmp_path / "estimator"), "trainer": "estimator"}
@@ -278,11 +265,7 @@ def test_a_model_dir_of_the_estimator_trainer_is_refused_and_warm_starts_instead
 ):
     """Pointing the Keras trainer at the Estimator trainer's model_dir stops in one line
     saying how to start from it; warm_start from that model_dir does."""
-    with open(os.path.join(EXAMPLES, "iris.yaml")) as f:
-        spec = yaml.safe_load(f)
-    spec["model"]["factory"] = os.path.join(EXAMPLES, "models.py") + ":iris_model"
-    spec["data"]["train"]["files"] = str(example_data / "iris_train.csv")
-    spec["data"]["eval"]["files"] = str(example_data / "iris_test.csv")
+    spec = example_spec("iris", "iris_model", example_data, "iris")
     spec.update(model_dir=str(tmp_path / "estimator"), train={"steps": 100}, export=None)
     code, trained, err = k2e(
         "train", {**spec, "trainer": "estimator"}, tmp_path, trainer="estimator"
