@@ -23,7 +23,7 @@ from tests.keras_trainer.conftest import (
 )
 
 
-def test_the_iris_example_publishes_a_classify_signature(tmp_path):
+def test_the_iris_example_publishes_a_classify_signature(tmp_path, example_data):
     """The README's command: `.venv-keras/bin/k2e run examples/iris.yaml --set trainer=keras`
     publishes a version whose `classification` signature TF Serving's Classify API takes."""
     import subprocess
@@ -41,9 +41,9 @@ def test_the_iris_example_publishes_a_classify_signature(tmp_path):
             "--set",
             f"export.base={out / 'export'}",
             "--set",
-            f"data.train.files={EXAMPLES}/data/iris_train.csv",
+            f"data.train.files={example_data}/iris_train.csv",
             "--set",
-            f"data.eval.files={EXAMPLES}/data/iris_test.csv",
+            f"data.eval.files={example_data}/iris_test.csv",
         ],
         capture_output=True,
         text=True,
