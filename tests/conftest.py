@@ -125,17 +125,22 @@ def example_spec(name: str, factory: str, example_data, data: str) -> dict:
 def retraining_spec(example_data, tmp_path):
     """examples/iris_retraining.yaml (gate, warm start, retention) writing into tmp_path;
     `retraining_day(spec, n)` gives the overrides of day n's run."""
+    return retraining_job(example_data, tmp_path)
+
+
+def retraining_job(example_data, root) -> dict:
+    """examples/iris_retraining.yaml's day 1, writing its model_dir and export under `root`."""
     import yaml
 
     with open(os.path.join(EXAMPLES, "iris_retraining.yaml")) as f:
         spec = yaml.safe_load(f)
     spec["model"]["factory"] = os.path.join(EXAMPLES, "models.py") + ":iris_model"
     spec["data"]["eval"]["files"] = str(example_data / "retraining" / "eval.csv")
-    spec["export"]["base"] = str(tmp_path / "models")
+    spec["export"]["base"] = str(root / "models")
     spec["run_config"]["log_every_secs"] = 0.5
     from k2e_core.spec import apply_overrides
 
-    return apply_overrides(spec, retraining_day(1, example_data, tmp_path))
+    return apply_overrides(spec, retraining_day(1, example_data, root))
 
 
 def retraining_day(day, example_data, root) -> dict:

@@ -64,6 +64,7 @@ def _pandas_penguins():
     )
 
 
+@pytest.mark.slow
 def test_pandas_parquet_with_missing_values_evaluates_as_keras_on_the_same_rows(tmp_path):
     from k2e_core.steps import job
 
@@ -119,6 +120,7 @@ def test_a_null_label_is_named_by_file_row_group_row_and_column(tmp_path):
     assert not (tmp_path / "model").exists() or not list((tmp_path / "model").iterdir())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compression", ["snappy", "zstd"])
 def test_pyarrow_files_with_row_groups_and_dictionaries_train_like_keras(tmp_path, compression):
     """Two files written by pyarrow, 40-row row groups, dictionary-encoded text: the

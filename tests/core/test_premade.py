@@ -91,6 +91,7 @@ def test_a_weak_candidate_loses_to_the_linear_baseline(example_data, tmp_path, c
     assert curve["accuracy"][-1] == (400, pytest.approx(beaten))
 
 
+@pytest.mark.slow
 def test_penguins_step_by_step_with_a_dnn_baseline(tmp_path):
     """palmerpenguins as shipped (species as text, text and integer inputs, NA cells
     dropped): the train step trains the DNNClassifier baseline on its own budget after the

@@ -170,6 +170,7 @@ def test_sample_weights_train_and_evaluate_as_keras_fit_does(tmp_path, fmt):
     assert plain["metrics"]["loss"] != pytest.approx(weighted["metrics"]["loss"], rel=1e-2)
 
 
+@pytest.mark.slow
 def test_sample_weights_reach_every_output_of_a_multi_output_model(example_data, tmp_path):
     from k2e_core.steps import job
     from tests.conftest import EXAMPLES
@@ -314,6 +315,7 @@ def test_fills_come_from_the_training_data_and_apply_in_the_serving_signature(tm
 # --------------------------------------------------------------------------- text labels
 
 
+@pytest.mark.slow
 def test_text_labels_train_like_class_ids_and_serving_returns_class_names(tmp_path):
     from k2e_core.estimator.compat import tf
     from k2e_core.steps import job
@@ -402,6 +404,7 @@ def _mixed_frame():
     return frame[["species", "island", "sex", "year", *PENGUIN_MEASUREMENTS]]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["csv", "tfrecord", "npz", "parquet"])
 def test_text_and_integer_categorical_features_feed_string_and_int_inputs(tmp_path, fmt):
     from k2e_core.steps import job
@@ -480,6 +483,7 @@ def test_declared_column_types_keep_a_zip_code_as_text(tmp_path):
 # --------------------------------------------------------------------------- TFRecords
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("size", [8, 16])
 def test_encoded_images_in_tfrecords_are_decoded_and_served_from_the_same_bytes(tmp_path, size):
     from k2e_core.estimator.compat import tf
@@ -520,6 +524,7 @@ def test_encoded_images_in_tfrecords_are_decoded_and_served_from_the_same_bytes(
     np.testing.assert_allclose(served, keras.predict(pixels, verbose=0), atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("width", [64, None])
 def test_variable_length_features_are_padded_to_the_input(tmp_path, width):
     from k2e_core.steps import job
@@ -564,6 +569,7 @@ def test_a_variable_length_feature_longer_than_its_input_is_named(tmp_path):
         job.validate(spec)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("serving_input", ["raw", "tf_example"])
 def test_a_ragged_input_takes_each_row_at_its_own_length(tmp_path, serving_input):
     from k2e_core.estimator.compat import tf
@@ -623,6 +629,7 @@ def test_every_missing_marker_counts_whichever_ones_a_file_uses(tmp_path):
 # --------------------------------------------------------------------------- preprocessing layers
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt,serving_input", [("csv", "raw"), ("tfrecord", "tf_example")])
 def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(
     tmp_path, capsys, fmt, serving_input
@@ -694,6 +701,7 @@ def test_models_with_adapted_preprocessing_layers_train_through_k2e_run(
     )
 
 
+@pytest.mark.slow
 def test_a_warm_start_into_a_model_with_adapted_layers_takes_the_trained_weights(tmp_path):
     from k2e_core.steps import job
 

@@ -57,15 +57,18 @@ def _cli(*args):
     return proc.returncode, proc.stdout, proc.stderr
 
 
-@pytest.fixture
-def two_days(retraining_spec, example_data, tmp_path):
-    """Day 1 published version 1; day 2 was judged against it. The specs are files."""
+@pytest.fixture(scope="module")
+def two_days(example_data, tmp_path_factory):
+    """Day 1 published version 1; day 2 was judged against it. The specs are files. The
+    tests only read what the two days wrote, so they share it."""
     from k2e_core.spec import apply_overrides
     from k2e_core.steps import job
-    from tests.conftest import retraining_day
+    from tests.conftest import retraining_day, retraining_job
 
-    day2 = apply_overrides(retraining_spec, retraining_day(2, example_data, tmp_path))
-    job.run(retraining_spec)
+    tmp_path = tmp_path_factory.mktemp("two-days")
+    day1 = retraining_job(example_data, tmp_path)
+    day2 = apply_overrides(day1, retraining_day(2, example_data, tmp_path))
+    job.run(day1)
     job.run(day2)
     path = tmp_path / "day2.yaml"
     path.write_text(yaml.safe_dump(day2))

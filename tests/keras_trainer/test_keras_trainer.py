@@ -68,6 +68,7 @@ def test_the_iris_example_publishes_a_classify_signature(tmp_path, example_data)
     assert "oneDNN" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_resumes_at_the_last_checkpoint_with_the_optimizer_state(
     example_data, tmp_path
 ):
@@ -111,6 +112,7 @@ def test_sigkill_then_rerun_resumes_at_the_last_checkpoint_with_the_optimizer_st
     assert f"training from step {reached} to {reached + 100}" in err
 
 
+@pytest.mark.slow
 def test_checkpoints_every_n_seconds_keep_the_newest_ones(example_data, tmp_path):
     spec = iris_spec(
         example_data,
@@ -127,6 +129,7 @@ def test_checkpoints_every_n_seconds_keep_the_newest_ones(example_data, tmp_path
         assert "model.ckpt-6000" in f.readline()
 
 
+@pytest.mark.slow
 def test_sigterm_saves_the_step_it_reached_and_a_rerun_goes_on_from_it(example_data, tmp_path):
     spec = iris_spec(
         example_data,
@@ -207,6 +210,7 @@ def test_the_estimator_trainer_here_names_the_interpreter_that_has_it(example_da
     assert not os.path.exists(spec["model_dir"])
 
 
+@pytest.mark.slow
 def test_a_model_dir_on_s3_gets_each_checkpoint_and_a_rerun_resumes_from_the_store(
     example_data, tmp_path, s3
 ):
@@ -237,6 +241,7 @@ def test_a_model_dir_on_s3_gets_each_checkpoint_and_a_rerun_resumes_from_the_sto
     assert again["steps_trained"] == 50 and again["resume_download_bytes"] > 0
 
 
+@pytest.mark.slow
 def test_a_warm_start_from_a_checkpoint_of_this_trainer_takes_its_optimizer_state(
     example_data, tmp_path
 ):

@@ -432,6 +432,7 @@ def test_three_scheduled_runs_publish_only_blessed_versions(
     assert len(os.listdir(os.path.join(base, "candidates"))) == 1
 
 
+@pytest.mark.slow
 def test_job_pipeline_runs_the_whole_job_as_one_task(local_runner, iris_spec, tmp_path, tf):
     """One component, one process: the same published version, metrics and artifacts as the
     four-task pipeline; the pipeline compiles to a single task."""

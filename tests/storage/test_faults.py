@@ -153,6 +153,7 @@ def _s3_job(tmp_path, s3, iris_spec, steps, prefix):
     return str(path)
 
 
+@pytest.mark.slow
 def test_training_killed_after_a_checkpoint_resumes_from_it(s3, iris_spec, tmp_path):
     spec = _s3_job(tmp_path, s3, iris_spec, steps=20000, prefix="killed")
     proc = subprocess.Popen(

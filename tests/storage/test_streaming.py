@@ -181,6 +181,7 @@ def test_remote_eval_data_has_the_digest_of_the_same_files_on_disk(s3, tmp_path)
     assert gzip.decompress((local / "part-00.csv.gz").read_bytes()).startswith(b"species")
 
 
+@pytest.mark.slow
 def test_cached_records_download_each_remote_file_once(s3, tmp_path):
     """data.cache keeps the parsed records after the first epoch: no download after it.
     (The checks before training read the first rows too: up to local_files downloads.)"""
