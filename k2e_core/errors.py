@@ -8,6 +8,7 @@ policy the CLI, the Airflow operators and the KFP components apply to any except
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -34,6 +35,22 @@ class SpecError(K2eError, ValueError):
     def __init__(self, field: str, problem: str, fix: str = ""):
         self.field, self.problem, self.fix = field, problem, fix
         super().__init__(f"{field}: {problem}" + (f"; {fix}" if fix else ""))
+
+
+class Diverged(K2eError):
+    """The loss became NaN or infinite: nothing after it was saved, and a rerun of the same
+    job diverges the same way."""
+
+    retryable = False
+
+    @classmethod
+    def at(cls, step: int, kept: str | None) -> Diverged:
+        """The line both trainers give: the step, the checkpoint kept, what to change."""
+        return cls(
+            f"training diverged: the loss is NaN at step {step} (nothing was saved after it"
+            f"{'; ' + os.path.basename(kept) + ' is kept' if kept else ''}); lower the learning "
+            "rate, or look for NaN/inf in the data (k2e validate --full)"
+        )
 
 
 class ExportMismatch(K2eError):

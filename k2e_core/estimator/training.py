@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
 import time
 
 import numpy as np
 
 from k2e_core.distributed import cluster
-from k2e_core.errors import K2eError
+from k2e_core.errors import Diverged
 from k2e_core.estimator import compat, summaries
 from k2e_core.estimator.compat import tf
 from k2e_core.inputs import pipeline
@@ -28,13 +27,6 @@ class _StopOnRequest(tf.estimator.SessionRunHook):
             run_context.request_stop()  # the checkpoint saver's end() saves this step
 
 
-class Diverged(K2eError):
-    """The loss became NaN: TensorFlow stopped training before saving anything after it.
-    A rerun of the same job diverges the same way."""
-
-    retryable = False
-
-
 @contextlib.contextmanager
 def _training(estimator, progress):
     """Around a training loop: a NaN loss becomes `Diverged`, and the event files are closed
@@ -45,11 +37,7 @@ def _training(estimator, progress):
     except tf.compat.v1.train.NanLossDuringTrainingError:
         step = progress.last_step or global_step(estimator) + 1
         kept = estimator.latest_checkpoint()
-        raise Diverged(
-            f"training diverged: the loss is NaN at step {step} (nothing was saved after it"
-            f"{'; ' + os.path.basename(kept) + ' is kept' if kept else ''}); lower the learning "
-            "rate, or look for NaN/inf in the data (k2e validate --full)"
-        ) from None
+        raise Diverged.at(step, kept) from None
     finally:
         tf.compat.v1.summary.FileWriterCache.clear()
 

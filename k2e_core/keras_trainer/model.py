@@ -69,17 +69,19 @@ def _load_file(spec: JobSpec, objects: dict, staging_dir: str):
     url = spec.path(spec.model.path)
     if not storage.exists(url):
         raise SpecError(
-            "model.path", f"{storage.redact(url)} does not exist", "save the model first"
+            "model.path",
+            f"no Keras model at {storage.redact(url)}{storage.why_missing(url)}",
+            "save the model first",
         )
     local = storage.fetch(url, os.path.join(staging_dir, "model"))
     try:
         return keras.saving.load_model(
             local, custom_objects=objects, safe_mode=not spec.model.allow_unsafe_deserialization
         )
-    except ValueError as err:
+    except (OSError, ValueError, TypeError, KeyError) as err:
         raise SpecError(
             "model.path",
-            first_line(err, 200),
+            f"cannot load a Keras model from {storage.redact(url)}: {first_line(err, 200)}",
             "save the model with model.save('model.keras') from Keras 3 and pass "
             "custom_objects; a Keras 2 file trains with trainer: estimator",
         ) from None

@@ -55,11 +55,13 @@ class KerasTrainer(Trainer):
         0: the warm-started weights, which later steps start from)."""
         job = self.job
         began = time.perf_counter()
+        self._check_metric_names_map()
         self.checkpoints = training.Checkpoints(
             job.model,
             job.model_dir.path,
             job.spec.run_config.keep_checkpoint_max,
             on_save=job.model_dir.saved,
+            url=storage.redact(job.model_dir.url),
         )
         step = self.checkpoints.restore()
         if job.reads_data and job.model_dir.writable and job.leads:
@@ -113,18 +115,34 @@ class KerasTrainer(Trainer):
         training.eval_curves(self.job.model_dir.path, metrics)
         return {"metrics": metrics, "checkpoint": self.latest_checkpoint()}
 
-    def metric_names(self) -> list[str]:
-        """The names `evaluate` reports, from one batch of the eval data."""
+    def _keras_logs(self) -> dict:
+        """What Keras' evaluate logs on two rows of the eval data: its own metric names."""
         job = self.job
         features, labels = job.data.first_batch("eval", 2)
         batch = training.for_fit(self.to_model)(features, labels)
-        logs = job.model.evaluate(
+        return job.model.evaluate(
             *batch[:2],
             sample_weight=batch[2] if len(batch) > 2 else None,
             return_dict=True,
             verbose=0,
         )
-        return sorted(training.plain(logs, job.spec.model.metric_names_map))
+
+    def metric_names(self) -> list[str]:
+        """The names `evaluate` reports."""
+        return sorted(training.plain(self._keras_logs(), self.job.spec.model.metric_names_map))
+
+    def _check_metric_names_map(self) -> None:
+        renamed = self.job.spec.model.metric_names_map
+        if not renamed:
+            return
+        known = self._keras_logs()
+        unknown = set(renamed) - set(known)
+        if unknown:
+            raise SpecError(
+                "model.metric_names_map",
+                f"unknown Keras metric names {sorted(unknown)}",
+                f"the model's metrics are {sorted(known)}",
+            )
 
     def confusion_matrix(self) -> dict | None:
         """A single-output classifier's confusion matrix on the eval data."""

@@ -18,7 +18,7 @@ import time
 import keras
 import numpy as np
 
-from k2e_core.errors import K2eError, SpecError, first_line
+from k2e_core.errors import Diverged, SpecError, first_line
 from k2e_core.stopping import Stopped, stop_requested
 from k2e_core.tf_runtime import tf
 
@@ -28,21 +28,21 @@ CHECKPOINT_NAME = "model.ckpt"  # model.ckpt-<step>, as the Estimator names them
 EVAL_RUN = "eval"
 
 
-class Diverged(K2eError):
-    """The loss became NaN; nothing after it was saved."""
-
-    retryable = False
-
-
 class Checkpoints:
     """model_dir's step checkpoints: the model's variables and the optimizer's (its step
     count, `iterations`, is the global step)."""
 
-    def __init__(self, model, model_dir: str, keep: int, on_save=None):
+    def __init__(self, model, model_dir: str, keep: int, on_save=None, url: str | None = None):
         model.optimizer.build(model.trainable_variables)  # slots exist before a restore
         self.model = model
         self.on_save = on_save  # on_save(step): a remote model_dir uploads it
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+        self.url = url or model_dir  # model_dir as the user named it
+        self.optimizer_class = type(model.optimizer).__name__
+        self.checkpoint = tf.train.Checkpoint(
+            model=model,
+            optimizer=model.optimizer,
+            optimizer_class=tf.Variable(self.optimizer_class, dtype=tf.string, trainable=False),
+        )
         self.manager = tf.train.CheckpointManager(
             self.checkpoint,
             model_dir,
@@ -62,6 +62,7 @@ class Checkpoints:
         """The latest checkpoint's weights and optimizer state, if any; its step. A
         checkpoint of another model, or of the Estimator trainer, is refused in one line."""
         if self.latest:
+            self._check_optimizer()
             try:
                 self.checkpoint.restore(self.latest).assert_existing_objects_matched()
             except (AssertionError, ValueError, tf.errors.OpError) as err:
@@ -73,6 +74,22 @@ class Checkpoints:
                     "from its weights (the Estimator trainer's included)",
                 ) from None
         return self.step
+
+    def _check_optimizer(self) -> None:
+        """Resuming with another optimizer would start its state afresh mid-run."""
+        reader = tf.train.load_checkpoint(self.latest)
+        key = "optimizer_class/.ATTRIBUTES/VARIABLE_VALUE"
+        if not reader.has_tensor(key):
+            return  # another model's or trainer's checkpoint: restore names it
+        trained_with = reader.get_tensor(key).decode()
+        if trained_with != self.optimizer_class:
+            raise SpecError(
+                "model_dir",
+                f"{self.url} holds checkpoints trained with {trained_with}, not "
+                f"{self.optimizer_class} ({os.path.basename(self.latest)})",
+                f"use a new model_dir (warm_start: {self.url} keeps its weights), or compile "
+                "the model with the optimizer it was trained with",
+            )
 
     def save(self) -> str:
         step = self.step
@@ -180,11 +197,7 @@ class _Events(keras.callbacks.Callback):
             t.steady = (self.step, now)
         loss = (logs or {}).get("loss")
         if loss is not None and not np.isfinite(loss):
-            raise Diverged(
-                f"training: the loss became {loss} by step {self.step}; nothing after the "
-                f"last checkpoint ({t.checkpoints.latest or 'none'}) was saved. Lower the "
-                "learning rate, check the data for extreme values, or clip gradients"
-            )
+            raise Diverged.at(self.step, t.checkpoints.latest)
         summary_every = spec.run_config.save_summary_steps
         if t.curves and summary_every and (self.step % summary_every == 0 or self.last):
             seconds = max(now - self.last_point, 1e-9)
