@@ -97,7 +97,7 @@ def apply(model, prefix: str, record: dict, field: str = "warm_start") -> None:
             variable.assign(value)
         return
     try:
-        status = tf.train.Checkpoint(model=model).restore(prefix)
+        status = tf.train.Checkpoint(model=model).read(prefix)  # read: no save_counter
         status.expect_partial().assert_existing_objects_matched()
     except (AssertionError, ValueError, tf.errors.OpError) as err:
         raise SpecError(

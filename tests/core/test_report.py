@@ -61,22 +61,32 @@ def _cli(*args):
 def two_days(example_data, tmp_path_factory):
     """Day 1 published version 1; day 2 was judged against it. The specs are files. The
     tests only read what the two days wrote, so they share it."""
+    return trained_two_days(example_data, tmp_path_factory.mktemp("two-days"))
+
+
+def trained_two_days(example_data, root, **changes) -> tuple[str, dict, dict]:
+    """The retraining example's days 1 and 2 under `root`: (day 2's spec file, its spec,
+    its run's result)."""
     from k2e_core.spec import apply_overrides
     from k2e_core.steps import job
     from tests.conftest import retraining_day, retraining_job
 
-    tmp_path = tmp_path_factory.mktemp("two-days")
-    day1 = retraining_job(example_data, tmp_path)
-    day2 = apply_overrides(day1, retraining_day(2, example_data, tmp_path))
+    day1 = {**retraining_job(example_data, root), **changes}
+    day2 = apply_overrides(day1, retraining_day(2, example_data, root))
     job.run(day1)
-    job.run(day2)
-    path = tmp_path / "day2.yaml"
+    judged = job.run(day2)
+    path = root / "day2.yaml"
     path.write_text(yaml.safe_dump(day2))
-    return str(path), day2
+    return str(path), day2, judged
 
 
 def test_the_report_is_one_page_with_every_picture_drawn(two_days, tmp_path):
-    spec_path, day2 = two_days
+    check_report_page(two_days[0], tmp_path)
+
+
+def check_report_page(spec_path: str, tmp_path) -> None:
+    """`k2e report` on day 2's spec: every section, five pictures, nothing fetched, and
+    (where Chromium is) every picture drawn by the browser."""
     out = tmp_path / "report.html"
     code, stdout, stderr = _cli("report", spec_path, "--out", str(out))
     assert code == 0, stderr
@@ -108,7 +118,7 @@ def test_the_report_holds_what_the_registry_and_evaluation_say(two_days):
     from k2e_core import registry
     from k2e_core.steps import job, report
 
-    _, day2 = two_days
+    _, day2, _ = two_days
     from k2e_core.spec import load_spec
 
     page = report.gather(load_spec(day2))
@@ -129,7 +139,7 @@ def test_the_report_holds_what_the_registry_and_evaluation_say(two_days):
 def test_an_export_base_alone_gives_the_registry_and_the_newest_runs_curves(two_days, tmp_path):
     from k2e_core.steps import report
 
-    _, day2 = two_days
+    _, day2, _ = two_days
     out = tmp_path / "base.html"
     result = report.report_step(day2["export"]["base"], str(out))
     assert result["versions"] == 2 and result["model_dir"] == day2["model_dir"]
