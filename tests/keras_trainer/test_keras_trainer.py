@@ -4,6 +4,7 @@ same tags, early stopping, TF Serving's classify signature, and clear refusals."
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -51,7 +52,6 @@ def test_the_iris_example_publishes_a_classify_signature(tmp_path, example_data)
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr
-    import json
 
     done = json.loads(proc.stdout.strip().splitlines()[-1])
     assert done["blessed"] and done["version"] == 1
@@ -271,3 +271,31 @@ def test_a_warm_start_from_a_checkpoint_of_this_trainer_takes_its_optimizer_stat
     for name in moments:
         np.testing.assert_array_equal(seeded.get_tensor(name), source.get_tensor(name))
     assert any(np.abs(source.get_tensor(name)).sum() > 0 for name in moments)
+
+
+@pytest.mark.slow
+def test_the_steps_one_by_one_as_the_retraining_dag_and_pipeline_run_them(example_data, tmp_path):
+    """validate, train, evaluate, export (with evaluate's metrics), each its own `k2e`
+    process as each is its own task: the version records the evaluated step and metrics,
+    and a second train goes on from the step the first reached."""
+    spec = iris_spec(example_data, tmp_path, train={"steps": 40})
+    code, validated, err = k2e("validate", spec, tmp_path)
+    assert code == 0, err
+    assert not os.path.exists(spec["model_dir"])  # validate writes nothing
+    code, trained, err = k2e("train", spec, tmp_path)
+    assert code == 0, err
+    assert trained["global_step"] == 40
+    code, evaluated, err = k2e("evaluate", spec, tmp_path)
+    assert code == 0, err
+    assert evaluated["global_step"] == 40 and 0 < evaluated["metrics"]["loss"] < 5
+    code, exported, err = k2e(
+        "export", spec, tmp_path, "--metrics", json.dumps(evaluated["metrics"])
+    )
+    assert code == 0, err
+    assert exported["version"] == 1
+    with open(os.path.join(exported["export_path"], "k2e-record.json")) as f:
+        record = json.load(f)
+    assert record["metrics"] == evaluated["metrics"]
+    code, again, err = k2e("train", {**spec, "train": {"steps": 70}}, tmp_path)
+    assert code == 0, err
+    assert again["global_step"] == 70 and checkpoint_steps(spec["model_dir"])[-1] == 70
