@@ -11,18 +11,21 @@ checkpoint (k2e_core.steps.warm_start finds it), written by either trainer.
 
 A source that does not fit stops the job naming the variables, or with
 `warm_start_mismatch: fresh` is skipped (and the record says so). The optimizer's state
-(Adam's moments...) comes from the source's training checkpoint where that is this
-trainer's and fits (a version's: the checkpoint it was exported from, while its model_dir
-keeps it), with its step count back at 0; otherwise it starts fresh, and the record's
-`optimizer_state` is null."""
+(Adam's moments...) comes from the source's training checkpoint (a version's: the
+checkpoint it was exported from, while its model_dir keeps it) where that is this
+trainer's and fits, or is the Estimator trainer's and both optimizers are Adam; its step
+count starts at 0. Otherwise it starts fresh, and the record's `optimizer_state` is null."""
 
 from __future__ import annotations
 
 import logging
 import os
 
+import keras
+
 from k2e_core import storage
 from k2e_core.errors import SpecError, first_line
+from k2e_core.keras_trainer import compat
 from k2e_core.steps import warm_start as sources
 from k2e_core.storage.checkpoints import unreadable
 from k2e_core.tf_runtime import tf
@@ -59,10 +62,16 @@ def _restore_optimizer(model, prefix: str, record: dict, staging_dir: str) -> st
     if not url:
         return None
     local = prefix if url == prefix else sources.fetch_prefix(url, staging_dir)
-    names = tf.train.load_checkpoint(local).get_variable_to_shape_map()
-    if _KERAS3_STEP not in names:
-        return None  # the Estimator trainer's (Keras 2 slots), or no optimizer at all
+    reader = tf.train.load_checkpoint(local)
+    names = reader.get_variable_to_shape_map()
     model.optimizer.build(model.trainable_variables)
+    if _KERAS3_STEP not in names:
+        slots = _keras2_adam_slots(model, reader, names)
+        if slots is None:
+            return None  # another optimizer's state, or none at all: it starts fresh
+        for variable, value in slots:
+            variable.assign(value)
+        return record["url"] if url == prefix else storage.redact(url)
     fresh = [variable.numpy() for variable in model.optimizer.variables]
     try:
         tf.train.Checkpoint(optimizer=model.optimizer).restore(
@@ -74,6 +83,31 @@ def _restore_optimizer(model, prefix: str, record: dict, staging_dir: str) -> st
         return None
     model.optimizer.iterations.assign(0)
     return record["url"] if url == prefix else storage.redact(url)
+
+
+def _keras2_adam_slots(model, reader, shapes) -> list | None:
+    """[(Keras 3 Adam variable, value)] from the Estimator trainer's checkpoint (Keras 2's
+    Adam: `layer_with_weights-N/<weight>/.OPTIMIZER_SLOT/optimizer/m`, `v`, with amsgrad
+    `vhat`), or None where the model's optimizer is not Adam or a slot is missing or
+    misshapen."""
+    optimizer = model.optimizer
+    adam_state = "optimizer/beta_1" + _VALUE in shapes
+    if not (isinstance(optimizer, keras.optimizers.Adam) and adam_state):
+        return None
+    slots = {"m": "momentum", "v": "velocity"}
+    if optimizer.amsgrad:
+        slots["vhat"] = "velocity_hat"
+    pairs = []
+    with_weights = [layer for layer in model.layers if layer.weights]
+    for index, layer in enumerate(with_weights):
+        for variable in layer.trainable_weights:
+            for keras2, keras3 in slots.items():
+                key = f"{_KERAS2_LAYER}{index}/{variable.name}/.OPTIMIZER_SLOT/optimizer/{keras2}"
+                target = compat.optimizer_slot(optimizer, variable, keras3)
+                if target is None or list(shapes.get(key + _VALUE, [-1])) != list(target.shape):
+                    return None
+                pairs.append((target, reader.get_tensor(key + _VALUE)))
+    return pairs
 
 
 def apply(model, prefix: str, record: dict, field: str = "warm_start") -> None:

@@ -219,8 +219,8 @@ def test_a_version_the_estimator_trainer_published_warm_starts_the_keras_trainer
     example_data, tmp_path
 ):
     """The migration path: the Keras trainer starts a model line from the Estimator trainer's
-    version; published at once (step 0), it answers a tf.Example request as that version
-    does."""
+    version, with Adam's moments from the checkpoint it was exported from; published at once
+    (step 0), it answers a tf.Example request as that version does."""
     spec = example_spec("iris", "iris_model", example_data, "iris")
     spec["train"]["steps"] = 300
     spec["export"]["base"] = str(tmp_path / "export")
@@ -238,6 +238,11 @@ def test_a_version_the_estimator_trainer_published_warm_starts_the_keras_trainer
     code, converted, err = k2e("convert", moved, tmp_path)
     assert code == 0, err
     assert converted["warm_start"]["version"] == 1 and converted["global_step"] == 0
+    assert converted["warm_start"]["optimizer_state"].endswith("estimator/model.ckpt-300")
+    _assert_adam_moments_carried(
+        os.path.join(first["model_dir"], "model.ckpt-300"),
+        os.path.join(moved["model_dir"], "model.ckpt-0"),
+    )
     code, evaluated, err = k2e("evaluate", moved, tmp_path)
     assert code == 0, err
     assert evaluated["metrics"]["accuracy"] == pytest.approx(done["metrics"]["accuracy"])
@@ -258,6 +263,31 @@ def test_a_version_the_estimator_trainer_published_warm_starts_the_keras_trainer
         for v in (1, 2)
     ]
     np.testing.assert_allclose(answers[0], answers[1], atol=1e-5)
+
+
+def _assert_adam_moments_carried(estimator_checkpoint: str, keras_checkpoint: str) -> None:
+    """Every Adam moment of the Estimator trainer's checkpoint (Keras 2 slots `m`, `v`) is
+    one of the Keras trainer's optimizer variables, whose step count is 0."""
+    from k2e_core.tf_runtime import tf
+
+    source = tf.train.load_checkpoint(estimator_checkpoint)
+    seeded = tf.train.load_checkpoint(keras_checkpoint)
+    step = "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"
+    assert seeded.get_tensor(step) == 0
+    moments = [
+        source.get_tensor(name)
+        for name in source.get_variable_to_shape_map()
+        if "/.OPTIMIZER_SLOT/optimizer/" in name
+    ]
+    assert len(moments) == 8  # m and v of both layers' kernel and bias
+    state = [
+        seeded.get_tensor(name)
+        for name in seeded.get_variable_to_shape_map()
+        if name.startswith("optimizer/_variables/")
+    ]
+    for moment in moments:
+        assert np.abs(moment).max() > 0
+        assert any(v.shape == moment.shape and np.array_equal(v, moment) for v in state)
 
 
 def test_a_model_dir_of_the_estimator_trainer_is_refused_and_warm_starts_instead(
