@@ -273,29 +273,22 @@ def test_a_warm_start_from_a_checkpoint_of_this_trainer_takes_its_optimizer_stat
     assert any(np.abs(source.get_tensor(name)).sum() > 0 for name in moments)
 
 
-@pytest.mark.slow
 def test_the_steps_one_by_one_as_the_retraining_dag_and_pipeline_run_them(example_data, tmp_path):
-    """validate, train, evaluate, export (with evaluate's metrics), each its own `k2e`
-    process as each is its own task: the version records the evaluated step and metrics,
-    and a second train goes on from the step the first reached."""
+    """validate, train, evaluate, export (with evaluate's metrics), each opening the job
+    afresh as each task does: the version records the evaluated step and metrics, and a
+    second train goes on from the step the first reached."""
+    from k2e_core.steps import job
+
     spec = iris_spec(example_data, tmp_path, train={"steps": 40})
-    code, validated, err = k2e("validate", spec, tmp_path)
-    assert code == 0, err
+    job.validate(spec)
     assert not os.path.exists(spec["model_dir"])  # validate writes nothing
-    code, trained, err = k2e("train", spec, tmp_path)
-    assert code == 0, err
-    assert trained["global_step"] == 40
-    code, evaluated, err = k2e("evaluate", spec, tmp_path)
-    assert code == 0, err
+    assert job.train_step(spec)["global_step"] == 40
+    evaluated = job.evaluate_step(spec)
     assert evaluated["global_step"] == 40 and 0 < evaluated["metrics"]["loss"] < 5
-    code, exported, err = k2e(
-        "export", spec, tmp_path, "--metrics", json.dumps(evaluated["metrics"])
-    )
-    assert code == 0, err
+    exported = job.export_step(spec, metrics=evaluated["metrics"])
     assert exported["version"] == 1
     with open(os.path.join(exported["export_path"], "k2e-record.json")) as f:
         record = json.load(f)
     assert record["metrics"] == evaluated["metrics"]
-    code, again, err = k2e("train", {**spec, "train": {"steps": 70}}, tmp_path)
-    assert code == 0, err
-    assert again["global_step"] == 70 and checkpoint_steps(spec["model_dir"])[-1] == 70
+    assert job.train_step({**spec, "train": {"steps": 70}})["global_step"] == 70
+    assert checkpoint_steps(spec["model_dir"])[-1] == 70
