@@ -24,6 +24,7 @@ def _malignant_recall(model, x, y) -> float:
     return float(((model.predict(x, verbose=0)[:, 0] < 0.5) & (y == 0)).sum() / (y == 0).sum())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["parquet", "tfrecord"])
 def test_sample_weighted_public_data_trains_and_evaluates_as_keras_fit_does(tmp_path, tf, fmt):
     """breast_cancer with weight 0 on every malignant (class 0) row and the label first: like

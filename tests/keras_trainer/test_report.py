@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import os
 
+import pytest
+
 from tests.core.test_report import check_report_page, trained_two_days
 
 
+@pytest.mark.slow
 def test_day_two_warm_starts_from_day_ones_version_and_the_report_has_every_picture(
     example_data, tmp_path
 ):
