@@ -16,6 +16,16 @@ from dataclasses import dataclass
 from k2e_core import versions
 from k2e_core.errors import SpecError
 
+
+def unknown_metric_names(known, metric_names_map) -> str:
+    """What is wrong with `model.metric_names_map` given the metric names Keras reports
+    (`known`), and the fix; "" when every name it renames is known. Both trainers' line."""
+    unknown = set(metric_names_map or {}) - set(known)
+    if not unknown:
+        return ""
+    return f"unknown Keras metric names {sorted(unknown)}; the model's metrics are {sorted(known)}"
+
+
 _MODULES = {
     "estimator": "k2e_core.estimator.trainer",
     "keras": "k2e_core.keras_trainer.trainer",

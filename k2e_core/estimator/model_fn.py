@@ -21,6 +21,7 @@ from k2e_core.estimator.keras_copies import (
     private_copy,
     restore_eager_classes,
 )
+from k2e_core.trainer import unknown_metric_names
 
 log = logging.getLogger("k2e.conversion")
 
@@ -32,14 +33,9 @@ SINGLE_FEATURE = "feature"  # where ServingInputReceiver puts a single features 
 
 
 def check_metric_names_map(known, metric_names_map):
-    if not metric_names_map:
-        return
-    unknown = set(metric_names_map) - set(known)
-    if unknown:
-        raise ValueError(
-            f"metric_names_map: unknown Keras metric names {sorted(unknown)}; "
-            f"the model's metrics are {sorted(known)}"
-        )
+    problem = unknown_metric_names(known, metric_names_map)
+    if problem:
+        raise ValueError(f"metric_names_map: {problem}")
 
 
 def evaluation_metric_names(keras_model, metric_names_map=None, custom_objects=None):

@@ -16,7 +16,7 @@ from k2e_core.inputs import data
 from k2e_core.keras_trainer import export, training, warm_start
 from k2e_core.keras_trainer import model as keras_model
 from k2e_core.objects import spec_custom_objects
-from k2e_core.trainer import Trainer
+from k2e_core.trainer import Trainer, unknown_metric_names
 
 log = logging.getLogger("k2e.job")
 
@@ -133,16 +133,9 @@ class KerasTrainer(Trainer):
 
     def _check_metric_names_map(self) -> None:
         renamed = self.job.spec.model.metric_names_map
-        if not renamed:
-            return
-        known = self._keras_logs()
-        unknown = set(renamed) - set(known)
-        if unknown:
-            raise SpecError(
-                "model.metric_names_map",
-                f"unknown Keras metric names {sorted(unknown)}",
-                f"the model's metrics are {sorted(known)}",
-            )
+        problem = renamed and unknown_metric_names(self._keras_logs(), renamed)
+        if problem:
+            raise SpecError("model.metric_names_map", problem)
 
     def confusion_matrix(self) -> dict | None:
         """A single-output classifier's confusion matrix on the eval data."""
